@@ -1,0 +1,34 @@
+# The README's two commands: `make demo` and `make test`. Both build their own virtualenv.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
+
+.PHONY: demo test venv services bench clean
+
+$(STAMP): pyproject.toml
+	@bash scripts/ensure_python.sh $(PYTHON)
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	@rm -f $(VENV)/.installed-* && touch $(STAMP)
+
+venv: $(STAMP)
+
+services:
+	@bash scripts/ensure_services.sh
+
+# Everything on embedded defaults: a broker (started if none is reachable), simulated homes,
+# the flow and SQLite. Runs until Ctrl-C, or DURATION seconds if given.
+demo: venv
+	@bash scripts/ensure_services.sh mosquitto
+	$(BIN)/shems demo $(if $(DURATION),--duration $(DURATION),)
+
+test: venv services
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+bench: venv services
+	$(BIN)/shems bench ingest --devices 10000 --seconds 20
+
+clean:
+	rm -rf $(VENV) .shems .pytest_cache .hypothesis

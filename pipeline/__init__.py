@@ -1,0 +1,1 @@
+"""shems pipeline: domain types, decoding, operators, configuration and the CLI."""

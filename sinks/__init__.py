@@ -1,0 +1,1 @@
+"""Stores: PostgreSQL/TimescaleDB and SQLite behind one interface, plus a Parquet exporter."""

@@ -1,0 +1,56 @@
+"""Shared fixtures: every test gets its own PostgreSQL database and its own MQTT topic prefix,
+so two runs (or two tests) never see each other's data."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+
+import psycopg
+import pytest
+
+PG_ADMIN_URL = os.environ.get("SHEMS_TEST_PG_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+MQTT_HOST = os.environ.get("SHEMS_TEST_MQTT_HOST", "127.0.0.1")
+MQTT_PORT = int(os.environ.get("SHEMS_TEST_MQTT_PORT", "1883"))
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+def _unique(prefix: str) -> str:
+    return f"{prefix}_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture
+def pg_url():
+    """A fresh, empty PostgreSQL database for one test, dropped afterwards."""
+    name = _unique("shems_test")
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    base = PG_ADMIN_URL.rsplit("/", 1)[0]
+    yield f"{base}/{name}"
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'shems.db'}"
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def store_url(request, tmp_path: Path) -> str:
+    """Run a test against both stores."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'shems.db'}"
+    return request.getfixturevalue("pg_url")
+
+
+@pytest.fixture
+def mqtt_url() -> str:
+    return f"mqtt://{MQTT_HOST}:{MQTT_PORT}"
+
+
+@pytest.fixture
+def topic_prefix() -> str:
+    """A topic root no other test or run uses; the flow strips it before decoding."""
+    return f"shems-test/{uuid.uuid4().hex[:12]}/"
