@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 from prometheus_client import Counter, Gauge, Histogram
 
 MESSAGES_RECEIVED = Counter(
@@ -52,3 +54,14 @@ BROKER_DROPPED_MESSAGES = Gauge(
     "shems_broker_dropped_messages",
     "Mosquitto's $SYS/broker/publish/messages/dropped: QoS>0 messages lost for full queues",
 )
+
+_worker = threading.local()
+
+
+def set_worker(label: str) -> None:
+    """Remember which Bytewax worker this thread is, for the ``worker`` label (set by sources)."""
+    _worker.label = label
+
+
+def worker_label() -> str:
+    return getattr(_worker, "label", "0")

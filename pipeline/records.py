@@ -111,3 +111,18 @@ class DeviceInfo:
     vendor_id: str | None = None  # the vendor's topic id (Shelly id, Tasmota topic, Z2M name)
     channel: int | None = None
     timezone: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class LateReading:
+    """A reading that arrived after its window closed: stored raw, left out of the aggregate."""
+
+    reading: Reading
+    bucket: datetime  # the window it belonged to
+
+
+@dataclass(frozen=True, slots=True)
+class Tick:
+    """Emitted by sources on a wall-clock cadence so time-based batching works when input is idle."""
+
+    at: datetime

@@ -11,10 +11,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol, Sequence
 
-from pipeline.records import DeadLetter, DeviceInfo, DeviceWindow, HomeWindow, Reading
+from pipeline.records import DeadLetter, DeviceInfo, DeviceWindow, HomeWindow, LateReading, Reading
 
 # Same table names and columns in every store (see docs/ARCHITECTURE.md).
-TABLES = ("readings", "device_1m", "home_1m", "devices", "dead_letter")
+TABLES = ("readings", "device_1m", "home_1m", "devices", "dead_letter", "late_readings")
 
 
 @dataclass(slots=True)
@@ -26,10 +26,13 @@ class Batch:
     home_windows: list[HomeWindow] = field(default_factory=list)
     dead_letters: list[DeadLetter] = field(default_factory=list)
     devices: list[DeviceInfo] = field(default_factory=list)
+    # Readings that came after their window closed; their raw row is in `readings` already.
+    late_readings: list[LateReading] = field(default_factory=list)
 
     def __len__(self) -> int:
         return (
-            len(self.readings)
+            len(self.late_readings)
+            + len(self.readings)
             + len(self.device_windows)
             + len(self.home_windows)
             + len(self.dead_letters)

@@ -1,0 +1,174 @@
+"""The ingest dataflow, top to bottom as the data path:
+
+    MQTT source -> decode (per physical device) -> readings | dead letters
+    readings -> device 1-minute windows (per device) -> home totals (per home)
+    readings, windows, late readings, home totals, dead letters -> store (batched, idempotent)
+
+Every step is a pure function or a pure state object from ``pipeline``; this module only wires
+them together and runs them on Bytewax.
+"""
+
+from __future__ import annotations
+
+import threading
+from datetime import timedelta
+from typing import Callable, Sequence
+
+import bytewax.operators as op
+from bytewax.dataflow import Dataflow, Stream
+from bytewax.inputs import Source
+
+from flows.logic import DecodeLogic, device_window_builder, home_total_builder
+from pipeline import metrics
+from pipeline.config import IngestConfig, parse_mqtt_url
+from pipeline.decode import SUBSCRIPTIONS, route_key
+from pipeline.logs import get_logger
+from pipeline.records import DeviceKind, DeviceWindow, Reading, Tick
+from pipeline.registry import Registry
+from pipeline.settings import ValidationSettings, WindowSettings
+from sinks.base import mask_url, open_store
+from sinks.writer import StoreSink
+
+log = get_logger(__name__)
+
+_UNROUTABLE = "unroutable"  # topics no decoder claims still pass through decode to be dead-lettered
+
+
+def _device_key(reading: Reading) -> str:
+    return f"{reading.home_id}\x1f{reading.device_id}"
+
+
+def meter_homes(registry: Registry) -> frozenset[str]:
+    return frozenset(e.home_id for e in registry.entries() if e.kind == DeviceKind.METER)
+
+
+def aggregate_and_store(
+    readings: Stream,
+    side: Sequence[Stream],
+    *,
+    store_url: str,
+    window: WindowSettings,
+    meter_home_ids: frozenset[str],
+    flush_on_eof: Callable[[], bool],
+    batch_rows: int,
+    flush_interval_s: float,
+) -> None:
+    """Windows readings per device, totals them per home, and sends everything to the store."""
+    by_device = op.key_on("by_device", readings, _device_key)
+    device_out = op.key_rm(
+        "device_out",
+        op.stateful_batch(
+            "device_windows", by_device, device_window_builder(window, flush_on_eof)
+        ),
+    )
+    split = op.branch("window_or_late", device_out, lambda x: isinstance(x, DeviceWindow))
+    device_windows, late = split.trues, split.falses
+    by_home = op.key_on("by_home", device_windows, lambda w: w.home_id)
+    home_windows = op.key_rm(
+        "home_out",
+        op.stateful_batch(
+            "home_totals",
+            by_home,
+            home_total_builder(window, meter_home_ids, flush_on_eof),
+        ),
+    )
+    to_store = op.merge("to_store", readings, device_windows, late, home_windows, *side)
+    op.output("store", to_store, StoreSink(store_url, batch_rows, flush_interval_s))
+
+
+def build_flow(
+    cfg: IngestConfig, source: Source, registry: Registry, *,
+    flush_on_eof: Callable[[], bool] = lambda: True,
+) -> Dataflow:
+    """The MQTT ingest flow over any source of RawMessage and Tick records."""
+    flow = Dataflow("shems_ingest")
+    incoming = op.input("mqtt", flow, source)
+    tick_split = op.branch("tick_or_message", incoming, lambda x: isinstance(x, Tick))
+    ticks, messages = tick_split.trues, tick_split.falses
+    routed = op.key_on("route", messages, lambda m: route_key(m.topic) or _UNROUTABLE)
+    validation: ValidationSettings = cfg.validation
+
+    def decode_builder(resume):
+        return DecodeLogic(registry, validation, metrics.worker_label(), resume)
+
+    decoded = op.key_rm("decoded", op.stateful_batch("decode", routed, decode_builder))
+    split = op.branch("reading_or_dead_letter", decoded, lambda x: isinstance(x, Reading))
+    aggregate_and_store(
+        split.trues,
+        [split.falses, ticks],
+        store_url=cfg.store_url,
+        window=cfg.window,
+        meter_home_ids=meter_homes(registry),
+        flush_on_eof=flush_on_eof,
+        batch_rows=cfg.batch_rows,
+        flush_interval_s=cfg.flush_interval_s,
+    )
+    return flow
+
+
+def load_registry(cfg: IngestConfig) -> Registry:
+    return Registry.load(cfg.registry_path) if cfg.registry_path else Registry.empty()
+
+
+def prepare_store(store_url: str, registry: Registry) -> None:
+    """Migrate the schema and store the registry, once, before workers start."""
+    store = open_store(store_url)
+    try:
+        store.migrate()
+        store.upsert_devices(registry.device_infos())
+    finally:
+        store.close()
+
+
+def run(cfg: IngestConfig, stop_event: threading.Event | None = None) -> None:
+    """Run the ingest flow until stopped, idle for ``idle_exit_s``, or killed."""
+    from bytewax.recovery import RecoveryConfig, init_db_dir
+    from bytewax.run import cli_main
+
+    from flows.mqtt_source import MqttSource
+
+    registry = load_registry(cfg)
+    prepare_store(cfg.store_url, registry)
+    recovery = None
+    if cfg.recovery_dir is not None:
+        cfg.recovery_dir.mkdir(parents=True, exist_ok=True)
+        if not any(cfg.recovery_dir.iterdir()):
+            # One partition per worker of the whole cluster is Bytewax's recommended layout.
+            processes = max(1, len(cfg.addresses))
+            init_db_dir(cfg.recovery_dir, cfg.workers * processes)
+        recovery = RecoveryConfig(cfg.recovery_dir)
+    source = MqttSource(
+        parse_mqtt_url(cfg.mqtt_url),
+        SUBSCRIPTIONS,
+        topic_prefix=cfg.topic_prefix,
+        client_id_prefix=f"{cfg.client_id_prefix}-p{cfg.process_id or 0}",
+        share_group=cfg.share_group,
+        qos=cfg.qos,
+        session_expiry_s=cfg.session_expiry_s,
+        idle_exit_s=cfg.idle_exit_s,
+        stop_event=stop_event,
+    )
+    # With recovery the open windows survive in the snapshot, so a stop signal must not flush
+    # them as final (the next run completes them); without recovery, or when the input simply
+    # went quiet (--idle-exit), flushing is the only way not to lose the minute in progress.
+    def flush_on_eof() -> bool:
+        return recovery is None or source.went_idle.is_set()
+
+    flow = build_flow(cfg, source, registry, flush_on_eof=flush_on_eof)
+    log.info(
+        "flow_starting",
+        mqtt=str(parse_mqtt_url(cfg.mqtt_url)),
+        store=mask_url(cfg.store_url),
+        workers=cfg.workers,
+        process_id=cfg.process_id,
+        recovery=str(cfg.recovery_dir) if cfg.recovery_dir else None,
+    )
+    cli_main(
+        flow,
+        workers_per_process=cfg.workers,
+        process_id=cfg.process_id,
+        addresses=list(cfg.addresses) or None,
+        epoch_interval=timedelta(seconds=cfg.epoch_interval_s),
+        recovery_config=recovery,
+    )
+    log.info("flow_stopped")

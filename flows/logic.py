@@ -1,0 +1,197 @@
+"""Thin Bytewax adapters: each wraps one pure, picklable state object from ``pipeline``.
+
+Bytewax calls ``on_batch`` with all queued values of one key, ``on_notify`` when ``notify_at``
+has passed, ``on_eof`` at the end of input, and ``snapshot`` for recovery. The adapters only
+translate between those calls and the pure classes, and count what they see.
+"""
+
+from __future__ import annotations
+
+import pickle
+from datetime import datetime, timezone
+from typing import Callable, Iterable
+
+from bytewax.operators import StatefulBatchLogic
+
+from pipeline import metrics
+from pipeline.decode import DecoderState, decode
+from pipeline.home_total import HomeAggregator
+from pipeline.records import DeadLetter, DeviceWindow, LateReading, RawMessage, Reading
+from pipeline.registry import Registry
+from pipeline.settings import ValidationSettings, WindowSettings
+from pipeline.windowing import DeviceWindower
+
+RETAIN = StatefulBatchLogic.RETAIN
+DISCARD = StatefulBatchLogic.DISCARD
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def reason_class(reason: str) -> str:
+    """A bounded label for a free-text dead-letter reason (metrics must not explode in labels)."""
+    r = reason.lower()
+    for needle, label in (
+        ("json", "invalid_json"),
+        ("unregistered", "unregistered_device"),
+        ("not registered", "unregistered_device"),
+        ("unknown topic", "unknown_topic"),
+        ("no decoder", "unknown_topic"),
+        ("future", "future_timestamp"),
+        ("finite", "not_finite"),
+        ("bounds", "out_of_bounds"),
+        ("outside", "out_of_bounds"),
+        ("missing", "missing_field"),
+    ):
+        if needle in r:
+            return label
+    return "invalid_payload"
+
+
+class DecodeLogic(StatefulBatchLogic):
+    """Per physical device: vendor state (e.g. Shelly's last full status) across messages."""
+
+    def __init__(self, registry: Registry, validation: ValidationSettings, worker: str,
+                 state: DecoderState | None) -> None:
+        self.registry = registry
+        self.validation = validation
+        self.state = state
+        self.worker = worker
+
+    def on_batch(self, values: list[RawMessage]) -> tuple[Iterable[Reading | DeadLetter], bool]:
+        out: list[Reading | DeadLetter] = []
+        for msg in values:
+            self.state, results = decode(self.state, msg, self.registry, self.validation)
+            out.extend(results)
+        for item in out:
+            if isinstance(item, Reading):
+                metrics.READINGS_DECODED.labels(worker=self.worker, source=item.source.value).inc()
+            else:
+                metrics.DEAD_LETTERS.labels(worker=self.worker, reason=reason_class(item.reason)).inc()
+        # No vendor state to keep (e.g. native devices): drop the key to bound memory.
+        return out, DISCARD if self.state is None else RETAIN
+
+    def snapshot(self) -> DecoderState | None:
+        return pickle.loads(pickle.dumps(self.state))
+
+
+class DeviceWindowLogic(StatefulBatchLogic):
+    """Per device: 1-minute event-time windows (see pipeline.windowing)."""
+
+    def __init__(self, windower: DeviceWindower, worker: str, flush_on_eof: Callable[[], bool]) -> None:
+        self.windower = windower
+        self.worker = worker
+        self.flush_on_eof = flush_on_eof
+
+    def _emit(self, output) -> list[DeviceWindow | LateReading]:
+        out: list[DeviceWindow | LateReading] = list(output.windows)
+        if output.late:
+            metrics.LATE_READINGS.labels(worker=self.worker).inc(len(output.late))
+            size = self.windower.settings.window_s
+            for r in output.late:
+                epoch = int(r.ts.timestamp()) // size * size
+                out.append(LateReading(r, datetime.fromtimestamp(epoch, timezone.utc)))
+        if output.windows:
+            metrics.WINDOWS_EMITTED.labels(worker=self.worker, level="device").inc(len(output.windows))
+        return out
+
+    def on_batch(self, values: list[Reading]):
+        now = _now()
+        out: list[DeviceWindow | LateReading] = []
+        for reading in values:
+            out.extend(self._emit(self.windower.add(reading, now)))
+        return out, RETAIN
+
+    def on_notify(self):
+        return self._emit(self.windower.close_due(_now())), RETAIN
+
+    def on_eof(self):
+        if not self.flush_on_eof():
+            return [], RETAIN
+        return self._emit(self.windower.flush()), RETAIN
+
+    def notify_at(self) -> datetime | None:
+        return self.windower.next_due()
+
+    def snapshot(self) -> bytes:
+        return pickle.dumps(self.windower)
+
+
+class HomeTotalLogic(StatefulBatchLogic):
+    """Per home: the home's total from its meters, else the sum of its devices."""
+
+    def __init__(self, aggregator: HomeAggregator, worker: str, flush_on_eof: Callable[[], bool]) -> None:
+        self.aggregator = aggregator
+        self.worker = worker
+        self.flush_on_eof = flush_on_eof
+
+    def _emit(self, output):
+        if output.windows:
+            metrics.WINDOWS_EMITTED.labels(worker=self.worker, level="home").inc(len(output.windows))
+        return list(output.windows)
+
+    def on_batch(self, values: list[DeviceWindow]):
+        now = _now()
+        out = []
+        for window in values:
+            out.extend(self._emit(self.aggregator.add(window, now)))
+        return out, RETAIN
+
+    def on_notify(self):
+        return self._emit(self.aggregator.close_due(_now())), RETAIN
+
+    def on_eof(self):
+        if not self.flush_on_eof():
+            return [], RETAIN
+        return self._emit(self.aggregator.flush()), RETAIN
+
+    def notify_at(self) -> datetime | None:
+        return self.aggregator.next_due()
+
+    def snapshot(self) -> bytes:
+        return pickle.dumps(self.aggregator)
+
+
+def device_window_builder(settings: WindowSettings, flush_on_eof: Callable[[], bool]):
+    def build(resume: bytes | None) -> DeviceWindowLogic:
+        windower = pickle.loads(resume) if resume is not None else DeviceWindower(settings)
+        return DeviceWindowLogic(windower, metrics.worker_label(), flush_on_eof)
+
+    return build
+
+
+def home_total_builder(settings: WindowSettings, meter_homes: frozenset[str],
+                       flush_on_eof: Callable[[], bool]):
+    def build(resume: bytes | None) -> HomeTotalLogic:
+        # The key is not passed to builders; the first window tells the home (see HomeTotalLogic).
+        aggregator = pickle.loads(resume) if resume is not None else None
+        return _LazyHomeTotalLogic(
+            settings, meter_homes, metrics.worker_label(), flush_on_eof, aggregator
+        )
+
+    return build
+
+
+class _LazyHomeTotalLogic(HomeTotalLogic):
+    """Builds the aggregator on the first window, when the home id (and registry meter) is known."""
+
+    def __init__(self, settings, meter_homes, worker, flush_on_eof, aggregator) -> None:
+        self.settings = settings
+        self.meter_homes = meter_homes
+        super().__init__(aggregator, worker, flush_on_eof)
+
+    def on_batch(self, values: list[DeviceWindow]):
+        if self.aggregator is None:
+            home = values[0].home_id
+            self.aggregator = HomeAggregator(self.settings, known_meter=home in self.meter_homes)
+        return super().on_batch(values)
+
+    def notify_at(self):
+        return None if self.aggregator is None else self.aggregator.next_due()
+
+    def on_notify(self):
+        return ([], RETAIN) if self.aggregator is None else super().on_notify()
+
+    def on_eof(self):
+        return ([], RETAIN) if self.aggregator is None else super().on_eof()

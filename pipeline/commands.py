@@ -1,0 +1,1 @@
+"""Subcommands beyond `run`; each registers itself with pipeline.cli."""
