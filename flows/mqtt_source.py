@@ -80,6 +80,7 @@ class MqttPartition(StatelessSourcePartition):
         self.last_message_mono = time.monotonic()
         self.next_tick_mono = 0.0
         self.stopping = False
+        self.received = 0
         self.connected = threading.Event()
         self._received = metrics.MESSAGES_RECEIVED.labels(worker=self.worker)
 
@@ -160,6 +161,7 @@ class MqttPartition(StatelessSourcePartition):
         now = time.monotonic()
         if batch:
             self.last_message_mono = now
+            self.received += len(batch)
             self._received.inc(len(batch))
         if self.stopping or self._should_stop(now, idle=not batch):
             self._shutdown()
@@ -204,7 +206,7 @@ class MqttPartition(StatelessSourcePartition):
         # queueing for us, and everything paho already acknowledged is in our inbox.
         self.client.disconnect()
         self.client.loop_stop()
-        log.info("mqtt_source_stopped", worker=self.worker)
+        log.info("mqtt_source_stopped", worker=self.worker, received=self.received)
 
     def close(self) -> None:
         self._shutdown()

@@ -29,9 +29,12 @@ class FlowProcess:
     client_id_prefix: str = field(default_factory=lambda: f"test-{uuid.uuid4().hex[:10]}")
     proc: subprocess.Popen | None = None
     log_lines: list[str] = field(default_factory=list)
+    connections: int = 1  # MQTT clients to wait for: one per worker of this process
     _connected: threading.Event = field(default_factory=threading.Event)
+    _seen: int = 0
 
-    def start(self, idle_exit: float | None = None, timeout: float = 60.0) -> "FlowProcess":
+    def start(self, idle_exit: float | None = None, timeout: float = 60.0,
+              wait: bool = True) -> "FlowProcess":
         cmd = [
             sys.executable, "-m", "pipeline.cli", "run",
             "--mqtt-url", self.mqtt_url,
@@ -44,21 +47,28 @@ class FlowProcess:
             cmd += ["--idle-exit", str(idle_exit)]
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         self._connected.clear()
+        self._seen = 0
         self.proc = subprocess.Popen(
             cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
         )
         threading.Thread(target=self._pump, daemon=True).start()
+        if wait:
+            self.wait_connected(timeout)
+        return self
+
+    def wait_connected(self, timeout: float = 60.0) -> None:
         if not self._connected.wait(timeout):
             self.kill()
             raise RuntimeError("flow did not connect:\n" + "\n".join(self.log_lines[-40:]))
-        return self
 
     def _pump(self) -> None:
         assert self.proc and self.proc.stdout
         for line in self.proc.stdout:
             self.log_lines.append(line.rstrip())
             if "mqtt_connected" in line:
-                self._connected.set()
+                self._seen += 1
+                if self._seen >= self.connections:
+                    self._connected.set()
 
     def stop(self, timeout: float = 60.0) -> int:
         """SIGTERM: the flow drains, commits and exits."""
