@@ -125,7 +125,7 @@ def run(cfg: IngestConfig, stop_event: threading.Event | None = None) -> None:
     from bytewax.recovery import RecoveryConfig, init_db_dir
     from bytewax.run import cli_main
 
-    from flows.mqtt_source import MqttSource
+    from flows.mqtt_source import MqttSource, SpooledMqttSource
 
     registry = load_registry(cfg)
     prepare_store(cfg.store_url, registry)
@@ -137,7 +137,7 @@ def run(cfg: IngestConfig, stop_event: threading.Event | None = None) -> None:
             processes = max(1, len(cfg.addresses))
             init_db_dir(cfg.recovery_dir, cfg.workers * processes)
         recovery = RecoveryConfig(cfg.recovery_dir)
-    source = MqttSource(
+    settings = MqttSource(
         parse_mqtt_url(cfg.mqtt_url),
         SUBSCRIPTIONS,
         topic_prefix=cfg.topic_prefix,
@@ -148,6 +148,10 @@ def run(cfg: IngestConfig, stop_event: threading.Event | None = None) -> None:
         idle_exit_s=cfg.idle_exit_s,
         stop_event=stop_event,
     )
+    source = settings
+    if cfg.recovery_dir is not None:
+        partitions = cfg.workers * max(1, len(cfg.addresses))
+        source = SpooledMqttSource(settings, partitions, cfg.recovery_dir / "spool")
     # With recovery the open windows survive in the snapshot, so a stop signal must not flush
     # them as final (the next run completes them); without recovery, or when the input simply
     # went quiet (--idle-exit), flushing is the only way not to lose the minute in progress.

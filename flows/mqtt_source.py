@@ -10,14 +10,23 @@ downstream so one bad payload can never stop the source.
 
 from __future__ import annotations
 
+import itertools
 import queue
+import sys
 import threading
 import time
 from datetime import datetime, timedelta, timezone
 from typing import Iterable, Sequence
 
 import paho.mqtt.client as mqtt
-from bytewax.inputs import DynamicSource, StatelessSourcePartition
+from pathlib import Path
+
+from bytewax.inputs import (
+    DynamicSource,
+    FixedPartitionedSource,
+    StatefulSourcePartition,
+    StatelessSourcePartition,
+)
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
@@ -25,6 +34,7 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 from pipeline import metrics
 from pipeline.config import MqttEndpoint
 from pipeline.logs import get_logger
+from flows.spool import Spool
 from pipeline.records import RawMessage, Tick
 
 log = get_logger(__name__)
@@ -34,7 +44,7 @@ SYS_DROPPED_TOPIC = "$SYS/broker/publish/messages/dropped"
 
 
 class MqttSource(DynamicSource):
-    """One MQTT subscriber per Bytewax worker."""
+    """One MQTT subscriber per Bytewax worker; the broker's ack is automatic (at most once on crash)."""
 
     def __init__(
         self,
@@ -70,7 +80,32 @@ class MqttSource(DynamicSource):
         return MqttPartition(self, worker_index)
 
 
-class MqttPartition(StatelessSourcePartition):
+class SpooledMqttSource(FixedPartitionedSource):
+    """MQTT with a local spool and manual acks, for flows with Bytewax recovery: a SIGKILL loses
+    nothing (see flows/spool.py). One partition per worker of the whole cluster."""
+
+    def __init__(self, settings: MqttSource, partitions: int, spool_root: Path) -> None:
+        self.settings = settings
+        self.partitions = partitions
+        self.spool_root = spool_root
+
+    @property
+    def went_idle(self) -> threading.Event:
+        return self.settings.went_idle
+
+    def list_parts(self) -> list[str]:
+        return [str(i) for i in range(self.partitions)]
+
+    def build_part(self, step_id: str, for_part: str, resume_state: int | None) -> "SpooledMqttPartition":
+        return SpooledMqttPartition(self.settings, int(for_part),
+                                    Spool(self.spool_root / f"part-{for_part}"), resume_state or 0)
+
+
+class _Receiver:
+    """The paho client and the batching shared by both partition kinds."""
+
+    manual_ack = False
+
     def __init__(self, source: MqttSource, worker_index: int) -> None:
         self.src = source
         self.worker = str(worker_index)
@@ -89,6 +124,7 @@ class MqttPartition(StatelessSourcePartition):
             callback_api_version=mqtt.CallbackAPIVersion.VERSION2,
             client_id=client_id,
             protocol=mqtt.MQTTv5,
+            manual_ack=self.manual_ack,
         )
         if source.endpoint.username:
             self.client.username_pw_set(source.endpoint.username, source.endpoint.password)
@@ -146,18 +182,26 @@ class MqttPartition(StatelessSourcePartition):
             except ValueError:
                 pass
             return
-        self.inbox.put(
-            RawMessage(topic[self.prefix_len :], message.payload, datetime.now(timezone.utc))
+        self._accept(
+            RawMessage(topic[self.prefix_len :], message.payload, datetime.now(timezone.utc)),
+            message,
         )
 
-    def next_batch(self) -> Iterable[RawMessage | Tick]:
-        batch: list[RawMessage | Tick] = []
+    def _accept(self, msg: RawMessage, message: mqtt.MQTTMessage) -> None:
+        self.inbox.put(msg)
+
+    def _take(self, limit: int) -> list[RawMessage]:
+        out: list = []
         get = self.inbox.get_nowait
         try:
-            for _ in range(self.src.batch_max):
-                batch.append(get())
+            for _ in range(limit):
+                out.append(get())
         except queue.Empty:
             pass
+        return out
+
+    def next_batch(self) -> Iterable[RawMessage | Tick]:
+        batch: list[RawMessage | Tick] = self._take(self.src.batch_max)
         now = time.monotonic()
         if batch:
             self.last_message_mono = now
@@ -166,7 +210,7 @@ class MqttPartition(StatelessSourcePartition):
         if self.stopping or self._should_stop(now, idle=not batch):
             self._shutdown()
             # Anything that arrived between the last drain and the disconnect is still ours.
-            batch.extend(self._drain())
+            batch.extend(self._take(sys.maxsize))
             if not batch:
                 raise StopIteration()
             return batch
@@ -190,14 +234,6 @@ class MqttPartition(StatelessSourcePartition):
             return True
         return False
 
-    def _drain(self) -> list[RawMessage]:
-        out: list[RawMessage] = []
-        try:
-            while True:
-                out.append(self.inbox.get_nowait())
-        except queue.Empty:
-            return out
-
     def _shutdown(self) -> None:
         if self.stopping:
             return
@@ -210,3 +246,54 @@ class MqttPartition(StatelessSourcePartition):
 
     def close(self) -> None:
         self._shutdown()
+
+
+class MqttPartition(_Receiver, StatelessSourcePartition):
+    """paho acknowledges each message on receipt."""
+
+
+class SpooledMqttPartition(_Receiver, StatefulSourcePartition):
+    """Acknowledges a message only once it is in the spool; resumes from a snapshot offset."""
+
+    manual_ack = True
+
+    def __init__(self, source: MqttSource, index: int, spool: Spool, resume_offset: int) -> None:
+        self.spool = spool
+        self.emitted = resume_offset  # spool offset just after the last message handed on
+        # Received and acknowledged before the last stop but not in a committed epoch: again.
+        self.replay = spool.read_from(resume_offset, spool.end)
+        self.replaying = resume_offset < spool.end
+        if self.replaying:
+            log.info("spool_replay", part=index, bytes=spool.end - resume_offset)
+        super().__init__(source, index)
+
+    def _accept(self, msg: RawMessage, message: mqtt.MQTTMessage) -> None:
+        end = self.spool.append(msg)
+        self.client.ack(message.mid, message.qos)
+        self.inbox.put((msg, end))
+
+    def _take(self, limit: int) -> list[RawMessage]:
+        if self.replaying:
+            out = []
+            for msg, end in itertools.islice(self.replay, limit):
+                out.append(msg)
+                self.emitted = end
+            if len(out) < limit:
+                self.replaying = False
+            if out:
+                return out
+        items = super()._take(limit)
+        if items:
+            self.emitted = items[-1][1]
+        return [msg for msg, _ in items]
+
+    def next_awake(self) -> datetime | None:
+        return None if self.replaying else super().next_awake()
+
+    def snapshot(self) -> int:
+        self.spool.snapshotted(self.emitted)
+        return self.emitted
+
+    def close(self) -> None:
+        super().close()
+        self.spool.close()

@@ -1,5 +1,5 @@
-"""Stop the flow mid-stream, keep publishing, start it again: every reading is stored exactly
-once, and with --recovery-dir the minute that was open at the stop is still aggregated right."""
+"""Stop (or SIGKILL) the flow mid-stream, keep publishing, start it again: every reading is
+stored exactly once, and with --recovery-dir the minutes open at the stop are aggregated right."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import time
 from datetime import datetime, timedelta, timezone
 
 import polars as pl
+import pytest
 
 from pipeline.settings import WindowSettings
 from sinks.base import open_store
@@ -39,7 +40,8 @@ def _publish(pub: TestPublisher, prefix: str, rows: list[dict], rate: float | No
     pub.flush()
 
 
-def test_restart_stores_every_reading_once(sqlite_url, tmp_path, mqtt_url, topic_prefix):
+@pytest.mark.parametrize("how", ["sigterm", "sigkill"])
+def test_restart_stores_every_reading_once(how, sqlite_url, tmp_path, mqtt_url, topic_prefix):
     rows = _readings(2400)
     first, while_down, after = rows[:1200], rows[1200:1800], rows[1800:]
     flow = FlowProcess(mqtt_url, sqlite_url, topic_prefix,
@@ -50,7 +52,10 @@ def test_restart_stores_every_reading_once(sqlite_url, tmp_path, mqtt_url, topic
     publisher = threading.Thread(target=_publish, args=(pub, topic_prefix, first, 800.0))
     publisher.start()
     time.sleep(0.6)
-    flow.stop()
+    if how == "sigterm":
+        flow.stop()
+    else:
+        flow.kill()
     publisher.join()
     _publish(pub, topic_prefix, while_down)  # the broker queues these for the flow's session
 

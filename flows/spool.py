@@ -1,0 +1,106 @@
+"""A local append-only log of received MQTT messages, so a killed flow loses nothing.
+
+With ``--recovery-dir``, the source acknowledges a QoS 1 message to the broker only after it is
+written here. Bytewax snapshots the source as the spool offset of the next message not yet handed
+to the flow; after a crash (even SIGKILL) the flow resumes from its last snapshot and the source
+re-emits every message after that offset. Windows are rebuilt from the snapshot, the same
+messages flow through them again, and the stores ignore readings they already have: exactly once.
+
+Writes go to the OS page cache (no fsync per message): that survives the death of the process,
+which is what the spool is for; a power cut can lose the last moments, as it would in the broker.
+
+Record layout: ``u32 length | f64 received_at (epoch s) | u16 topic length | topic | payload``.
+Segments are named by the offset of their first byte and deleted once every snapshot that could
+still be resumed from is past them.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Iterator
+
+from pipeline.records import RawMessage
+
+_HEAD = struct.Struct("<IdH")
+SEGMENT_BYTES = 64 * 1024 * 1024
+# Bytewax resumes from the newest epoch every worker has committed, a few epochs back at most;
+# keep spool behind the last this-many snapshots.
+KEEP_SNAPSHOTS = 20
+
+
+def encode(msg: RawMessage) -> bytes:
+    topic = msg.topic.encode()
+    body = _HEAD.pack(0, msg.received_at.timestamp(), len(topic)) + topic + msg.payload
+    return struct.pack("<I", len(body) - 4) + body[4:]
+
+
+class Spool:
+    """One writer and reader per source partition; offsets are global byte positions."""
+
+    def __init__(self, directory: Path) -> None:
+        self.dir = directory
+        self.dir.mkdir(parents=True, exist_ok=True)
+        segments = self._segments()
+        if segments:
+            start = segments[-1]
+            self.end = start + self._path(start).stat().st_size
+        else:
+            start = self.end = 0
+        self.current_start = start
+        self.file = open(self._path(start), "ab", buffering=0)
+        self.snapshots: list[int] = []
+
+    def _path(self, start: int) -> Path:
+        return self.dir / f"{start:020d}.spool"
+
+    def _segments(self) -> list[int]:
+        return sorted(int(p.stem) for p in self.dir.glob("*.spool"))
+
+    def append(self, msg: RawMessage) -> int:
+        """Write one message; returns the offset just after it."""
+        record = encode(msg)
+        if self.end - self.current_start + len(record) > SEGMENT_BYTES and self.end > self.current_start:
+            self.file.close()
+            self.current_start = self.end
+            self.file = open(self._path(self.current_start), "ab", buffering=0)
+        self.file.write(record)  # unbuffered: in the page cache before the broker gets its ack
+        self.end += len(record)
+        return self.end
+
+    def read_from(self, offset: int, until: int) -> Iterator[tuple[RawMessage, int]]:
+        """Messages between two offsets, each with the offset just after it."""
+        for start in self._segments():
+            seg_end = start + self._path(start).stat().st_size
+            if seg_end <= offset or start >= until:
+                continue
+            with open(self._path(start), "rb") as f:
+                pos = max(offset, start)
+                f.seek(pos - start)
+                while pos < min(until, seg_end):
+                    (length,) = struct.unpack("<I", f.read(4))
+                    body = f.read(length)
+                    _, received, topic_len = _HEAD.unpack(b"\0\0\0\0" + body[: _HEAD.size - 4])
+                    rest = body[_HEAD.size - 4 :]
+                    pos += 4 + length
+                    yield RawMessage(
+                        rest[:topic_len].decode(),
+                        rest[topic_len:],
+                        datetime.fromtimestamp(received, timezone.utc),
+                    ), pos
+
+    def snapshotted(self, offset: int) -> None:
+        """Record a snapshot offset and delete segments no resumable snapshot needs."""
+        self.snapshots.append(offset)
+        if len(self.snapshots) <= KEEP_SNAPSHOTS:
+            return
+        oldest_needed = self.snapshots.pop(0)
+        segments = self._segments()
+        for start, following in zip(segments, segments[1:]):
+            if following <= oldest_needed and start != self.current_start:
+                os.unlink(self._path(start))
+
+    def close(self) -> None:
+        self.file.close()
