@@ -1,0 +1,213 @@
+"""PostgreSQL store, with TimescaleDB when the extension is available.
+
+Writes COPY each batch (binary) into session-local staging tables, then move it with one
+``INSERT ... SELECT ... ON CONFLICT`` per table, all in one transaction: COPY's speed with
+upsert semantics, so a replay never duplicates a row.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Iterable, Sequence
+
+import psycopg
+
+from pipeline.records import DeadLetter, DeviceInfo, DeviceKind, DeviceWindow, HomeWindow, Reading, Source
+from sinks.base import TABLES, Batch
+from sinks.migrate import migrations
+from sinks.sqlite import device_rows, payload_hash
+
+_STAGING = """
+CREATE TEMP TABLE IF NOT EXISTS stage_readings (LIKE readings) ON COMMIT DELETE ROWS;
+CREATE TEMP TABLE IF NOT EXISTS stage_device_1m (LIKE device_1m) ON COMMIT DELETE ROWS;
+CREATE TEMP TABLE IF NOT EXISTS stage_home_1m (LIKE home_1m) ON COMMIT DELETE ROWS;
+"""
+
+_READING_TYPES = ["text", "text", "timestamptz", "float8", "float8", "float8", "float8"]
+_DEVICE_1M_TYPES = ["text", "text", "timestamptz", "text", "float8", "float8", "float8", "float8", "int4"]
+_HOME_1M_TYPES = ["text", "timestamptz", "float8", "float8", "float8", "float8", "int4"]
+
+_UPSERT_DEVICES = """
+INSERT INTO devices AS d (home_id, device_id, kind, source, first_seen, last_seen, vendor_id, channel, timezone)
+VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)
+ON CONFLICT (home_id, device_id) DO UPDATE SET
+  kind = excluded.kind, source = excluded.source,
+  first_seen = CASE WHEN d.first_seen IS NULL THEN excluded.first_seen
+                    WHEN excluded.first_seen IS NULL THEN d.first_seen
+                    ELSE least(d.first_seen, excluded.first_seen) END,
+  last_seen = CASE WHEN d.last_seen IS NULL THEN excluded.last_seen
+                   WHEN excluded.last_seen IS NULL THEN d.last_seen
+                   ELSE greatest(d.last_seen, excluded.last_seen) END,
+  vendor_id = coalesce(excluded.vendor_id, d.vendor_id),
+  channel = coalesce(excluded.channel, d.channel),
+  timezone = coalesce(excluded.timezone, d.timezone)
+"""
+
+
+def _last_by_key(items, key) -> list:
+    """Keep the last of each key: one upsert may not touch a row twice."""
+    return list({key(x): x for x in items}.values())
+
+
+class PostgresStore:
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.conn = self._connect()
+        self.has_timescale = self._timescale_available()
+
+    def _connect(self) -> psycopg.Connection:
+        conn = psycopg.connect(self.url, autocommit=True)
+        conn.execute("SET TIME ZONE 'UTC'")
+        return conn
+
+    def reconnect(self) -> None:
+        try:
+            self.conn.close()
+        finally:
+            self.conn = self._connect()
+
+    def _timescale_available(self) -> bool:
+        row = self.conn.execute(
+            "SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb'").fetchone()
+        return row is not None
+
+    # ------------------------------------------------------------------ schema
+    def migrate(self) -> None:
+        c = self.conn
+        # Two processes starting at once must not both run a migration.
+        with c.transaction():
+            c.execute("SELECT pg_advisory_xact_lock(hashtext('shems_migrations'))")
+            c.execute("CREATE TABLE IF NOT EXISTS schema_migrations (version integer PRIMARY KEY, "
+                      "name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())")
+            done = {v for (v,) in c.execute("SELECT version FROM schema_migrations")}
+            variant = "timescale" if self.has_timescale else "postgres_plain"
+            todo = sorted(migrations("postgres") + migrations(variant), key=lambda m: m.version)
+            for m in todo:
+                if m.version in done:
+                    continue
+                c.execute(m.sql)
+                c.execute("INSERT INTO schema_migrations (version, name) VALUES (%s, %s)",
+                          (m.version, f"{variant}/{m.name}" if m.version > 1 else m.name))
+
+    @property
+    def schema_version(self) -> int:
+        return self.conn.execute("SELECT coalesce(max(version), 0) FROM schema_migrations").fetchone()[0]
+
+    # ------------------------------------------------------------------ writes
+    def write(self, batch: Batch) -> None:
+        c = self.conn
+        with c.transaction():
+            with c.cursor() as cur:
+                cur.execute(_STAGING)
+                if batch.readings:
+                    self._copy(cur, "stage_readings", _READING_TYPES,
+                               ((r.home_id, r.device_id, r.ts, r.power_w, r.energy_wh, r.voltage_v,
+                                 r.current_a) for r in batch.readings))
+                    cur.execute("INSERT INTO readings SELECT * FROM stage_readings ON CONFLICT DO NOTHING")
+                if batch.device_windows:
+                    windows = _last_by_key(batch.device_windows, lambda w: (w.home_id, w.device_id, w.bucket))
+                    self._copy(cur, "stage_device_1m", _DEVICE_1M_TYPES,
+                               ((w.home_id, w.device_id, w.bucket, w.kind.value, w.mean_power_w,
+                                 w.min_power_w, w.max_power_w, w.energy_wh, w.samples) for w in windows))
+                    cur.execute(
+                        "INSERT INTO device_1m SELECT * FROM stage_device_1m "
+                        "ON CONFLICT (home_id, device_id, bucket) DO UPDATE SET kind = excluded.kind, "
+                        "mean_power_w = excluded.mean_power_w, min_power_w = excluded.min_power_w, "
+                        "max_power_w = excluded.max_power_w, energy_wh = excluded.energy_wh, "
+                        "samples = excluded.samples")
+                if batch.home_windows:
+                    windows = _last_by_key(batch.home_windows, lambda w: (w.home_id, w.bucket))
+                    self._copy(cur, "stage_home_1m", _HOME_1M_TYPES,
+                               ((w.home_id, w.bucket, w.mean_power_w, w.min_power_w, w.max_power_w,
+                                 w.energy_wh, w.samples) for w in windows))
+                    cur.execute(
+                        "INSERT INTO home_1m SELECT * FROM stage_home_1m "
+                        "ON CONFLICT (home_id, bucket) DO UPDATE SET "
+                        "mean_power_w = excluded.mean_power_w, min_power_w = excluded.min_power_w, "
+                        "max_power_w = excluded.max_power_w, energy_wh = excluded.energy_wh, "
+                        "samples = excluded.samples")
+                if batch.dead_letters:
+                    cur.executemany(
+                        "INSERT INTO dead_letter (received_at, topic, payload, reason, payload_hash) "
+                        "VALUES (%s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
+                        [(d.received_at, d.topic, d.payload.replace("\x00", "\ufffd"), d.reason,
+                          payload_hash(d.payload)) for d in batch.dead_letters])
+                if batch.late_readings:
+                    cur.executemany(
+                        "INSERT INTO late_readings VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING",
+                        [(x.reading.home_id, x.reading.device_id, x.reading.ts, x.bucket)
+                         for x in batch.late_readings])
+                self._upsert_devices(cur, device_rows(batch))
+
+    @staticmethod
+    def _copy(cur: psycopg.Cursor, table: str, types: list[str], rows: Iterable[tuple]) -> None:
+        with cur.copy(f"COPY {table} FROM STDIN (FORMAT BINARY)") as copy:
+            copy.set_types(types)
+            for row in rows:
+                copy.write_row(row)
+
+    @staticmethod
+    def _upsert_devices(cur: psycopg.Cursor, devices: Iterable[DeviceInfo]) -> None:
+        rows = [(d.home_id, d.device_id, d.kind.value, d.source.value, d.first_seen, d.last_seen,
+                 d.vendor_id, d.channel, d.timezone) for d in devices]
+        if rows:
+            # Sorted so concurrent writers lock device rows in the same order (no deadlocks).
+            cur.executemany(_UPSERT_DEVICES, sorted(rows, key=lambda r: (r[0], r[1])))
+
+    def upsert_devices(self, devices: Sequence[DeviceInfo]) -> None:
+        with self.conn.transaction(), self.conn.cursor() as cur:
+            self._upsert_devices(cur, devices)
+
+    # ------------------------------------------------------------------ reads
+    def counts(self) -> dict[str, int]:
+        return {t: self.conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in TABLES}
+
+    def readings(self, home_id: str | None = None, start: datetime | None = None,
+                 end: datetime | None = None) -> list[Reading]:
+        sql = ("SELECT r.home_id, r.device_id, r.ts, r.power_w, r.energy_wh, r.voltage_v, r.current_a, "
+               "d.kind, d.source FROM readings r LEFT JOIN devices d USING (home_id, device_id) "
+               "WHERE (%(home)s::text IS NULL OR r.home_id = %(home)s) "
+               "AND (%(start)s::timestamptz IS NULL OR r.ts >= %(start)s) "
+               "AND (%(end)s::timestamptz IS NULL OR r.ts < %(end)s) "
+               "ORDER BY r.home_id, r.device_id, r.ts")
+        rows = self.conn.execute(sql, {"home": home_id, "start": start, "end": end})
+        return [Reading(h, d, ts, p, e, v, a, DeviceKind(k or "appliance"), Source(s or "native"))
+                for h, d, ts, p, e, v, a, k, s in rows]
+
+    def device_windows(self, home_id: str | None = None) -> list[DeviceWindow]:
+        rows = self.conn.execute(
+            "SELECT home_id, device_id, kind, bucket, mean_power_w, min_power_w, max_power_w, "
+            "energy_wh, samples FROM device_1m WHERE (%(h)s::text IS NULL OR home_id = %(h)s) "
+            "ORDER BY home_id, device_id, bucket", {"h": home_id})
+        return [DeviceWindow(h, d, DeviceKind(k), b, m, lo, hi, e, n) for h, d, k, b, m, lo, hi, e, n in rows]
+
+    def home_windows(self, home_id: str | None = None) -> list[HomeWindow]:
+        rows = self.conn.execute(
+            "SELECT home_id, bucket, mean_power_w, min_power_w, max_power_w, energy_wh, samples "
+            "FROM home_1m WHERE (%(h)s::text IS NULL OR home_id = %(h)s) ORDER BY home_id, bucket",
+            {"h": home_id})
+        return [HomeWindow(*row) for row in rows]
+
+    def hourly(self, level: str, home_id: str | None = None) -> list[tuple]:
+        view = {"device": "device_1h", "home": "home_1h"}[level]
+        keys = "home_id, device_id, bucket" if level == "device" else "home_id, bucket"
+        cols = ("home_id, device_id, bucket" if level == "device" else "home_id, bucket") + \
+            ", mean_power_w, min_power_w, max_power_w, energy_wh, samples"
+        rows = self.conn.execute(
+            f"SELECT {cols} FROM {view} WHERE (%(h)s::text IS NULL OR home_id = %(h)s) ORDER BY {keys}",
+            {"h": home_id})
+        return [tuple(row) for row in rows]
+
+    def dead_letters(self) -> list[DeadLetter]:
+        rows = self.conn.execute(
+            "SELECT received_at, topic, payload, reason FROM dead_letter ORDER BY received_at, id")
+        return [DeadLetter(*row) for row in rows]
+
+    def devices(self) -> list[DeviceInfo]:
+        rows = self.conn.execute(
+            "SELECT home_id, device_id, kind, source, first_seen, last_seen, vendor_id, channel, timezone "
+            "FROM devices ORDER BY home_id, device_id")
+        return [DeviceInfo(h, d, DeviceKind(k), Source(s), f, l, v, c, tz) for h, d, k, s, f, l, v, c, tz in rows]
+
+    def close(self) -> None:
+        self.conn.close()

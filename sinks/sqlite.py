@@ -1,0 +1,231 @@
+"""SQLite store, the embedded default: WAL mode so the viewer and other processes read while the
+flow writes. Timestamps are stored as integer microseconds since the epoch (UTC)."""
+
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Iterable, Sequence
+
+from pipeline.records import DeadLetter, DeviceInfo, DeviceKind, DeviceWindow, HomeWindow, Reading, Source
+from sinks.base import TABLES, Batch
+from sinks.migrate import migrations
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+
+def to_us(ts: datetime) -> int:
+    return (ts - _EPOCH) // timedelta(microseconds=1)
+
+
+def from_us(us: int | None) -> datetime | None:
+    return None if us is None else _EPOCH + timedelta(microseconds=us)
+
+
+def payload_hash(payload: str) -> str:
+    return hashlib.sha256(payload.encode("utf-8", "replace")).hexdigest()
+
+
+def device_rows(batch: Batch) -> list[DeviceInfo]:
+    """Registry entries of the batch plus one summary per device seen in its readings."""
+    seen: dict[tuple[str, str], DeviceInfo] = {}
+    for r in batch.readings:
+        key = (r.home_id, r.device_id)
+        info = seen.get(key)
+        if info is None:
+            seen[key] = DeviceInfo(r.home_id, r.device_id, r.kind, r.source, r.ts, r.ts)
+        elif r.ts < info.first_seen or r.ts > info.last_seen:
+            seen[key] = DeviceInfo(r.home_id, r.device_id, r.kind, r.source,
+                                   min(info.first_seen, r.ts), max(info.last_seen, r.ts))
+    return list(batch.devices) + list(seen.values())
+
+
+class SqliteStore:
+    def __init__(self, url: str) -> None:
+        self.url = url
+        path = url[len("sqlite:///"):]
+        if not path:
+            raise ValueError("SQLite URL needs a path: sqlite:///relative.db or sqlite:////absolute.db")
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.conn = self._connect()
+
+    has_timescale = False
+
+    def _connect(self) -> sqlite3.Connection:
+        # isolation_level=None: we issue BEGIN/COMMIT ourselves, one transaction per batch.
+        conn = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")  # durable at checkpoints; WAL keeps it consistent
+        conn.execute("PRAGMA busy_timeout=30000")
+        return conn
+
+    def reconnect(self) -> None:
+        try:
+            self.conn.close()
+        finally:
+            self.conn = self._connect()
+
+    # ------------------------------------------------------------------ schema
+    def migrate(self) -> None:
+        c = self.conn
+        c.execute("CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, "
+                  "name TEXT NOT NULL, applied_at INTEGER NOT NULL)")
+        done = {v for (v,) in c.execute("SELECT version FROM schema_migrations")}
+        for m in migrations("sqlite"):
+            if m.version in done:
+                continue
+            c.execute("BEGIN IMMEDIATE")
+            try:
+                # executescript would commit on its own; run statement by statement instead.
+                for statement in _statements(m.sql):
+                    c.execute(statement)
+                c.execute("INSERT INTO schema_migrations VALUES (?, ?, ?)",
+                          (m.version, m.name, to_us(datetime.now(timezone.utc))))
+                c.execute("COMMIT")
+            except BaseException:
+                c.execute("ROLLBACK")
+                raise
+
+    @property
+    def schema_version(self) -> int:
+        row = self.conn.execute("SELECT max(version) FROM schema_migrations").fetchone()
+        return row[0] or 0
+
+    # ------------------------------------------------------------------ writes
+    def write(self, batch: Batch) -> None:
+        c = self.conn
+        c.execute("BEGIN IMMEDIATE")
+        try:
+            if batch.readings:
+                c.executemany(
+                    "INSERT OR IGNORE INTO readings VALUES (?,?,?,?,?,?,?)",
+                    [(r.home_id, r.device_id, to_us(r.ts), r.power_w, r.energy_wh, r.voltage_v,
+                      r.current_a) for r in batch.readings],
+                )
+            if batch.device_windows:
+                c.executemany(
+                    "INSERT OR REPLACE INTO device_1m VALUES (?,?,?,?,?,?,?,?,?)",
+                    [(w.home_id, w.device_id, to_us(w.bucket), w.kind.value, w.mean_power_w,
+                      w.min_power_w, w.max_power_w, w.energy_wh, w.samples) for w in batch.device_windows],
+                )
+            if batch.home_windows:
+                c.executemany(
+                    "INSERT OR REPLACE INTO home_1m VALUES (?,?,?,?,?,?,?)",
+                    [(w.home_id, to_us(w.bucket), w.mean_power_w, w.min_power_w, w.max_power_w,
+                      w.energy_wh, w.samples) for w in batch.home_windows],
+                )
+            if batch.dead_letters:
+                c.executemany(
+                    "INSERT OR IGNORE INTO dead_letter (received_at, topic, payload, reason, payload_hash) "
+                    "VALUES (?,?,?,?,?)",
+                    [(to_us(d.received_at), d.topic, d.payload, d.reason, payload_hash(d.payload))
+                     for d in batch.dead_letters],
+                )
+            if batch.late_readings:
+                c.executemany(
+                    "INSERT OR IGNORE INTO late_readings VALUES (?,?,?,?)",
+                    [(x.reading.home_id, x.reading.device_id, to_us(x.reading.ts), to_us(x.bucket))
+                     for x in batch.late_readings],
+                )
+            self._upsert_devices(device_rows(batch))
+            c.execute("COMMIT")
+        except BaseException:
+            if c.in_transaction:
+                c.execute("ROLLBACK")
+            raise
+
+    def _upsert_devices(self, devices: Iterable[DeviceInfo]) -> None:
+        self.conn.executemany(
+            """INSERT INTO devices VALUES (?,?,?,?,?,?,?,?,?)
+               ON CONFLICT (home_id, device_id) DO UPDATE SET
+                 kind = excluded.kind, source = excluded.source,
+                 first_seen = CASE WHEN devices.first_seen IS NULL THEN excluded.first_seen
+                                   WHEN excluded.first_seen IS NULL THEN devices.first_seen
+                                   ELSE min(devices.first_seen, excluded.first_seen) END,
+                 last_seen = CASE WHEN devices.last_seen IS NULL THEN excluded.last_seen
+                                  WHEN excluded.last_seen IS NULL THEN devices.last_seen
+                                  ELSE max(devices.last_seen, excluded.last_seen) END,
+                 vendor_id = coalesce(excluded.vendor_id, devices.vendor_id),
+                 channel = coalesce(excluded.channel, devices.channel),
+                 timezone = coalesce(excluded.timezone, devices.timezone)""",
+            [(d.home_id, d.device_id, d.kind.value, d.source.value,
+              to_us(d.first_seen) if d.first_seen else None,
+              to_us(d.last_seen) if d.last_seen else None, d.vendor_id, d.channel, d.timezone)
+             for d in devices],
+        )
+
+    def upsert_devices(self, devices: Sequence[DeviceInfo]) -> None:
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            self._upsert_devices(devices)
+            self.conn.execute("COMMIT")
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+
+    # ------------------------------------------------------------------ reads
+    def counts(self) -> dict[str, int]:
+        return {t: self.conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in TABLES}
+
+    def readings(self, home_id: str | None = None, start: datetime | None = None,
+                 end: datetime | None = None) -> list[Reading]:
+        sql, args = "SELECT r.*, d.kind, d.source FROM readings r LEFT JOIN devices d USING (home_id, device_id) WHERE 1=1", []
+        if home_id is not None:
+            sql += " AND r.home_id = ?"
+            args.append(home_id)
+        if start is not None:
+            sql += " AND r.ts >= ?"
+            args.append(to_us(start))
+        if end is not None:
+            sql += " AND r.ts < ?"
+            args.append(to_us(end))
+        sql += " ORDER BY r.home_id, r.device_id, r.ts"
+        return [Reading(h, d, from_us(ts), p, e, v, a, DeviceKind(k or "appliance"), Source(s or "native"))
+                for h, d, ts, p, e, v, a, k, s in self.conn.execute(sql, args)]
+
+    def device_windows(self, home_id: str | None = None) -> list[DeviceWindow]:
+        where, args = ("WHERE home_id = ?", [home_id]) if home_id else ("", [])
+        rows = self.conn.execute(
+            f"SELECT home_id, device_id, kind, bucket, mean_power_w, min_power_w, max_power_w, "
+            f"energy_wh, samples FROM device_1m {where} ORDER BY home_id, device_id, bucket", args)
+        return [DeviceWindow(h, d, DeviceKind(k), from_us(b), m, lo, hi, e, n) for h, d, k, b, m, lo, hi, e, n in rows]
+
+    def home_windows(self, home_id: str | None = None) -> list[HomeWindow]:
+        where, args = ("WHERE home_id = ?", [home_id]) if home_id else ("", [])
+        rows = self.conn.execute(
+            f"SELECT home_id, bucket, mean_power_w, min_power_w, max_power_w, energy_wh, samples "
+            f"FROM home_1m {where} ORDER BY home_id, bucket", args)
+        return [HomeWindow(h, from_us(b), m, lo, hi, e, n) for h, b, m, lo, hi, e, n in rows]
+
+    def hourly(self, level: str, home_id: str | None = None) -> list[tuple]:
+        """Rows of device_1h or home_1h (level 'device' or 'home'), bucket as aware datetime."""
+        view = {"device": "device_1h", "home": "home_1h"}[level]
+        where, args = ("WHERE home_id = ?", [home_id]) if home_id else ("", [])
+        keys = "home_id, device_id, bucket" if level == "device" else "home_id, bucket"
+        rows = self.conn.execute(f"SELECT * FROM {view} {where} ORDER BY {keys}", args).fetchall()
+        pos = 2 if level == "device" else 1
+        return [tuple(from_us(v) if i == pos else v for i, v in enumerate(row)) for row in rows]
+
+    def dead_letters(self) -> list[DeadLetter]:
+        rows = self.conn.execute(
+            "SELECT received_at, topic, payload, reason FROM dead_letter ORDER BY received_at, id")
+        return [DeadLetter(from_us(t), topic, p, reason) for t, topic, p, reason in rows]
+
+    def devices(self) -> list[DeviceInfo]:
+        rows = self.conn.execute(
+            "SELECT home_id, device_id, kind, source, first_seen, last_seen, vendor_id, channel, timezone "
+            "FROM devices ORDER BY home_id, device_id")
+        return [DeviceInfo(h, d, DeviceKind(k), Source(s), from_us(f), from_us(l), v, c, tz)
+                for h, d, k, s, f, l, v, c, tz in rows]
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+def _statements(sql: str) -> list[str]:
+    """Split a migration file on ';' at line ends (our migrations contain no ';' in strings)."""
+    lines = [line for line in sql.splitlines() if not line.strip().startswith("--")]
+    return [s.strip() for s in "\n".join(lines).split(";\n") if s.strip().strip(";")]

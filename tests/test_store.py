@@ -1,0 +1,135 @@
+"""Both stores, against real SQLite and real PostgreSQL: schema, idempotence, upserts, reads."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from datetime import datetime, timedelta, timezone
+
+import psycopg
+import pytest
+
+from pipeline.records import (DeadLetter, DeviceInfo, DeviceKind, DeviceWindow, HomeWindow,
+                              LateReading, Reading, Source)
+from sinks.base import Batch, open_store
+from tests.conftest import PG_ADMIN_URL
+
+T0 = datetime(2024, 6, 1, 10, 0, tzinfo=timezone.utc)
+
+
+def _batch() -> Batch:
+    readings = [Reading("h1", "mains", T0 + timedelta(seconds=10 * i), 100.0 + i, 5000.0 + i, 230.0, 0.5,
+                        DeviceKind.METER, Source.NATIVE) for i in range(12)]
+    return Batch(
+        readings=readings,
+        device_windows=[DeviceWindow("h1", "mains", DeviceKind.METER, T0, 102.5, 100, 105, 1.5, 6),
+                        DeviceWindow("h1", "mains", DeviceKind.METER, T0 + timedelta(minutes=1), 108.5, 106, 111, 1.2, 6)],
+        home_windows=[HomeWindow("h1", T0, 102.5, 100, 105, 1.5, 6)],
+        dead_letters=[DeadLetter(T0, "shems/h1/x/reading", "{bad", "invalid JSON: Expecting value")],
+        late_readings=[LateReading(readings[0], T0)],
+    )
+
+
+@pytest.fixture
+def store(store_url):
+    s = open_store(store_url)
+    s.migrate()
+    yield s
+    s.close()
+
+
+def test_migrate_twice_is_a_no_op(store):
+    version = store.schema_version
+    store.migrate()
+    assert store.schema_version == version >= 1
+    assert all(v == 0 for v in store.counts().values())
+
+
+def test_round_trip_returns_aware_utc_datetimes(store):
+    store.write(_batch())
+    got = store.readings()
+    assert [r.ts for r in got] == [T0 + timedelta(seconds=10 * i) for i in range(12)]
+    assert all(r.ts.utcoffset() == timedelta(0) for r in got)
+    assert got[3].energy_wh == 5003.0 and got[3].kind == DeviceKind.METER
+    assert store.device_windows()[1].bucket == T0 + timedelta(minutes=1)
+    assert store.home_windows()[0].energy_wh == 1.5
+    assert store.dead_letters()[0].reason.startswith("invalid JSON")
+    assert store.readings(start=T0 + timedelta(seconds=50), end=T0 + timedelta(seconds=70)) == got[5:7]
+
+
+def test_replaying_a_batch_never_duplicates(store):
+    store.write(_batch())
+    first = store.counts()
+    store.write(_batch())
+    assert store.counts() == first
+    assert first == {"readings": 12, "device_1m": 2, "home_1m": 1, "devices": 1, "dead_letter": 1,
+                     "late_readings": 1}
+
+
+def test_a_re_emitted_window_replaces_the_earlier_one(store):
+    store.write(_batch())
+    store.write(Batch(home_windows=[HomeWindow("h1", T0, 999.0, 1, 2, 3.0, 7)],
+                      device_windows=[DeviceWindow("h1", "mains", DeviceKind.METER, T0, 1.0, 1, 1, 0.1, 9),
+                                      DeviceWindow("h1", "mains", DeviceKind.METER, T0, 2.0, 2, 2, 0.2, 9)]))
+    assert store.home_windows()[0].mean_power_w == 999.0
+    assert store.device_windows()[0].mean_power_w == 2.0  # the last of a batch wins
+    assert store.counts()["device_1m"] == 2
+
+
+def test_devices_only_widen_and_keep_registry_columns(store):
+    store.upsert_devices([DeviceInfo("h1", "mains", DeviceKind.METER, Source.SHELLY, vendor_id="shellypro3em-x",
+                                     channel=0, timezone="Europe/London")])
+    assert store.devices()[0].first_seen is None
+    store.write(Batch(readings=[Reading("h1", "mains", T0 + timedelta(hours=1), 1.0, kind=DeviceKind.METER,
+                                        source=Source.SHELLY)]))
+    store.write(Batch(readings=[Reading("h1", "mains", T0, 1.0, kind=DeviceKind.METER, source=Source.SHELLY),
+                                Reading("h1", "mains", T0 + timedelta(minutes=5), 1.0, kind=DeviceKind.METER,
+                                        source=Source.SHELLY)]))
+    d = store.devices()[0]
+    assert (d.first_seen, d.last_seen) == (T0, T0 + timedelta(hours=1))
+    assert (d.vendor_id, d.channel, d.timezone) == ("shellypro3em-x", 0, "Europe/London")
+
+
+def test_hourly_rollups(store):
+    store.write(_batch())
+    (row,) = store.hourly("home")
+    assert row[0] == "h1" and row[1] == T0 and row[-1] == 6
+    (dev,) = store.hourly("device")
+    assert dev[-2] == pytest.approx(2.7) and dev[-1] == 12
+    assert dev[3] == pytest.approx((102.5 * 6 + 108.5 * 6) / 12)
+
+
+def test_sqlite_is_readable_by_another_process_while_written(sqlite_url):
+    store = open_store(sqlite_url)
+    store.migrate()
+    store.write(_batch())
+    path = sqlite_url[len("sqlite:///"):]
+    store.conn.execute("BEGIN IMMEDIATE")  # a writer holds the write lock mid-transaction
+    store.conn.execute("INSERT INTO readings VALUES ('h2','d',1,1,NULL,NULL,NULL)")
+    reader = subprocess.run(
+        [sys.executable, "-c", f"import sqlite3; c=sqlite3.connect({path!r}, timeout=1); "
+         "print(c.execute('select count(*) from readings').fetchone()[0])"],
+        capture_output=True, text=True, timeout=30)
+    store.conn.execute("COMMIT")
+    assert reader.returncode == 0, reader.stderr
+    assert reader.stdout.strip() == "12"  # the committed state, without waiting for the writer
+    store.close()
+
+
+def test_postgres_recovers_after_its_connection_is_killed(pg_url):
+    store = open_store(pg_url)
+    store.migrate()
+    pid = store.conn.info.backend_pid
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as admin:
+        admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+    with pytest.raises(psycopg.OperationalError):
+        store.write(_batch())
+    store.reconnect()
+    store.write(_batch())
+    assert store.counts()["readings"] == 12
+    store.close()
+
+
+def test_unsupported_url_is_a_clear_error():
+    with pytest.raises(ValueError, match="unsupported store URL"):
+        open_store("mysql://root:pw@localhost/x")
