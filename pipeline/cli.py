@@ -129,7 +129,7 @@ def _add_run_args(p: _Parser) -> None:
     p.add("--client-id-prefix", default="shems-ingest",
           help="MQTT client id prefix; keep it stable so the broker keeps the session")
     p.add("--qos", type=qos, default=1, help="subscription QoS")
-    p.add("--allowed-lateness", type=non_negative_float, default=WindowSettings.allowed_lateness_s,
+    p.add("--allowed-lateness", type=non_negative_float, default=WindowSettings().allowed_lateness_s,
           help="seconds a reading may lag the newest of its device and still be aggregated")
     p.add("--batch-rows", type=positive_int, default=5000, help="rows per store transaction")
     p.add("--flush-interval", type=positive_float, default=0.5,

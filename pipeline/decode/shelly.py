@@ -1,0 +1,112 @@
+"""Shelly Gen2/Gen3 (RPC over MQTT).
+
+* ``<id>/events/rpc``: ``{"method": "NotifyStatus", "params": {"ts": <epoch s>, "switch:0": {...}}}``.
+  A ``NotifyStatus`` carries only the fields that changed, so it is merged onto the last full
+  status of that component (``NotifyFullStatus`` and status frames supply full ones).
+* ``<id>/status/<component>``: the component's full status; it has no time stamp, so the time of
+  receipt is used.
+
+Components: ``switch:N`` and ``pm1:N`` (``apower`` W, ``aenergy.total`` Wh, ``voltage``,
+``current``), ``em1:N`` (``act_power``), ``em:N`` (``total_act_power``, with its energy counter
+``total_act`` Wh in ``emdata:N``). Channel N picks the registry entry.
+"""
+
+from __future__ import annotations
+
+import copy
+from datetime import datetime
+
+from pipeline.decode.common import DecodeError, number, obj, parse_ts
+from pipeline.records import Reading, Source
+from pipeline.registry import Registry
+
+_POWER_FIELD = {"switch": "apower", "pm1": "apower", "em1": "act_power", "em": "total_act_power"}
+_ENERGY_COMPONENT = {"em": "emdata", "em1": "em1data"}
+
+
+def _merge(base: dict, update: dict) -> dict:
+    out = copy.deepcopy(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _split(component: str) -> tuple[str, int] | None:
+    name, _, index = component.partition(":")
+    if not index.isdigit():
+        return None
+    return name, int(index)
+
+
+class ShellyDecoder:
+    """State per Shelly device: the last full status of each component."""
+
+    def __init__(self) -> None:
+        self.components: dict[str, dict] = {}
+
+    def _reading(self, shelly_id: str, component: str, ts: datetime, registry: Registry) -> Reading | None:
+        parts = _split(component)
+        if parts is None or parts[0] not in _POWER_FIELD:
+            return None
+        name, channel = parts
+        status = self.components.get(component, {})
+        power = number(status, _POWER_FIELD[name], path=f"{component}.")
+        if power is None:
+            return None
+        entry = registry.lookup(Source.SHELLY, shelly_id, channel)
+        if entry is None:
+            raise DecodeError(f"unregistered shelly device {shelly_id} channel {channel}: add it to the registry")
+        if name in _ENERGY_COMPONENT:
+            data = self.components.get(f"{_ENERGY_COMPONENT[name]}:{channel}", {})
+            energy = number(data, "total_act", path=f"{_ENERGY_COMPONENT[name]}:{channel}.")
+        else:
+            energy = number(obj(status.get("aenergy", {}), f"{component}.aenergy"), "total",
+                            path=f"{component}.aenergy.")
+        voltage_field, current_field = ("a_voltage", "a_current") if name == "em" else ("voltage", "current")
+        return Reading(
+            home_id=entry.home_id,
+            device_id=entry.device_id,
+            ts=ts,
+            power_w=power,
+            energy_wh=energy,
+            voltage_v=number(status, voltage_field, path=f"{component}."),
+            current_a=number(status, current_field, path=f"{component}."),
+            kind=entry.kind,
+            source=Source.SHELLY,
+        )
+
+    def on_rpc(self, shelly_id: str, data: object, received_at: datetime, registry: Registry) -> list[Reading]:
+        frame = obj(data, "Shelly RPC frame")
+        method = frame.get("method")
+        if method not in ("NotifyStatus", "NotifyFullStatus"):
+            return []  # events, responses: nothing to measure
+        params = obj(frame.get("params"), "params")
+        ts = parse_ts(params.get("ts"), received_at, "params.ts")
+        touched = []
+        for component, update in params.items():
+            if component == "ts" or _split(component) is None or not isinstance(update, dict):
+                continue
+            if method == "NotifyFullStatus":
+                self.components[component] = copy.deepcopy(update)
+            else:
+                self.components[component] = _merge(self.components.get(component, {}), update)
+            touched.append(component)
+        # An energy-only update (emdata) still yields a reading of its meter.
+        for component in list(touched):
+            name, channel = _split(component)
+            for power_name, energy_name in _ENERGY_COMPONENT.items():
+                if name == energy_name and f"{power_name}:{channel}" not in touched:
+                    touched.append(f"{power_name}:{channel}")
+        readings = [self._reading(shelly_id, c, ts, registry) for c in touched]
+        return [r for r in readings if r is not None]
+
+    def on_status(self, shelly_id: str, component: str, data: object, received_at: datetime,
+                  registry: Registry) -> list[Reading]:
+        if _split(component) is None:
+            return []  # sys, wifi, cloud, ...: no measurements
+        self.components[component] = copy.deepcopy(obj(data, f"{component} status"))
+        reading = self._reading(shelly_id, component, received_at, registry)
+        return [reading] if reading else []

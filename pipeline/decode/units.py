@@ -1,0 +1,12 @@
+"""Unit normalisation at the edge: everything inside is W and Wh."""
+
+from __future__ import annotations
+
+
+def kwh_to_wh(value: float) -> float:
+    return value * 1000.0
+
+
+def wmin_to_wh(value: float) -> float:
+    """Shelly Gen1 and some plugs count watt-minutes."""
+    return value / 60.0
