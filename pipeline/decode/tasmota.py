@@ -52,6 +52,9 @@ def decode_tasmota(topic_id: str, data: object, received_at: datetime, registry:
             raise DecodeError(f"Time is not ISO 8601: {body['Time']!r}") from None
         ts = (local.replace(tzinfo=tz) if local.tzinfo is None else local).astimezone(timezone.utc)
     channels = list(range(len(power))) if isinstance(power, list) else [None]
+    if not any(registry.lookup(Source.TASMOTA, topic_id, i) for i in channels):
+        # One dead letter for the message, not one per channel of an unknown device.
+        raise DecodeError(f"unregistered tasmota device {topic_id}: add it to the registry")
     total_is_array = isinstance(energy.get("Total"), list)
     out: list[Reading | DeadLetter] = []
     for i in channels:

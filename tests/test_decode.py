@@ -1,0 +1,206 @@
+"""Decoders against vendor-documented payloads, and every way a payload can be bad."""
+
+from __future__ import annotations
+
+import json
+import pickle
+from datetime import datetime, timezone
+
+import pytest
+
+from pipeline.decode import DecoderState, decode, route_key
+from pipeline.records import DeadLetter, DeviceKind, RawMessage, Reading, Source
+from pipeline.registry import Registry
+from pipeline.settings import ValidationSettings
+from tests.conftest import FIXTURES
+
+REG = Registry.load(FIXTURES / "registry.toml")
+V = ValidationSettings()
+NOW = datetime(2024, 2, 1, 8, 16, tzinfo=timezone.utc)
+
+
+def payload(name: str) -> bytes:
+    return (FIXTURES / "payloads" / name).read_bytes()
+
+
+def run(topic: str, body, state=None, now=NOW):
+    raw = body if isinstance(body, bytes) else json.dumps(body).encode()
+    return decode(state, RawMessage(topic, raw, now), REG, V)
+
+
+def one_reading(results) -> Reading:
+    assert len(results) == 1 and isinstance(results[0], Reading), results
+    return results[0]
+
+
+def one_dead(results) -> DeadLetter:
+    assert len(results) == 1 and isinstance(results[0], DeadLetter), results
+    return results[0]
+
+
+def test_route_keys_group_one_physical_device():
+    assert route_key("shems/h/d/reading") == "native/h/d"
+    assert route_key("shellyplus1pm-x/events/rpc") == route_key("shellyplus1pm-x/status/switch:0") == "shelly/shellyplus1pm-x"
+    assert route_key("tele/plug/SENSOR") == "tasmota/plug"
+    assert route_key("zigbee2mqtt/kitchen") == "zigbee2mqtt/kitchen"
+    assert route_key("random/topic") is None
+
+
+@pytest.mark.parametrize("ts, expected", [
+    ("2024-02-01T08:15:00Z", datetime(2024, 2, 1, 8, 15, tzinfo=timezone.utc)),
+    ("2024-02-01T09:15:00+01:00", datetime(2024, 2, 1, 8, 15, tzinfo=timezone.utc)),
+    ("2024-02-01T08:15:00", datetime(2024, 2, 1, 8, 15, tzinfo=timezone.utc)),  # naive = UTC
+    (1706775300, datetime(2024, 2, 1, 8, 15, tzinfo=timezone.utc)),  # epoch seconds
+    (1706775300500, datetime(2024, 2, 1, 8, 15, 0, 500000, tzinfo=timezone.utc)),  # epoch ms
+    (None, NOW),  # missing: time of receipt
+])
+def test_native_timestamps(ts, expected):
+    body = {"power_w": -1200.5, "energy_wh": 10.0, "kind": "pv"}
+    if ts is not None:
+        body["ts"] = ts
+    _, results = run("shems/home-1/roof/reading", body)
+    r = one_reading(results)
+    assert (r.ts, r.power_w, r.energy_wh, r.kind, r.source) == (expected, -1200.5, 10.0, DeviceKind.PV, Source.NATIVE)
+
+
+def test_native_energy_in_kwh_is_normalised():
+    _, results = run("shems/h/d/reading", {"power_w": 5, "energy_kwh": 1.5})
+    assert one_reading(results).energy_wh == 1500.0
+
+
+@pytest.mark.parametrize("body, reason", [
+    (b"{not json", "invalid JSON"),
+    (b"\xff\xfe\x00", "not UTF-8"),
+    (b"[1, 2]", "must be a JSON object"),
+    (b'{"ts": 1}', "missing field power_w"),
+    (b'{"power_w": "abc"}', "power_w must be a number, got 'abc'"),
+    (b'{"power_w": true}', "power_w must be a number"),
+    (b'{"power_w": NaN}', "power_w is not a finite number"),
+    (b'{"power_w": 1, "energy_wh": Infinity}', "energy_wh is not a finite number"),
+    (b'{"power_w": 1e9}', "outside the bounds"),
+    (b'{"power_w": 1, "energy_wh": -5}', "negative"),
+    (b'{"power_w": 1, "ts": "yesterday"}', "not ISO 8601"),
+    (b'{"power_w": 1, "ts": "2031-01-01T00:00:00Z"}', "in the future"),
+    (b'{"power_w": 1, "kind": "toaster"}', "kind 'toaster' is not one of"),
+])
+def test_malformed_native_payloads_become_dead_letters_with_reasons(body, reason):
+    _, results = run("shems/h/d/reading", body)
+    dead = one_dead(results)
+    assert reason in dead.reason
+    assert dead.topic == "shems/h/d/reading" and dead.received_at == NOW
+    assert dead.payload == body.decode("utf-8", "replace")
+
+
+def test_unknown_topic_is_dead_lettered():
+    assert "no decoder" in one_dead(run("some/other/topic", {"power_w": 1})[1]).reason
+
+
+def test_shelly_status_frame_then_partial_notifystatus_merges_onto_it():
+    state, results = run("shellyplus1pm-test01/status/switch:0", payload("shelly_switch_status.json"))
+    first = one_reading(results)
+    assert (first.home_id, first.device_id, first.power_w, first.energy_wh, first.voltage_v, first.current_a) == (
+        "home-a", "boiler", 8.9, 6.532, 237.5, 0.068)
+    assert first.ts == NOW  # status frames carry no time stamp
+    state, results = run("shellyplus1pm-test01/events/rpc", payload("shelly_notifystatus_switch.json"), state)
+    merged = one_reading(results)
+    assert merged.power_w == 1523.4  # what changed
+    assert (merged.voltage_v, merged.energy_wh, merged.current_a) == (237.5, 6.532, 0.068)  # what did not
+    assert merged.ts == datetime.fromtimestamp(1654511980.12, timezone.utc)
+    assert merged.source == Source.SHELLY
+    state = pickle.loads(pickle.dumps(state))  # Bytewax snapshots it
+    assert isinstance(state, DecoderState)
+
+
+def test_shelly_notifystatus_before_any_full_status_uses_what_it_has():
+    _, results = run("shellyplus1pm-test01/events/rpc", payload("shelly_notifystatus_switch.json"))
+    r = one_reading(results)
+    assert r.power_w == 1523.4 and r.energy_wh is None and r.voltage_v is None
+
+
+def test_shelly_em_meter_with_emdata_energy():
+    _, results = run("shellypro3em-test02/events/rpc", payload("shelly_notifystatus_em.json"))
+    r = one_reading(results)
+    assert (r.home_id, r.device_id, r.kind, r.power_w, r.energy_wh, r.voltage_v) == (
+        "home-b", "mains", DeviceKind.METER, 730.9, 1750.5, 236.1)
+
+
+def test_shelly_notification_without_measurements_is_not_an_error():
+    _, results = run("shellyplus1pm-test01/events/rpc", payload("shelly_notifystatus_sys.json"))
+    assert results == []
+    _, results = run("shellyplus1pm-test01/events/rpc", {"method": "NotifyEvent", "params": {"ts": 1, "events": []}})
+    assert results == []
+
+
+def test_unregistered_shelly_is_dead_lettered():
+    body = json.loads(payload("shelly_notifystatus_switch.json"))
+    dead = one_dead(run("shellyplus1pm-nobody/events/rpc", body)[1])
+    assert "unregistered shelly device shellyplus1pm-nobody channel 0" in dead.reason
+
+
+def test_tasmota_local_time_is_converted_with_the_registry_time_zone_across_dst():
+    _, results = run("tele/tasmota_plug/SENSOR", payload("tasmota_sensor_single.json"),
+                     now=datetime(2021, 3, 28, 2, 0, tzinfo=timezone.utc))
+    r = one_reading(results)
+    # 02:30 on 2021-03-28 in London is BST (UTC+1): 01:30 UTC; Total is kWh.
+    assert r.ts == datetime(2021, 3, 28, 1, 30, tzinfo=timezone.utc)
+    assert (r.home_id, r.device_id, r.power_w, r.energy_wh, r.voltage_v) == ("home-b", "tv", 233.0, 12345.0, 231.0)
+    winter = {"Time": "2021-03-28T00:30:00", "ENERGY": {"Power": 5, "Total": 1.0}}
+    _, results = run("tele/tasmota_plug/SENSOR", winter, now=datetime(2021, 3, 28, 2, 0, tzinfo=timezone.utc))
+    assert one_reading(results).ts == datetime(2021, 3, 28, 0, 30, tzinfo=timezone.utc)  # GMT
+
+
+def test_tasmota_arrays_are_one_device_per_channel():
+    _, results = run("tele/tasmota_dual/SENSOR", payload("tasmota_sensor_dual.json"),
+                     now=datetime(2021, 11, 6, 15, 1, tzinfo=timezone.utc))
+    assert [(r.device_id, r.power_w, r.energy_wh, r.current_a) for r in results] == [
+        ("dryer", 1688.0, 1500.0, 7.34), ("washer", 0.0, 2250.0, 0.0)]
+    assert all(r.ts == datetime(2021, 11, 6, 15, 0, tzinfo=timezone.utc) for r in results)
+
+
+def test_tasmota_scalar_total_with_array_power_carries_no_counter():
+    body = {"Time": "2021-11-06T15:00:00", "ENERGY": {"Total": 3.0, "Power": [10, 20]}}
+    _, results = run("tele/tasmota_dual/SENSOR", body, now=datetime(2021, 11, 6, 15, 1, tzinfo=timezone.utc))
+    assert [(r.power_w, r.energy_wh) for r in results] == [(10.0, None), (20.0, None)]
+
+
+def test_tasmota_unregistered_channel_and_device_are_dead_lettered():
+    body = {"Time": "2021-11-06T15:00:00", "ENERGY": {"Power": [10, 20, 30]}}
+    _, results = run("tele/tasmota_dual/SENSOR", body, now=datetime(2021, 11, 6, 15, 1, tzinfo=timezone.utc))
+    assert [type(x).__name__ for x in results] == ["Reading", "Reading", "DeadLetter"]
+    assert "tasmota_dual channel 2" in results[2].reason
+    assert "unregistered tasmota device ghost" in one_dead(run("tele/ghost/SENSOR", body)[1]).reason
+
+
+def test_zigbee2mqtt_plug_in_kwh_with_last_seen():
+    _, results = run("zigbee2mqtt/kitchen_plug", payload("zigbee2mqtt_plug.json"))
+    r = one_reading(results)
+    assert (r.home_id, r.device_id, r.power_w, r.energy_wh, r.voltage_v, r.current_a) == (
+        "home-a", "kettle", 2950.5, 1250.0, 229.8, 12.84)
+    assert r.ts == datetime(2024, 2, 1, 8, 15, 30, tzinfo=timezone.utc)
+
+
+def test_zigbee2mqtt_devices_without_power_are_not_errors_but_unregistered_power_is():
+    assert run("zigbee2mqtt/hallway_sensor", {"temperature": 21.5, "humidity": 40})[1] == []
+    assert run("zigbee2mqtt/bridge", {"state": "online"})[1] == []
+    assert "unregistered zigbee2mqtt device garage" in one_dead(run("zigbee2mqtt/garage", {"power": 3})[1]).reason
+
+
+@pytest.mark.parametrize("text, message", [
+    ('[[device]]\nsource = "shelly"\n', "'vendor_id' is required"),
+    ('[[device]]\nsource = "x"\nvendor_id="a"\nhome_id="h"\ndevice_id="d"\n', "unknown source 'x'"),
+    ('[[device]]\nsource = "shelly"\nvendor_id="a"\nhome_id="h"\ndevice_id="d"\nkind="fridge"\n', "unknown kind 'fridge'"),
+    ('[[device]]\nsource = "tasmota"\nvendor_id="a"\nhome_id="h"\ndevice_id="d"\ntimezone="Mars/Olympus"\n', "unknown time zone"),
+    ("this is = = not toml", "not valid TOML"),
+])
+def test_bad_registry_files_say_what_is_wrong(tmp_path, text, message):
+    path = tmp_path / "registry.toml"
+    path.write_text(text)
+    with pytest.raises(ValueError, match=message.replace("(", r"\(")):
+        Registry.load(path)
+
+
+def test_registry_round_trips_to_device_rows():
+    infos = {(d.home_id, d.device_id): d for d in REG.device_infos()}
+    assert infos[("home-a", "washer")].channel == 1 and infos[("home-a", "washer")].timezone == "Europe/London"
+    assert infos[("home-b", "mains")].kind == DeviceKind.METER
+    assert pickle.loads(pickle.dumps(REG)).lookup(Source.ZIGBEE2MQTT, "kitchen_plug", None).device_id == "kettle"
