@@ -72,8 +72,10 @@ def build_import_flow(source: ReadingBatchSource, store_url: str,
 
 def run_import(make_batches: Callable[[], Iterator[list[Reading]]], store_url: str,
                on_batch: Callable[[int], None] = lambda n: None,
-               window: WindowSettings | None = None) -> None:
+               window: WindowSettings | None = None,
+               meter_home_ids: frozenset[str] = frozenset()) -> None:
     from bytewax.testing import run_main
 
-    flow = build_import_flow(ReadingBatchSource(make_batches, on_batch), store_url, window)
+    flow = build_import_flow(ReadingBatchSource(make_batches, on_batch), store_url, window,
+                             meter_home_ids)
     run_main(flow)

@@ -1,1 +1,195 @@
-"""Subcommands beyond `run`; each registers itself with pipeline.cli."""
+"""Subcommands beyond `run`: import, replay, simulate, demo, export. Each registers itself."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from datetime import timedelta
+from pathlib import Path
+
+from pipeline.cli import (COMMANDS, DEFAULT_MQTT_URL, DEFAULT_STORE_URL, _REGISTRARS, _add_broker_args,
+                          existing_file, non_negative_float, port, positive_float, positive_int, qos,
+                          store_url)
+
+
+def _add_table_args(p) -> None:
+    p.add_argument("file", type=existing_file, help="CSV or Parquet file")
+    p.add("--layout", choices=["long", "wide", "interval"], default="long",
+          help="long: one reading per row; wide: one column per device (REFIT, UK-DALE); "
+               "interval: energy per interval in kWh (SGSC)")
+    p.add("--ts-col", default=None, help="time column (default: ts, or timestamp for wide files)")
+    p.add("--home-col", default="home_id", help="home column")
+    p.add("--home-id", default=None, help="a fixed home id when the file has no home column")
+    p.add("--device-col", default="device_id", help="device column (long layout)")
+    p.add("--power-col", default="power_w", help="power column in W (long layout)")
+    p.add("--energy-col", default="energy_wh", help="cumulative energy column in Wh (long layout)")
+    p.add("--device-cols", default=None,
+          help="wide layout: column=device[:kind],... e.g. aggregate_w=mains:meter,kettle_w=kettle")
+    p.add("--skip-flag-col", default=None, help="boolean column marking filled-in rows to drop")
+    p.add("--interval-kwh", default=None, help="interval layout: the kWh-per-interval column")
+    p.add("--interval-minutes", type=positive_float, default=30.0, help="interval length")
+    p.add("--interval-end", action="store_true", help="interval time stamps mark the END of the interval")
+    p.add("--tz", default="UTC", help="time zone of naive time stamps, e.g. Europe/London")
+
+
+def table_spec(args) -> "TableSpec":
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    from pipeline.tabular import TableSpec, parse_device_cols
+
+    try:
+        ZoneInfo(args.tz)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"unknown time zone {args.tz!r}") from None
+    return TableSpec(
+        layout=args.layout,
+        ts_col=args.ts_col or ("timestamp" if args.layout == "wide" else "ts"),
+        home_col=None if args.home_id else args.home_col,
+        home_id=args.home_id,
+        device_col=args.device_col,
+        power_col=args.power_col,
+        energy_col=args.energy_col,
+        device_cols=parse_device_cols(args.device_cols) if args.layout == "wide" else (),
+        skip_flag_col=args.skip_flag_col,
+        interval_kwh_col=args.interval_kwh,
+        interval=timedelta(minutes=args.interval_minutes),
+        interval_end=args.interval_end,
+        tz=args.tz,
+    )
+
+
+def _fail(message: str) -> int:
+    print(f"shems: error: {message}", file=sys.stderr)
+    return 2
+
+
+def cmd_import(args) -> int:
+    from rich.progress import Progress
+
+    from flows.batch_import import run_import
+    from flows.ingest import prepare_store
+    from pipeline.registry import Registry
+    from pipeline.tabular import iter_reading_batches, readings_frame
+
+    try:
+        spec = table_spec(args)
+        frame = readings_frame(args.file, spec)
+    except ValueError as exc:
+        return _fail(str(exc))
+    prepare_store(args.store_url, Registry.empty())
+    with Progress() as bar:
+        task = bar.add_task(f"importing {args.file.name}", total=frame.height)
+        meters = frozenset(frame.filter(frame["kind"] == "meter")["home_id"].unique().to_list())
+        run_import(lambda: iter_reading_batches(args.file, spec, frame=frame), args.store_url,
+                   on_batch=lambda n: bar.update(task, advance=n), meter_home_ids=meters)
+    dropped = sum(spec.dropped)
+    print(f"imported {frame.height:,} readings from {args.file}"
+          + (f" ({dropped:,} rows without a valid time or value skipped)" if dropped else ""))
+    return 0
+
+
+def cmd_replay(args) -> int:
+    from pipeline.mqtt_publish import Publisher
+    from pipeline.replay import replay
+
+    try:
+        spec = table_spec(args)
+    except ValueError as exc:
+        return _fail(str(exc))
+    publisher = Publisher(args.mqtt_url, qos=args.qos)
+    try:
+        sent = replay(args.file, spec, publisher, args.speed, args.topic_prefix,
+                      shift_to_now=args.shift_to_now, limit=args.limit)
+    except ValueError as exc:
+        return _fail(str(exc))
+    finally:
+        publisher.close()
+    print(f"published {sent:,} readings")
+    return 0
+
+
+def cmd_simulate(args) -> int:
+    import threading
+    import time
+
+    from rich.live import Live
+
+    from pipeline.cli import install_stop_handlers
+    from pipeline.mqtt_publish import Publisher
+    from pipeline.simulator import run_simulation
+
+    stop = install_stop_handlers()
+    publisher = Publisher(args.mqtt_url, qos=args.qos)
+    started = time.monotonic()
+    with Live(refresh_per_second=2) as live:
+        sent = run_simulation(
+            publisher, args.homes, args.interval, args.duration, args.topic_prefix, args.seed, stop,
+            on_tick=lambda n: live.update(
+                f"{args.homes} homes: {n:,} readings published, {n / max(1e-9, time.monotonic() - started):,.0f}/s"),
+        )
+    publisher.close()
+    print(f"published {sent:,} readings from {args.homes} simulated homes")
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from pipeline.demo import run_demo
+
+    return run_demo(args.mqtt_url, args.store_url, args.homes, args.duration, args.interval,
+                    args.metrics_port)
+
+
+def cmd_export(args) -> int:
+    from sinks.base import open_store
+    from sinks.parquet import export_parquet
+
+    store = open_store(args.store_url)
+    try:
+        paths = export_parquet(store, args.out)
+    finally:
+        store.close()
+    for p in paths:
+        print(p)
+    return 0
+
+
+def _register(sub) -> None:
+    p = sub.add_parser("import", help="load history from CSV/Parquet into the store")
+    _add_table_args(p)
+    p.add("--store-url", type=store_url, default=DEFAULT_STORE_URL, help="target store")
+    COMMANDS["import"] = cmd_import
+
+    p = sub.add_parser("replay", help="publish a file to MQTT in time order")
+    _add_table_args(p)
+    _add_broker_args(p)
+    p.add("--speed", type=non_negative_float, default=1.0, help="times real time; 0 = as fast as possible")
+    p.add("--shift-to-now", action="store_true", help="move time stamps so the replay happens now")
+    p.add("--limit", type=positive_int, default=None, help="publish at most this many readings")
+    p.add("--qos", type=qos, default=1, help="publish QoS")
+    COMMANDS["replay"] = cmd_replay
+
+    p = sub.add_parser("simulate", help="publish realistic synthetic homes")
+    _add_broker_args(p)
+    p.add("--homes", type=positive_int, default=10, help="number of homes")
+    p.add("--interval", type=positive_float, default=5.0, help="seconds between readings of a device")
+    p.add("--duration", type=positive_float, default=None, help="stop after this many seconds")
+    p.add("--seed", type=int, default=1, help="random seed (homes are deterministic per seed)")
+    p.add("--qos", type=qos, default=1, help="publish QoS")
+    COMMANDS["simulate"] = cmd_simulate
+
+    p = sub.add_parser("demo", help="everything on embedded defaults, until Ctrl-C or --duration")
+    p.add("--mqtt-url", default=DEFAULT_MQTT_URL, help="broker; a private one is started if unreachable")
+    p.add("--store-url", type=store_url, default="sqlite:///.shems/demo.db", help="store")
+    p.add("--homes", type=positive_int, default=5, help="simulated homes beside the real sample")
+    p.add("--interval", type=positive_float, default=2.0, help="seconds between simulated readings")
+    p.add("--duration", type=positive_float, default=None, help="stop after this many seconds")
+    p.add("--metrics-port", type=port, default=9108, help="Prometheus metrics of the flow")
+    COMMANDS["demo"] = cmd_demo
+
+    p = sub.add_parser("export", help="write readings and aggregates to Parquet files")
+    p.add("--store-url", type=store_url, default=DEFAULT_STORE_URL, help="source store")
+    p.add("--out", type=Path, default=Path("export"), help="output folder")
+    COMMANDS["export"] = cmd_export
+
+
+_REGISTRARS.append(_register)

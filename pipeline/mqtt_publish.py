@@ -1,0 +1,84 @@
+"""A thin QoS 1 publisher (paho-mqtt 2.x, MQTT 5) shared by replay, simulate, demo and bench."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+import paho.mqtt.client as mqtt
+
+from pipeline.config import parse_mqtt_url
+from pipeline.records import Reading
+
+
+def native_topic(reading: Reading, topic_prefix: str = "") -> str:
+    return f"{topic_prefix}shems/{reading.home_id}/{reading.device_id}/reading"
+
+
+def native_payload(reading: Reading) -> bytes:
+    body: dict[str, object] = {
+        "ts": reading.ts.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+        "power_w": reading.power_w,
+        "kind": reading.kind.value,
+    }
+    for name in ("energy_wh", "voltage_v", "current_a"):
+        value = getattr(reading, name)
+        if value is not None:
+            body[name] = value
+    return json.dumps(body, separators=(",", ":")).encode()
+
+
+class Publisher:
+    """Publishes and counts broker acknowledgements, so callers can wait until all are safe."""
+
+    def __init__(self, url: str, qos: int = 1, client_id: str = "", max_inflight: int = 1000) -> None:
+        endpoint = parse_mqtt_url(url)
+        self.qos = qos
+        self.client = mqtt.Client(callback_api_version=mqtt.CallbackAPIVersion.VERSION2,
+                                  client_id=client_id, protocol=mqtt.MQTTv5)
+        if endpoint.username:
+            self.client.username_pw_set(endpoint.username, endpoint.password)
+        if endpoint.tls:
+            self.client.tls_set()
+        self.client.max_inflight_messages_set(max_inflight)
+        self.client.max_queued_messages_set(0)
+        self.client.reconnect_delay_set(1, 30)
+        self._lock = threading.Lock()
+        self.sent = 0
+        self.acked = 0
+        self.client.on_publish = self._on_publish
+        self.client.connect(endpoint.host, endpoint.port, keepalive=30)
+        self.client.loop_start()
+
+    def _on_publish(self, client, userdata, mid, reason_code, properties) -> None:
+        with self._lock:
+            self.acked += 1
+
+    def publish_raw(self, topic: str, payload: bytes | str) -> None:
+        with self._lock:  # replay and simulator threads may share one publisher
+            self.sent += 1
+        self.client.publish(topic, payload, qos=self.qos)
+
+    def publish_reading(self, reading: Reading, topic_prefix: str = "") -> None:
+        self.publish_raw(native_topic(reading, topic_prefix), native_payload(reading))
+
+    def pending(self) -> int:
+        return self.sent - self.acked
+
+    def flush(self, timeout: float = 60.0) -> None:
+        """Wait until the broker acknowledged everything published (QoS 1 and 2)."""
+        if self.qos == 0:
+            return
+        deadline = time.monotonic() + timeout
+        while self.pending() > 0:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{self.pending()} publishes not acknowledged after {timeout} s")
+            time.sleep(0.01)
+
+    def close(self) -> None:
+        try:
+            self.flush()
+        finally:
+            self.client.loop_stop()
+            self.client.disconnect()
