@@ -219,4 +219,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Run the importable module's main, so subcommands registered against pipeline.cli are seen.
+    from pipeline import cli as _cli
+
+    sys.exit(_cli.main())

@@ -49,7 +49,7 @@ def table_spec(args) -> "TableSpec":
         device_col=args.device_col,
         power_col=args.power_col,
         energy_col=args.energy_col,
-        device_cols=parse_device_cols(args.device_cols) if args.layout == "wide" else (),
+        device_cols=parse_device_cols(args.device_cols or "") if args.layout == "wide" else (),
         skip_flag_col=args.skip_flag_col,
         interval_kwh_col=args.interval_kwh,
         interval=timedelta(minutes=args.interval_minutes),

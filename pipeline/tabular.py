@@ -73,7 +73,7 @@ def parse_device_cols(text: str) -> tuple[DeviceColumn, ...]:
         except ValueError:
             raise ValueError(f"unknown kind {kind!r} in {part!r} (meter, appliance, pv, battery, ev)") from None
     if not out:
-        raise ValueError("--device-cols needs at least one column=device mapping")
+        raise ValueError("the wide layout needs --device-cols column=device[:kind],... (at least one)")
     return tuple(out)
 
 
