@@ -99,7 +99,7 @@ def cmd_replay(args) -> int:
     publisher = Publisher(args.mqtt_url, qos=args.qos)
     try:
         sent = replay(args.file, spec, publisher, args.speed, args.topic_prefix,
-                      shift_to_now=args.shift_to_now, limit=args.limit)
+                      shift_to_now=args.shift_to_now, limit=args.limit, max_rate=args.max_rate)
     except ValueError as exc:
         return _fail(str(exc))
     finally:
@@ -165,6 +165,9 @@ def _register(sub) -> None:
     p.add("--speed", type=non_negative_float, default=1.0, help="times real time; 0 = as fast as possible")
     p.add("--shift-to-now", action="store_true", help="move time stamps so the replay happens now")
     p.add("--limit", type=positive_int, default=None, help="publish at most this many readings")
+    p.add("--max-rate", type=positive_float, default=None,
+          help="publish at most this many readings per second (a broker drops what a slow "
+               "subscriber cannot take beyond its queue limit)")
     p.add("--qos", type=qos, default=1, help="publish QoS")
     COMMANDS["replay"] = cmd_replay
 

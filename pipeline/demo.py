@@ -90,7 +90,8 @@ def run_demo(mqtt_url: str, store_url: str, homes: int, duration: float | None,
         threading.Thread(
             target=replay,
             kwargs=dict(path=SAMPLE, spec=TableSpec.long(), publisher=publisher, speed=0,
-                        topic_prefix="", progress=False, shift_to_now=True),
+                        topic_prefix="", progress=False, shift_to_now=True,
+                        max_rate=1500.0),
             daemon=True,
         ),
         threading.Thread(

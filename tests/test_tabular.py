@@ -115,6 +115,7 @@ def test_import_cli_rejects_a_bad_layout_argument_with_a_reason(tmp_path):
 def test_schedule_divides_event_gaps_by_speed():
     assert schedule([100.0, 110.0, 130.0], 10, 5.0) == [5.0, 6.0, 8.0]
     assert schedule([100.0, 200.0], 0, 1.0) == [1.0, 1.0]
+    assert schedule([100.0, 100.0, 100.0], 0, 1.0, max_rate=2) == [1.0, 1.5, 2.0]
 
 
 def test_replay_publishes_every_reading_once_to_the_real_broker(mqtt_url, topic_prefix):
