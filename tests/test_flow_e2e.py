@@ -156,6 +156,9 @@ def test_all_formats_end_to_end(backend, request, tmp_path, mqtt_url, topic_pref
         pub.publish(topic_prefix + topic, payload)
     for topic, payload in scenario.malformed:
         pub.publish(topic_prefix + topic, payload)
+    # Far behind the fridge's newest reading: its minute has closed, so it is late.
+    late_ts = scenario.start + timedelta(seconds=5)
+    pub.publish(topic_prefix + "shems/home-c/fridge/reading", {"ts": _iso(late_ts), "power_w": 4321.0})
     pub.close()
     flow.wait()
 
@@ -165,7 +168,13 @@ def test_all_formats_end_to_end(backend, request, tmp_path, mqtt_url, topic_pref
         stored = store.readings()
         cols = ["home_id", "device_id", "ts", "power_w", "energy_wh", "voltage_v", "current_a"]
         got = _frame(stored, cols)
-        _assert_frames_close(got, want.select(cols), ["home_id", "device_id", "ts"])
+        late_row = pl.DataFrame([dict(home_id="home-c", device_id="fridge", ts=late_ts, power_w=4321.0,
+                                      energy_wh=None, voltage_v=None, current_a=None)],
+                                schema=want.select(cols).schema)
+        # The late reading is stored raw (nothing is lost) ...
+        _assert_frames_close(got, pl.concat([want.select(cols), late_row]), ["home_id", "device_id", "ts"])
+        # ... counted, and left out of the aggregates.
+        assert store.counts()["late_readings"] == 1
 
         settings = WindowSettings()
         want_dev = reference.device_minutes(want, settings)
