@@ -140,6 +140,7 @@ def run_demo(mqtt_url: str, store_url: str, homes: int, duration: float | None,
                 flow.kill()
         if broker:
             broker.stop()
+    console.print()
     _summary(store_url, console)
     console.print(f"[bold]done[/] at {datetime.now(timezone.utc):%H:%M:%S} UTC")
     return 0 if flow.returncode in (0, None) else 1
