@@ -137,12 +137,17 @@ def run(cfg: IngestConfig, stop_event: threading.Event | None = None) -> None:
             processes = max(1, len(cfg.addresses))
             init_db_dir(cfg.recovery_dir, cfg.workers * processes)
         recovery = RecoveryConfig(cfg.recovery_dir)
+    consumers = cfg.workers * max(1, len(cfg.addresses))
     settings = MqttSource(
         parse_mqtt_url(cfg.mqtt_url),
         SUBSCRIPTIONS,
         topic_prefix=cfg.topic_prefix,
         client_id_prefix=f"{cfg.client_id_prefix}-p{cfg.process_id or 0}",
-        share_group=cfg.share_group,
+        # Shared subscriptions only when there is load to split: Mosquitto 2.0 does not restore
+        # a shared subscription from its persistence file, so across a broker restart a shared
+        # subscriber misses what is published before it re-subscribes; a plain one does not.
+        share_group=cfg.share_group if consumers > 1 else None,
+        retired_share_group=cfg.share_group,
         qos=cfg.qos,
         session_expiry_s=cfg.session_expiry_s,
         idle_exit_s=cfg.idle_exit_s,

@@ -54,6 +54,7 @@ class MqttSource(DynamicSource):
         topic_prefix: str = "",
         client_id_prefix: str = "shems-ingest",
         share_group: str | None = None,
+        retired_share_group: str | None = None,
         qos: int = 1,
         session_expiry_s: int = 7 * 24 * 3600,
         idle_exit_s: float | None = None,
@@ -66,6 +67,8 @@ class MqttSource(DynamicSource):
         self.topic_prefix = topic_prefix
         self.client_id_prefix = client_id_prefix
         self.share_group = share_group
+        # The group a differently scaled earlier run may have left in the broker-side session.
+        self.retired_share_group = retired_share_group
         self.qos = qos
         self.session_expiry_s = session_expiry_s
         self.idle_exit_s = idle_exit_s
@@ -155,9 +158,14 @@ class _Receiver:
         if reason_code.is_failure:
             log.error("mqtt_connect_failed", reason=str(reason_code), endpoint=str(self.src.endpoint))
             return
-        filters = [self.src.topic_prefix + t for t in self.src.topics]
-        if self.src.share_group:
-            filters = [f"$share/{self.src.share_group}/{f}" for f in filters]
+        plain = [self.src.topic_prefix + t for t in self.src.topics]
+        shared = [f"$share/{self.src.share_group}/{f}" for f in plain] if self.src.share_group else []
+        retired = [f"$share/{self.src.retired_share_group}/{f}" for f in plain] \
+            if self.src.retired_share_group else []
+        filters, other = (shared, plain) if shared else (plain, retired)
+        # A session remembered from a run with the other layout would deliver everything twice.
+        if other:
+            client.unsubscribe(other)
         subs = [(f, SubscribeOptions(qos=self.src.qos)) for f in filters]
         if self.worker == "0":
             subs.append((SYS_DROPPED_TOPIC, SubscribeOptions(qos=0)))

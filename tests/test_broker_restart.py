@@ -6,6 +6,7 @@ machine's own broker is never stopped; it is started again within the test."""
 
 from __future__ import annotations
 
+import getpass
 import subprocess
 import time
 from datetime import datetime, timedelta, timezone
@@ -32,7 +33,9 @@ def test_flow_reconnects_after_the_broker_restarts(tmp_path, sqlite_url):
     port = free_port()
     conf = tmp_path / "mosquitto.conf"
     conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence true\n"
-                    f"persistence_location {tmp_path}/\nautosave_interval 1\n")
+                    f"persistence_location {tmp_path}/\nautosave_interval 1\n"
+                    # as root, mosquitto would switch to a user that cannot write tmp_path
+                    f"user {getpass.getuser()}\n")
     broker = _start(conf, port)
     flow = None
     try:
