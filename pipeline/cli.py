@@ -125,7 +125,8 @@ def _add_run_args(p: _Parser) -> None:
     p.add("--workers", "-w", type=positive_int, default=1, help="Bytewax workers in this process")
     p.add("--process-id", "-i", type=int, help="this process's index in a Bytewax cluster")
     p.add("--addresses", "-a", help="cluster addresses host:port;host:port (one per process)")
-    p.add("--share-group", default="shems", help="MQTT 5 shared-subscription group ('' for none)")
+    p.add("--share-group", default="shems",
+          help="MQTT 5 shared-subscription group, used when workers x processes > 1 ('' for none)")
     p.add("--client-id-prefix", default="shems-ingest",
           help="MQTT client id prefix; keep it stable so the broker keeps the session")
     p.add("--qos", type=qos, default=1, help="subscription QoS")
