@@ -7,10 +7,11 @@ upsert semantics, so a replay never duplicates a row.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta, timezone
 from typing import Iterable, Sequence
 
 import psycopg
+from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
 from pipeline.records import DeadLetter, DeviceInfo, DeviceKind, DeviceWindow, HomeWindow, Reading, Source
 from sinks.base import TABLES, Batch
@@ -138,7 +139,33 @@ class PostgresStore:
                         [(x.reading.home_id, x.reading.device_id, x.reading.ts, x.bucket)
                          for x in batch.late_readings])
                 self._upsert_devices(cur, device_rows(batch))
+        if self.has_timescale:
+            self._refresh_rollups(batch)
 
+    def _refresh_rollups(self, batch: Batch) -> None:
+        """Re-materialise the hourly continuous aggregates over old buckets this batch touched.
+
+        Real-time aggregation only covers what is newer than the last materialisation; the refresh
+        policy keeps the recent past materialised, but an import or a late amendment of an older
+        hour would stay invisible (or stale) until a refresh that may never come. So refresh
+        those hours now, outside the write transaction as TimescaleDB requires.
+        """
+        buckets = [w.bucket for w in batch.device_windows] + [w.bucket for w in batch.home_windows]
+        if not buckets:
+            return
+        horizon = datetime.now(timezone.utc) - timedelta(hours=1)
+        old = [b for b in buckets if b < horizon]
+        if not old:
+            return
+        start = min(old).replace(minute=0, second=0, microsecond=0)
+        end = max(old).replace(minute=0, second=0, microsecond=0) + timedelta(hours=1)
+        for view in ("device_1h", "home_1h"):
+            # A policy job refreshing the same window holds its lock briefly: wait and retry.
+            for attempt in Retrying(retry=retry_if_exception_type(psycopg.errors.LockNotAvailable),
+                                    wait=wait_exponential(multiplier=0.2, max=5),
+                                    stop=stop_after_attempt(10), reraise=True):
+                with attempt:
+                    self.conn.execute("CALL refresh_continuous_aggregate(%s, %s, %s)", (view, start, end))
     @staticmethod
     def _copy(cur: psycopg.Cursor, table: str, types: list[str], rows: Iterable[tuple]) -> None:
         with cur.copy(f"COPY {table} FROM STDIN (FORMAT BINARY)") as copy:

@@ -150,7 +150,7 @@ def test_all_formats_end_to_end(backend, request, tmp_path, mqtt_url, topic_pref
     scenario = Scenario()
     flow = FlowProcess(mqtt_url, store_url, topic_prefix,
                        extra_args=["--registry", str(FIXTURES / "registry.toml")])
-    flow.start(idle_exit=4)
+    flow.start(idle_exit=8)  # generous: a loaded machine may pause the publisher
     pub = TestPublisher()
     for topic, payload in scenario.messages:
         pub.publish(topic_prefix + topic, payload)
