@@ -27,7 +27,7 @@ from pipeline.records import DeviceKind, DeviceWindow, Reading, Tick
 from pipeline.registry import Registry
 from pipeline.settings import ValidationSettings, WindowSettings
 from sinks.base import mask_url, open_store
-from sinks.writer import StoreSink
+from sinks.writer import RecoverableStoreSink, StoreSink, sink_key
 
 log = get_logger(__name__)
 
@@ -52,6 +52,7 @@ def aggregate_and_store(
     flush_on_eof: Callable[[], bool],
     batch_rows: int,
     flush_interval_s: float,
+    recoverable_partitions: int | None = None,
 ) -> None:
     """Windows readings per device, totals them per home, and sends everything to the store."""
     by_device = op.key_on("by_device", readings, _device_key)
@@ -73,12 +74,18 @@ def aggregate_and_store(
         ),
     )
     to_store = op.merge("to_store", readings, device_windows, late, home_windows, *side)
-    op.output("store", to_store, StoreSink(store_url, batch_rows, flush_interval_s))
+    if recoverable_partitions:
+        keyed = op.key_on("sink_key", to_store, sink_key)
+        op.output("store", keyed, RecoverableStoreSink(store_url, recoverable_partitions, batch_rows,
+                                                       flush_interval_s))
+    else:
+        op.output("store", to_store, StoreSink(store_url, batch_rows, flush_interval_s))
 
 
 def build_flow(
     cfg: IngestConfig, source: Source, registry: Registry, *,
     flush_on_eof: Callable[[], bool] = lambda: True,
+    recoverable_partitions: int | None = None,
 ) -> Dataflow:
     """The MQTT ingest flow over any source of RawMessage and Tick records."""
     flow = Dataflow("shems_ingest")
@@ -102,6 +109,7 @@ def build_flow(
         flush_on_eof=flush_on_eof,
         batch_rows=cfg.batch_rows,
         flush_interval_s=cfg.flush_interval_s,
+        recoverable_partitions=recoverable_partitions,
     )
     return flow
 
@@ -163,7 +171,8 @@ def run(cfg: IngestConfig, stop_event: threading.Event | None = None) -> None:
     def flush_on_eof() -> bool:
         return recovery is None or source.went_idle.is_set()
 
-    flow = build_flow(cfg, source, registry, flush_on_eof=flush_on_eof)
+    flow = build_flow(cfg, source, registry, flush_on_eof=flush_on_eof,
+                      recoverable_partitions=consumers if recovery is not None else None)
     log.info(
         "flow_starting",
         mqtt=str(parse_mqtt_url(cfg.mqtt_url)),

@@ -112,6 +112,7 @@ class _Receiver:
     def __init__(self, source: MqttSource, worker_index: int) -> None:
         self.src = source
         self.worker = str(worker_index)
+        self.worker_index = worker_index
         metrics.set_worker(self.worker)
         self.inbox: queue.SimpleQueue[RawMessage] = queue.SimpleQueue()
         self.prefix_len = len(source.topic_prefix)
@@ -138,6 +139,7 @@ class _Receiver:
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
         self.client.on_message = self._on_message
+        self.client.on_subscribe = self._on_subscribe
         props = Properties(PacketTypes.CONNECT)
         props.SessionExpiryInterval = source.session_expiry_s
         self.client.connect_async(
@@ -151,7 +153,6 @@ class _Receiver:
         # Wait briefly so a flow started right before a publisher does not miss the first burst.
         if not self.connected.wait(timeout=10):
             log.warning("mqtt_connect_slow", endpoint=str(source.endpoint), client_id=client_id)
-        self.worker_index = worker_index
 
     # paho callbacks run on paho's network thread: keep them minimal.
     def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
@@ -176,6 +177,14 @@ class _Receiver:
             session_present=bool(flags.session_present),
             filters=filters,
         )
+
+    def _on_subscribe(self, client, userdata, mid, reason_codes, properties) -> None:
+        failed = [str(rc) for rc in reason_codes if rc.is_failure]
+        if failed:
+            log.error("mqtt_subscribe_failed", reasons=failed, endpoint=str(self.src.endpoint))
+            return
+        # Only now does the broker route messages to us (a publish racing the SUBSCRIBE is lost).
+        log.info("mqtt_subscribed", worker=self.worker)
         self.connected.set()
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
@@ -223,7 +232,7 @@ class _Receiver:
                 raise StopIteration()
             return batch
         if now >= self.next_tick_mono:
-            batch.append(Tick(datetime.now(timezone.utc)))
+            batch.append(Tick(datetime.now(timezone.utc), self.worker_index))
             self.next_tick_mono = now + self.src.tick_s
         return batch
 

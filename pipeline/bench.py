@@ -173,7 +173,7 @@ class Flow:
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline:
             text = "".join(Path(log.name).read_text() for log in self.logs)
-            if text.count("mqtt_connected") >= clients:
+            if text.count("mqtt_subscribed") >= clients:
                 return
             if any(p.poll() is not None for p in self.procs):
                 break

@@ -186,7 +186,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     if cfg.metrics_port:
         from prometheus_client import start_http_server
 
+        from pipeline.fleet_health import FleetHealthReporter
+
         start_http_server(cfg.metrics_port)
+        if not cfg.process_id:  # one reporter per cluster
+            FleetHealthReporter(cfg.store_url).start()
     run(cfg, stop_event=install_stop_handlers())
     return 0
 

@@ -65,3 +65,8 @@ def set_worker(label: str) -> None:
 
 def worker_label() -> str:
     return getattr(_worker, "label", "0")
+
+HOMES_TOTAL = Gauge("shems_homes_total", "Homes known to the store")
+HOMES_SILENT = Gauge(
+    "shems_homes_silent", "Homes with no reading for longer than the silence threshold"
+)

@@ -55,7 +55,14 @@ class Publisher:
         with self._lock:
             self.acked += 1
 
+    # MQTT packet ids are 16 bit: a publisher more than 65,535 messages ahead of the broker's
+    # acknowledgements would reuse ids still in flight and paho would silently drop messages.
+    MAX_PENDING = 50_000
+
     def publish_raw(self, topic: str, payload: bytes | str) -> None:
+        if self.qos and self.sent - self.acked >= self.MAX_PENDING:
+            while self.sent - self.acked >= self.MAX_PENDING // 2:
+                time.sleep(0.005)
         with self._lock:  # replay and simulator threads may share one publisher
             self.sent += 1
         self.client.publish(topic, payload, qos=self.qos)

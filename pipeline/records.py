@@ -126,3 +126,4 @@ class Tick:
     """Emitted by sources on a wall-clock cadence so time-based batching works when input is idle."""
 
     at: datetime
+    partition: int = 0  # the source partition that emitted it, to reach the matching sink partition

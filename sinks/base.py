@@ -75,6 +75,9 @@ class Store(Protocol):
     def dead_letters(self) -> list[DeadLetter]:
         """dead_letter rows ordered by received_at."""
 
+    def home_last_seen(self) -> dict[str, datetime | None]:
+        """Each home's newest reading time (None for a registered home never heard from)."""
+
     def devices(self) -> list[DeviceInfo]:
         """devices rows ordered by (home_id, device_id)."""
 

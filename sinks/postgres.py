@@ -225,6 +225,10 @@ class PostgresStore:
             {"h": home_id})
         return [tuple(row) for row in rows]
 
+    def home_last_seen(self) -> dict[str, datetime | None]:
+        rows = self.conn.execute("SELECT home_id, max(last_seen) FROM devices GROUP BY home_id")
+        return {h: t for h, t in rows}
+
     def dead_letters(self) -> list[DeadLetter]:
         rows = self.conn.execute(
             "SELECT received_at, topic, payload, reason FROM dead_letter ORDER BY received_at, id")

@@ -209,6 +209,10 @@ class SqliteStore:
         pos = 2 if level == "device" else 1
         return [tuple(from_us(v) if i == pos else v for i, v in enumerate(row)) for row in rows]
 
+    def home_last_seen(self) -> dict[str, datetime | None]:
+        rows = self.conn.execute("SELECT home_id, max(last_seen) FROM devices GROUP BY home_id")
+        return {h: from_us(t) for h, t in rows}
+
     def dead_letters(self) -> list[DeadLetter]:
         rows = self.conn.execute(
             "SELECT received_at, topic, payload, reason FROM dead_letter ORDER BY received_at, id")

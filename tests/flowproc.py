@@ -65,7 +65,7 @@ class FlowProcess:
         assert self.proc and self.proc.stdout
         for line in self.proc.stdout:
             self.log_lines.append(line.rstrip())
-            if "mqtt_connected" in line:
+            if "mqtt_subscribed" in line:
                 self._seen += 1
                 if self._seen >= self.connections:
                     self._connected.set()
@@ -125,3 +125,19 @@ class TestPublisher:
         self.flush()
         self.client.loop_stop()
         self.client.disconnect()
+
+
+def broker_dropped(host: str = "127.0.0.1", port: int = 1883, timeout: float = 15.0) -> int:
+    """Mosquitto's count of QoS>0 messages dropped for full client queues ($SYS, every 10 s)."""
+    got: list[int] = []
+    c = mqtt.Client(callback_api_version=mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    c.on_message = lambda client, userdata, m: got.append(int(m.payload))
+    c.connect(host, port)
+    c.subscribe("$SYS/broker/publish/messages/dropped")
+    c.loop_start()
+    deadline = time.monotonic() + timeout
+    while not got and time.monotonic() < deadline:
+        time.sleep(0.05)
+    c.loop_stop()
+    c.disconnect()
+    return got[0] if got else -1

@@ -16,8 +16,8 @@ import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
-# Gauges the forecasting and fleet-health operators will export (see the forecasting issue).
-PLANNED_METRICS = {"shems_forecast_mae_ratio", "shems_homes_silent", "shems_homes_total"}
+# The gauge the forecasting operators will export (see the forecasting issue).
+PLANNED_METRICS = {"shems_forecast_mae_ratio"}
 
 
 @pytest.fixture(scope="module")
