@@ -89,29 +89,37 @@ def _publish_all(publisher: Publisher, messages: list[tuple[str, bytes]]) -> flo
     return started
 
 
-def measure_raw(url: str, qos: int, messages: list[tuple[str, bytes]]) -> float:
-    received = 0
-    done = threading.Event()
+def _subscriber_rate(url: str, qos: int, messages: list[tuple[str, bytes]], handle, what: str,
+                     timeout: float) -> float:
+    """Publish ``messages`` as fast as possible; a paho subscriber runs ``handle`` on each.
+    Returns messages per second from the first publish to the last one handled."""
     total = len(messages)
+    handled = 0
+    done = threading.Event()
     last = [0.0]
 
-    def count(client, userdata, message):
-        nonlocal received
-        received += 1
-        if received == total:
+    def on_message(client, userdata, message):
+        nonlocal handled
+        handle(message)
+        handled += 1
+        if handled == total:
             last[0] = time.perf_counter()
             done.set()
 
-    sub = _subscriber(url, messages[0][0].split("shems/")[0] + "shems/#", qos, count)
+    sub = _subscriber(url, messages[0][0].split("shems/")[0] + "shems/#", qos, on_message)
     publisher = Publisher(url, qos=qos)
     started = _publish_all(publisher, messages)
-    done.wait(300)
+    done.wait(timeout)
     publisher.close()
     sub.loop_stop()
     sub.disconnect()
-    if received < total:
-        raise RuntimeError(f"raw subscriber got {received} of {total} messages")
+    if handled < total:
+        raise RuntimeError(f"{what} subscriber handled {handled} of {total} messages")
     return total / (last[0] - started)
+
+
+def measure_raw(url: str, qos: int, messages: list[tuple[str, bytes]]) -> float:
+    return _subscriber_rate(url, qos, messages, lambda message: None, "raw", 300)
 
 
 def measure_naive(url: str, qos: int, store_url: str, messages: list[tuple[str, bytes]]) -> float:
@@ -119,34 +127,18 @@ def measure_naive(url: str, qos: int, store_url: str, messages: list[tuple[str, 
     conn.execute("CREATE TABLE IF NOT EXISTS naive_readings (home_id text, device_id text, ts timestamptz, "
                  "power_w double precision, PRIMARY KEY (home_id, device_id, ts))")
     conn.commit()
-    total = len(messages)
-    stored = 0
-    done = threading.Event()
-    last = [0.0]
 
-    def insert(client, userdata, message):
-        nonlocal stored
+    def insert(message):
         _, home, device, _ = message.topic.rsplit("/", 3)
         body = json.loads(message.payload)
         conn.execute("INSERT INTO naive_readings VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING",
                      (home, device, body["ts"], body["power_w"]))
         conn.commit()
-        stored += 1
-        if stored == total:
-            last[0] = time.perf_counter()
-            done.set()
 
-    sub = _subscriber(url, messages[0][0].split("shems/")[0] + "shems/#", qos, insert)
-    publisher = Publisher(url, qos=qos)
-    started = _publish_all(publisher, messages)
-    done.wait(600)
-    publisher.close()
-    sub.loop_stop()
-    sub.disconnect()
-    conn.close()
-    if stored < total:
-        raise RuntimeError(f"naive subscriber stored {stored} of {total} messages")
-    return total / (last[0] - started)
+    try:
+        return _subscriber_rate(url, qos, messages, insert, "naive", 600)
+    finally:
+        conn.close()
 
 
 class Flow:
