@@ -54,7 +54,7 @@ class BenchResult:
     workers: int
     processes: int
     qos: int
-    extra: dict = field(default_factory=dict)
+    rss_by_minute: list[float] = field(default_factory=list)
 
 
 def _payloads(prefix: str, devices: int, count: int, start: datetime) -> list[tuple[str, bytes]]:
@@ -312,9 +312,11 @@ def run_bench(devices: int, seconds: float, rate: float, burst: int | None, qos:
         throughput, p50, p99, achieved, rss, slope = measure_shems(
             mqtt_url, store_url, qos, prefix, _payloads(prefix, devices, burst, start), devices, seconds, rate,
             workers, processes, console)
+        by_minute = [round(m, 1) for t, m in rss if int((t - rss[0][0]) // 2) % 30 == 0]
         return BenchResult(devices, throughput, p50, p99, naive, raw, burst, rate, achieved,
                            rss[0][1] if rss else 0.0, rss[-1][1] if rss else 0.0,
-                           max((m for _, m in rss), default=0.0), slope, workers, processes, qos)
+                           max((m for _, m in rss), default=0.0), slope, workers, processes, qos,
+                           by_minute)
     finally:
         if broker:
             broker.stop()
@@ -348,5 +350,6 @@ def print_result(result: BenchResult, console: Console, as_json: bool) -> None:
                "rate_target": r.rate_target, "rate_achieved": round(r.rate_achieved, 1),
                "rss_mb_start": round(r.rss_mb_start, 1), "rss_mb_end": round(r.rss_mb_end, 1),
                "rss_mb_max": round(r.rss_mb_max, 1), "rss_mb_per_min": round(r.rss_mb_per_min, 3),
-               "workers": r.workers, "processes": r.processes, "qos": r.qos}
+               "workers": r.workers, "processes": r.processes, "qos": r.qos,
+               "rss_mb_by_minute": r.rss_by_minute}
         print(json.dumps(out), flush=True)
