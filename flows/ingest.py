@@ -142,10 +142,8 @@ def run(cfg: IngestConfig, stop_event: threading.Event | None = None) -> None:
         cfg.recovery_dir.mkdir(parents=True, exist_ok=True)
         if not any(cfg.recovery_dir.iterdir()):
             # One partition per worker of the whole cluster is Bytewax's recommended layout.
-            processes = max(1, len(cfg.addresses))
-            init_db_dir(cfg.recovery_dir, cfg.workers * processes)
+            init_db_dir(cfg.recovery_dir, cfg.consumers)
         recovery = RecoveryConfig(cfg.recovery_dir)
-    consumers = cfg.workers * max(1, len(cfg.addresses))
     settings = MqttSource(
         parse_mqtt_url(cfg.mqtt_url),
         SUBSCRIPTIONS,
@@ -154,7 +152,7 @@ def run(cfg: IngestConfig, stop_event: threading.Event | None = None) -> None:
         # Shared subscriptions only when there is load to split: Mosquitto 2.0 does not restore
         # a shared subscription from its persistence file, so across a broker restart a shared
         # subscriber misses what is published before it re-subscribes; a plain one does not.
-        share_group=cfg.share_group if consumers > 1 else None,
+        share_group=cfg.share_group if cfg.consumers > 1 else None,
         retired_share_group=cfg.share_group,
         qos=cfg.qos,
         session_expiry_s=cfg.session_expiry_s,
@@ -162,9 +160,8 @@ def run(cfg: IngestConfig, stop_event: threading.Event | None = None) -> None:
         stop_event=stop_event,
     )
     source = settings
-    if cfg.recovery_dir is not None:
-        partitions = cfg.workers * max(1, len(cfg.addresses))
-        source = SpooledMqttSource(settings, partitions, cfg.recovery_dir / "spool")
+    if recovery is not None:
+        source = SpooledMqttSource(settings, cfg.consumers, cfg.recovery_dir / "spool")
     # With recovery the open windows survive in the snapshot, so a stop signal must not flush
     # them as final (the next run completes them); without recovery, or when the input simply
     # went quiet (--idle-exit), flushing is the only way not to lose the minute in progress.
@@ -172,7 +169,7 @@ def run(cfg: IngestConfig, stop_event: threading.Event | None = None) -> None:
         return recovery is None or source.went_idle.is_set()
 
     flow = build_flow(cfg, source, registry, flush_on_eof=flush_on_eof,
-                      recoverable_partitions=consumers if recovery is not None else None)
+                      recoverable_partitions=cfg.consumers if recovery is not None else None)
     log.info(
         "flow_starting",
         mqtt=str(parse_mqtt_url(cfg.mqtt_url)),

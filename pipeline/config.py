@@ -68,3 +68,8 @@ class IngestConfig:
     epoch_interval_s: float = 5.0
     window: WindowSettings = field(default_factory=WindowSettings)
     validation: ValidationSettings = field(default_factory=ValidationSettings)
+
+    @property
+    def consumers(self) -> int:
+        """Bytewax workers in the whole cluster: MQTT subscribers, recovery and sink partitions."""
+        return self.workers * max(1, len(self.addresses))
