@@ -127,3 +127,89 @@ class Tick:
 
     at: datetime
     partition: int = 0  # the source partition that emitted it, to reach the matching sink partition
+
+
+# ---------------------------------------------------------------- insights (forecasts, anomalies,
+# recommendations). Power values are mean power in W over a slot, so a forecast compares directly
+# with the 1-minute and hourly aggregates; energy is W x hours.
+
+
+@dataclass(frozen=True, slots=True)
+class Forecast:
+    """The forecast mean power of a home over ``[target_ts, target_ts + resolution_min)``.
+
+    ``made_at`` is the issue time (a slot boundary); ``horizon_min`` is how far the END of the
+    target slot lies after ``made_at``: the next slot has ``horizon_min == resolution_min``, the
+    last slot of a 24-hour forecast has 1440. ``lower_w``/``upper_w`` bound an 80 % interval.
+    """
+
+    home_id: str
+    made_at: datetime
+    target_ts: datetime
+    resolution_min: int  # 15 or 60
+    horizon_min: int
+    yhat_w: float
+    lower_w: float
+    upper_w: float
+    model: str
+
+
+@dataclass(frozen=True, slots=True)
+class ForecastScore:
+    """Prequential (scored as actuals arrive) error of one home's forecasts at one horizon."""
+
+    home_id: str
+    resolution_min: int
+    horizon_min: int
+    model: str  # the model in use when last scored
+    n: int  # scored forecasts
+    mae_w: float
+    naive_day_mae_w: float  # same slot yesterday
+    naive_week_mae_w: float  # same slot last week
+    coverage: float  # share of actuals inside [lower_w, upper_w]
+    updated_at: datetime
+
+
+class AnomalyKind(str, Enum):
+    HIGH_CONSUMPTION = "high_consumption"  # far above the learned profile for this time of day
+    LONG_RUNNING = "long_running"  # on far longer than the device usually is
+    DUTY_CYCLE_DRIFT = "duty_cycle_drift"  # a cycling device (fridge) whose duty cycle drifts
+    FLAT_LINE = "flat_line"  # the same value for too long: a stuck sensor
+    SILENT = "silent"  # a meter that stopped reporting
+    COUNTER_BACKWARDS = "counter_backwards"  # an energy counter that went backwards (reset)
+
+
+@dataclass(frozen=True, slots=True)
+class Anomaly:
+    """One anomaly of a device (or of a home's total, ``device_id == ""``).
+
+    At most one is open per (home, device, kind): it is emitted when it opens and again, with
+    ``ended_at`` set, when it clears; the store keys it by ``started_at``.
+    """
+
+    home_id: str
+    device_id: str
+    kind: AnomalyKind
+    started_at: datetime
+    ended_at: datetime | None
+    score: float  # how far from normal, in the detector's own unit (documented per kind)
+    message: str  # one sentence a homeowner understands
+
+
+@dataclass(frozen=True, slots=True)
+class Recommendation:
+    """An energy-saving suggestion with its estimated monthly saving and how it was estimated.
+
+    The store keys it by (home_id, kind, device_id): an equal one is never repeated while open,
+    and its status (new / accepted / dismissed) belongs to the homeowner, not the generator.
+    """
+
+    home_id: str
+    device_id: str  # "" when it concerns the whole home
+    kind: str  # standby_waste, load_shift, peak_reduction, usage_increase, solar_self_consumption
+    created_at: datetime
+    title: str
+    detail: str  # how the saving was estimated, in plain words with the numbers used
+    kwh_per_month: float
+    money_per_month: float
+    currency: str
