@@ -11,10 +11,34 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol, Sequence
 
-from pipeline.records import DeadLetter, DeviceInfo, DeviceWindow, HomeWindow, LateReading, Reading
+from pipeline.records import (Anomaly, DeadLetter, DeviceInfo, DeviceWindow, Forecast, ForecastScore,
+                              HomeWindow, LateReading, Reading, Recommendation)
 
 # Same table names and columns in every store (see docs/ARCHITECTURE.md).
-TABLES = ("readings", "device_1m", "home_1m", "devices", "dead_letter", "late_readings")
+TABLES = ("readings", "device_1m", "home_1m", "devices", "dead_letter", "late_readings",
+          "forecasts", "forecast_scores", "anomalies", "recommendations")
+
+RECOMMENDATION_STATUSES = ("new", "accepted", "dismissed")
+
+
+@dataclass(frozen=True, slots=True)
+class StoredRecommendation:
+    """A recommendation as stored: the generator's record plus the homeowner's decision."""
+
+    recommendation: Recommendation
+    updated_at: datetime
+    status: str
+    status_changed_at: datetime | None
+    status_changed_by: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class TariffRow:
+    """One entry of a tariff history; ``home_id == "*"`` is the default for every home."""
+
+    home_id: str
+    effective_from: datetime
+    spec_json: str
 
 
 @dataclass(slots=True)
@@ -28,6 +52,10 @@ class Batch:
     devices: list[DeviceInfo] = field(default_factory=list)
     # Readings that came after their window closed; their raw row is in `readings` already.
     late_readings: list[LateReading] = field(default_factory=list)
+    forecasts: list[Forecast] = field(default_factory=list)
+    forecast_scores: list[ForecastScore] = field(default_factory=list)
+    anomalies: list[Anomaly] = field(default_factory=list)
+    recommendations: list[Recommendation] = field(default_factory=list)
 
     def __len__(self) -> int:
         return (
@@ -37,6 +65,10 @@ class Batch:
             + len(self.home_windows)
             + len(self.dead_letters)
             + len(self.devices)
+            + len(self.forecasts)
+            + len(self.forecast_scores)
+            + len(self.anomalies)
+            + len(self.recommendations)
         )
 
 
@@ -80,6 +112,29 @@ class Store(Protocol):
 
     def devices(self) -> list[DeviceInfo]:
         """devices rows ordered by (home_id, device_id)."""
+
+    def forecasts(self, home_id: str | None = None, resolution_min: int | None = None,
+                  made_at: datetime | None = None) -> list[Forecast]:
+        """forecasts rows ordered by (home_id, resolution_min, made_at, target_ts)."""
+
+    def forecast_scores(self, home_id: str | None = None) -> list[ForecastScore]:
+        """forecast_scores rows ordered by (home_id, resolution_min, horizon_min)."""
+
+    def anomalies(self, home_id: str | None = None, open_only: bool = False) -> list[Anomaly]:
+        """anomalies rows ordered by (home_id, started_at, device_id, kind)."""
+
+    def recommendations(self, home_id: str | None = None) -> list[StoredRecommendation]:
+        """recommendations rows ordered by (home_id, kind, device_id)."""
+
+    def set_recommendation_status(self, home_id: str, kind: str, device_id: str, status: str,
+                                  by: str) -> bool:
+        """Record the homeowner's decision; False when there is no such recommendation."""
+
+    def tariffs(self) -> list[TariffRow]:
+        """The stored tariff history ordered by (home_id, effective_from)."""
+
+    def upsert_tariffs(self, rows: Sequence[TariffRow]) -> None:
+        """Add or replace tariff history entries (keyed by home and effective date)."""
 
     def close(self) -> None: ...
 

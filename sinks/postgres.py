@@ -13,8 +13,10 @@ from typing import Iterable, Sequence
 import psycopg
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
-from pipeline.records import DeadLetter, DeviceInfo, DeviceKind, DeviceWindow, HomeWindow, Reading, Source
-from sinks.base import TABLES, Batch
+from pipeline.records import (Anomaly, AnomalyKind, DeadLetter, DeviceInfo, DeviceKind, DeviceWindow,
+                              Forecast, ForecastScore, HomeWindow, Reading, Recommendation, Source)
+from sinks.base import RECOMMENDATION_STATUSES, TABLES, Batch, StoredRecommendation, TariffRow
+from sinks.sql import ANOMALY_UPSERT, RECOMMENDATION_UPSERT
 from sinks.migrate import migrations
 from sinks.sqlite import device_rows, payload_hash
 
@@ -22,11 +24,13 @@ _STAGING = """
 CREATE TEMP TABLE IF NOT EXISTS stage_readings (LIKE readings) ON COMMIT DELETE ROWS;
 CREATE TEMP TABLE IF NOT EXISTS stage_device_1m (LIKE device_1m) ON COMMIT DELETE ROWS;
 CREATE TEMP TABLE IF NOT EXISTS stage_home_1m (LIKE home_1m) ON COMMIT DELETE ROWS;
+CREATE TEMP TABLE IF NOT EXISTS stage_forecasts (LIKE forecasts) ON COMMIT DELETE ROWS;
 """
 
 _READING_TYPES = ["text", "text", "timestamptz", "float8", "float8", "float8", "float8"]
 _DEVICE_1M_TYPES = ["text", "text", "timestamptz", "text", "float8", "float8", "float8", "float8", "int4"]
 _HOME_1M_TYPES = ["text", "timestamptz", "float8", "float8", "float8", "float8", "int4"]
+_FORECAST_TYPES = ["text", "int4", "timestamptz", "timestamptz", "int4", "float8", "float8", "float8", "text"]
 
 _UPSERT_DEVICES = """
 INSERT INTO devices AS d (home_id, device_id, kind, source, first_seen, last_seen, vendor_id, channel, timezone)
@@ -68,9 +72,14 @@ class PostgresStore:
             self.conn = self._connect()
 
     def _timescale_available(self) -> bool:
+        """Installed in this database, or installable: its files present AND the library preloaded
+        (several clusters of one PostgreSQL version share the files; only a cluster that preloads
+        the library can create the extension)."""
         row = self.conn.execute(
-            "SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb'").fetchone()
-        return row is not None
+            "SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'timescaledb'), "
+            "EXISTS (SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb') "
+            "AND current_setting('shared_preload_libraries') ~ 'timescaledb'").fetchone()
+        return row[0] or row[1]
 
     # ------------------------------------------------------------------ schema
     def migrate(self) -> None:
@@ -138,6 +147,39 @@ class PostgresStore:
                         "INSERT INTO late_readings VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING",
                         [(x.reading.home_id, x.reading.device_id, x.reading.ts, x.bucket)
                          for x in batch.late_readings])
+                if batch.forecasts:
+                    forecasts = _last_by_key(batch.forecasts, lambda f: (f.home_id, f.resolution_min,
+                                                                         f.made_at, f.target_ts))
+                    self._copy(cur, "stage_forecasts", _FORECAST_TYPES,
+                               ((f.home_id, f.resolution_min, f.made_at, f.target_ts, f.horizon_min,
+                                 f.yhat_w, f.lower_w, f.upper_w, f.model) for f in forecasts))
+                    cur.execute(
+                        "INSERT INTO forecasts SELECT * FROM stage_forecasts "
+                        "ON CONFLICT (home_id, resolution_min, made_at, target_ts) DO UPDATE SET "
+                        "horizon_min = excluded.horizon_min, yhat_w = excluded.yhat_w, "
+                        "lower_w = excluded.lower_w, upper_w = excluded.upper_w, model = excluded.model")
+                if batch.forecast_scores:
+                    scores = _last_by_key(batch.forecast_scores,
+                                          lambda x: (x.home_id, x.resolution_min, x.horizon_min))
+                    cur.executemany(
+                        "INSERT INTO forecast_scores VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s) "
+                        "ON CONFLICT (home_id, resolution_min, horizon_min) DO UPDATE SET "
+                        "model = excluded.model, n = excluded.n, mae_w = excluded.mae_w, "
+                        "naive_day_mae_w = excluded.naive_day_mae_w, "
+                        "naive_week_mae_w = excluded.naive_week_mae_w, coverage = excluded.coverage, "
+                        "updated_at = excluded.updated_at",
+                        [(x.home_id, x.resolution_min, x.horizon_min, x.model, x.n, x.mae_w,
+                          x.naive_day_mae_w, x.naive_week_mae_w, x.coverage, x.updated_at)
+                         for x in scores])
+                if batch.anomalies:
+                    cur.executemany(ANOMALY_UPSERT,
+                                    [(a.home_id, a.device_id, a.kind.value, a.started_at, a.ended_at,
+                                      a.score, a.message) for a in batch.anomalies])
+                if batch.recommendations:
+                    cur.executemany(RECOMMENDATION_UPSERT,
+                                    [(r.home_id, r.kind, r.device_id, r.created_at, r.created_at,
+                                      r.title, r.detail, r.kwh_per_month, r.money_per_month,
+                                      r.currency) for r in batch.recommendations])
                 self._upsert_devices(cur, device_rows(batch))
         if self.has_timescale:
             self._refresh_rollups(batch)
@@ -239,6 +281,59 @@ class PostgresStore:
             "SELECT home_id, device_id, kind, source, first_seen, last_seen, vendor_id, channel, timezone "
             "FROM devices ORDER BY home_id, device_id")
         return [DeviceInfo(h, d, DeviceKind(k), Source(s), f, l, v, c, tz) for h, d, k, s, f, l, v, c, tz in rows]
+
+    def forecasts(self, home_id: str | None = None, resolution_min: int | None = None,
+                  made_at: datetime | None = None) -> list[Forecast]:
+        rows = self.conn.execute(
+            "SELECT home_id, made_at, target_ts, resolution_min, horizon_min, yhat_w, lower_w, upper_w, "
+            "model FROM forecasts WHERE (%(h)s::text IS NULL OR home_id = %(h)s) "
+            "AND (%(r)s::int IS NULL OR resolution_min = %(r)s) "
+            "AND (%(m)s::timestamptz IS NULL OR made_at = %(m)s) "
+            "ORDER BY home_id, resolution_min, made_at, target_ts",
+            {"h": home_id, "r": resolution_min, "m": made_at})
+        return [Forecast(*row) for row in rows]
+
+    def forecast_scores(self, home_id: str | None = None) -> list[ForecastScore]:
+        rows = self.conn.execute(
+            "SELECT * FROM forecast_scores WHERE (%(h)s::text IS NULL OR home_id = %(h)s) "
+            "ORDER BY home_id, resolution_min, horizon_min", {"h": home_id})
+        return [ForecastScore(*row) for row in rows]
+
+    def anomalies(self, home_id: str | None = None, open_only: bool = False) -> list[Anomaly]:
+        rows = self.conn.execute(
+            "SELECT * FROM anomalies WHERE (%(h)s::text IS NULL OR home_id = %(h)s) "
+            "AND (NOT %(o)s OR ended_at IS NULL) ORDER BY home_id, started_at, device_id, kind",
+            {"h": home_id, "o": open_only})
+        return [Anomaly(h, d, AnomalyKind(k), s, e, score, msg) for h, d, k, s, e, score, msg in rows]
+
+    def recommendations(self, home_id: str | None = None) -> list[StoredRecommendation]:
+        rows = self.conn.execute(
+            "SELECT * FROM recommendations WHERE (%(h)s::text IS NULL OR home_id = %(h)s) "
+            "ORDER BY home_id, kind, device_id", {"h": home_id})
+        return [StoredRecommendation(Recommendation(h, d, k, c, title, detail, kwh, money, cur),
+                                     u, status, sc, sb)
+                for h, k, d, c, u, title, detail, kwh, money, cur, status, sc, sb in rows]
+
+    def set_recommendation_status(self, home_id: str, kind: str, device_id: str, status: str,
+                                  by: str) -> bool:
+        if status not in RECOMMENDATION_STATUSES:
+            raise ValueError(f"status must be one of {RECOMMENDATION_STATUSES}, got {status!r}")
+        cur = self.conn.execute(
+            "UPDATE recommendations SET status = %s, status_changed_at = now(), status_changed_by = %s "
+            "WHERE home_id = %s AND kind = %s AND device_id = %s",
+            (status, by, home_id, kind, device_id))
+        return cur.rowcount == 1
+
+    def tariffs(self) -> list[TariffRow]:
+        rows = self.conn.execute("SELECT * FROM tariffs ORDER BY home_id, effective_from")
+        return [TariffRow(*row) for row in rows]
+
+    def upsert_tariffs(self, rows: Sequence[TariffRow]) -> None:
+        with self.conn.transaction(), self.conn.cursor() as cur:
+            cur.executemany(
+                "INSERT INTO tariffs VALUES (%s, %s, %s) ON CONFLICT (home_id, effective_from) "
+                "DO UPDATE SET spec_json = excluded.spec_json",
+                [(r.home_id, r.effective_from, r.spec_json) for r in rows])
 
     def close(self) -> None:
         self.conn.close()

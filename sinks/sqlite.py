@@ -9,8 +9,10 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from pipeline.records import DeadLetter, DeviceInfo, DeviceKind, DeviceWindow, HomeWindow, Reading, Source
-from sinks.base import TABLES, Batch
+from pipeline.records import (Anomaly, AnomalyKind, DeadLetter, DeviceInfo, DeviceKind, DeviceWindow,
+                              Forecast, ForecastScore, HomeWindow, Reading, Recommendation, Source)
+from sinks.base import RECOMMENDATION_STATUSES, TABLES, Batch, StoredRecommendation, TariffRow
+from sinks.sql import ANOMALY_UPSERT, RECOMMENDATION_UPSERT
 from sinks.migrate import migrations
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
@@ -130,6 +132,29 @@ class SqliteStore:
                     [(x.reading.home_id, x.reading.device_id, to_us(x.reading.ts), to_us(x.bucket))
                      for x in batch.late_readings],
                 )
+            if batch.forecasts:
+                c.executemany(
+                    "INSERT OR REPLACE INTO forecasts VALUES (?,?,?,?,?,?,?,?,?)",
+                    [(f.home_id, f.resolution_min, to_us(f.made_at), to_us(f.target_ts), f.horizon_min,
+                      f.yhat_w, f.lower_w, f.upper_w, f.model) for f in batch.forecasts],
+                )
+            if batch.forecast_scores:
+                c.executemany(
+                    "INSERT OR REPLACE INTO forecast_scores VALUES (?,?,?,?,?,?,?,?,?,?)",
+                    [(s.home_id, s.resolution_min, s.horizon_min, s.model, s.n, s.mae_w,
+                      s.naive_day_mae_w, s.naive_week_mae_w, s.coverage, to_us(s.updated_at))
+                     for s in batch.forecast_scores],
+                )
+            if batch.anomalies:
+                c.executemany(ANOMALY_UPSERT.replace("%s", "?"),
+                              [(a.home_id, a.device_id, a.kind.value, to_us(a.started_at),
+                                to_us(a.ended_at) if a.ended_at else None, a.score, a.message)
+                               for a in batch.anomalies])
+            if batch.recommendations:
+                c.executemany(RECOMMENDATION_UPSERT.replace("%s", "?"),
+                              [(r.home_id, r.kind, r.device_id, to_us(r.created_at), to_us(r.created_at),
+                                r.title, r.detail, r.kwh_per_month, r.money_per_month, r.currency)
+                               for r in batch.recommendations])
             self._upsert_devices(device_rows(batch))
             c.execute("COMMIT")
         except BaseException:
@@ -224,6 +249,67 @@ class SqliteStore:
             "FROM devices ORDER BY home_id, device_id")
         return [DeviceInfo(h, d, DeviceKind(k), Source(s), from_us(f), from_us(l), v, c, tz)
                 for h, d, k, s, f, l, v, c, tz in rows]
+
+    def forecasts(self, home_id: str | None = None, resolution_min: int | None = None,
+                  made_at: datetime | None = None) -> list[Forecast]:
+        sql, args = "SELECT * FROM forecasts WHERE 1=1", []
+        for column, value in (("home_id", home_id), ("resolution_min", resolution_min),
+                              ("made_at", to_us(made_at) if made_at else None)):
+            if value is not None:
+                sql += f" AND {column} = ?"
+                args.append(value)
+        rows = self.conn.execute(sql + " ORDER BY home_id, resolution_min, made_at, target_ts", args)
+        return [Forecast(h, from_us(m), from_us(t), r, hz, y, lo, hi, model)
+                for h, r, m, t, hz, y, lo, hi, model in rows]
+
+    def forecast_scores(self, home_id: str | None = None) -> list[ForecastScore]:
+        where, args = ("WHERE home_id = ?", [home_id]) if home_id else ("", [])
+        rows = self.conn.execute(
+            f"SELECT * FROM forecast_scores {where} ORDER BY home_id, resolution_min, horizon_min", args)
+        return [ForecastScore(*row[:9], from_us(row[9])) for row in rows]
+
+    def anomalies(self, home_id: str | None = None, open_only: bool = False) -> list[Anomaly]:
+        sql, args = "SELECT * FROM anomalies WHERE 1=1", []
+        if home_id is not None:
+            sql += " AND home_id = ?"
+            args.append(home_id)
+        if open_only:
+            sql += " AND ended_at IS NULL"
+        rows = self.conn.execute(sql + " ORDER BY home_id, started_at, device_id, kind", args)
+        return [Anomaly(h, d, AnomalyKind(k), from_us(s), from_us(e), score, msg)
+                for h, d, k, s, e, score, msg in rows]
+
+    def recommendations(self, home_id: str | None = None) -> list[StoredRecommendation]:
+        where, args = ("WHERE home_id = ?", [home_id]) if home_id else ("", [])
+        rows = self.conn.execute(
+            f"SELECT * FROM recommendations {where} ORDER BY home_id, kind, device_id", args)
+        return [StoredRecommendation(Recommendation(h, d, k, from_us(c), title, detail, kwh, money, cur),
+                                     from_us(u), status, from_us(sc), sb)
+                for h, k, d, c, u, title, detail, kwh, money, cur, status, sc, sb in rows]
+
+    def set_recommendation_status(self, home_id: str, kind: str, device_id: str, status: str,
+                                  by: str) -> bool:
+        if status not in RECOMMENDATION_STATUSES:
+            raise ValueError(f"status must be one of {RECOMMENDATION_STATUSES}, got {status!r}")
+        cur = self.conn.execute(
+            "UPDATE recommendations SET status = ?, status_changed_at = ?, status_changed_by = ? "
+            "WHERE home_id = ? AND kind = ? AND device_id = ?",
+            (status, to_us(datetime.now(timezone.utc)), by, home_id, kind, device_id))
+        return cur.rowcount == 1
+
+    def tariffs(self) -> list[TariffRow]:
+        rows = self.conn.execute("SELECT * FROM tariffs ORDER BY home_id, effective_from")
+        return [TariffRow(h, from_us(t), spec) for h, t, spec in rows]
+
+    def upsert_tariffs(self, rows: Sequence[TariffRow]) -> None:
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            self.conn.executemany("INSERT OR REPLACE INTO tariffs VALUES (?,?,?)",
+                                  [(r.home_id, to_us(r.effective_from), r.spec_json) for r in rows])
+            self.conn.execute("COMMIT")
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
 
     def close(self) -> None:
         self.conn.close()

@@ -19,10 +19,19 @@ from tenacity import Retrying, before_sleep_log, stop_after_attempt, wait_expone
 
 from pipeline import metrics
 from pipeline.logs import get_logger
-from pipeline.records import DeadLetter, DeviceWindow, HomeWindow, LateReading, Reading, Tick
+from pipeline.records import (Anomaly, DeadLetter, DeviceWindow, Forecast, ForecastScore, HomeWindow,
+                              LateReading, Reading, Recommendation, Tick)
 from sinks.base import Batch, Store, mask_url, open_store
 
 log = get_logger(__name__)
+
+
+# Which list of a Batch each record type goes to (exact types: records are final dataclasses).
+_BATCH_FIELD: dict[type, str] = {
+    Reading: "readings", DeviceWindow: "device_windows", HomeWindow: "home_windows",
+    DeadLetter: "dead_letters", LateReading: "late_readings", Forecast: "forecasts",
+    ForecastScore: "forecast_scores", Anomaly: "anomalies", Recommendation: "recommendations",
+}
 
 
 class BatchBuffer:
@@ -40,20 +49,12 @@ class BatchBuffer:
         b = self.batch
         added = 0
         for item in items:
-            if isinstance(item, Reading):
-                b.readings.append(item)
-            elif isinstance(item, DeviceWindow):
-                b.device_windows.append(item)
-            elif isinstance(item, HomeWindow):
-                b.home_windows.append(item)
-            elif isinstance(item, DeadLetter):
-                b.dead_letters.append(item)
-            elif isinstance(item, LateReading):
-                b.late_readings.append(item)
-            elif isinstance(item, Tick):
-                continue
-            else:
+            field_name = _BATCH_FIELD.get(type(item))
+            if field_name is None:
+                if isinstance(item, Tick):
+                    continue
                 raise TypeError(f"store sink got an unexpected record: {type(item).__name__}")
+            getattr(b, field_name).append(item)
             added += 1
         if added:
             self.rows += added
@@ -165,7 +166,7 @@ def sink_key(item: object) -> str:
         return item.topic
     if isinstance(item, LateReading):
         return item.reading.home_id
-    return item.home_id  # Reading, DeviceWindow, HomeWindow
+    return item.home_id  # readings, windows, forecasts, anomalies, recommendations
 
 
 class RecoverableStoreSink(FixedPartitionedSink):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import sys
 from datetime import datetime, timedelta, timezone
@@ -9,9 +10,10 @@ from datetime import datetime, timedelta, timezone
 import psycopg
 import pytest
 
-from pipeline.records import (DeadLetter, DeviceInfo, DeviceKind, DeviceWindow, HomeWindow,
-                              LateReading, Reading, Source)
-from sinks.base import Batch, open_store
+from pipeline.records import (Anomaly, AnomalyKind, DeadLetter, DeviceInfo, DeviceKind, DeviceWindow,
+                              Forecast, ForecastScore, HomeWindow, LateReading, Reading,
+                              Recommendation, Source)
+from sinks.base import Batch, TariffRow, open_store
 from tests.conftest import PG_ADMIN_URL
 
 T0 = datetime(2024, 6, 1, 10, 0, tzinfo=timezone.utc)
@@ -63,7 +65,8 @@ def test_replaying_a_batch_never_duplicates(store):
     store.write(_batch())
     assert store.counts() == first
     assert first == {"readings": 12, "device_1m": 2, "home_1m": 1, "devices": 1, "dead_letter": 1,
-                     "late_readings": 1}
+                     "late_readings": 1, "forecasts": 0, "forecast_scores": 0, "anomalies": 0,
+                     "recommendations": 0}
 
 
 def test_a_re_emitted_window_replaces_the_earlier_one(store):
@@ -133,3 +136,60 @@ def test_postgres_recovers_after_its_connection_is_killed(pg_url):
 def test_unsupported_url_is_a_clear_error():
     with pytest.raises(ValueError, match="unsupported store URL"):
         open_store("mysql://root:pw@localhost/x")
+
+
+def _forecasts(made_at: datetime, shift: float = 0.0) -> list[Forecast]:
+    return [Forecast("h1", made_at, made_at + timedelta(hours=i), 60, 60 * (i + 1), 300.0 + i + shift,
+                     200.0 + i, 400.0 + i, "linear") for i in range(24)]
+
+
+def test_forecasts_and_scores_are_upserted_by_key(store):
+    store.write(Batch(forecasts=_forecasts(T0)))
+    store.write(Batch(forecasts=_forecasts(T0, shift=5.0) + _forecasts(T0 + timedelta(hours=1))))
+    got = store.forecasts(home_id="h1", resolution_min=60, made_at=T0)
+    assert len(got) == 24 and store.counts()["forecasts"] == 48
+    assert got[0] == Forecast("h1", T0, T0, 60, 60, 305.0, 200.0, 400.0, "linear")
+    assert got[0].made_at.utcoffset() == timedelta(0)
+    score = ForecastScore("h1", 60, 1440, "linear", 10, 120.0, 150.0, 170.0, 0.8, T0)
+    store.write(Batch(forecast_scores=[score]))
+    store.write(Batch(forecast_scores=[dataclasses.replace(score, n=11)]))
+    (stored,) = store.forecast_scores("h1")
+    assert stored.n == 11 and stored.updated_at == T0
+
+
+def test_an_anomaly_opens_once_and_a_replayed_open_never_reopens_it(store):
+    opened = Anomaly("h1", "kettle", AnomalyKind.LONG_RUNNING, T0, None, 12.0, "Kettle on for 1 h.")
+    closed = Anomaly("h1", "kettle", AnomalyKind.LONG_RUNNING, T0, T0 + timedelta(hours=1), 14.0,
+                     "Kettle was on for 1 h.")
+    store.write(Batch(anomalies=[opened]))
+    assert store.anomalies(open_only=True) == [opened]
+    store.write(Batch(anomalies=[closed]))
+    store.write(Batch(anomalies=[opened]))  # a replay of the opening after the close
+    (row,) = store.anomalies("h1")
+    assert row.ended_at == T0 + timedelta(hours=1)
+    assert store.anomalies(open_only=True) == []
+
+
+def test_recommendation_status_survives_a_refresh(store):
+    rec = Recommendation("h1", "dishwasher", "load_shift", T0, "Run the dishwasher after 23:00",
+                         "3 runs/week x 1.1 kWh x 0.15 GBP/kWh", 14.3, 2.15, "GBP")
+    store.write(Batch(recommendations=[rec]))
+    assert store.set_recommendation_status("h1", "load_shift", "dishwasher", "dismissed", "alice")
+    assert not store.set_recommendation_status("h1", "load_shift", "washer", "accepted", "alice")
+    with pytest.raises(ValueError, match="status must be one of"):
+        store.set_recommendation_status("h1", "load_shift", "dishwasher", "maybe", "alice")
+    later = Recommendation("h1", "dishwasher", "load_shift", T0 + timedelta(days=1), rec.title,
+                           rec.detail, 15.0, 2.25, "GBP")
+    store.write(Batch(recommendations=[later]))
+    (row,) = store.recommendations("h1")
+    assert (row.status, row.status_changed_by) == ("dismissed", "alice")
+    assert row.recommendation.created_at == T0 and row.updated_at == T0 + timedelta(days=1)
+    assert row.recommendation.money_per_month == 2.25
+
+
+def test_tariff_history_round_trips(store):
+    rows = [TariffRow("*", T0, '{"kind": "flat", "import_price": 0.30}'),
+            TariffRow("h1", T0 + timedelta(days=30), '{"kind": "flat", "import_price": 0.25}')]
+    store.upsert_tariffs(rows)
+    store.upsert_tariffs(rows[:1])
+    assert store.tariffs() == rows

@@ -1,0 +1,22 @@
+"""SQL shared by both stores, written with %s placeholders (SQLite's ? is substituted)."""
+
+# An anomaly is first stored open and later again with ended_at: a late or replayed "open" record
+# must never reopen a closed one.
+ANOMALY_UPSERT = """
+INSERT INTO anomalies (home_id, device_id, kind, started_at, ended_at, score, message)
+VALUES (%s, %s, %s, %s, %s, %s, %s)
+ON CONFLICT (home_id, device_id, kind, started_at) DO UPDATE SET
+  ended_at = coalesce(excluded.ended_at, anomalies.ended_at),
+  score = excluded.score, message = excluded.message
+"""
+
+# The generator refreshes the estimate; created_at and the homeowner's status stay.
+RECOMMENDATION_UPSERT = """
+INSERT INTO recommendations (home_id, kind, device_id, created_at, updated_at, title, detail,
+                             kwh_per_month, money_per_month, currency)
+VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+ON CONFLICT (home_id, kind, device_id) DO UPDATE SET
+  updated_at = excluded.updated_at, title = excluded.title, detail = excluded.detail,
+  kwh_per_month = excluded.kwh_per_month, money_per_month = excluded.money_per_month,
+  currency = excluded.currency
+"""
