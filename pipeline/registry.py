@@ -11,7 +11,13 @@ A TOML file, stored in the ``devices`` table on start::
     kind = "appliance"                       # meter | appliance | pv | battery | ev
     timezone = "Europe/London"               # optional (default UTC): Tasmota reports local time
 
+    [[home]]                                 # optional: a home's local time zone, for
+    home_id = "home-1"                       # profiles, tariffs and daily recommendations
+    timezone = "Europe/London"
+
 Native devices (``shems/<home>/<device>/reading``) need no entry: they register on first sight.
+A home without a ``[[home]]`` entry takes the time zone of its registered devices, else the
+flow's ``--timezone``.
 """
 
 from __future__ import annotations
@@ -35,16 +41,34 @@ class RegistryEntry:
     timezone: str = "UTC"
 
 
+def _check_timezone(tz: object, where: str) -> str:
+    if not isinstance(tz, str):
+        raise ValueError(f"{where}: 'timezone' must be a string such as 'Europe/London'")
+    try:
+        ZoneInfo(tz)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"{where}: unknown time zone {tz!r}") from None
+    return tz
+
+
 class Registry:
     """Lookup by (source, vendor id, channel). Picklable: Bytewax operators close over it."""
 
-    def __init__(self, entries: list[RegistryEntry]) -> None:
+    def __init__(self, entries: list[RegistryEntry], home_timezones: dict[str, str] | None = None) -> None:
         self._entries = entries
         self._index = {(e.source, e.vendor_id, e.channel): e for e in entries}
+        self._home_tz = dict(home_timezones or {})
+        for e in entries:
+            if e.timezone != "UTC":
+                self._home_tz.setdefault(e.home_id, e.timezone)
 
     @classmethod
     def empty(cls) -> "Registry":
         return cls([])
+
+    def home_timezone(self, home_id: str, default: str = "UTC") -> str:
+        """The home's IANA time zone: its [[home]] entry, else its devices', else ``default``."""
+        return self._home_tz.get(home_id, default)
 
     @classmethod
     def load(cls, path: str | Path) -> "Registry":
@@ -75,14 +99,19 @@ class Registry:
             channel = item.get("channel")
             if channel is not None and (not isinstance(channel, int) or channel < 0):
                 raise ValueError(f"{where}: 'channel' must be a whole number >= 0")
-            tz = item.get("timezone", "UTC")
-            try:
-                ZoneInfo(tz)
-            except (ZoneInfoNotFoundError, ValueError):
-                raise ValueError(f"{where}: unknown time zone {tz!r}") from None
+            tz = _check_timezone(item.get("timezone", "UTC"), where)
             entries.append(RegistryEntry(source, item["vendor_id"], channel, item["home_id"],
                                          item["device_id"], kind, tz))
-        return cls(entries)
+        homes = data.get("home", [])
+        if not isinstance(homes, list):
+            raise ValueError(f"{path}: expected [[home]] tables")
+        home_tz = {}
+        for i, item in enumerate(homes, start=1):
+            where = f"{path}: home #{i}"
+            if not isinstance(item.get("home_id"), str) or not item["home_id"]:
+                raise ValueError(f"{where}: 'home_id' is required and must be a non-empty string")
+            home_tz[item["home_id"]] = _check_timezone(item.get("timezone"), where)
+        return cls(entries, home_tz)
 
     def lookup(self, source: Source, vendor_id: str, channel: int | None) -> RegistryEntry | None:
         entry = self._index.get((source, vendor_id, channel))

@@ -191,6 +191,8 @@ def test_zigbee2mqtt_devices_without_power_are_not_errors_but_unregistered_power
     ('[[device]]\nsource = "shelly"\nvendor_id="a"\nhome_id="h"\ndevice_id="d"\nkind="fridge"\n', "unknown kind 'fridge'"),
     ('[[device]]\nsource = "tasmota"\nvendor_id="a"\nhome_id="h"\ndevice_id="d"\ntimezone="Mars/Olympus"\n', "unknown time zone"),
     ("this is = = not toml", "not valid TOML"),
+    ('[[home]]\nhome_id = "h"\ntimezone = "Europe/Lndon"\n', "home #1: unknown time zone"),
+    ('[[home]]\ntimezone = "Europe/London"\n', "home #1: 'home_id' is required"),
 ])
 def test_bad_registry_files_say_what_is_wrong(tmp_path, text, message):
     path = tmp_path / "registry.toml"
@@ -204,3 +206,13 @@ def test_registry_round_trips_to_device_rows():
     assert infos[("home-a", "washer")].channel == 1 and infos[("home-a", "washer")].timezone == "Europe/London"
     assert infos[("home-b", "mains")].kind == DeviceKind.METER
     assert pickle.loads(pickle.dumps(REG)).lookup(Source.ZIGBEE2MQTT, "kitchen_plug", None).device_id == "kettle"
+
+
+def test_a_home_time_zone_comes_from_its_entry_else_its_devices_else_the_default(tmp_path):
+    path = tmp_path / "registry.toml"
+    path.write_text((FIXTURES / "registry.toml").read_text()
+                    + '\n[[home]]\nhome_id = "home-c"\ntimezone = "Australia/Brisbane"\n')
+    reg = Registry.load(path)
+    assert reg.home_timezone("home-c") == "Australia/Brisbane"
+    assert reg.home_timezone("home-a") == "Europe/London"  # from its Tasmota devices
+    assert reg.home_timezone("nowhere", default="Europe/Berlin") == "Europe/Berlin"
