@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
-import argparse
 import sys
 from datetime import timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pipeline.cli import (COMMANDS, DEFAULT_MQTT_URL, DEFAULT_STORE_URL, _REGISTRARS, _add_broker_args,
                           existing_file, non_negative_float, port, positive_float, positive_int, qos,
                           store_url)
+
+if TYPE_CHECKING:
+    from pipeline.tabular import TableSpec
 
 
 def _add_table_args(p) -> None:
@@ -109,7 +112,6 @@ def cmd_replay(args) -> int:
 
 
 def cmd_simulate(args) -> int:
-    import threading
     import time
 
     from rich.live import Live

@@ -15,7 +15,7 @@ from typing import Callable, Iterable
 from zlib import adler32
 
 from bytewax.outputs import DynamicSink, FixedPartitionedSink, StatefulSinkPartition, StatelessSinkPartition
-from tenacity import Retrying, before_sleep_log, stop_after_attempt, wait_exponential
+from tenacity import Retrying, stop_after_attempt, wait_exponential
 
 from pipeline import metrics
 from pipeline.logs import get_logger

@@ -32,16 +32,54 @@ def pg_url():
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+def _timescale_admin_url() -> str | None:
+    """The admin URL of a PostgreSQL that can create the timescaledb extension, or None."""
+    candidates = [os.environ.get("SHEMS_TEST_TIMESCALE_ADMIN_URL",
+                                 "postgresql://postgres@127.0.0.1:5433/postgres"), PG_ADMIN_URL]
+    for url in candidates:
+        try:
+            with psycopg.connect(url, connect_timeout=3) as conn:
+                ok = conn.execute(
+                    "SELECT EXISTS (SELECT 1 FROM pg_available_extensions WHERE name='timescaledb') "
+                    "AND current_setting('shared_preload_libraries') ~ 'timescaledb'").fetchone()[0]
+        except psycopg.OperationalError:
+            continue
+        if ok:
+            return url
+    return None
+
+
+TIMESCALE_ADMIN_URL = _timescale_admin_url()
+NO_TIMESCALE = ("no PostgreSQL with the timescaledb extension preloaded "
+                "(SHEMS_TEST_TIMESCALE_ADMIN_URL, default port 5433): TimescaleDB path NOT tested")
+
+
+@pytest.fixture
+def timescale_url():
+    """A fresh database in a TimescaleDB-enabled cluster, dropped afterwards; skips without one."""
+    if TIMESCALE_ADMIN_URL is None:
+        pytest.skip(NO_TIMESCALE)
+    name = _unique("shems_tsdb")
+    with psycopg.connect(TIMESCALE_ADMIN_URL, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    yield TIMESCALE_ADMIN_URL.rsplit("/", 1)[0] + "/" + name
+    with psycopg.connect(TIMESCALE_ADMIN_URL, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
 @pytest.fixture
 def sqlite_url(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'shems.db'}"
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
+@pytest.fixture(params=["sqlite", "postgres", "timescale"])
 def store_url(request, tmp_path: Path) -> str:
-    """Run a test against both stores."""
+    """Run a test against every store: SQLite, plain PostgreSQL, and PostgreSQL with TimescaleDB
+    (reported as skipped where no TimescaleDB cluster runs)."""
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'shems.db'}"
+    if request.param == "timescale":
+        return request.getfixturevalue("timescale_url")
     return request.getfixturevalue("pg_url")
 
 

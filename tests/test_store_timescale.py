@@ -1,66 +1,33 @@
 """The TimescaleDB path: hypertables, compression, retention, continuous aggregates.
 
-Runs only where a PostgreSQL with the timescaledb extension preloaded answers: the cluster at
-SHEMS_TEST_TIMESCALE_ADMIN_URL (default postgresql://postgres@127.0.0.1:5433/postgres), else the
-main test cluster if it has it. Elsewhere it is reported as SKIPPED with the reason, never as
-passed.
+Runs only where a PostgreSQL with the timescaledb extension preloaded answers (see
+``tests/conftest.py``: SHEMS_TEST_TIMESCALE_ADMIN_URL, default port 5433, else the main test
+cluster); elsewhere it is reported as SKIPPED with the reason, never as passed. The store tests in
+``test_store.py`` also run against it, proving the same query results as the plain path.
 CI's PostgreSQL has no TimescaleDB. Scheduled jobs fail on some builds (PostgreSQL 15.20 with
 TimescaleDB 2.28.3), so every policy job is run explicitly with CALL run_job.
 """
 
 from __future__ import annotations
 
-import os
-import uuid
 from datetime import datetime, timedelta, timezone
 
-import psycopg
 import pytest
 
 from pipeline.records import DeviceKind, DeviceWindow, HomeWindow, Reading
 from sinks.base import Batch, open_store
-from tests.conftest import PG_ADMIN_URL
+from tests.conftest import NO_TIMESCALE, TIMESCALE_ADMIN_URL
 
 RECENT = (datetime.now(timezone.utc) - timedelta(days=2)).replace(minute=0, second=0, microsecond=0)
 OLD = RECENT - timedelta(days=200)
 
 
-def _timescale_admin_url() -> str | None:
-    """The admin URL of a cluster that can create the extension, or None."""
-    candidates = [os.environ.get("SHEMS_TEST_TIMESCALE_ADMIN_URL",
-                                 "postgresql://postgres@127.0.0.1:5433/postgres"), PG_ADMIN_URL]
-    for url in candidates:
-        try:
-            with psycopg.connect(url, connect_timeout=3) as conn:
-                ok = conn.execute(
-                    "SELECT EXISTS (SELECT 1 FROM pg_available_extensions WHERE name='timescaledb') "
-                    "AND current_setting('shared_preload_libraries') ~ 'timescaledb'").fetchone()[0]
-        except psycopg.OperationalError:
-            continue
-        if ok:
-            return url
-    return None
-
-
-TIMESCALE_ADMIN_URL = _timescale_admin_url()
-
-pytestmark = [
-    pytest.mark.timescale,
-    pytest.mark.skipif(TIMESCALE_ADMIN_URL is None,
-                       reason="no PostgreSQL with the timescaledb extension preloaded: "
-                              "TimescaleDB path NOT tested"),
-]
+pytestmark = [pytest.mark.timescale, pytest.mark.skipif(TIMESCALE_ADMIN_URL is None, reason=NO_TIMESCALE)]
 
 
 @pytest.fixture
-def pg_url():
-    """A fresh database in the TimescaleDB cluster, dropped afterwards."""
-    name = f"shems_tsdb_{os.getpid()}_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(TIMESCALE_ADMIN_URL, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    yield TIMESCALE_ADMIN_URL.rsplit("/", 1)[0] + "/" + name
-    with psycopg.connect(TIMESCALE_ADMIN_URL, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+def pg_url(timescale_url):
+    return timescale_url
 
 
 def _batch(t0: datetime) -> Batch:

@@ -7,7 +7,6 @@ import json
 import subprocess
 import sys
 import threading
-import uuid
 from datetime import datetime, timedelta, timezone
 
 import paho.mqtt.client as mqtt

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pickle
-import random
 from datetime import datetime, timedelta, timezone
 
 import polars as pl
