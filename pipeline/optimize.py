@@ -283,6 +283,8 @@ def _headroom(p: PlanProblem) -> np.ndarray:
 
 
 def _check_each_fits(p: PlanProblem, layouts: list[_Layout]) -> None:
+    if p.power_limit_w is None:
+        return
     room = _headroom(p)
     for layout in layouts:
         fitting = [o for o in layout.options if (o.power_w <= room[o.slots] + 1e-9).all()]
