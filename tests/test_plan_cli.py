@@ -158,18 +158,23 @@ def test_base_load_from_the_stores_newest_forecast(capsys, sqlite_url):
     store = open_store(sqlite_url)
     store.migrate()
     made = datetime(2024, 6, 5, 17, tzinfo=UTC)
-    # 300 W all evening except a 5 kW hour at 22:00 UTC (23:00 BST), where a 3 kW load would break
-    # a 7 kW limit: the plan must avoid that hour even though the night rate starts at 23:30 UTC.
+    # 300 W all evening except 5 kW from 23:30 to 00:15 UTC, just as the night rate starts (00:30
+    # BST): a 3 kW heater under a 7 kW limit cannot run then, and a night-rate hour that avoids
+    # it does not end by the 02:00 BST deadline, so the heater has to run at the day rate.
     rows = [Forecast("h1", made, made + timedelta(minutes=15 * i), 15, 15 * (i + 1),
-                     5000.0 if 20 <= i < 24 else 300.0, 0.0, 0.0, "test") for i in range(96)]
+                     5000.0 if 26 <= i < 29 else 300.0, 0.0, 0.0, "test") for i in range(96)]
     store.write(Batch(forecasts=rows))
     store.close()
-    code, out, err = run(capsys, "--tariffs", str(BOOK), "--home", "h1", "--store-url", sqlite_url,
-                         "--date", "2024-06-05", "--load", "heater,3,1,23:00,01:30", "--power-limit-w",
-                         "7000", "--json")
+    heater = ("--date", "2024-06-05", "--load", "heater,3,1,22:00,02:00", "--power-limit-w", "7000", "--json")
+    code, out, err = run(capsys, "--tariffs", str(BOOK), "--home", "h1", "--store-url", sqlite_url, *heater)
     assert code == 0, err
     plan = json.loads(out)
-    assert plan["loads"][0]["start"] == "2024-06-05T23:00:00+00:00"  # 00:00 BST, after the 5 kW hour
+    assert datetime.fromisoformat(plan["loads"][0]["end"]) <= datetime(2024, 6, 5, 23, 30, tzinfo=UTC)
+    assert plan["loads"][0]["cost"] == pytest.approx(3 * 0.28)
+    assert plan["peak_w"] <= 7000
+    # With a flat 300 W instead of the forecast the heater takes the night rate.
+    code, out, _ = run(capsys, "--tariffs", str(BOOK), "--base-load-w", "300", *heater)
+    assert json.loads(out)["loads"][0]["cost"] == pytest.approx(3 * 0.09)
     code, _, err = run(capsys, "--tariffs", str(BOOK), "--home", "other", "--store-url", sqlite_url,
                        "--load", "heater,3,1,23:00,01:30")
     assert code == 2 and "no forecast rows for this home" in err

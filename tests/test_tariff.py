@@ -275,3 +275,19 @@ def test_naive_buckets_are_utc_and_order_is_kept():
     assert with_cost(naive, b)["cost"].to_list() == with_cost(aware, b)["cost"].to_list()
     # 23:45 UTC is 00:45 BST (night), 12:00 UTC is 13:00 BST (day).
     assert with_cost(aware, b)["import_price"].to_list() == [0.09, 0.28]
+
+
+def test_book_round_trips_through_the_store_tariffs_table(store_url):
+    """Runs once the store has the tariffs table (the lead's store branch); skipped before."""
+    import sinks.base as base
+
+    if not hasattr(base, "TariffRow"):
+        pytest.skip("this branch's store has no tariffs table yet")
+    b = TariffBook.from_toml(REPO / "deploy" / "tariffs.example.toml")
+    store = base.open_store(store_url)
+    try:
+        store.migrate()
+        store.upsert_tariffs([base.TariffRow(r.home_id, r.effective_from, r.spec_json) for r in b.to_rows()])
+        assert TariffBook.from_rows(store.tariffs()) == b
+    finally:
+        store.close()
