@@ -187,10 +187,12 @@ class HomeRecommender:
     The tariff book is passed to each call (it is configuration, not state, and is not pickled).
     """
 
-    def __init__(self, home_id: str, settings: RecommendSettings = RecommendSettings()) -> None:
+    def __init__(self, home_id: str, settings: RecommendSettings | None = None) -> None:
         self.home_id = home_id
-        self.settings = settings
-        self.hours = settings.history_days * 24
+        self.settings = settings or RecommendSettings()
+        if self.settings.history_days < 2 * self.settings.window_days:
+            raise ValueError("history_days must cover two windows (the usage comparison needs both)")
+        self.hours = self.settings.history_days * 24
         self.devices: dict[str, DeviceHistory] = {}
         self.home = HomeHistory(self.hours)
         self.next_eval_s: int | None = None
@@ -300,7 +302,7 @@ class HomeRecommender:
         for make in (self._standby, self._peak, self._usage_increase):
             out.extend(make(window))
         out.extend(self._shifts(window))
-        return [r for r in out if r is not None]
+        return out
 
     # ------------------------------------------------------------------ the kinds
     def _standby(self, w: "_Window") -> list[Recommendation]:
@@ -316,8 +318,8 @@ class HomeRecommender:
         money = kwh * price
         year_kwh = base_w * 24 * 365.25 / 1000
         detail = (
-            f"At night ({s.night_start_h:02d}:00–{s.night_end_h:02d}:00) your home never drew less than "
-            f"about {base_w:.0f} W: the median, over {night_hours} night hours of the last "
+            f"At night ({s.night_start_h:02d}:00–{s.night_end_h:02d}:00) your home still drew about "
+            f"{base_w:.0f} W at its quietest: the median, over {night_hours} night hours of the last "
             f"{w.days} days, of each hour's {s.standby_percentile:g}th-percentile minute power. Around the "
             f"clock that is {year_kwh:.0f} kWh ({year_kwh * price:.2f} {w.cur}) a year at the average "
             f"price {price:.3f} {w.cur}/kWh of the last {w.days} days. Cutting it to {s.reachable_standby_w:.0f} W "
@@ -437,17 +439,19 @@ class HomeRecommender:
                     continue
                 (solar if result.into_export else grid).add(result, device_id, w.zone)
             if grid.runs:
-                out += self._emit_shift(w, device_id, grid, days, span_q / 4)
+                out += self._emit_shift(w, device_id, grid, days, span_q / 4, solar.per_device[device_id])
         if solar.runs:
             out += self._emit_solar(w, solar, home_days, exported[: w.hours].sum() / 1000)
         return out
 
     def _emit_shift(self, w: "_Window", device_id: str, t: "_ShiftTotals", days: float,
-                    span_h: float) -> list[Recommendation]:
+                    span_h: float, into_solar: int) -> list[Recommendation]:
         saving = t.actual - t.best
         money = saving * DAYS_PER_MONTH / days
         when = t.typical_start()
         skipped = f" ({t.unpriced} runs without prices left out)" if t.unpriced else ""
+        solar_note = (f" {into_solar} more runs, better moved into the hours your panels export, are "
+                      "counted in the solar suggestion." if into_solar else "")
         detail = (
             f"{t.runs} runs of the {_label(device_id)} in the last {w.days} days ({days:.1f} days with data)"
             f"{skipped} used {t.energy_wh / 1000:.1f} kWh and cost {t.actual:.2f} {w.cur} at the times they "
@@ -455,7 +459,7 @@ class HomeRecommender:
             f"began (most often {when}), priced quarter-hour by quarter-hour with its measured profile, "
             f"they would have cost {t.best:.2f} {w.cur}: {saving:.2f} {w.cur} less, {money:.2f} {w.cur} a "
             f"month. The same energy ({t.energy_wh / 1000 * DAYS_PER_MONTH / days:.1f} kWh a month) is "
-            "used, only later.")
+            f"used, only later.{solar_note}")
         return self._emit(w, device_id, "load_shift", f"Run the {_label(device_id)} at about {when}", detail,
                           0.0, money, False, (t.actual, t.best))
 
@@ -560,7 +564,11 @@ class _ShiftTotals:
     energy_wh: float = 0.0
     absorbed_wh: float = 0.0
     starts: Counter = field(default_factory=Counter)
-    devices: set = field(default_factory=set)
+    per_device: Counter = field(default_factory=Counter)
+
+    @property
+    def devices(self) -> list[str]:
+        return sorted(self.per_device)
 
     def add(self, r: _RunShift, device_id: str, zone: str) -> None:
         self.runs += 1
@@ -568,7 +576,7 @@ class _ShiftTotals:
         self.best += r.best
         self.energy_wh += r.energy_wh
         self.absorbed_wh += r.absorbed_wh
-        self.devices.add(device_id)
+        self.per_device[device_id] += 1
         self.starts[datetime.fromtimestamp(r.best_start_s, ZoneInfo(zone)).strftime("%H:%M")] += 1
 
     def typical_start(self) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import math
 import random
+from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -96,15 +97,13 @@ def random_problem(seed: int, pv: bool, export_above_import: bool) -> PlanProble
 def with_binding_limit(p: PlanProblem) -> PlanProblem | None:
     """A limit the unconstrained optimum breaks but some schedule meets, or None."""
     _, free = brute_force(p, with_limit=False)
-    slot_h = p.slot / timedelta(hours=1)
     power = [0.0] * p.slots
     for placed in free:
         for t, (_, w) in placed.items():
             power[t] += w
     peak = max(b + w for b, w in zip(p.base_load_w, power) if w > 0)
     for cut in (50, 200, 500, 800, 1200, 1600, 2000):
-        limited = PlanProblem(**{**{f: getattr(p, f) for f in p.__dataclass_fields__},
-                                 "power_limit_w": peak - cut})
+        limited = replace(p, power_limit_w=peak - cut)
         if limited.power_limit_w > 0 and brute_force(limited)[1] is not None:
             return limited
     return None
@@ -163,10 +162,7 @@ def test_optimum_equals_brute_force_with_a_binding_limit():
 def test_enumeration_agrees_with_milp(seed):
     p = random_problem(seed, pv=seed % 2 == 0, export_above_import=seed % 3 == 0)
     assert optimize(p, "enumerate").cost == pytest.approx(optimize(p, "milp").cost, abs=1e-9)
-    one = PlanProblem(**{**{f: getattr(p, f) for f in p.__dataclass_fields__},
-                         "loads": (DeferrableLoad(**{**{f: getattr(p.loads[0], f) for f in
-                                                       p.loads[0].__dataclass_fields__},
-                                                    "interruptible": False}),)})
+    one = replace(p, loads=(replace(p.loads[0], interruptible=False),))
     _check(one, "enumerate")
 
 
