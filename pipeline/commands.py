@@ -399,8 +399,9 @@ def _register_plan(sub) -> None:
     p.add("--currency", default="", help="currency of --prices")
     p.add("--export-price", type=non_negative_float, default=0.0,
           help="export price per kWh for --prices files without an export_price column")
-    p.add("--load", action="append", type=_load_option, env="SHEMS_PLAN_LOAD",
-          help="name,kwh,hours,earliest,deadline (repeatable), e.g. dishwasher,1.2,2,19:00,07:00")
+    # Repeatable, so no environment default (one variable cannot hold a list of loads).
+    p.add_argument("--load", action="append", type=_load_option,
+                   help="name,kwh,hours,earliest,deadline (repeatable), e.g. dishwasher,1.2,2,19:00,07:00")
     p.add("--loads", type=existing_file, help="loads TOML ([[load]] name, energy_kwh|power_w, hours, earliest, deadline)")
     p.add("--date", type=_day, default=None, help="the day HH:MM times refer to (default: today)")
     p.add("--tz", type=_zone, default=None, help="time zone of HH:MM times (default: the tariff's)")

@@ -135,8 +135,8 @@ def _resolve(text: str, day: date, zone: ZoneInfo) -> datetime:
             clock = time(int(hh), int(mm))
         except ValueError:
             raise ValueError(f"{text!r} is not a time HH:MM") from None
-        # A wall time that does not exist (spring forward) is taken as the same wall time
-        # after the jump, which zoneinfo's fold=0 gives after normalising through UTC.
+        # A wall time skipped by a spring-forward change is read with the offset before the
+        # change (zoneinfo's fold=0): 01:30 on that day in London is 02:30 BST.
         return datetime.combine(day, clock, zone).astimezone(timezone.utc)
     try:
         ts = datetime.fromisoformat(text)

@@ -189,3 +189,22 @@ def test_store_without_forecasts_says_so(capsys, sqlite_url):
     code, _, err = run(capsys, "--tariffs", str(BOOK), "--home", "h1", "--store-url", sqlite_url,
                        "--load", "heater,3,1,23:00,01:30")
     assert code == 2 and "has no forecasts yet: give --base-load-w" in err
+
+
+def test_load_times_resolve_in_local_time_across_daylight_saving():
+    from datetime import date
+    from zoneinfo import ZoneInfo
+
+    from pipeline.plan_input import LoadSpec, horizon, resolve_loads
+
+    london = ZoneInfo("Europe/London")
+    [night] = resolve_loads([LoadSpec("dw", 2, "01:30", "07:00", energy_kwh=1)], date(2024, 3, 31), "Europe/London")
+    assert night.earliest.astimezone(london).hour == 2  # 01:30 does not exist that night: 02:30 BST
+    assert night.deadline == datetime(2024, 3, 31, 6, tzinfo=UTC)  # 07:00 BST
+    [evening] = resolve_loads([LoadSpec("ev", 3, "19:00", "07:00", power_w=7000, interruptible=True)],
+                              date(2024, 10, 26), "Europe/London")
+    assert evening.earliest == datetime(2024, 10, 26, 18, tzinfo=UTC)  # 19:00 BST
+    assert evening.deadline == datetime(2024, 10, 27, 7, tzinfo=UTC)  # next day, 07:00 GMT
+    assert evening.interruptible and evening.power_w == 7000
+    start, slots = horizon((night, evening), timedelta(minutes=15))
+    assert start == datetime(2024, 3, 31, 1, 30, tzinfo=UTC) and start + slots * timedelta(minutes=15) == evening.deadline
