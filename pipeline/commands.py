@@ -268,7 +268,7 @@ def cmd_plan(args) -> int:
     if args.json:
         print(json.dumps(_plan_json(plan)))
     else:
-        _print_plan(plan, problem, tz, base_note, book.history(home)[-1].describe())
+        _print_plan(plan, problem, tz, base_note, book.tariff_at(home, start).describe())
     return 0
 
 
