@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import sys
 from datetime import timedelta
 from pathlib import Path
@@ -292,19 +293,14 @@ def _plan_prices(args):
 
 
 def _stored_forecasts(url: str, home: str):
-    from pathlib import Path
-
     from sinks.base import mask_url, open_store
 
     if url.startswith("sqlite:///") and not Path(url[len("sqlite:///"):]).is_file():
         raise ValueError(f"no SQLite store at {url[len('sqlite:///'):]}")
     store = open_store(url)
     try:
-        reader = getattr(store, "forecasts", None)
-        if reader is None:
-            raise ValueError(f"the store {mask_url(url)} has no forecasts yet: give --base-load-w")
         try:
-            rows = reader(home_id=home)
+            rows = store.forecasts(home_id=home)
         except Exception as exc:  # the store's driver error, e.g. a missing table
             raise ValueError(f"cannot read forecasts from {mask_url(url)}: {exc}") from None
     finally:

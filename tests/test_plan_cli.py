@@ -180,17 +180,6 @@ def test_base_load_from_the_stores_newest_forecast(capsys, sqlite_url):
     assert code == 2 and "no forecast rows for this home" in err
 
 
-def test_store_without_forecasts_says_so(capsys, sqlite_url):
-    from sinks.base import Batch, open_store
-
-    if "forecasts" in Batch.__dataclass_fields__:
-        pytest.skip("the store has forecasts: covered by test_base_load_from_the_stores_newest_forecast")
-    open_store(sqlite_url).close()
-    code, _, err = run(capsys, "--tariffs", str(BOOK), "--home", "h1", "--store-url", sqlite_url,
-                       "--load", "heater,3,1,23:00,01:30")
-    assert code == 2 and "has no forecasts yet: give --base-load-w" in err
-
-
 def test_load_times_resolve_in_local_time_across_daylight_saving():
     from datetime import date
     from zoneinfo import ZoneInfo
