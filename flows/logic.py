@@ -17,7 +17,7 @@ from bytewax.operators import StatefulBatchLogic
 from pipeline import metrics
 from pipeline.decode import DecoderState, decode
 from pipeline.home_total import HomeAggregator
-from pipeline.records import DeadLetter, DeviceWindow, LateReading, RawMessage, Reading
+from pipeline.records import DeadLetter, DeviceWindow, HomeWindow, LateReading, RawMessage, Reading
 from pipeline.registry import Registry
 from pipeline.settings import ValidationSettings, WindowSettings
 from pipeline.windowing import DeviceWindower
@@ -122,6 +122,10 @@ class DeviceWindowLogic(StatefulBatchLogic):
         return pickle.dumps(self.windower)
 
 
+def _bucket_of(window: DeviceWindow | HomeWindow) -> datetime:
+    return window.bucket
+
+
 class HomeTotalLogic(StatefulBatchLogic):
     """Per home: the home's total from its meters, else the sum of its devices."""
 
@@ -138,7 +142,10 @@ class HomeTotalLogic(StatefulBatchLogic):
     def on_batch(self, values: list[DeviceWindow]):
         now = _now()
         out = []
-        for window in values:
+        # A batch holds each device's windows one device after another (the per-device step emits
+        # key by key): in bucket order, a meter's minutes are not judged late against an
+        # appliance's later ones. The sort is stable, so a re-emitted bucket keeps its order.
+        for window in sorted(values, key=_bucket_of):
             out.extend(self._emit(self.aggregator.add(window, now)))
         return out, RETAIN
 

@@ -105,6 +105,33 @@ def test_shems_import_cli_into_both_stores_equals_the_polars_reference(store_url
         store.close()
 
 
+def test_a_wide_import_forms_every_home_minute_from_its_meter(sqlite_url):
+    """A batch holds hours of every device: the home totals must not depend on the order in which
+    the per-device steps hand their windows on (a meter's minutes arriving after an appliance's
+    later ones were once dropped as late)."""
+    from flows.batch_import import run_import
+    from pipeline.settings import WindowSettings
+    from pipeline.tabular import iter_reading_batches
+    from tests import reference
+
+    spec = refit_spec(skip_flag_col="aggregate_missing")
+    frame = readings_frame(REFIT, spec)
+    prepare = open_store(sqlite_url)
+    prepare.migrate()
+    prepare.close()
+    run_import(lambda: iter_reading_batches(REFIT, spec, frame=frame), sqlite_url,
+               meter_home_ids=frozenset(frame["home_id"].unique()))
+    want = reference.device_minutes(frame.filter(pl.col("device_id") == "mains"), WindowSettings())
+    store = open_store(sqlite_url)
+    try:
+        homes = store.home_windows()
+        assert [w.bucket for w in homes] == want["bucket"].to_list()
+        assert [w.mean_power_w for w in homes] == pytest.approx(want["mean_power_w"].to_list())
+        assert store.counts()["late_readings"] == 0
+    finally:
+        store.close()
+
+
 def test_import_cli_rejects_a_bad_layout_argument_with_a_reason(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "pipeline.cli", "import", str(REFIT), "--layout", "wide",
                            "--store-url", f"sqlite:///{tmp_path}/x.db"], capture_output=True, text=True)
