@@ -15,9 +15,11 @@ from ui.auth import Role
 from ui.common import HOME, NOTICE, PRINCIPAL, TOKEN, current_principal, requested_home, viewer
 from ui.data import homes_for
 
-PAGES = Path(__file__).parent / "pages"
+# Not "pages/": Streamlit would also serve a folder of that name as pages of its own, signed in
+# or not.
+PAGES = Path(__file__).parent / "views"
 
-st.set_page_config(page_title="shems", page_icon="⚡", layout="wide")
+st.set_page_config(page_title="shems", page_icon=":material/bolt:", layout="wide")
 v = viewer()
 
 
@@ -43,28 +45,30 @@ def sign_in() -> None:
 
 def _client() -> str | None:
     try:
-        return st.context.ip_address
-    except Exception:  # no browser (tests)
+        ip = st.context.ip_address
+    except Exception:  # no browser connection
         return None
+    return ip if isinstance(ip, str) else None  # AppTest has no real client either
 
 
 p = current_principal(v, touch=True)
 if p is None:
-    st.navigation([st.Page(sign_in, title="Sign in", url_path="signin")], position="hidden").run()
+    # No navigation at all before sign-in: whatever page a URL names, this run shows the form.
+    sign_in()
     st.stop()
 
 home_pages = [
-    st.Page(PAGES / "live.py", title="Live", icon="⚡", default=True),
-    st.Page(PAGES / "history.py", title="History", icon="📈"),
-    st.Page(PAGES / "forecast.py", title="Forecast", icon="🔮"),
-    st.Page(PAGES / "alerts.py", title="Alerts", icon="🔔"),
-    st.Page(PAGES / "devices.py", title="Devices", icon="🔌"),
+    st.Page(PAGES / "live.py", title="Live", icon=":material/bolt:", default=True),
+    st.Page(PAGES / "history.py", title="History", icon=":material/show_chart:"),
+    st.Page(PAGES / "forecast.py", title="Forecast", icon=":material/online_prediction:"),
+    st.Page(PAGES / "alerts.py", title="Alerts", icon=":material/notifications:"),
+    st.Page(PAGES / "devices.py", title="Devices", icon=":material/power:"),
 ]
 sections = {"Home": home_pages}
 if p.sees_fleet:
-    sections["Fleet"] = [st.Page(PAGES / "fleet.py", title="Fleet", icon="🏘️")]
+    sections["Fleet"] = [st.Page(PAGES / "fleet.py", title="Fleet", icon=":material/location_city:")]
 if p.role is Role.ADMIN:
-    sections["Admin"] = [st.Page(PAGES / "users.py", title="Users", icon="👤")]
+    sections["Admin"] = [st.Page(PAGES / "users.py", title="Users", icon=":material/manage_accounts:")]
 page = st.navigation(sections)
 
 with st.sidebar:

@@ -26,7 +26,7 @@ zone = data.ZoneInfo(tz)
 for row in drawing.iter_rows(named=True):
     st.error(f"**{row['device_id']}** was switched off at "
              f"{row['switched_off_at'].astimezone(zone):%H:%M:%S} but still draws "
-             f"{row['power_w']:,.0f} W.", icon="⚠️")
+             f"{row['power_w']:,.0f} W.", icon=":material/warning:")
 
 st.dataframe(devices.select(
     "device_id", "kind", pl.col("power_w").round(1).alias("W now"),

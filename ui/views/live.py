@@ -26,11 +26,13 @@ def live_panel() -> None:
         st.warning("No reading from this home yet.")
     elif snap.stale:
         age = (snap.as_of - snap.newest).total_seconds()
-        st.warning(f"⚠️ Stale data: the newest reading is {age / 60:,.0f} min old "
+        st.warning(f"Stale data: the newest reading is {age / 60:,.0f} min old "
                    f"({snap.newest.astimezone(data.ZoneInfo(tz)):%Y-%m-%d %H:%M:%S}). "
-                   "The meter or the pipeline may be down.", icon="⏱️")
+                   "The meter or the pipeline may be down.", icon=":material/schedule:")
     c1, c2, c3 = st.columns(3)
-    c1.metric("Power now", "—" if snap.power_w is None else f"{snap.power_w:,.0f} W")
+    c1.metric("Power now", "—" if snap.power_w is None else f"{snap.power_w:,.0f} W",
+              help="From the grid meter when the home has one (negative: exporting to the grid), "
+                   "else the sum of its devices.")
     c2.metric("Today so far", f"{snap.today_kwh:,.2f} kWh")
     c3.metric("Cost today", f"{snap.today_cost:,.2f} {snap.currency}")
     st.caption(f"Updated {snap.as_of.astimezone(data.ZoneInfo(tz)):%H:%M:%S} ({tz}); "
