@@ -231,3 +231,5 @@ def _register_bench(sub) -> None:
 from pipeline.cli import mqtt_url as mqtt_url_type  # noqa: E402
 
 _REGISTRARS.append(_register_bench)
+
+from ui import commands as _ui_commands  # noqa: E402,F401  (registers `shems ui` and `shems user`)
