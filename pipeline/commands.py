@@ -232,6 +232,7 @@ from pipeline.cli import mqtt_url as mqtt_url_type  # noqa: E402
 
 _REGISTRARS.append(_register_bench)
 
+
 def cmd_plan(args) -> int:
     import json
     from datetime import datetime, timedelta

@@ -278,3 +278,46 @@ def test_base_load_is_the_quiet_hours_floor():
     assert data.base_load(hours.head(10)) is None  # less than a day
     partial = hours.with_columns(pl.when(pl.col("mean_w") < 500).then(10).otherwise(60).alias("minutes"))
     assert data.base_load(partial) == pytest.approx(2000.0)  # thin hours do not count
+
+
+def test_costs_follow_the_stores_time_of_use_tariff_per_device(db, store_url):
+    from pipeline.tariff import Tariff, TariffBook, TariffKind, TouPeriod
+    from ui.cost import load_pricing
+
+    batch = Batch()
+    for i in range(60):  # 12:00-13:00: meter 500 W, kettle 200 W, so 300 W unmetered
+        t = T0 + timedelta(minutes=i)
+        batch.device_windows += [
+            DeviceWindow("a", "mains", DeviceKind.METER, t, 500.0, 500, 500, 500 / 60, 1),
+            DeviceWindow("a", "kettle", DeviceKind.APPLIANCE, t, 200.0, 200, 200, 200 / 60, 1)]
+        batch.home_windows.append(HomeWindow("a", t, 500.0, 500, 500, 500 / 60, 1))
+    peak = TouPeriod("peak", 12 * 60 + 30, 13 * 60, 1.0)  # 12:30-13:00 at 1.00, else 0.20
+    tou = Tariff(T0 - timedelta(days=30), TariffKind.TOU, "EUR", "UTC", "test", 0.20,
+                 periods=(peak,))
+    store = open_store(store_url)
+    try:
+        store.write(batch)
+        store.upsert_tariffs(TariffBook("EUR", (tou,)).to_rows())
+    finally:
+        store.close()
+    pricing = load_pricing(db, ViewerSettings())
+    assert pricing.currency == "EUR" and pricing.source.startswith("the store's tariffs (1)")
+    h = data.history(db, OLGA, "a", T0, T0 + timedelta(hours=1), None, "UTC", pricing)
+    cost = dict(h.totals.select("device_id", "cost").rows())
+    # 0.2 kWh of kettle and 0.3 kWh unmetered, half at 0.20 and half at 1.00 per kWh.
+    assert cost["kettle"] == pytest.approx(0.1 * 0.20 + 0.1 * 1.00)
+    assert cost["unmetered"] == pytest.approx(0.15 * 0.20 + 0.15 * 1.00)
+    assert h.total_kwh == pytest.approx(0.5) and h.total_cost == pytest.approx(0.30)
+    # Base load per year is priced at the coming week's average: (23.5 h x 0.2 + 0.5 h x 1) / 24.
+    assert pricing.mean_import_price("a", T0) == pytest.approx((23.5 * 0.2 + 0.5 * 1.0) / 24)
+
+
+def test_without_a_tariff_the_flat_price_applies_and_says_so(db, store_url):
+    from ui.cost import load_pricing
+
+    _two_homes(store_url)
+    pricing = load_pricing(db, ViewerSettings(flat_price_per_kwh=0.5, currency="GBP"))
+    assert pricing.source == "flat 0.50 GBP/kWh (no tariff in the store)"
+    h = data.history(db, OLGA, "a", T0, T0 + timedelta(minutes=10), None, "UTC", pricing)
+    assert h.total_kwh == pytest.approx(500 / 6 / 1000)
+    assert h.total_cost == pytest.approx(500 / 6 / 1000 * 0.5)

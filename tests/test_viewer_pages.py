@@ -223,6 +223,7 @@ def test_history_shows_bands_with_unmetered_costs_and_comparison(seeded):
     no_failures(at)
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["Energy"].endswith(" kWh") and metrics["Cost"].endswith(" GBP")
+    assert "prices: the store's tariffs (1)" in texts(at)
     assert metrics["Base load"].endswith(" W") and metrics["Base load"] != "—"
     top = at.dataframe[0].value
     assert "unmetered" in set(top["device_id"]) and "mains" not in set(top["device_id"])

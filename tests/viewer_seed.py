@@ -90,9 +90,15 @@ def seed(url: str, now: datetime | None = None, sim_days: float = 2.0) -> Seeded
                            "Charging at 02:00 instead of 18:00 saves the peak price difference.",
                            0.0, 12.5, "GBP"),
         ])
+    from pipeline.tariff import Tariff, TariffBook, TariffKind, TouPeriod
+
+    economy7 = Tariff(datetime(2013, 1, 1, tzinfo=timezone.utc), TariffKind.TOU, "GBP",
+                      "Europe/London", "Economy 7", 0.28,
+                      periods=(TouPeriod("night", 30, 7 * 60 + 30, 0.09),))
     store = open_store(url)
     try:
         store.write(insights)
+        store.upsert_tariffs(TariffBook("GBP", (economy7,)).to_rows())
     finally:
         store.close()
     from ui.accounts import Accounts

@@ -27,6 +27,7 @@ from ui.db import TS, Database
 UNMETERED = "unmetered"  # the band: the meter's total minus its sub-metered devices
 RESOLUTIONS: dict[str, int] = {"1 min": 60, "15 min": 900, "1 hour": 3600, "1 day": 86400}
 MAX_POINTS = 3000  # per series; a finer resolution over a longer range is coarsened
+PRICE_STEP_S = 900
 
 
 # ---------------------------------------------------------------------------- homes and devices
@@ -181,12 +182,15 @@ def history(db: Database, principal: Principal, home_id: str, start: datetime, e
     if end <= start:
         raise ValueError("the end of the range must be after its start")
     step_s, note = pick_resolution(start, end, wanted_step_s)
-    fetch_s = min(step_s, 3600)
+    span = end - start
+    # Costs are priced per bucket at its start: 15-minute buckets are exact for time-of-use and
+    # half-hourly dynamic tariffs; beyond a month, hourly keeps the query small (and a period
+    # boundary at half past is then priced at the hour).
+    fetch_s = min(step_s, PRICE_STEP_S if span <= timedelta(days=31) else 3600)
     bands = _priced(with_unmetered(_device_usage(db, home_id, start, end, fetch_s)), pricing, home_id)
     shown = bands if step_s == fetch_s else _to_resolution(bands, step_s, tz)
-    span = end - start
-    prev = _priced(with_unmetered(_device_usage(db, home_id, start - span, start, max(fetch_s, 3600))),
-                   pricing, home_id)
+    prev = _priced(with_unmetered(_device_usage(db, home_id, start - span, start,
+                                                max(fetch_s, PRICE_STEP_S))), pricing, home_id)
     consumption = pl.col("wh").clip(lower_bound=0.0)
     this_tot = bands.group_by("device_id", "kind").agg((consumption.sum() / 1000).alias("kwh"),
                                                        pl.col("cost").sum())
@@ -210,7 +214,8 @@ def history(db: Database, principal: Principal, home_id: str, start: datetime, e
                                         pl.col("local").dt.hour().alias("hour"))
                         .agg(pl.col("mean_w").mean()).sort("weekday", "hour")),
         base_load_w=base_w,
-        base_load_cost_per_year=None if base_w is None else base_w / 1000 * 8760 * pricing.mean_price(),
+        base_load_cost_per_year=None if base_w is None
+        else base_w / 1000 * 8760 * pricing.mean_import_price(home_id, end),
         total_kwh=float(this_tot["kwh"].sum()), total_cost=float(this_tot["cost"].sum()),
         prev_total_kwh=float(prev_tot["prev_kwh"].sum()),
         prev_total_cost=float(prev_tot["prev_cost"].sum()),
@@ -266,13 +271,13 @@ def live(db: Database, principal: Principal, home_id: str, now: datetime, tz: st
     devices = devices_now(db, principal, home_id)
     midnight = local_midnight(now, tz)
     today = _priced(with_unmetered(_device_usage(db, home_id, midnight, now + timedelta(minutes=1),
-                                                 3600)), pricing, home_id)
+                                                 PRICE_STEP_S)), pricing, home_id)
     per_device = today.group_by("device_id").agg((pl.col("wh").sum() / 1000).alias("today_kwh"),
                                                   pl.col("cost").sum().alias("today_cost"))
     home_hours = db.frame(
-        f"SELECT {_bucket_us(db, 'bucket', 3600)} AS bucket, sum(energy_wh) AS wh, "
+        f"SELECT {_bucket_us(db, 'bucket', PRICE_STEP_S)} AS bucket, sum(energy_wh) AS wh, "
         "count(*) AS minutes FROM home_1m WHERE home_id = :h AND bucket >= :s "
-        f"GROUP BY {_bucket_us(db, 'bucket', 3600)}",
+        f"GROUP BY {_bucket_us(db, 'bucket', PRICE_STEP_S)}",
         {"h": home_id, "s": midnight}, {"bucket": TS, "wh": pl.Float64, "minutes": pl.Int64})
     priced_home = _priced(home_hours, pricing, home_id)
     recent = db.frame(f"SELECT {db.us('bucket')} AS bucket, mean_power_w FROM home_1m "
