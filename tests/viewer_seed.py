@@ -60,15 +60,29 @@ def simulated_readings(start: datetime, end: datetime, step_s: int = 60) -> list
     return out
 
 
+def _time_sliced(readings: list[Reading], minutes: int = 5) -> list[list[Reading]]:
+    """Batches of a few minutes each. Within one batch the flow windows each device's readings in
+    one go, so a home's meter minutes can reach the home aggregator after its appliances' newer
+    ones; beyond the aggregator's retention (10 minutes) they would be dropped as late (a
+    limitation of the import path with multi-device homes, reported to the lead)."""
+    step = timedelta(minutes=minutes)
+    start = min(r.ts for r in readings)
+    slices: dict[int, list[Reading]] = {}
+    for r in sorted(readings, key=lambda r: r.ts):
+        slices.setdefault((r.ts - start) // step, []).append(r)
+    return [slices[k] for k in sorted(slices)]
+
+
 def seed(url: str, now: datetime | None = None, sim_days: float = 2.0) -> Seeded:
     now = now or datetime.now(timezone.utc)
     store = open_store(url)
     store.migrate()
     store.close()
     sim_end = now.replace(second=0, microsecond=0)
-    batches = [refit_readings(now - timedelta(minutes=20)),
-               simulated_readings(sim_end - timedelta(days=sim_days), sim_end + timedelta(seconds=30))]
-    run_import(lambda: iter(batches), url, meter_home_ids=frozenset({OWN_HOME, OTHER_HOME}))
+    readings = refit_readings(now - timedelta(minutes=20)) + simulated_readings(
+        sim_end - timedelta(days=sim_days), sim_end + timedelta(seconds=30))
+    run_import(lambda: iter(_time_sliced(readings)), url,
+               meter_home_ids=frozenset({OWN_HOME, OTHER_HOME}))
     made = now.replace(minute=0, second=0, microsecond=0) - timedelta(hours=1)
     insights = Batch(
         forecasts=[Forecast(home, made, made + timedelta(hours=i), 60, 60 * (i + 1), 400.0 + 5 * i,

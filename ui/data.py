@@ -270,8 +270,10 @@ def live(db: Database, principal: Principal, home_id: str, now: datetime, tz: st
     require_home(principal, home_id)
     devices = devices_now(db, principal, home_id)
     midnight = local_midnight(now, tz)
-    today = _priced(with_unmetered(_device_usage(db, home_id, midnight, now + timedelta(minutes=1),
-                                                 PRICE_STEP_S)), pricing, home_id)
+    usage = _device_usage(db, home_id, midnight, now + timedelta(minutes=1), PRICE_STEP_S)
+    # Every device's own energy, the meter's too, plus the unmetered remainder.
+    meters = usage.filter(pl.col("kind") == DeviceKind.METER.value)
+    today = _priced(pl.concat([meters, with_unmetered(usage)], how="vertical"), pricing, home_id)
     per_device = today.group_by("device_id").agg((pl.col("wh").sum() / 1000).alias("today_kwh"),
                                                   pl.col("cost").sum().alias("today_cost"))
     home_hours = db.frame(
