@@ -284,7 +284,8 @@ def test_costs_follow_the_stores_time_of_use_tariff_per_device(db, store_url):
     from pipeline.tariff import Tariff, TariffBook, TariffKind, TouPeriod
     from ui.cost import load_pricing
 
-    batch = Batch()
+    batch = Batch(readings=[Reading("a", "mains", T0, 500.0, kind=DeviceKind.METER),
+                            Reading("a", "kettle", T0, 200.0)])  # registers the devices
     for i in range(60):  # 12:00-13:00: meter 500 W, kettle 200 W, so 300 W unmetered
         t = T0 + timedelta(minutes=i)
         batch.device_windows += [

@@ -15,12 +15,11 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Callable, Iterable
 
-import polars as pl
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
 from ui.auth import Principal, Role
-from ui.db import TS, Database, Transaction
+from ui.db import Database, Transaction
 from ui.settings import ViewerSettings
 
 MIN_PASSWORD_LENGTH = 10
@@ -260,10 +259,6 @@ class Accounts:
                    "VALUES (:at, :u, :a, :h, :d, :detail)",
                    {"at": self.clock(), "u": username, "a": action, "h": home_id, "d": device_id,
                     "detail": detail})
-
-
-AUDIT_SCHEMA = {"at": TS, "username": pl.Utf8, "action": pl.Utf8, "home_id": pl.Utf8,
-                "device_id": pl.Utf8, "detail": pl.Utf8}
 
 
 def _from_us(us: int | None) -> datetime:

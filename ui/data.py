@@ -81,6 +81,10 @@ def _bucket_us(db: Database, column: str, step_s: int) -> str:
     return f"(floor(extract(epoch FROM {column}) / {step_s}) * {step_s * 1_000_000})::bigint"
 
 
+# The primary key is (home_id, device_id, bucket): naming the devices lets both databases seek
+# each device's time range instead of scanning the home's whole history for the bucket range.
+_HOME_DEVICES = "home_id = :h AND device_id IN (SELECT device_id FROM devices WHERE home_id = :h)"
+
 USAGE_SCHEMA = {"device_id": pl.Utf8, "kind": pl.Utf8, "bucket": TS, "wh": pl.Float64,
                 "minutes": pl.Int64}
 
@@ -92,16 +96,46 @@ def _device_usage(db: Database, home_id: str, start: datetime, end: datetime,
     if step_s == 60:
         return db.frame(
             f"SELECT device_id, kind, {db.us('bucket')} AS bucket, mean_power_w / 60.0 AS wh, "
-            "1 AS minutes FROM device_1m WHERE home_id = :h AND bucket >= :s AND bucket < :e",
+            f"1 AS minutes FROM device_1m WHERE {_HOME_DEVICES} AND bucket >= :s AND bucket < :e",
             params, USAGE_SCHEMA)
     # Aliased "b", not "bucket": a GROUP BY naming "bucket" would be ambiguous with the column.
     b = _bucket_us(db, "bucket", step_s)
     return db.frame(
         f"SELECT device_id, max(kind) AS kind, {b} AS b, sum(mean_power_w) / 60.0 AS wh, "
-        "count(*) AS minutes FROM device_1m WHERE home_id = :h AND bucket >= :s AND bucket < :e "
+        f"count(*) AS minutes FROM device_1m WHERE {_HOME_DEVICES} AND bucket >= :s AND bucket < :e "
         f"GROUP BY device_id, {b}", params,
         {"device_id": pl.Utf8, "kind": pl.Utf8, "b": TS, "wh": pl.Float64, "minutes": pl.Int64},
     ).rename({"b": "bucket"})
+
+
+# Hourly usage of hours that are over changes only when history is imported or amended; the
+# viewer keeps it for CLOSED_TTL_S so that a long range is grouped once, not on every click.
+# Without TimescaleDB the hourly rollups are views over device_1m, and a year of one home is
+# ~2.4 million minutes (several seconds of SQL); the open end of the range is always read fresh.
+CLOSED_TTL_S = 900
+_CACHE_FROM = timedelta(days=31)
+
+
+def _usage(db: Database, home_id: str, start: datetime, end: datetime, step_s: int,
+           now: datetime) -> pl.DataFrame:
+    closed_until = min(end, now.replace(minute=0, second=0, microsecond=0) - timedelta(hours=1))
+    if step_s < 3600 or closed_until - start < _CACHE_FROM:
+        return _device_usage(db, home_id, start, end, step_s)
+    closed = _closed_usage(db.url, home_id, start, closed_until, step_s, _db=db)
+    return pl.concat([closed, _device_usage(db, home_id, closed_until, end, step_s)], how="vertical")
+
+
+def _closed_usage(url: str, home_id: str, start: datetime, end: datetime, step_s: int,
+                  _db: Database) -> pl.DataFrame:
+    return _device_usage(_db, home_id, start, end, step_s)
+
+
+try:  # in the viewer: a process-wide cache shared by its sessions (keyed without the connection)
+    import streamlit as _st
+
+    _closed_usage = _st.cache_data(ttl=CLOSED_TTL_S, max_entries=64, show_spinner=False)(_closed_usage)
+except ImportError:  # pragma: no cover - the viewer always has Streamlit
+    pass
 
 
 def with_unmetered(usage: pl.DataFrame) -> pl.DataFrame:
@@ -187,10 +221,11 @@ def history(db: Database, principal: Principal, home_id: str, start: datetime, e
     # half-hourly dynamic tariffs; beyond a month, hourly keeps the query small (and a period
     # boundary at half past is then priced at the hour).
     fetch_s = min(step_s, PRICE_STEP_S if span <= timedelta(days=31) else 3600)
-    bands = _priced(with_unmetered(_device_usage(db, home_id, start, end, fetch_s)), pricing, home_id)
+    now = datetime.now(timezone.utc)
+    bands = _priced(with_unmetered(_usage(db, home_id, start, end, fetch_s, now)), pricing, home_id)
     shown = bands if step_s == fetch_s else _to_resolution(bands, step_s, tz)
-    prev = _priced(with_unmetered(_device_usage(db, home_id, start - span, start,
-                                                max(fetch_s, PRICE_STEP_S))), pricing, home_id)
+    prev = _priced(with_unmetered(_usage(db, home_id, start - span, start,
+                                         max(fetch_s, PRICE_STEP_S), now)), pricing, home_id)
     consumption = pl.col("wh").clip(lower_bound=0.0)
     this_tot = bands.group_by("device_id", "kind").agg((consumption.sum() / 1000).alias("kwh"),
                                                        pl.col("cost").sum())

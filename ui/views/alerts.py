@@ -1,5 +1,7 @@
 """Alerts and recommendations: what looks wrong, and what would save money."""
 
+from zoneinfo import ZoneInfo
+
 import polars as pl
 import streamlit as st
 
@@ -16,7 +18,7 @@ with refusals():
     found = data.anomalies(v.db, p, home, now())
     recs = data.recommendations(v.db, p, home)
 
-zone = data.ZoneInfo(tz)
+zone = ZoneInfo(tz)
 open_ = found.filter(pl.col("open"))
 st.subheader(f"Open anomalies ({open_.height})")
 if open_.is_empty():

@@ -3,6 +3,8 @@ and check from its own readings that it did what it said."""
 
 from datetime import datetime, timedelta, timezone
 
+from zoneinfo import ZoneInfo
+
 import polars as pl
 import streamlit as st
 
@@ -21,7 +23,7 @@ with refusals():
     tz = timezone_for(v, p, home)
     devices = data.devices_now(v.db, p, home)
     drawing = control.switched_off_but_drawing(devices, v.db, p, home, v.settings.off_threshold_w)
-zone = data.ZoneInfo(tz)
+zone = ZoneInfo(tz)
 
 for row in drawing.iter_rows(named=True):
     st.error(f"**{row['device_id']}** was switched off at "

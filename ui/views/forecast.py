@@ -1,6 +1,8 @@
 """Forecast: the next 24 hours with their interval, what happened so far, and how good the model
 has been against the naive baselines."""
 
+from zoneinfo import ZoneInfo
+
 import polars as pl
 import streamlit as st
 
@@ -28,7 +30,7 @@ if view is None:
 
 age_h = (now() - view.made_at).total_seconds() / 3600
 m1, m2, m3 = st.columns(3)
-m1.metric("Issued", f"{view.made_at.astimezone(data.ZoneInfo(tz)):%H:%M}",
+m1.metric("Issued", f"{view.made_at.astimezone(ZoneInfo(tz)):%H:%M}",
           f"{age_h:,.1f} h ago", delta_color="off")
 m2.metric("Error so far", "—" if view.error_so_far_w is None else f"{view.error_so_far_w:,.0f} W",
           help="Mean absolute error of this forecast over the slots already measured.")

@@ -1,7 +1,9 @@
 """History and patterns: where the energy and the money went over a chosen range."""
 
 import io
-from datetime import date, timedelta
+from datetime import timedelta
+
+from zoneinfo import ZoneInfo
 
 import polars as pl
 import streamlit as st
@@ -16,7 +18,7 @@ st.title(f"History · {home}")
 with refusals():
     tz = timezone_for(v, p, home)
 
-today = now().astimezone(data.ZoneInfo(tz)).date()
+today = now().astimezone(ZoneInfo(tz)).date()
 c1, c2 = st.columns([2, 1])
 picked = c1.date_input("Dates", value=(today - timedelta(days=6), today), max_value=today,
                        key="history_range", format="YYYY-MM-DD")

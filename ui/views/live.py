@@ -1,5 +1,7 @@
 """Live: the home's power now, per device, and today's energy and cost, refreshed in place."""
 
+from zoneinfo import ZoneInfo
+
 import polars as pl
 import streamlit as st
 
@@ -27,7 +29,7 @@ def live_panel() -> None:
     elif snap.stale:
         age = (snap.as_of - snap.newest).total_seconds()
         st.warning(f"Stale data: the newest reading is {age / 60:,.0f} min old "
-                   f"({snap.newest.astimezone(data.ZoneInfo(tz)):%Y-%m-%d %H:%M:%S}). "
+                   f"({snap.newest.astimezone(ZoneInfo(tz)):%Y-%m-%d %H:%M:%S}). "
                    "The meter or the pipeline may be down.", icon=":material/schedule:")
     c1, c2, c3 = st.columns(3)
     c1.metric("Power now", "—" if snap.power_w is None else f"{snap.power_w:,.0f} W",
@@ -35,7 +37,7 @@ def live_panel() -> None:
                    "else the sum of its devices.")
     c2.metric("Today so far", f"{snap.today_kwh:,.2f} kWh")
     c3.metric("Cost today", f"{snap.today_cost:,.2f} {snap.currency}")
-    st.caption(f"Updated {snap.as_of.astimezone(data.ZoneInfo(tz)):%H:%M:%S} ({tz}); "
+    st.caption(f"Updated {snap.as_of.astimezone(ZoneInfo(tz)):%H:%M:%S} ({tz}); "
                f"refreshes every {v.settings.live_refresh_s:g} s.")
     left, right = st.columns([1, 1])
     with left:
