@@ -25,6 +25,7 @@ demo: venv
 	$(BIN)/shems demo $(if $(DURATION),--duration $(DURATION),)
 
 test: venv services
+	@bash scripts/ensure_tools.sh
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: venv services

@@ -17,7 +17,8 @@ from bytewax.operators import StatefulBatchLogic
 from pipeline import metrics
 from pipeline.decode import DecoderState, decode
 from pipeline.home_total import HomeAggregator
-from pipeline.records import DeadLetter, DeviceWindow, HomeWindow, LateReading, RawMessage, Reading
+from pipeline.records import (CommandAck, DeadLetter, DeviceWindow, HomeWindow, LateReading, RawMessage,
+                              Reading)
 from pipeline.registry import Registry
 from pipeline.settings import ValidationSettings, WindowSettings
 from pipeline.windowing import DeviceWindower
@@ -60,14 +61,16 @@ class DecodeLogic(StatefulBatchLogic):
         self.state = state
         self.worker = worker
 
-    def on_batch(self, values: list[RawMessage]) -> tuple[Iterable[Reading | DeadLetter], bool]:
-        out: list[Reading | DeadLetter] = []
+    def on_batch(self, values: list[RawMessage]
+                 ) -> tuple[Iterable[Reading | DeadLetter | CommandAck], bool]:
+        out: list[Reading | DeadLetter | CommandAck] = []
         for msg in values:
             self.state, results = decode(self.state, msg, self.registry, self.validation)
             out.extend(results)
         # One counter update per label per batch, not per reading (the decode step is hot).
         counts = Counter(("decoded", item.source.value) if isinstance(item, Reading)
-                         else ("dead", reason_class(item.reason)) for item in out)
+                         else ("dead", reason_class(item.reason))
+                         for item in out if not isinstance(item, CommandAck))
         for (what, label), n in counts.items():
             if what == "decoded":
                 metrics.READINGS_DECODED.labels(worker=self.worker, source=label).inc(n)

@@ -139,7 +139,7 @@ def cmd_demo(args) -> int:
     from pipeline.demo import run_demo
 
     return run_demo(args.mqtt_url, args.store_url, args.homes, args.duration, args.interval,
-                    args.metrics_port)
+                    args.metrics_port, args.ui_port or None)
 
 
 def cmd_export(args) -> int:
@@ -190,6 +190,7 @@ def _register(sub) -> None:
     p.add("--interval", type=positive_float, default=2.0, help="seconds between simulated readings")
     p.add("--duration", type=positive_float, default=None, help="stop after this many seconds")
     p.add("--metrics-port", type=port, default=9108, help="Prometheus metrics of the flow")
+    p.add("--ui-port", type=int, default=8501, help="the viewer's port (0: no viewer)")
     COMMANDS["demo"] = cmd_demo
 
     p = sub.add_parser("export", help="write readings and aggregates to Parquet files")
@@ -413,3 +414,5 @@ def _register_plan(sub) -> None:
 
 
 _REGISTRARS.append(_register_plan)
+
+from ui import commands as _ui_commands  # noqa: E402,F401  (registers `shems ui` and `shems user`)

@@ -2,12 +2,14 @@
 
 A broker is started when none is reachable; the flow runs as a child process (`shems run`) into
 SQLite; a bundled day of real household data is replayed (shifted so it ends now) and simulated
-homes publish live readings beside it.
+homes publish live readings beside it, obeying commands from the viewer (`shems ui`, a second
+child process) for which a demo homeowner and a demo operator are created.
 """
 
 from __future__ import annotations
 
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -60,8 +62,35 @@ def _summary(store_url: str, console: Console) -> None:
         console.print(f"{len(dead)} dead letters, e.g. {dead[-1].reason!r}")
 
 
+DEMO_HOMEOWNER = "demo-home"
+DEMO_OPERATOR = "demo-operator"
+SAMPLE_HOME = "refit-house2"
+
+
+def demo_sign_ins(store_url: str, homes: list[str]) -> dict[str, str]:
+    """Create (or reset) the demo's sign-ins with fresh random passwords; returns name -> password.
+    Also brings the schema up to date before the flow and the viewer start."""
+    from ui.accounts import Accounts
+    from ui.auth import Role
+    from ui.db import Database
+
+    db = Database(store_url, migrate=True)
+    passwords = {DEMO_HOMEOWNER: secrets.token_urlsafe(9), DEMO_OPERATOR: secrets.token_urlsafe(9)}
+    try:
+        accounts = Accounts(db)
+        for name, role, owned in ((DEMO_HOMEOWNER, Role.HOMEOWNER, homes), (DEMO_OPERATOR, Role.OPERATOR, [])):
+            if accounts.principal(name) is None:
+                accounts.add_user(name, passwords[name], role, owned, by="demo")
+            else:
+                accounts.set_password(name, passwords[name], by="demo")
+                accounts.set_access(name, role, owned, by="demo")
+    finally:
+        db.close()
+    return passwords
+
+
 def run_demo(mqtt_url: str, store_url: str, homes: int, duration: float | None,
-             interval_s: float, metrics_port: int | None) -> int:
+             interval_s: float, metrics_port: int | None, ui_port: int | None = 8501) -> int:
     from pipeline.mqtt_publish import Publisher
     from pipeline.replay import replay
     from pipeline.simulator import run_simulation
@@ -78,10 +107,27 @@ def run_demo(mqtt_url: str, store_url: str, homes: int, duration: float | None,
         cmd += ["--metrics-port", str(metrics_port)]
     log_path = Path(".shems/demo-flow.log")
     log_path.parent.mkdir(parents=True, exist_ok=True)
+    from pipeline.simulator import make_homes
+
+    passwords = demo_sign_ins(store_url, [make_homes(1)[0].home_id, SAMPLE_HOME])
     with open(log_path, "w") as log:
         flow = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
                                 env=dict(os.environ, PYTHONUNBUFFERED="1"))
     console.print(f"flow started (pid {flow.pid}, log {log_path}); store {store_url}")
+    viewer = None
+    if ui_port:
+        ui_log = Path(".shems/demo-viewer.log")
+        with open(ui_log, "w") as log:
+            viewer = subprocess.Popen(
+                [sys.executable, "-m", "pipeline.cli", "ui", "--store-url", store_url,
+                 "--mqtt-url", url, "--port", str(ui_port)],
+                stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ, PYTHONUNBUFFERED="1"))
+        console.print(f"[bold]viewer: http://127.0.0.1:{ui_port}[/] (pid {viewer.pid}, log {ui_log})")
+        console.print(f"  sign in as [bold]{DEMO_HOMEOWNER}[/] / [bold]{passwords[DEMO_HOMEOWNER]}[/] "
+                      f"(homeowner of {make_homes(1)[0].home_id} and {SAMPLE_HOME}; switch its "
+                      "fridge off on the Devices page)")
+        console.print(f"  or as [bold]{DEMO_OPERATOR}[/] / [bold]{passwords[DEMO_OPERATOR]}[/] "
+                      "(operator: every home and the fleet)")
     if metrics_port:
         console.print(f"metrics: http://127.0.0.1:{metrics_port}/metrics")
     time.sleep(2.0)  # let the flow subscribe before the first publish
@@ -132,6 +178,12 @@ def run_demo(mqtt_url: str, store_url: str, homes: int, duration: float | None,
     finally:
         stop.set()
         publisher.close()
+        if viewer is not None and viewer.poll() is None:
+            viewer.send_signal(signal.SIGTERM)
+            try:
+                viewer.wait(15)
+            except subprocess.TimeoutExpired:
+                viewer.kill()
         if flow.poll() is None:
             flow.send_signal(signal.SIGTERM)
             try:

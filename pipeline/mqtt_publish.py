@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from typing import Callable
 
 import paho.mqtt.client as mqtt
 
@@ -48,8 +49,46 @@ class Publisher:
         self.sent = 0
         self.acked = 0
         self.client.on_publish = self._on_publish
+        self._subscriptions: dict[str, int] = {}  # topic filter -> QoS, renewed on every connect
+        # SUBACK bookkeeping under its own lock, never held while calling paho (paho runs our
+        # callbacks with its own locks held).
+        self._sub_lock = threading.Lock()
+        self._suback_waiting: dict[int, threading.Event] = {}
+        self._suback_early: set[int] = set()
+        self.client.on_connect = self._on_connect
+        self.client.on_subscribe = self._on_subscribe
         self.client.connect(endpoint.host, endpoint.port, keepalive=30)
         self.client.loop_start()
+
+    def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
+        # The session is not persistent: after a reconnect the broker has forgotten our filters.
+        for topic_filter, qos in list(self._subscriptions.items()):
+            client.subscribe(topic_filter, qos=qos)
+
+    def _on_subscribe(self, client, userdata, mid, reason_codes, properties) -> None:
+        with self._sub_lock:
+            event = self._suback_waiting.pop(mid, None)
+            if event is None:
+                self._suback_early.add(mid)
+        if event is not None:
+            event.set()
+
+    def subscribe(self, topic_filter: str, on_message: Callable[[mqtt.MQTTMessage], None],
+                  qos: int = 1, timeout: float = 10.0) -> None:
+        """Receive messages on this client too; returns once the broker confirmed (SUBACK), so
+        a message published after this call is routed to us."""
+        self.client.message_callback_add(topic_filter, lambda client, userdata, msg: on_message(msg))
+        result, mid = self.client.subscribe(topic_filter, qos=qos)
+        self._subscriptions[topic_filter] = qos
+        event = threading.Event()
+        with self._sub_lock:
+            if mid in self._suback_early:  # the SUBACK beat us here
+                self._suback_early.discard(mid)
+                event.set()
+            else:
+                self._suback_waiting[mid] = event
+        if result != mqtt.MQTT_ERR_SUCCESS or not event.wait(timeout):
+            raise TimeoutError(f"the broker did not confirm the subscription to {topic_filter!r}")
 
     def _on_publish(self, client, userdata, mid, reason_code, properties) -> None:
         with self._lock:
@@ -64,6 +103,13 @@ class Publisher:
             while self.sent - self.acked >= self.MAX_PENDING // 2:
                 time.sleep(0.005)
         with self._lock:  # replay and simulator threads may share one publisher
+            self.sent += 1
+        self.client.publish(topic, payload, qos=self.qos)
+
+    def publish_nowait(self, topic: str, payload: bytes | str) -> None:
+        """Publish without the backpressure wait: for paho's own callback thread, which is the
+        thread that would have to process the acknowledgements being waited for."""
+        with self._lock:
             self.sent += 1
         self.client.publish(topic, payload, qos=self.qos)
 

@@ -213,3 +213,34 @@ class Recommendation:
     kwh_per_month: float
     money_per_month: float
     currency: str
+
+
+# ---------------------------------------------------------------- device control. The viewer
+# publishes a command on shems/<home>/<device>/set; the device answers on .../ack, which the flow
+# decodes into a CommandAck for the store.
+
+
+class CommandState(str, Enum):
+    ON = "on"
+    OFF = "off"
+
+
+class AckStatus(str, Enum):
+    APPLIED = "applied"  # the device switched
+    SCHEDULED = "scheduled"  # accepted for a later time (``run_at`` of the command)
+    REJECTED = "rejected"  # the device refused (``message`` says why)
+
+
+@dataclass(frozen=True, slots=True)
+class CommandAck:
+    """A device's answer to a command; a scheduled command is acknowledged twice (scheduled, then
+    applied when it runs), so the store keys acks by (command_id, status)."""
+
+    home_id: str
+    device_id: str
+    command_id: str
+    status: AckStatus
+    state: CommandState  # the state the device reports after handling the command
+    ts: datetime  # the device's time of the answer
+    received_at: datetime
+    message: str = ""

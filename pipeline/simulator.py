@@ -13,6 +13,10 @@ Each home is deterministic for its seed and the time of day, with these loads:
 The ``mains`` meter sees the sum of everything (net of PV, so it goes negative at sunny noon).
 Every device carries a cumulative energy counter: the meter's is the import register (it only
 counts power drawn from the grid), PV's counts generation.
+
+The switchable devices obey commands on ``shems/<home>/<device>/set`` and acknowledge them on
+``.../ack`` (see ``pipeline.device_control``): a device switched off draws nothing, and the meter
+sees the difference.
 """
 
 from __future__ import annotations
@@ -23,8 +27,17 @@ import threading
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
+from typing import Callable
 
-from pipeline.records import DeviceKind, Reading, Source
+from pipeline.decode.common import DecodeError
+from pipeline.device_control import SetCommand, SwitchBoard, ack_payload, ack_topic
+from pipeline.logs import get_logger
+from pipeline.records import CommandAck, DeviceKind, Reading, Source
+
+log = get_logger(__name__)
+
+# What a relay lets through: (device, power it would draw) -> power it draws.
+Relay = Callable[[str, float], float]
 
 
 def _day_rng(seed: int, day: int, device: str) -> random.Random:
@@ -60,8 +73,8 @@ class SimulatedHome:
             out.append(("pv", DeviceKind.PV))
         return out
 
-    def power_at(self, t: datetime) -> dict[str, float]:
-        """Each device's power at time t (W); deterministic for (seed, t)."""
+    def power_at(self, t: datetime, relay: Relay | None = None) -> dict[str, float]:
+        """Each device's power at time t (W); deterministic for (seed, t) and the relay states."""
         epoch_min = t.timestamp() / 60
         day = int(epoch_min // 1440)
         minute = epoch_min - day * 1440  # minute of the (UTC) day
@@ -99,13 +112,15 @@ class SimulatedHome:
             bell = max(0.0, math.sin(math.pi * (hour - 6) / 14)) if 6 <= hour <= 20 else 0.0
             cloud = 0.55 + 0.45 * math.sin(epoch_min / 17 + self.seed) * math.sin(epoch_min / 41)
             p["pv"] = -round(self.pv_kw * 1000 * bell * max(0.2, cloud), 1)
+        if relay is not None:
+            p = {device: relay(device, power) for device, power in p.items()}
         base = self.base_w * (1 + 0.05 * noise.uniform(-1, 1))
         p["mains"] = round(base + sum(v for k, v in p.items()), 1)
         return p
 
-    def readings_at(self, t: datetime) -> list[Reading]:
+    def readings_at(self, t: datetime, relay: Relay | None = None) -> list[Reading]:
         """Readings for every device at t, advancing each device's energy counter."""
-        powers = self.power_at(t)
+        powers = self.power_at(t, relay)
         ts = t.timestamp()
         kinds = dict(self.devices())
         out = []
@@ -130,12 +145,63 @@ def make_homes(count: int, seed: int = 1, prefix: str = "sim-home") -> list[Simu
     return [SimulatedHome(f"{prefix}-{i:04d}", seed * 100_003 + i) for i in range(count)]
 
 
+class CommandListener:
+    """Makes a simulated fleet obey ``set`` commands: a thin MQTT adapter around a SwitchBoard.
+
+    It subscribes on the publisher's own client; a command is handled (and acknowledged) in
+    paho's callback thread as soon as it arrives, schedules when the simulation ticks.
+    """
+
+    def __init__(self, publisher, fleet: list[SimulatedHome], topic_prefix: str = "",
+                 stuck: frozenset[tuple[str, str]] = frozenset()) -> None:
+        self.publisher = publisher
+        self.topic_prefix = topic_prefix
+        self.board = SwitchBoard({(home.home_id, device): kind for home in fleet
+                                  for device, kind in home.devices()}, stuck=stuck)
+        self._homes = {home.home_id for home in fleet}
+        self._lock = threading.Lock()  # paho's thread commands, the simulation thread reads
+        publisher.subscribe(f"{topic_prefix}shems/+/+/set", self._on_message)
+
+    def _on_message(self, msg) -> None:
+        parts = msg.topic[len(self.topic_prefix):].split("/")
+        if len(parts) != 4 or parts[1] not in self._homes:
+            return  # another fleet's device
+        home_id, device_id = parts[1], parts[2]
+        now = datetime.now(timezone.utc)
+        try:
+            cmd = SetCommand.parse(msg.payload, now)
+        except DecodeError as exc:
+            log.warning("simulator_bad_command", topic=msg.topic, error=str(exc))
+            return
+        with self._lock:
+            ack = self.board.command(home_id, device_id, cmd, now)
+        self._send(ack)
+
+    def relay(self, home_id: str) -> Relay:
+        return lambda device, power: self.board.power(home_id, device, power)
+
+    def tick(self, now: datetime) -> None:
+        with self._lock:
+            acks = self.board.due(now)
+        for ack in acks:
+            self._send(ack)
+
+    def _send(self, ack: CommandAck) -> None:
+        self.publisher.publish_nowait(ack_topic(ack.home_id, ack.device_id, self.topic_prefix),
+                                      ack_payload(ack))
+
+
 def run_simulation(publisher, homes: int, interval_s: float, duration_s: float | None,
                    topic_prefix: str = "", seed: int = 1, stop_event: threading.Event | None = None,
-                   on_tick=None) -> int:
-    """Publish every device of every home each interval (ts = now) until the duration or stop."""
+                   on_tick=None, control: bool = True,
+                   stuck: frozenset[tuple[str, str]] = frozenset()) -> int:
+    """Publish every device of every home each interval (ts = now) until the duration or stop.
+
+    With ``control`` the devices obey commands (``stuck`` ones acknowledge but keep drawing).
+    """
     stop_event = stop_event or threading.Event()
     fleet = make_homes(homes, seed)
+    listener = CommandListener(publisher, fleet, topic_prefix, stuck) if control else None
     started = time.monotonic()
     sent = 0
     next_tick = started
@@ -143,8 +209,11 @@ def run_simulation(publisher, homes: int, interval_s: float, duration_s: float |
         if duration_s is not None and time.monotonic() - started >= duration_s:
             break
         now = datetime.now(timezone.utc)
+        if listener is not None:
+            listener.tick(now)
         for home in fleet:
-            for reading in home.readings_at(now):
+            relay = listener.relay(home.home_id) if listener is not None else None
+            for reading in home.readings_at(now, relay):
                 publisher.publish_reading(reading, topic_prefix)
                 sent += 1
         if on_tick:

@@ -1,17 +1,37 @@
 #!/usr/bin/env bash
-# Install promtool (Debian's prometheus package) when missing, without leaving a Prometheus
-# server running: policy-rc.d forbids the package's service from starting.
+# Install the test suite's tools from Debian's packages when missing:
+#   promtool  (the prometheus package) for the alert rules' unit tests, without leaving a
+#             Prometheus server running: policy-rc.d forbids the package's service from starting;
+#   chromium  for the viewer's headless-browser test (driven by playwright with the system browser).
+# Usage: ensure_tools.sh [promtool] [chromium]   (no argument: all)
 set -euo pipefail
-command -v promtool >/dev/null && exit 0
+want=("$@"); [ ${#want[@]} -gt 0 ] || want=(promtool chromium)
 sudo_cmd=""; [ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"
 export DEBIAN_FRONTEND=noninteractive
-policy=/usr/sbin/policy-rc.d
-created=0
-if [ ! -e "$policy" ]; then
-  printf '#!/bin/sh\nexit 101\n' | $sudo_cmd tee "$policy" >/dev/null && $sudo_cmd chmod +x "$policy" && created=1
-fi
-$sudo_cmd apt-get update -qq
-$sudo_cmd apt-get install -y -qq --no-install-recommends prometheus >/dev/null
-[ $created -eq 1 ] && $sudo_cmd rm -f "$policy"
-pkill -x prometheus 2>/dev/null || true
-command -v promtool >/dev/null
+apt_updated=0
+apt_install() {
+  if [ $apt_updated -eq 0 ]; then $sudo_cmd apt-get update -qq; apt_updated=1; fi
+  $sudo_cmd apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+}
+
+ensure_promtool() {
+  command -v promtool >/dev/null && return 0
+  local policy=/usr/sbin/policy-rc.d created=0
+  if [ ! -e "$policy" ]; then
+    printf '#!/bin/sh\nexit 101\n' | $sudo_cmd tee "$policy" >/dev/null && $sudo_cmd chmod +x "$policy" && created=1
+  fi
+  apt_install prometheus
+  [ $created -eq 1 ] && $sudo_cmd rm -f "$policy"
+  pkill -x prometheus 2>/dev/null || true
+  command -v promtool >/dev/null
+}
+
+ensure_chromium() {
+  [ -x /usr/bin/chromium ] && return 0
+  echo "ensure_tools: installing Debian's chromium" >&2
+  # fonts-liberation: readable text in screenshots on a machine without desktop fonts.
+  apt_install chromium fonts-liberation
+  [ -x /usr/bin/chromium ]
+}
+
+for t in "${want[@]}"; do "ensure_$t"; done

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol, Sequence
 
-from pipeline.records import (Anomaly, DeadLetter, DeviceInfo, DeviceWindow, Forecast, ForecastScore,
+from pipeline.records import (Anomaly, CommandAck, DeadLetter, DeviceInfo, DeviceWindow, Forecast, ForecastScore,
                               HomeWindow, LateReading, Reading, Recommendation)
 
 # Same table names and columns in every store (see docs/ARCHITECTURE.md).
@@ -56,6 +56,7 @@ class Batch:
     forecast_scores: list[ForecastScore] = field(default_factory=list)
     anomalies: list[Anomaly] = field(default_factory=list)
     recommendations: list[Recommendation] = field(default_factory=list)
+    command_acks: list[CommandAck] = field(default_factory=list)
 
     def __len__(self) -> int:
         return (
@@ -69,6 +70,7 @@ class Batch:
             + len(self.forecast_scores)
             + len(self.anomalies)
             + len(self.recommendations)
+            + len(self.command_acks)
         )
 
 

@@ -16,7 +16,7 @@ from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait
 from pipeline.records import (Anomaly, AnomalyKind, DeadLetter, DeviceInfo, DeviceKind, DeviceWindow,
                               Forecast, ForecastScore, HomeWindow, Reading, Recommendation, Source)
 from sinks.base import RECOMMENDATION_STATUSES, TABLES, Batch, StoredRecommendation, TariffRow
-from sinks.sql import ANOMALY_UPSERT, RECOMMENDATION_UPSERT
+from sinks.sql import ANOMALY_UPSERT, COMMAND_ACK_INSERT, RECOMMENDATION_UPSERT
 from sinks.migrate import migrations
 from sinks.sqlite import device_rows, payload_hash
 
@@ -180,6 +180,11 @@ class PostgresStore:
                                     [(r.home_id, r.kind, r.device_id, r.created_at, r.created_at,
                                       r.title, r.detail, r.kwh_per_month, r.money_per_month,
                                       r.currency) for r in batch.recommendations])
+                if batch.command_acks:
+                    cur.executemany(COMMAND_ACK_INSERT,
+                                    [(a.command_id, a.status.value, a.home_id, a.device_id,
+                                      a.state.value, a.ts, a.received_at, a.message)
+                                     for a in batch.command_acks])
                 self._upsert_devices(cur, device_rows(batch))
         if self.has_timescale:
             self._refresh_rollups(batch)

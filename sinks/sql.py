@@ -20,3 +20,10 @@ ON CONFLICT (home_id, kind, device_id) DO UPDATE SET
   kwh_per_month = excluded.kwh_per_month, money_per_month = excluded.money_per_month,
   currency = excluded.currency
 """
+
+# A redelivered acknowledgement (QoS 1) is the same answer: the first one stays.
+COMMAND_ACK_INSERT = """
+INSERT INTO command_acks (command_id, status, home_id, device_id, state, ts, received_at, message)
+VALUES (%s, %s, %s, %s, %s, %s, %s, %s)
+ON CONFLICT (command_id, status) DO NOTHING
+"""

@@ -12,7 +12,7 @@ from typing import Iterable, Sequence
 from pipeline.records import (Anomaly, AnomalyKind, DeadLetter, DeviceInfo, DeviceKind, DeviceWindow,
                               Forecast, ForecastScore, HomeWindow, Reading, Recommendation, Source)
 from sinks.base import RECOMMENDATION_STATUSES, TABLES, Batch, StoredRecommendation, TariffRow
-from sinks.sql import ANOMALY_UPSERT, RECOMMENDATION_UPSERT
+from sinks.sql import ANOMALY_UPSERT, COMMAND_ACK_INSERT, RECOMMENDATION_UPSERT
 from sinks.migrate import migrations
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
@@ -155,6 +155,10 @@ class SqliteStore:
                               [(r.home_id, r.kind, r.device_id, to_us(r.created_at), to_us(r.created_at),
                                 r.title, r.detail, r.kwh_per_month, r.money_per_month, r.currency)
                                for r in batch.recommendations])
+            if batch.command_acks:
+                c.executemany(COMMAND_ACK_INSERT.replace("%s", "?"),
+                              [(a.command_id, a.status.value, a.home_id, a.device_id, a.state.value,
+                                to_us(a.ts), to_us(a.received_at), a.message) for a in batch.command_acks])
             self._upsert_devices(device_rows(batch))
             c.execute("COMMIT")
         except BaseException:

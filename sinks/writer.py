@@ -19,7 +19,7 @@ from tenacity import Retrying, stop_after_attempt, wait_exponential
 
 from pipeline import metrics
 from pipeline.logs import get_logger
-from pipeline.records import (Anomaly, DeadLetter, DeviceWindow, Forecast, ForecastScore, HomeWindow,
+from pipeline.records import (Anomaly, CommandAck, DeadLetter, DeviceWindow, Forecast, ForecastScore, HomeWindow,
                               LateReading, Reading, Recommendation, Tick)
 from sinks.base import Batch, Store, mask_url, open_store
 
@@ -31,6 +31,7 @@ _BATCH_FIELD: dict[type, str] = {
     Reading: "readings", DeviceWindow: "device_windows", HomeWindow: "home_windows",
     DeadLetter: "dead_letters", LateReading: "late_readings", Forecast: "forecasts",
     ForecastScore: "forecast_scores", Anomaly: "anomalies", Recommendation: "recommendations",
+    CommandAck: "command_acks",
 }
 
 
@@ -166,7 +167,7 @@ def sink_key(item: object) -> str:
         return item.topic
     if isinstance(item, LateReading):
         return item.reading.home_id
-    return item.home_id  # readings, windows, forecasts, anomalies, recommendations
+    return item.home_id  # readings, windows, forecasts, anomalies, recommendations, acks
 
 
 class RecoverableStoreSink(FixedPartitionedSink):

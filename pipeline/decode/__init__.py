@@ -9,12 +9,13 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 
+from pipeline.decode.ack import decode_ack
 from pipeline.decode.common import DecodeError
 from pipeline.decode.native import decode_native
 from pipeline.decode.shelly import ShellyDecoder
 from pipeline.decode.tasmota import decode_tasmota
 from pipeline.decode.zigbee2mqtt import decode_zigbee2mqtt
-from pipeline.records import DeadLetter, RawMessage, Reading
+from pipeline.records import CommandAck, DeadLetter, RawMessage, Reading
 from pipeline.registry import Registry
 from pipeline.settings import ValidationSettings
 from pipeline.validation import validate
@@ -22,6 +23,7 @@ from pipeline.validation import validate
 # Topic filters the source subscribes to (under the deployment's topic prefix).
 SUBSCRIPTIONS: tuple[str, ...] = (
     "shems/+/+/reading",
+    "shems/+/+/ack",  # devices answering the viewer's commands (published on .../set)
     "+/events/rpc",
     "+/status/+",
     "tele/+/SENSOR",
@@ -36,6 +38,8 @@ def route_key(topic: str) -> str | None:
     parts = topic.split("/")
     if len(parts) == 4 and parts[0] == "shems" and parts[3] == "reading":
         return f"native/{parts[1]}/{parts[2]}"
+    if len(parts) == 4 and parts[0] == "shems" and parts[3] == "ack":
+        return f"ack/{parts[1]}/{parts[2]}"
     if len(parts) == 3 and (parts[1:] == ["events", "rpc"] or parts[1] == "status"):
         return f"shelly/{parts[0]}"
     if len(parts) == 3 and parts[0] == "tele" and parts[2] == "SENSOR":
@@ -57,7 +61,8 @@ def _dead(msg: RawMessage, reason: str) -> DeadLetter:
 
 
 def decode(state: DecoderState | None, msg: RawMessage, registry: Registry,
-           validation: ValidationSettings) -> tuple[DecoderState | None, list[Reading | DeadLetter]]:
+           validation: ValidationSettings
+           ) -> tuple[DecoderState | None, list[Reading | DeadLetter | CommandAck]]:
     parts = msg.topic.split("/")
     kind = route_key(msg.topic)
     try:
@@ -71,8 +76,10 @@ def decode(state: DecoderState | None, msg: RawMessage, registry: Registry,
             data = json.loads(text)
         except json.JSONDecodeError as exc:
             raise DecodeError(f"invalid JSON: {exc}") from None
-        results: list[Reading | DeadLetter]
-        if kind.startswith("native/"):
+        results: list[Reading | DeadLetter | CommandAck]
+        if kind.startswith("ack/"):
+            results = [decode_ack(parts[1], parts[2], data, msg.received_at)]
+        elif kind.startswith("native/"):
             results = [decode_native(parts[1], parts[2], data, msg.received_at)]
         elif kind.startswith("shelly/"):
             state = state or DecoderState()
@@ -86,7 +93,7 @@ def decode(state: DecoderState | None, msg: RawMessage, registry: Registry,
             results = list(decode_zigbee2mqtt(parts[1], data, msg.received_at, registry))
     except DecodeError as exc:
         return state, [_dead(msg, str(exc))]
-    out: list[Reading | DeadLetter] = []
+    out: list[Reading | DeadLetter | CommandAck] = []
     for item in results:
         if isinstance(item, Reading):
             reason = validate(item, msg.received_at, validation)

@@ -1,0 +1,204 @@
+"""How long every viewer page takes to render with a year of 1-minute data for one home.
+
+Loads the most recent 365 days of REFIT house 2 (mains + 4 appliances, 30-s samples averaged to
+1-minute windows with polars, shifted to end now) into a fresh SQLite file and a fresh PostgreSQL
+database through the stores' own ``write`` (one transaction per week), plus a time-of-use tariff,
+a day of forecasts, scores, an anomaly and a recommendation. Then it runs each page in Streamlit's
+AppTest (the whole script: session check, navigation, page) several times and prints the median
+run time per page and store.
+
+    .venv/bin/python tests/bench/bench_viewer.py [--runs 5] [--stores sqlite,postgres]
+
+Reads /work/shared/data/refit/refit_houses2_20_30s.parquet (not shipped with the repository).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import polars as pl
+import psycopg
+from rich.console import Console
+from rich.progress import Progress
+from rich.table import Table
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+from pipeline.records import (Anomaly, AnomalyKind, DeviceKind, DeviceWindow, Forecast,  # noqa: E402
+                              ForecastScore, HomeWindow, Reading, Recommendation, Source)
+from sinks.base import Batch, open_store  # noqa: E402
+
+REFIT = Path("/work/shared/data/refit/refit_houses2_20_30s.parquet")
+HOME = "refit-house2"
+DEVICES = {"aggregate_w": "mains", "kettle_w": "kettle", "dishwasher_w": "dishwasher",
+           "washing_machine_w": "washing_machine", "microwave_w": "microwave"}
+PG_ADMIN = os.environ.get("SHEMS_TEST_PG_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+APP = ROOT / "ui" / "app.py"
+PAGES = [("Live", "views/live.py", "alice", {}), ("History (last 7 days)", "views/history.py", "alice", {}),
+         ("History (a whole year)", "views/history.py", "alice", {"year": True}),
+         ("Forecast", "views/forecast.py", "alice", {}), ("Alerts", "views/alerts.py", "alice", {}),
+         ("Devices", "views/devices.py", "alice", {}), ("Fleet", "views/fleet.py", "olga", {}),
+         ("Users", "views/users.py", "adam", {})]
+
+
+def minutes(now: datetime) -> pl.DataFrame:
+    """A year of 1-minute windows of REFIT house 2, ending at the minute before ``now``."""
+    raw = pl.read_parquet(REFIT).filter((pl.col("house") == "REFIT_House2") & ~pl.col("aggregate_missing"))
+    raw = raw.with_columns(pl.col("timestamp").dt.replace_time_zone(
+        "Europe/London", ambiguous="earliest", non_existent="null").dt.convert_time_zone("UTC")
+        .alias("ts")).drop_nulls("ts")
+    end = raw["ts"].max()
+    raw = raw.filter(pl.col("ts") > end - timedelta(days=365))
+    long = raw.unpivot(index="ts", on=list(DEVICES), variable_name="column", value_name="power_w") \
+        .with_columns(pl.col("column").replace_strict(DEVICES).alias("device_id"))
+    per_minute = (long.group_by("device_id", pl.col("ts").dt.truncate("1m").alias("bucket"))
+                  .agg(pl.col("power_w").mean().alias("mean"), pl.col("power_w").min().alias("lo"),
+                       pl.col("power_w").max().alias("hi"), pl.len().alias("samples"))
+                  .sort("bucket", "device_id"))
+    shift = now.replace(second=0, microsecond=0) - timedelta(minutes=1) - per_minute["bucket"].max()
+    shift = timedelta(minutes=shift // timedelta(minutes=1))
+    return per_minute.with_columns(pl.col("bucket") + shift)
+
+
+def load(url: str, frame: pl.DataFrame, now: datetime, console: Console) -> None:
+    from pipeline.tariff import Tariff, TariffBook, TariffKind, TouPeriod
+    from ui.accounts import Accounts
+    from ui.auth import Role
+    from ui.db import Database
+
+    store = open_store(url)
+    store.migrate()
+    weeks = frame.with_columns(pl.col("bucket").dt.truncate("1w").alias("week")).partition_by(
+        "week", maintain_order=True)
+    with Progress(console=console) as bar:
+        task = bar.add_task(f"loading {url.split('://')[0]}", total=frame.height)
+        for week in weeks:
+            batch = Batch()
+            for device, bucket, mean, lo, hi, n in week.select(
+                    "device_id", "bucket", "mean", "lo", "hi", "samples").iter_rows():
+                kind = DeviceKind.METER if device == "mains" else DeviceKind.APPLIANCE
+                batch.device_windows.append(DeviceWindow(HOME, device, kind, bucket, mean, lo, hi,
+                                                         mean / 60, n))
+                batch.readings.append(Reading(HOME, device, bucket, mean, kind=kind, source=Source.IMPORT))
+                if kind is DeviceKind.METER:
+                    batch.home_windows.append(HomeWindow(HOME, bucket, mean, lo, hi, mean / 60, n))
+            store.write(batch)
+            bar.advance(task, week.height)
+    made = now.replace(minute=0, second=0, microsecond=0) - timedelta(hours=1)
+    store.write(Batch(
+        forecasts=[Forecast(HOME, made, made + timedelta(hours=i), 60, 60 * (i + 1), 450.0, 250.0,
+                            800.0, "bench") for i in range(24)],
+        forecast_scores=[ForecastScore(HOME, 60, 60 * h, "bench", 500, 120.0, 160.0, 170.0, 0.8, now)
+                         for h in range(1, 25)],
+        anomalies=[Anomaly(HOME, "kettle", AnomalyKind.LONG_RUNNING, now - timedelta(hours=1), None,
+                           3.0, "The kettle has been on for 20 minutes.")],
+        recommendations=[Recommendation(HOME, "", "standby_waste", now, "Cut the base load",
+                                        "150 W always on.", 30.0, 8.0, "GBP")]))
+    economy7 = Tariff(datetime(2013, 1, 1, tzinfo=timezone.utc), TariffKind.TOU, "GBP", "Europe/London",
+                      "Economy 7", 0.28, periods=(TouPeriod("night", 30, 450, 0.09),))
+    store.upsert_tariffs(TariffBook("GBP", (economy7,)).to_rows())
+    store.close()
+    db = Database(url)
+    accounts = Accounts(db)
+    accounts.add_user("alice", "alice-secret-1", Role.HOMEOWNER, [HOME], by="bench")
+    accounts.add_user("olga", "olga-secret-12", Role.OPERATOR, by="bench")
+    accounts.add_user("adam", "adam-secret-123", Role.ADMIN, by="bench")
+    db.close()
+
+
+def page_times(url: str, runs: int, now: datetime) -> dict[str, float]:
+    import streamlit as st
+    from streamlit.testing.v1 import AppTest
+
+    from ui.accounts import Accounts
+    from ui.db import Database
+
+    os.environ["SHEMS_STORE_URL"] = url
+    db = Database(url, migrate=False)
+    tokens = {u: Accounts(db).sign_in(u, p).token for u, p in
+              (("alice", "alice-secret-1"), ("olga", "olga-secret-12"), ("adam", "adam-secret-123"))}
+    db.close()
+    out = {}
+    for title, page, user, opts in PAGES:
+        at = AppTest.from_file(str(APP), default_timeout=120)
+        at.session_state["session_token"] = tokens[user]
+        at.query_params["home"] = HOME
+        at.run()
+        at.switch_page(page).run()  # warm: imports, the store's pool, page caches of the OS
+        if opts.get("year"):
+            at.date_input(key="history_range").set_value(((now - timedelta(days=364)).date(), now.date()))
+            st.cache_data.clear()  # the first view groups the year's closed hours in SQL
+            started = time.perf_counter()
+            at.run()
+            out[f"{title}, first view"] = time.perf_counter() - started
+        assert not at.exception, [e.value for e in at.exception]
+        samples = []
+        for _ in range(runs):
+            started = time.perf_counter()
+            at.run()
+            samples.append(time.perf_counter() - started)
+        assert not at.exception and not at.error, [e.value for e in list(at.exception) + list(at.error)]
+        out[title] = statistics.median(samples)
+    st.cache_resource.clear()
+    return out
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--stores", default="sqlite,postgres")
+    parser.add_argument("--sqlite-path", type=Path, default=None,
+                        help="keep the SQLite store here (reused when it exists) instead of a temporary file")
+    args = parser.parse_args()
+    console = Console()
+    if not REFIT.is_file():
+        console.print(f"[red]missing {REFIT}")
+        return 2
+    now = datetime.now(timezone.utc)
+    frame = minutes(now)
+    console.print(f"{frame.height:,} device minutes ({frame['bucket'].min():%Y-%m-%d} to "
+                  f"{frame['bucket'].max():%Y-%m-%d %H:%M} UTC) of {HOME}")
+    results: dict[str, dict[str, float]] = {}
+    tmp = tempfile.TemporaryDirectory()
+    for kind in args.stores.split(","):
+        if kind == "sqlite":
+            path = args.sqlite_path or Path(tmp.name) / "bench.db"
+            url = f"sqlite:///{path}"
+            if not path.exists():
+                load(url, frame, now, console)
+            results[kind] = page_times(url, args.runs, now)
+        else:
+            name = f"shems_bench_viewer_{os.getpid()}"
+            with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+                conn.execute(f'CREATE DATABASE "{name}"')
+            url = f"{PG_ADMIN.rsplit('/', 1)[0]}/{name}"
+            try:
+                load(url, frame, now, console)
+                with psycopg.connect(url, autocommit=True) as conn:
+                    conn.execute("VACUUM ANALYZE")
+                results[kind] = page_times(url, args.runs, now)
+            finally:
+                with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+                    conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    table = Table(title=f"page render time, median of {args.runs} AppTest runs (s); target < 1 s")
+    table.add_column("page")
+    for kind in results:
+        table.add_column(kind, justify="right")
+    for title in next(iter(results.values())):
+        table.add_row(title, *(f"{results[k][title]:.3f}" for k in results))
+    console.print(table)
+    for kind, times in results.items():
+        print(f"{kind}: " + ", ".join(f"{t}={v:.3f}s" for t, v in times.items()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

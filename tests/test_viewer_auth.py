@@ -1,0 +1,324 @@
+"""Accounts, sessions, sign-in limits and the data layer's authorisation, against both stores."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+import polars as pl
+import pytest
+
+from pipeline.records import (CommandState, DeviceKind, DeviceWindow, HomeWindow, Reading,
+                              Recommendation)
+from sinks.base import Batch, open_store
+from ui import control, data
+from ui.accounts import Accounts, SessionExpired, SignInError
+from ui.auth import AccessDenied, Principal, Role
+from ui.cost import Pricing
+from ui.db import Database
+from ui.settings import ViewerSettings, load_settings
+
+T0 = datetime(2026, 3, 2, 12, 0, tzinfo=timezone.utc)
+PRICING = Pricing("GBP", 0.30, "flat 0.30 GBP/kWh")
+
+
+class Clock:
+    def __init__(self, t: datetime) -> None:
+        self.t = t
+
+    def __call__(self) -> datetime:
+        return self.t
+
+
+@pytest.fixture
+def db(store_url):
+    database = Database(store_url)
+    yield database
+    database.close()
+
+
+@pytest.fixture
+def clock():
+    return Clock(T0)
+
+
+@pytest.fixture
+def accounts(db, clock):
+    return Accounts(db, ViewerSettings(), clock)
+
+
+def _two_homes(url: str) -> None:
+    """Home a and home b, each with a meter and a kettle over 10 minutes, and b's recommendation."""
+    batch = Batch()
+    for home in ("a", "b"):
+        for i in range(10):
+            t = T0 + timedelta(minutes=i)
+            batch.readings += [Reading(home, "mains", t, 500.0, kind=DeviceKind.METER),
+                               Reading(home, "kettle", t, 200.0, kind=DeviceKind.APPLIANCE)]
+            batch.device_windows += [
+                DeviceWindow(home, "mains", DeviceKind.METER, t, 500.0, 500, 500, 500 / 60, 1),
+                DeviceWindow(home, "kettle", DeviceKind.APPLIANCE, t, 200.0, 200, 200, 200 / 60, 1)]
+            batch.home_windows.append(HomeWindow(home, t, 500.0, 500, 500, 500 / 60, 1))
+        batch.recommendations.append(Recommendation(home, "", "standby_waste", T0, "t", "d", 1.0,
+                                                    0.3, "GBP"))
+    store = open_store(url)
+    try:
+        store.write(batch)
+    finally:
+        store.close()
+
+
+# ------------------------------------------------------------------------------ users, sign-in
+
+def test_passwords_are_stored_as_argon2id_hashes(db, accounts):
+    accounts.add_user("alice", "correct horse", Role.HOMEOWNER, ["a"], by="test")
+    (stored,) = db.rows("SELECT password_hash FROM users WHERE username = 'alice'")[0]
+    assert stored.startswith("$argon2id$") and "correct horse" not in stored
+    assert accounts.sign_in("alice", "correct horse").principal == Principal(
+        "alice", Role.HOMEOWNER, frozenset({"a"}))
+
+
+def test_wrong_name_and_wrong_password_read_the_same(accounts):
+    accounts.add_user("alice", "correct horse", Role.HOMEOWNER, ["a"], by="test")
+    with pytest.raises(SignInError) as wrong_password:
+        accounts.sign_in("alice", "wrong horse")
+    with pytest.raises(SignInError) as wrong_name:
+        accounts.sign_in("alicia", "correct horse")
+    assert str(wrong_password.value) == str(wrong_name.value) == "Wrong user name or password."
+
+
+def test_too_many_failures_lock_the_name_until_the_window_has_passed(accounts, clock):
+    accounts.add_user("alice", "correct horse", Role.HOMEOWNER, ["a"], by="test")
+    for minute in range(5):
+        clock.t = T0 + timedelta(minutes=minute)
+        with pytest.raises(SignInError, match="Wrong"):
+            accounts.sign_in("alice", "guess")
+    clock.t = T0 + timedelta(minutes=6)
+    with pytest.raises(SignInError, match="Too many failed sign-ins. Try again in 9 minutes") as locked:
+        accounts.sign_in("alice", "correct horse")  # even the right password
+    assert locked.value.retry_after == timedelta(minutes=9)
+    # The oldest failure (minute 0) leaves the 15-minute window at minute 15.
+    clock.t = T0 + timedelta(minutes=15, seconds=1)
+    assert accounts.sign_in("alice", "correct horse").principal.username == "alice"
+
+
+def test_a_successful_sign_in_clears_the_earlier_failures(accounts, clock):
+    accounts.add_user("alice", "correct horse", Role.HOMEOWNER, ["a"], by="test")
+    for _ in range(4):
+        with pytest.raises(SignInError):
+            accounts.sign_in("alice", "guess")
+    accounts.sign_in("alice", "correct horse")
+    for _ in range(4):
+        with pytest.raises(SignInError, match="Wrong"):
+            accounts.sign_in("alice", "guess")
+    accounts.sign_in("alice", "correct horse")
+
+
+def test_sessions_end_when_idle_and_at_their_maximum_age(accounts, clock):
+    accounts.add_user("olga", "operator pass", Role.OPERATOR, by="test")
+    session = accounts.sign_in("olga", "operator pass")
+    assert session.expires_at == T0 + timedelta(hours=12)
+    # Activity every 20 minutes keeps it alive past the 30-minute idle limit...
+    for step in range(1, 30):
+        clock.t = T0 + timedelta(minutes=20 * step)
+        if clock.t >= session.expires_at:
+            break
+        assert accounts.resume(session.token).role is Role.OPERATOR
+    # ...but not past 12 hours.
+    clock.t = session.expires_at
+    with pytest.raises(SessionExpired, match="expired"):
+        accounts.resume(session.token)
+    idle = accounts.sign_in("olga", "operator pass")
+    clock.t += timedelta(minutes=29)
+    accounts.resume(idle.token, touch=False)  # an auto-refresh: not activity
+    clock.t += timedelta(minutes=1)
+    with pytest.raises(SessionExpired):
+        accounts.resume(idle.token)
+
+
+def test_a_password_change_or_removal_ends_the_users_sessions(accounts):
+    accounts.add_user("alice", "correct horse", Role.HOMEOWNER, ["a"], by="test")
+    first = accounts.sign_in("alice", "correct horse")
+    assert accounts.set_password("alice", "battery staple", by="admin")
+    with pytest.raises(SessionExpired):
+        accounts.resume(first.token)
+    second = accounts.sign_in("alice", "battery staple")
+    assert accounts.remove_user("alice", by="admin")
+    with pytest.raises(SessionExpired):
+        accounts.resume(second.token)
+    assert accounts.principal("alice") is None
+    assert not accounts.remove_user("alice", by="admin")
+
+
+def test_bad_accounts_are_refused_with_a_reason(accounts):
+    with pytest.raises(ValueError, match="at least 10 characters"):
+        accounts.add_user("alice", "short", Role.HOMEOWNER, ["a"], by="test")
+    with pytest.raises(ValueError, match="needs at least one home"):
+        accounts.add_user("alice", "long enough!", Role.HOMEOWNER, [], by="test")
+    with pytest.raises(ValueError, match="user name is 1-64"):
+        accounts.add_user("alice smith", "long enough!", Role.OPERATOR, [], by="test")
+    accounts.add_user("alice", "long enough!", Role.HOMEOWNER, ["a"], by="test")
+    with pytest.raises(ValueError, match="already exists"):
+        accounts.add_user("alice", "long enough!", Role.HOMEOWNER, ["a"], by="test")
+
+
+def test_user_management_is_audited(db, accounts):
+    accounts.add_user("alice", "correct horse", Role.HOMEOWNER, ["a"], by="adam")
+    accounts.set_access("alice", Role.HOMEOWNER, ["a", "b"], by="adam")
+    with pytest.raises(SignInError):
+        accounts.sign_in("alice", "nope")
+    admin = Principal("adam", Role.ADMIN, frozenset())
+    log = data.audit_log(db, admin)
+    assert log.select("username", "action").rows() == [
+        ("alice", "signin_failed"), ("adam", "user_access"), ("adam", "user_add")]
+    assert accounts.principal("alice").homes == frozenset({"a", "b"})
+
+
+def test_settings_come_from_the_environment_with_clear_errors():
+    assert load_settings({"SHEMS_UI_SESSION_IDLE_S": "60", "SHEMS_STORE_URL": "sqlite:///x.db"}) \
+        == ViewerSettings(store_url="sqlite:///x.db", session_idle_s=60.0)
+    with pytest.raises(ValueError, match="SHEMS_UI_COMMANDS_PER_MINUTE must be a int"):
+        load_settings({"SHEMS_UI_COMMANDS_PER_MINUTE": "many"})
+
+
+# ------------------------------------------------------------------------------ authorisation
+
+ALICE = Principal("alice", Role.HOMEOWNER, frozenset({"a"}))
+OLGA = Principal("olga", Role.OPERATOR, frozenset())
+
+
+def _home_reads(db: Database, who: Principal, home: str) -> list:
+    """Every per-home read of the viewer."""
+    now = T0 + timedelta(minutes=10)
+    return [
+        lambda: data.devices_now(db, who, home),
+        lambda: data.home_timezone(db, who, home, "UTC"),
+        lambda: data.live(db, who, home, now, "UTC", PRICING, 600),
+        lambda: data.history(db, who, home, T0, now, None, "UTC", PRICING),
+        lambda: data.forecast_resolutions(db, who, home),
+        lambda: data.forecast(db, who, home, 60, now),
+        lambda: data.anomalies(db, who, home, now),
+        lambda: data.recommendations(db, who, home),
+        lambda: control.recent_commands(db, who, home),
+        lambda: control.switched_off_but_drawing(data.devices_now(db, OLGA, home), db, who, home, 5),
+    ]
+
+
+def test_the_data_layer_refuses_a_homeowner_another_homes_data(db, store_url):
+    _two_homes(store_url)
+    for read in _home_reads(db, ALICE, "b"):
+        with pytest.raises(AccessDenied, match="You do not have access to home 'b'"):
+            read()
+    # A home that does not exist reads the same: no probing for ids.
+    with pytest.raises(AccessDenied, match="You do not have access to home 'zz'"):
+        data.live(db, ALICE, "zz", T0, "UTC", PRICING, 600)
+    # Her own home, and any home for an operator, work.
+    for read in _home_reads(db, ALICE, "a") + _home_reads(db, OLGA, "b"):
+        read()
+    assert data.homes_for(db, ALICE) == ["a"] and data.homes_for(db, OLGA) == ["a", "b"]
+
+
+def test_fleet_users_and_decisions_need_their_roles(db, store_url, accounts):
+    _two_homes(store_url)
+    with pytest.raises(AccessDenied, match="operators"):
+        data.fleet(db, ALICE, T0, 600, 600)
+    with pytest.raises(AccessDenied, match="administrators"):
+        data.audit_log(db, OLGA)
+    with pytest.raises(AccessDenied, match="Only the household"):
+        data.decide_recommendation(db, accounts, OLGA, "a", "standby_waste", "", "accepted")
+    with pytest.raises(AccessDenied):
+        data.decide_recommendation(db, accounts, ALICE, "b", "standby_waste", "", "accepted")
+    assert data.decide_recommendation(db, accounts, ALICE, "a", "standby_waste", "", "accepted")
+    assert data.recommendations(db, OLGA, "b")["status"].to_list() == ["new"]
+    assert data.fleet(db, OLGA, T0 + timedelta(minutes=10), 600, 600).homes.height == 2
+
+
+def test_commands_are_refused_before_anything_is_sent(db, store_url, accounts):
+    _two_homes(store_url)
+    settings = ViewerSettings(mqtt_url="mqtt://127.0.0.1:1")  # nothing listens: must not be reached
+    with pytest.raises(AccessDenied):
+        control.send_command(db, accounts, settings, ALICE, "b", "kettle", CommandState.OFF)
+    with pytest.raises(control.CommandRefused, match="mains is a meter: it cannot be switched"):
+        control.send_command(db, accounts, settings, ALICE, "a", "mains", CommandState.OFF)
+    with pytest.raises(AccessDenied, match="no device 'oven'"):
+        control.send_command(db, accounts, settings, ALICE, "a", "oven", CommandState.OFF)
+    assert db.rows("SELECT count(*) FROM device_commands")[0][0] == 0
+
+
+# ------------------------------------------------------------------------------ the numbers
+
+def test_unmetered_band_is_the_meter_minus_its_sub_meters():
+    t = [T0, T0 + timedelta(hours=1)]
+    usage = pl.DataFrame({"device_id": ["mains", "mains", "kettle", "kettle", "pv"],
+                          "kind": ["meter", "meter", "appliance", "appliance", "pv"],
+                          "bucket": [t[0], t[1], t[0], t[1], t[1]],
+                          "wh": [500.0, 100.0, 200.0, 300.0, -250.0], "minutes": [60] * 5})
+    bands = data.with_unmetered(usage).sort("device_id", "bucket")
+    rest = bands.filter(pl.col("device_id") == data.UNMETERED)
+    # Hour 0: 500 - 200. Hour 1: the meter saw 100 net of 250 of PV: 100 - 300 + 250 = 50.
+    assert rest["wh"].to_list() == [300.0, 50.0]
+    assert "mains" not in bands["device_id"].to_list()
+    no_meter = usage.filter(pl.col("kind") != "meter")
+    assert data.with_unmetered(no_meter).equals(no_meter)
+
+
+def test_resolution_is_coarsened_to_keep_charts_readable():
+    day = timedelta(days=1)
+    assert data.pick_resolution(T0, T0 + day, None) == (60, "")
+    assert data.pick_resolution(T0, T0 + 7 * day, None) == (900, "")
+    assert data.pick_resolution(T0, T0 + 90 * day, None) == (3600, "")
+    assert data.pick_resolution(T0, T0 + 365 * day, None) == (86400, "")
+    step, note = data.pick_resolution(T0, T0 + 30 * day, 60)
+    assert step == 900 and note.startswith("1 min over this range would draw 43,200 points per")
+    assert data.pick_resolution(T0, T0 + 30 * day, 86400) == (86400, "")
+
+
+def test_base_load_is_the_quiet_hours_floor():
+    hours = pl.DataFrame({"mean_w": [100.0] * 20 + [2000.0] * 28, "minutes": [60] * 48})
+    assert data.base_load(hours) == pytest.approx(100.0)
+    assert data.base_load(hours.head(10)) is None  # less than a day
+    partial = hours.with_columns(pl.when(pl.col("mean_w") < 500).then(10).otherwise(60).alias("minutes"))
+    assert data.base_load(partial) == pytest.approx(2000.0)  # thin hours do not count
+
+
+def test_costs_follow_the_stores_time_of_use_tariff_per_device(db, store_url):
+    from pipeline.tariff import Tariff, TariffBook, TariffKind, TouPeriod
+    from ui.cost import load_pricing
+
+    batch = Batch(readings=[Reading("a", "mains", T0, 500.0, kind=DeviceKind.METER),
+                            Reading("a", "kettle", T0, 200.0)])  # registers the devices
+    for i in range(60):  # 12:00-13:00: meter 500 W, kettle 200 W, so 300 W unmetered
+        t = T0 + timedelta(minutes=i)
+        batch.device_windows += [
+            DeviceWindow("a", "mains", DeviceKind.METER, t, 500.0, 500, 500, 500 / 60, 1),
+            DeviceWindow("a", "kettle", DeviceKind.APPLIANCE, t, 200.0, 200, 200, 200 / 60, 1)]
+        batch.home_windows.append(HomeWindow("a", t, 500.0, 500, 500, 500 / 60, 1))
+    peak = TouPeriod("peak", 12 * 60 + 30, 13 * 60, 1.0)  # 12:30-13:00 at 1.00, else 0.20
+    tou = Tariff(T0 - timedelta(days=30), TariffKind.TOU, "EUR", "UTC", "test", 0.20,
+                 periods=(peak,))
+    store = open_store(store_url)
+    try:
+        store.write(batch)
+        store.upsert_tariffs(TariffBook("EUR", (tou,)).to_rows())
+    finally:
+        store.close()
+    pricing = load_pricing(db, ViewerSettings())
+    assert pricing.currency == "EUR" and pricing.source.startswith("the store's tariffs (1)")
+    h = data.history(db, OLGA, "a", T0, T0 + timedelta(hours=1), None, "UTC", pricing)
+    cost = dict(h.totals.select("device_id", "cost").rows())
+    # 0.2 kWh of kettle and 0.3 kWh unmetered, half at 0.20 and half at 1.00 per kWh.
+    assert cost["kettle"] == pytest.approx(0.1 * 0.20 + 0.1 * 1.00)
+    assert cost["unmetered"] == pytest.approx(0.15 * 0.20 + 0.15 * 1.00)
+    assert h.total_kwh == pytest.approx(0.5) and h.total_cost == pytest.approx(0.30)
+    # Base load per year is priced at the coming week's average: (23.5 h x 0.2 + 0.5 h x 1) / 24.
+    assert pricing.mean_import_price("a", T0) == pytest.approx((23.5 * 0.2 + 0.5 * 1.0) / 24)
+
+
+def test_without_a_tariff_the_flat_price_applies_and_says_so(db, store_url):
+    from ui.cost import load_pricing
+
+    _two_homes(store_url)
+    pricing = load_pricing(db, ViewerSettings(flat_price_per_kwh=0.5, currency="GBP"))
+    assert pricing.source == "flat 0.50 GBP/kWh (no tariff in the store)"
+    h = data.history(db, OLGA, "a", T0, T0 + timedelta(minutes=10), None, "UTC", pricing)
+    assert h.total_kwh == pytest.approx(500 / 6 / 1000)
+    assert h.total_cost == pytest.approx(500 / 6 / 1000 * 0.5)

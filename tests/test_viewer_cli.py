@@ -1,0 +1,74 @@
+"""`shems ui` starts on an empty store (creating the schema); `shems user` manages accounts."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from tests.viewer_server import ROOT, ViewerServer
+from ui.accounts import Accounts
+from ui.auth import Role
+from ui.db import Database
+
+
+def shems(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "pipeline.cli", *args], cwd=ROOT, input=stdin,
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_shems_ui_starts_on_an_empty_postgres_and_creates_the_schema(pg_url):
+    server = ViewerServer(pg_url)
+    try:
+        server.wait_healthy()
+        db = Database(pg_url, migrate=False)
+        try:
+            assert db.rows("SELECT max(version) FROM schema_migrations") == [(5,)]
+            assert db.rows("SELECT count(*) FROM users") == [(0,)]
+        finally:
+            db.close()
+    finally:
+        server.stop()
+    assert "shems viewer on http://127.0.0.1:" in server.log.read_text()
+
+
+def test_shems_ui_says_what_is_wrong_with_a_bad_store():
+    proc = shems("ui", "--store-url", "postgresql://nobody@127.0.0.1:1/none", "--port", "8765")
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("shems: error: cannot open the store postgresql://nobody@127.0.0.1:1/none")
+
+
+def test_user_add_passwd_list_remove(sqlite_url):
+    added = shems("user", "add", "alice", "--role", "homeowner", "--home", "h1", "--home", "h2",
+                  "--password-stdin", "--store-url", sqlite_url, stdin="first-password\n")
+    assert added.returncode == 0, added.stderr
+    assert added.stdout.strip() == "added alice (homeowner: h1, h2)"
+    shems("user", "add", "olga", "--role", "operator", "--password-stdin", "--store-url", sqlite_url,
+          stdin="olga-password\n")
+    listed = shems("user", "list", "--store-url", sqlite_url)
+    assert listed.stdout.splitlines() == ["alice\thomeowner\th1,h2", "olga\toperator\t"]
+    assert shems("user", "passwd", "alice", "--password-stdin", "--store-url", sqlite_url,
+                 stdin="second-password\n").returncode == 0
+    db = Database(sqlite_url, migrate=False)
+    try:
+        accounts = Accounts(db)
+        assert accounts.sign_in("alice", "second-password").principal.role is Role.HOMEOWNER
+        assert shems("user", "remove", "alice", "--store-url", sqlite_url).returncode == 0
+        assert accounts.principal("alice") is None
+        actions = [a for (a,) in db.rows("SELECT action FROM audit_log WHERE username LIKE 'cli%' "
+                                         "ORDER BY id")]
+        assert actions == ["user_add", "user_add", "user_passwd", "user_remove"]
+    finally:
+        db.close()
+
+
+def test_user_errors_are_sentences_with_a_non_zero_exit(sqlite_url):
+    short = shems("user", "add", "bob", "--home", "h1", "--password-stdin", "--store-url", sqlite_url,
+                  stdin="short\n")
+    assert short.returncode == 2 and "a password needs at least 10 characters" in short.stderr
+    no_home = shems("user", "add", "bob", "--password-stdin", "--store-url", sqlite_url,
+                    stdin="long-enough-1\n")
+    assert no_home.returncode == 2 and "a homeowner needs at least one home (--home)" in no_home.stderr
+    no_tty = shems("user", "add", "bob", "--home", "h1", "--store-url", sqlite_url, stdin="")
+    assert no_tty.returncode == 2 and "--password-stdin" in no_tty.stderr
+    missing = shems("user", "remove", "nobody", "--store-url", sqlite_url)
+    assert missing.returncode == 1 and "no user 'nobody'" in missing.stderr

@@ -1,0 +1,355 @@
+"""Every page of the viewer through Streamlit's AppTest, for a homeowner, an operator and an admin,
+against a store filled through the real import path, in SQLite and in PostgreSQL."""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import timedelta
+
+import psycopg
+import pytest
+import streamlit as st
+from streamlit.testing.v1 import AppTest
+
+from tests.conftest import PG_ADMIN_URL, _unique
+from tests.viewer_seed import (APP, OTHER_ANOMALY, OTHER_HOME, OTHER_RECOMMENDATION, OWN_HOME,
+                               PASSWORDS, apply_env, seed, viewer_env)
+from ui.accounts import Accounts
+from ui.db import Database
+
+HOME_PAGES = ["views/live.py", "views/history.py", "views/forecast.py", "views/alerts.py",
+              "views/devices.py"]
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def seeded(request, tmp_path_factory):
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path_factory.mktemp('viewer') / 'viewer.db'}"
+        yield seed(url)
+        st.cache_resource.clear()
+        return
+    name = _unique("shems_viewer")
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    url = f"{PG_ADMIN_URL.rsplit('/', 1)[0]}/{name}"
+    yield seed(url)
+    st.cache_resource.clear()  # closes the viewer's pool before the database goes
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(autouse=True)
+def env(seeded, monkeypatch):
+    apply_env(monkeypatch, viewer_env(seeded.url))
+
+
+_TOKENS: dict[tuple[str, str], str] = {}
+
+
+def token(url: str, user: str, fresh: bool = False) -> str:
+    """A session token; one per user and store unless ``fresh`` (Argon2 takes ~0.4 s a sign-in)."""
+    if fresh or (url, user) not in _TOKENS:
+        db = Database(url, migrate=False)
+        try:
+            new = Accounts(db).sign_in(user, PASSWORDS[user]).token
+        finally:
+            db.close()
+        if fresh:
+            return new  # the test may end it; later tests keep the shared one
+        _TOKENS[(url, user)] = new
+    return _TOKENS[(url, user)]
+
+
+def signed_in(url: str, user: str, fresh: bool = False, **query: str) -> AppTest:
+    at = AppTest.from_file(str(APP), default_timeout=60)
+    at.session_state["session_token"] = token(url, user, fresh)
+    at.query_params.update(query)
+    return at.run()
+
+
+def texts(at: AppTest) -> str:
+    """Everything a person could read on the page, as one string."""
+    parts = [e.value for kind in ("title", "subheader", "markdown", "caption", "info", "warning",
+                                  "error", "success") for e in getattr(at, kind)]
+    parts += [f"{m.label} {m.value}" for m in at.metric]
+    parts += [d.value.to_string() for d in at.dataframe]
+    return "\n".join(str(p) for p in parts)
+
+
+def charts(at: AppTest) -> list:
+    return at.get("plotly_chart")
+
+
+def no_failures(at: AppTest) -> None:
+    assert not at.exception, [e.value for e in at.exception]
+    assert not at.error, [e.value for e in at.error]
+
+
+# ------------------------------------------------------------------------------------ sign-in
+
+def test_sign_in_form_refuses_a_wrong_password_and_opens_the_live_page(seeded):
+    at = AppTest.from_file(str(APP), default_timeout=60).run()
+    assert at.title[0].value == "shems · sign in"
+    at.text_input(key="signin_user").input("alice")
+    at.text_input(key="signin_password").input("not-the-password")
+    at.button[0].click().run()
+    assert at.error[0].value == "Wrong user name or password."
+    assert not at.metric
+    at.text_input(key="signin_password").input(PASSWORDS["alice"])
+    at.button[0].click().run()
+    no_failures(at)
+    assert at.title[0].value == f"Live · {OWN_HOME}"
+    assert at.metric[0].label == "Power now"
+
+
+@pytest.fixture
+def forget_olgas_failures(seeded):
+    yield
+    db = Database(seeded.url, migrate=False)
+    try:
+        db.execute("DELETE FROM signin_attempts WHERE username = 'olga'")
+    finally:
+        db.close()
+
+
+def test_sign_in_is_rate_limited_after_five_failures(seeded, forget_olgas_failures):
+    at = AppTest.from_file(str(APP), default_timeout=60).run()
+    at.text_input(key="signin_user").input("olga")
+    for _ in range(5):
+        at.text_input(key="signin_password").input("wrong-password")
+        at.button[0].click().run()
+        assert at.error[0].value == "Wrong user name or password."
+    at.text_input(key="signin_password").input(PASSWORDS["olga"])
+    at.button[0].click().run()
+    assert at.error[0].value.startswith("Too many failed sign-ins. Try again in 15 minutes")
+    assert at.title[0].value == "shems · sign in"
+    # Other users are not locked out by olga's failures.
+    at.text_input(key="signin_user").input("adam")
+    at.text_input(key="signin_password").input(PASSWORDS["adam"])
+    at.button[0].click().run()
+    assert at.title[0].value.startswith("Live · ")
+
+
+def test_an_expired_session_returns_to_sign_in(seeded):
+    at = signed_in(seeded.url, "alice", fresh=True)
+    assert at.title[0].value == f"Live · {OWN_HOME}"
+    # 31 minutes without a page view: past the 30-minute idle limit.
+    db = Database(seeded.url, migrate=False)
+    try:
+        db.execute("UPDATE sessions SET last_seen = :t WHERE token_hash = :h",
+                   {"t": seeded.now - timedelta(minutes=31),
+                    "h": hashlib.sha256(at.session_state["session_token"].encode()).hexdigest()})
+    finally:
+        db.close()
+    at.run()
+    assert at.title[0].value == "shems · sign in"
+    assert at.warning[0].value == "Your session expired. Please sign in again."
+    assert "session_token" not in at.session_state
+
+
+def test_sign_out_ends_the_session(seeded):
+    at = signed_in(seeded.url, "alice", fresh=True)
+    token = at.session_state["session_token"]
+    at.sidebar.button[0].click().run()
+    assert at.title[0].value == "shems · sign in"
+    db = Database(seeded.url, migrate=False)
+    try:
+        with pytest.raises(Exception, match="ended"):
+            Accounts(db).resume(token)
+    finally:
+        db.close()
+
+
+# ------------------------------------------------------------------------------------ homeowner
+
+@pytest.mark.parametrize("page", HOME_PAGES)
+def test_every_home_page_renders_for_the_homeowner(seeded, page):
+    at = signed_in(seeded.url, "alice")
+    at.switch_page(page).run()
+    no_failures(at)
+    assert at.title[0].value.endswith(f"· {OWN_HOME}")
+    text = texts(at)
+    assert OTHER_HOME not in text and OTHER_ANOMALY not in text
+
+
+def test_homeowner_navigation_has_no_fleet_or_users_page(seeded):
+    at = signed_in(seeded.url, "alice")
+    for page in ("views/fleet.py", "views/users.py"):
+        with pytest.raises(ValueError, match="Could not find a navigation page"):
+            at.switch_page(page)
+    assert at.sidebar.selectbox[0].options == [OWN_HOME]
+
+
+@pytest.mark.parametrize("page", HOME_PAGES)
+def test_a_homeowner_asking_for_another_home_gets_an_error_and_none_of_its_data(seeded, page):
+    at = signed_in(seeded.url, "alice")
+    at.switch_page(page)
+    at.query_params["home"] = OTHER_HOME
+    at.run()
+    assert not at.exception
+    assert [e.value for e in at.error] == [f"You do not have access to home '{OTHER_HOME}'."]
+    assert not at.metric and not at.dataframe and not charts(at)
+    text = texts(at)
+    assert OTHER_ANOMALY not in text and OTHER_RECOMMENDATION not in text
+    # Back to her own home the page works again.
+    at.query_params["home"] = OWN_HOME
+    at.run()
+    no_failures(at)
+
+
+def test_live_page_shows_power_today_and_that_the_data_is_stale(seeded):
+    at = signed_in(seeded.url, "alice")
+    no_failures(at)
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Power now"].endswith(" W") and metrics["Power now"] != "—"
+    assert metrics["Today so far"].endswith(" kWh")
+    assert metrics["Cost today"].endswith(" GBP")
+    # The REFIT slice ends 20 minutes before the seed: stale against a 10-minute limit.
+    assert at.warning[0].value.startswith("Stale data: the newest reading is 2")
+    devices = at.dataframe[0].value
+    assert {"mains", "kettle", "unmetered"} <= set(devices["device_id"])
+    assert len(charts(at)) == 2
+
+
+def test_live_page_of_a_fresh_home_is_not_stale(seeded):
+    at = signed_in(seeded.url, "olga", home=OTHER_HOME)
+    no_failures(at)
+    assert not [w for w in at.warning if w.value.startswith("Stale")]
+
+
+def test_history_shows_bands_with_unmetered_costs_and_comparison(seeded):
+    at = signed_in(seeded.url, "olga", home=OTHER_HOME)
+    at.switch_page("views/history.py").run()
+    no_failures(at)
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Energy"].endswith(" kWh") and metrics["Cost"].endswith(" GBP")
+    assert "prices: the store's tariffs (1)" in texts(at)
+    assert metrics["Base load"].endswith(" W") and metrics["Base load"] != "—"
+    top = at.dataframe[0].value
+    assert "unmetered" in set(top["device_id"]) and "mains" not in set(top["device_id"])
+    assert abs(top["% of energy"].sum() - 100) < 0.5
+    assert len(charts(at)) == 5  # usage, cost, comparison, two heat maps
+    assert [b.proto.label for b in at.get("download_button")] == ["Download CSV", "Download Parquet"]
+    # A day at a time at 1-minute resolution.
+    at.date_input(key="history_range").set_value((seeded.now.date(), seeded.now.date()))
+    at.selectbox(key="history_resolution").set_value("1 min").run()
+    no_failures(at)
+    assert "Resolution 1 min" in texts(at)
+
+
+def test_history_coarsens_a_resolution_too_fine_for_the_range(seeded):
+    at = signed_in(seeded.url, "olga", home=OTHER_HOME)
+    at.switch_page("views/history.py").run()
+    at.selectbox(key="history_resolution").set_value("1 min").run()
+    no_failures(at)
+    assert "1 min over this range would draw" in at.info[0].value
+
+
+def test_forecast_page_shows_forecast_actual_and_errors(seeded):
+    at = signed_in(seeded.url, "alice")
+    at.switch_page("views/forecast.py").run()
+    no_failures(at)
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Recent error (all horizons)"].endswith(" W")
+    assert len(charts(at)) == 2
+    scores = at.dataframe[0].value
+    assert len(scores) == 24 and scores["model"].iloc[0] == "test-model"
+
+
+def test_alerts_accept_and_dismiss_persist(seeded):
+    at = signed_in(seeded.url, "alice")
+    at.switch_page("views/alerts.py").run()
+    no_failures(at)
+    assert "The kettle has been on for 20 minutes" in at.warning[0].value
+    at.button(key="accept_0").click().run()
+    no_failures(at)
+    db = Database(seeded.url, migrate=False)
+    try:
+        rows = db.rows("SELECT status, status_changed_by FROM recommendations WHERE home_id = :h",
+                       {"h": OWN_HOME})
+        assert rows == [("accepted", "alice")]
+        assert "Accepted by alice" in texts(at)
+        at.button(key="dismiss_0").click().run()
+        rows = db.rows("SELECT status FROM recommendations WHERE home_id = :h", {"h": OWN_HOME})
+        assert rows == [("dismissed",)]
+        audit = db.rows("SELECT action FROM audit_log WHERE username = 'alice' AND home_id = :h "
+                        "ORDER BY id", {"h": OWN_HOME})
+        assert [a for (a,) in audit][-2:] == ["recommendation_accepted", "recommendation_dismissed"]
+    finally:
+        db.execute("UPDATE recommendations SET status = 'new'")
+        db.close()
+
+
+def test_devices_page_lists_switchable_devices(seeded):
+    at = signed_in(seeded.url, "alice")
+    at.switch_page("views/devices.py").run()
+    no_failures(at)
+    assert set(at.selectbox(key="control_device").options) == {
+        "kettle", "dishwasher", "washing_machine", "microwave"}
+    assert at.button(key="control_off") and at.button(key="control_on")
+
+
+# ------------------------------------------------------------------------------------ operator
+
+@pytest.mark.parametrize("page", HOME_PAGES)
+def test_every_home_page_renders_for_the_operator_on_any_home(seeded, page):
+    for home in (OWN_HOME, OTHER_HOME):
+        at = signed_in(seeded.url, "olga", home=home)
+        at.switch_page(page).run()
+        no_failures(at)
+        assert at.title[0].value.endswith(f"· {home}")
+
+
+def test_operator_sees_the_fleet(seeded):
+    at = signed_in(seeded.url, "olga")
+    at.switch_page("views/fleet.py").run()
+    no_failures(at)
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Homes reporting"] == "1 / 2"  # the REFIT slice is 20 minutes old
+    assert metrics["Homes with open anomalies"] == "2"
+    assert metrics["Ingest"].endswith("readings/s")
+    text = texts(at)
+    assert OWN_HOME in text and OTHER_HOME in text
+    assert len(charts(at)) == 1
+    with pytest.raises(ValueError, match="Could not find a navigation page"):
+        at.switch_page("views/users.py")
+
+
+def test_operator_cannot_decide_a_households_recommendation(seeded):
+    at = signed_in(seeded.url, "olga", home=OWN_HOME)
+    at.switch_page("views/alerts.py").run()
+    no_failures(at)
+    assert not at.main.button
+    assert "Only the household decides on its recommendations." in texts(at)
+
+
+# ------------------------------------------------------------------------------------ admin
+
+def test_admin_manages_users_and_reads_the_audit_log(seeded):
+    at = signed_in(seeded.url, "adam")
+    at.switch_page("views/users.py").run()
+    no_failures(at)
+    users = at.dataframe[0].value
+    assert {"alice", "olga", "adam"} <= set(users["user"])
+    at.text_input(key="add_name").input("hugo")
+    at.selectbox(key="add_role").set_value("homeowner")
+    at.multiselect(key="add_homes").set_value([OTHER_HOME])
+    at.text_input(key="add_password").input("hugo-password-1")
+    at.button[0].click().run()
+    no_failures(at)
+    assert "hugo" in set(at.dataframe[0].value["user"])
+    log = at.dataframe[1].value
+    assert "user_add" in set(log["action"])
+    db = Database(seeded.url, migrate=False)
+    try:
+        assert Accounts(db).principal("hugo").homes == frozenset({OTHER_HOME})
+        Accounts(db).remove_user("hugo", by="test")
+    finally:
+        db.close()
+
+
+@pytest.mark.parametrize("page", HOME_PAGES + ["views/fleet.py"])
+def test_every_page_renders_for_the_admin(seeded, page):
+    at = signed_in(seeded.url, "adam", home=OTHER_HOME)
+    at.switch_page(page).run()
+    no_failures(at)

@@ -1,0 +1,265 @@
+"""Users, their homes, sessions, rate-limited sign-in and the audit log, all kept in the store.
+
+Passwords are hashed with Argon2id (argon2-cffi's ``PasswordHasher`` and its RFC 9106 defaults);
+a hash made with older parameters is replaced at the next successful sign-in. Everything lives in
+the store rather than in the viewer process, so several viewer replicas share users, sessions,
+sign-in limits and the audit log.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import Callable, Iterable
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
+
+from ui.auth import Principal, Role
+from ui.db import Database, Transaction
+from ui.settings import ViewerSettings
+
+MIN_PASSWORD_LENGTH = 10
+_USERNAME = re.compile(r"^[A-Za-z0-9._@-]{1,64}$")
+_HASHER = PasswordHasher()
+# Verified when the user name is unknown, so an attacker cannot tell names apart by timing.
+_DUMMY_HASH = _HASHER.hash(secrets.token_urlsafe(16))
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class SignInError(Exception):
+    """A refused sign-in; the message is what the person sees."""
+
+    def __init__(self, message: str, retry_after: timedelta | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class SessionExpired(Exception):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class User:
+    username: str
+    role: Role
+    homes: tuple[str, ...]
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Session:
+    token: str  # given to the browser session only; the store keeps its hash
+    principal: Principal
+    expires_at: datetime
+
+
+def validate_username(username: str) -> str:
+    if not _USERNAME.match(username or ""):
+        raise ValueError("a user name is 1-64 letters, digits, '.', '_', '@' or '-'")
+    return username
+
+
+def validate_password(password: str) -> str:
+    if len(password or "") < MIN_PASSWORD_LENGTH:
+        raise ValueError(f"a password needs at least {MIN_PASSWORD_LENGTH} characters")
+    return password
+
+
+def _token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+class Accounts:
+    def __init__(self, db: Database, settings: ViewerSettings | None = None,
+                 clock: Callable[[], datetime] = utcnow) -> None:
+        self.db = db
+        self.settings = settings or ViewerSettings()
+        self.clock = clock
+
+    # ------------------------------------------------------------------ user management
+    def add_user(self, username: str, password: str, role: Role, homes: Iterable[str] = (),
+                 *, by: str) -> None:
+        validate_username(username)
+        validate_password(password)
+        role = Role(role)
+        homes = sorted(set(homes))
+        if role is Role.HOMEOWNER and not homes:
+            raise ValueError("a homeowner needs at least one home (--home)")
+        now = self.clock()
+        with self.db.transaction() as tx:
+            if tx.rows("SELECT 1 FROM users WHERE username = :u", {"u": username}):
+                raise ValueError(f"user {username!r} already exists")
+            tx.execute("INSERT INTO users (username, password_hash, role, created_at, "
+                       "password_changed_at) VALUES (:u, :h, :r, :now, :now)",
+                       {"u": username, "h": _HASHER.hash(password), "r": role.value, "now": now})
+            self._write_homes(tx, username, homes)
+            self._audit(tx, by, "user_add", detail=f"{username} as {role.value}"
+                        + (f" of {', '.join(homes)}" if homes else ""))
+
+    def remove_user(self, username: str, *, by: str) -> bool:
+        with self.db.transaction() as tx:
+            found = tx.execute("DELETE FROM users WHERE username = :u", {"u": username}) == 1
+            tx.execute("DELETE FROM user_homes WHERE username = :u", {"u": username})
+            tx.execute("DELETE FROM sessions WHERE username = :u", {"u": username})
+            if found:
+                self._audit(tx, by, "user_remove", detail=username)
+        return found
+
+    def set_password(self, username: str, password: str, *, by: str) -> bool:
+        """Also ends the user's sessions: a password change locks out whoever knew the old one."""
+        validate_password(password)
+        with self.db.transaction() as tx:
+            found = tx.execute(
+                "UPDATE users SET password_hash = :h, password_changed_at = :now WHERE username = :u",
+                {"u": username, "h": _HASHER.hash(password), "now": self.clock()}) == 1
+            if found:
+                tx.execute("DELETE FROM sessions WHERE username = :u", {"u": username})
+                self._audit(tx, by, "user_passwd", detail=username)
+        return found
+
+    def set_access(self, username: str, role: Role, homes: Iterable[str], *, by: str) -> bool:
+        role, homes = Role(role), sorted(set(homes))
+        if role is Role.HOMEOWNER and not homes:
+            raise ValueError("a homeowner needs at least one home")
+        with self.db.transaction() as tx:
+            found = tx.execute("UPDATE users SET role = :r WHERE username = :u",
+                               {"u": username, "r": role.value}) == 1
+            if found:
+                self._write_homes(tx, username, homes)
+                self._audit(tx, by, "user_access", detail=f"{username}: {role.value}"
+                            + (f" of {', '.join(homes)}" if homes else ""))
+        return found
+
+    @staticmethod
+    def _write_homes(tx: Transaction, username: str, homes: list[str]) -> None:
+        tx.execute("DELETE FROM user_homes WHERE username = :u", {"u": username})
+        for home in homes:
+            tx.execute("INSERT INTO user_homes (username, home_id) VALUES (:u, :h)",
+                       {"u": username, "h": home})
+
+    def users(self) -> list[User]:
+        rows = self.db.rows(
+            f"SELECT u.username, u.role, {self.db.us('u.created_at')}, h.home_id FROM users u "
+            "LEFT JOIN user_homes h ON h.username = u.username ORDER BY u.username, h.home_id")
+        out: dict[str, User] = {}
+        for username, role, created, home in rows:
+            user = out.get(username) or User(username, Role(role), (), _from_us(created))
+            out[username] = User(user.username, user.role,
+                                 user.homes + ((home,) if home else ()), user.created_at)
+        return list(out.values())
+
+    def principal(self, username: str) -> Principal | None:
+        rows = self.db.rows("SELECT u.role, h.home_id FROM users u LEFT JOIN user_homes h "
+                            "ON h.username = u.username WHERE u.username = :u", {"u": username})
+        if not rows:
+            return None
+        return Principal(username, Role(rows[0][0]), frozenset(h for _, h in rows if h))
+
+    # ------------------------------------------------------------------ sign-in
+    def sign_in(self, username: str, password: str, client: str | None = None) -> Session:
+        """A new session, or SignInError with a sentence for the person. Wrong name and wrong
+        password read the same; after too many failures even the right password is refused
+        until the window has passed."""
+        now = self.clock()
+        key = (username or "")[:64]
+        s = self.settings
+        with self.db.transaction() as tx:
+            if self.db.dialect == "postgres":  # serialise attempts on one name (SQLite: BEGIN IMMEDIATE)
+                tx.execute("SELECT pg_advisory_xact_lock(hashtext(:u))", {"u": key})
+            wait = self._locked_for(tx, key, now)
+            if wait is not None:
+                minutes = max(1, int(wait.total_seconds() // 60) + (wait.total_seconds() % 60 > 0))
+                raise SignInError(f"Too many failed sign-ins. Try again in {minutes} minute"
+                                  f"{'s' if minutes > 1 else ''}.", wait)
+            row = tx.rows("SELECT password_hash FROM users WHERE username = :u", {"u": key})
+            ok = False
+            try:
+                ok = _HASHER.verify(row[0][0] if row else _DUMMY_HASH, password or "") and bool(row)
+            except (VerifyMismatchError, VerificationError, InvalidHashError):
+                ok = False
+            tx.execute("INSERT INTO signin_attempts (username, at, ok, client) "
+                       "VALUES (:u, :at, :ok, :client)",
+                       {"u": key, "at": now, "ok": ok, "client": client})
+            if not ok:
+                self._audit(tx, key, "signin_failed", detail=client or "")
+            else:
+                if _HASHER.check_needs_rehash(row[0][0]):
+                    tx.execute("UPDATE users SET password_hash = :h WHERE username = :u",
+                               {"u": key, "h": _HASHER.hash(password)})
+                token = secrets.token_urlsafe(32)
+                expires = now + s.session_max
+                tx.execute("INSERT INTO sessions (token_hash, username, created_at, last_seen, "
+                           "expires_at) VALUES (:t, :u, :now, :now, :exp)",
+                           {"t": _token_hash(token), "u": key, "now": now, "exp": expires})
+                tx.execute("DELETE FROM sessions WHERE expires_at < :now", {"now": now})
+                self._audit(tx, key, "signin", detail=client or "")
+        if not ok:
+            # Committed above: the failure counts even though we raise.
+            raise SignInError("Wrong user name or password.")
+        principal = self.principal(key)
+        assert principal is not None
+        return Session(token, principal, expires)
+
+    def _locked_for(self, tx: Transaction, username: str, now: datetime) -> timedelta | None:
+        s = self.settings
+        window_start = now - timedelta(seconds=s.signin_window_s)
+        last_ok = tx.rows(f"SELECT max({self.db.us('at')}) FROM signin_attempts "
+                          "WHERE username = :u AND ok = :t AND at >= :w",
+                          {"u": username, "t": True, "w": window_start})[0][0]
+        since = max(window_start, _from_us(last_ok)) if last_ok is not None else window_start
+        failures = [_from_us(t) for (t,) in tx.rows(
+            f"SELECT {self.db.us('at')} FROM signin_attempts WHERE username = :u AND ok = :f "
+            "AND at > :since ORDER BY at DESC", {"u": username, "f": False, "since": since})]
+        if len(failures) < s.signin_max_failures:
+            return None
+        # Open again when the oldest of the last N failures leaves the window.
+        return failures[s.signin_max_failures - 1] + timedelta(seconds=s.signin_window_s) - now
+
+    def resume(self, token: str, *, touch: bool = True) -> Principal:
+        """The session's user; SessionExpired when it is unknown, idle too long, or too old.
+        ``touch`` counts this as activity (page runs do; the live page's auto-refresh does not)."""
+        now = self.clock()
+        rows = self.db.rows(f"SELECT username, {self.db.us('last_seen')}, {self.db.us('expires_at')} "
+                            "FROM sessions WHERE token_hash = :t", {"t": _token_hash(token)})
+        if not rows:
+            raise SessionExpired("Your session has ended. Please sign in again.")
+        username, last_seen, expires_at = rows[0]
+        if now >= _from_us(expires_at) or now - _from_us(last_seen) >= self.settings.session_idle:
+            self.db.execute("DELETE FROM sessions WHERE token_hash = :t", {"t": _token_hash(token)})
+            raise SessionExpired("Your session expired. Please sign in again.")
+        principal = self.principal(username)
+        if principal is None:
+            raise SessionExpired("Your account no longer exists.")
+        if touch:
+            self.db.execute("UPDATE sessions SET last_seen = :now WHERE token_hash = :t",
+                            {"now": now, "t": _token_hash(token)})
+        return principal
+
+    def sign_out(self, token: str, username: str) -> None:
+        with self.db.transaction() as tx:
+            tx.execute("DELETE FROM sessions WHERE token_hash = :t", {"t": _token_hash(token)})
+            self._audit(tx, username, "signout")
+
+    # ------------------------------------------------------------------ audit log
+    def audit(self, username: str, action: str, home_id: str | None = None,
+              device_id: str | None = None, detail: str = "") -> None:
+        with self.db.transaction() as tx:
+            self._audit(tx, username, action, home_id, device_id, detail)
+
+    def _audit(self, tx: Transaction, username: str, action: str, home_id: str | None = None,
+               device_id: str | None = None, detail: str = "") -> None:
+        tx.execute("INSERT INTO audit_log (at, username, action, home_id, device_id, detail) "
+                   "VALUES (:at, :u, :a, :h, :d, :detail)",
+                   {"at": self.clock(), "u": username, "a": action, "h": home_id, "d": device_id,
+                    "detail": detail})
+
+
+def _from_us(us: int | None) -> datetime:
+    return datetime(1970, 1, 1, tzinfo=timezone.utc) + timedelta(microseconds=int(us))

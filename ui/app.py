@@ -1,0 +1,98 @@
+"""The shems viewer (``shems ui``): sign-in, then the pages the user's role allows.
+
+Streamlit runs this script on every interaction; it checks the session against the store each
+time, so an expired session or a removed user ends at the next click.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import streamlit as st
+
+from ui.accounts import SignInError
+from ui.auth import Role
+from ui.common import HOME, NOTICE, PRINCIPAL, TOKEN, current_principal, requested_home, viewer
+from ui.data import homes_for
+
+# Not "pages/": Streamlit would also serve a folder of that name as pages of its own, signed in
+# or not.
+PAGES = Path(__file__).parent / "views"
+
+st.set_page_config(page_title="shems", page_icon=":material/bolt:", layout="wide")
+v = viewer()
+
+
+def sign_in() -> None:
+    st.title("shems · sign in")
+    notice = st.session_state.pop(NOTICE, None)
+    if notice:
+        st.warning(notice)
+    with st.form("signin"):
+        username = st.text_input("User name", key="signin_user")
+        password = st.text_input("Password", type="password", key="signin_password")
+        submitted = st.form_submit_button("Sign in", type="primary")
+    if submitted:
+        try:
+            session = v.accounts.sign_in(username.strip(), password, _client())
+        except SignInError as exc:
+            st.error(str(exc))
+            return
+        st.session_state[TOKEN] = session.token
+        st.session_state[PRINCIPAL] = session.principal
+        st.rerun()
+
+
+def _client() -> str | None:
+    try:
+        ip = st.context.ip_address
+    except Exception:  # no browser connection
+        return None
+    return ip if isinstance(ip, str) else None  # AppTest has no real client either
+
+
+p = current_principal(v, touch=True)
+if p is None:
+    # No navigation at all before sign-in: whatever page a URL names, this run shows the form.
+    sign_in()
+    st.stop()
+
+home_pages = [
+    st.Page(PAGES / "live.py", title="Live", icon=":material/bolt:", default=True),
+    st.Page(PAGES / "history.py", title="History", icon=":material/show_chart:"),
+    st.Page(PAGES / "forecast.py", title="Forecast", icon=":material/online_prediction:"),
+    st.Page(PAGES / "alerts.py", title="Alerts", icon=":material/notifications:"),
+    st.Page(PAGES / "devices.py", title="Devices", icon=":material/power:"),
+]
+sections = {"Home": home_pages}
+if p.sees_fleet:
+    sections["Fleet"] = [st.Page(PAGES / "fleet.py", title="Fleet", icon=":material/location_city:")]
+if p.role is Role.ADMIN:
+    sections["Admin"] = [st.Page(PAGES / "users.py", title="Users", icon=":material/manage_accounts:")]
+page = st.navigation(sections)
+
+with st.sidebar:
+    st.caption(f"Signed in as **{p.username}** ({p.role.value})")
+    homes = homes_for(v.db, p)
+    home = requested_home(v, p)
+    if homes:
+        def _picked() -> None:
+            st.session_state[HOME] = st.session_state["home_picker"]
+            st.query_params[HOME] = st.session_state["home_picker"]
+
+        st.selectbox("Home", homes, index=homes.index(home) if home in homes else None,
+                     key="home_picker", on_change=_picked, placeholder="choose a home")
+    if home is not None:
+        if p.can_view(home):
+            st.session_state[HOME] = home
+        # Keep the home in the URL so a link (or a reload) opens the same home; a home the user
+        # may not see stays in the URL too, and the page says it is refused.
+        st.query_params[HOME] = home
+    if st.button("Sign out"):
+        v.accounts.sign_out(st.session_state[TOKEN], p.username)
+        for key in (TOKEN, PRINCIPAL, HOME):
+            st.session_state.pop(key, None)
+        st.query_params.clear()
+        st.rerun()
+
+page.run()

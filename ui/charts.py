@@ -1,0 +1,163 @@
+"""Plotly figures for the pages: pure functions from frames to figures, laid out to stay readable
+on a phone (legend below the plot, small margins, no fixed width)."""
+
+from __future__ import annotations
+
+import plotly.graph_objects as go
+import polars as pl
+
+from ui.data import UNMETERED, ForecastView
+
+WEEKDAYS = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"]
+UNMETERED_COLOUR = "#9aa0a6"
+# What st.plotly_chart gets as its config: no logo, responsive resizing, touch-friendly.
+CONFIG = {"displaylogo": False, "responsive": True, "scrollZoom": False,
+          "modeBarButtonsToRemove": ["lasso2d", "select2d"]}
+
+
+def _layout(fig: go.Figure, *, height: int = 360, y_title: str = "", x_title: str = "") -> go.Figure:
+    fig.update_layout(
+        height=height, margin=dict(l=8, r=8, t=32, b=8),
+        legend=dict(orientation="h", yanchor="top", y=-0.15, xanchor="left", x=0),
+        hovermode="x unified", font=dict(size=12),
+    )
+    fig.update_yaxes(title_text=y_title, automargin=True)
+    fig.update_xaxes(title_text=x_title, automargin=True)
+    return fig
+
+
+def _local(col: pl.Series, tz: str) -> list:
+    return col.dt.convert_time_zone(tz).to_list()
+
+
+def stacked_usage(bands: pl.DataFrame, tz: str) -> go.Figure:
+    """kWh per bucket, one stacked band per device plus the unmetered remainder; PV generation
+    (negative) as its own area below zero."""
+    fig = go.Figure()
+    totals = (bands.group_by("device_id").agg(pl.col("wh").sum()).sort("wh", descending=True))
+    order = [d for d in totals["device_id"].to_list() if d != UNMETERED] + (
+        [UNMETERED] if UNMETERED in totals["device_id"].to_list() else [])
+    for device in order:
+        rows = bands.filter(pl.col("device_id") == device).sort("bucket")
+        kind = rows["kind"][0]
+        negative = kind == "pv"
+        fig.add_trace(go.Scatter(
+            x=_local(rows["bucket"], tz), y=(rows["wh"] / 1000).to_list(), name=device,
+            mode="lines", line=dict(width=0.5, color=UNMETERED_COLOUR if device == UNMETERED else None),
+            stackgroup="generation" if negative else "usage",
+            hovertemplate="%{y:.3f} kWh",
+        ))
+    return _layout(fig, y_title="kWh per interval")
+
+
+def cost_by_device(totals: pl.DataFrame, currency: str) -> go.Figure:
+    rows = totals.sort("cost")
+    fig = go.Figure(go.Bar(x=rows["cost"].to_list(), y=rows["device_id"].to_list(), orientation="h",
+                           marker_color=[UNMETERED_COLOUR if d == UNMETERED else "#1f77b4"
+                                         for d in rows["device_id"].to_list()],
+                           hovertemplate=f"%{{x:.2f}} {currency}<extra></extra>"))
+    fig.update_layout(hovermode="closest")
+    return _layout(fig, height=max(220, 40 * rows.height + 80), x_title=currency)
+
+
+def period_comparison(totals: pl.DataFrame) -> go.Figure:
+    rows = totals.sort("kwh", descending=True)
+    devices = rows["device_id"].to_list()
+    fig = go.Figure([
+        go.Bar(name="this period", x=devices, y=rows["kwh"].to_list(), hovertemplate="%{y:.2f} kWh"),
+        go.Bar(name="previous period", x=devices, y=rows["prev_kwh"].to_list(),
+               hovertemplate="%{y:.2f} kWh"),
+    ])
+    fig.update_layout(barmode="group")
+    return _layout(fig, y_title="kWh")
+
+
+def daily_heatmap(profile: pl.DataFrame) -> go.Figure:
+    """Mean power by local hour (x) and day (y)."""
+    wide = (profile.pivot(on="hour", index="day", values="mean_w", aggregate_function="mean")
+            .sort("day"))
+    hours = sorted(int(h) for h in wide.columns if h != "day")
+    z = wide.select([str(h) for h in hours]).to_numpy() if hours else [[]]
+    fig = go.Figure(go.Heatmap(x=hours, y=[str(d) for d in wide["day"].to_list()], z=z,
+                               colorscale="YlOrRd", colorbar=dict(title="W"),
+                               hovertemplate="%{y} %{x}:00 — %{z:.0f} W<extra></extra>"))
+    fig.update_layout(hovermode="closest")
+    return _layout(fig, height=max(260, min(900, 14 * wide.height + 120)), x_title="hour of day")
+
+
+def weekly_heatmap(profile: pl.DataFrame) -> go.Figure:
+    """Mean power by local hour (x) and weekday (y): the household's week."""
+    grid = pl.DataFrame({"weekday": list(range(1, 8))}).join(
+        pl.DataFrame({"hour": list(range(24))}), how="cross").with_columns(
+        pl.col("weekday").cast(pl.Int8), pl.col("hour").cast(pl.Int8))
+    full = grid.join(profile.with_columns(pl.col("weekday").cast(pl.Int8), pl.col("hour").cast(pl.Int8)),
+                     on=["weekday", "hour"], how="left").sort("weekday", "hour")
+    z = full["mean_w"].to_numpy().reshape(7, 24)
+    fig = go.Figure(go.Heatmap(x=list(range(24)), y=WEEKDAYS, z=z, colorscale="YlOrRd",
+                               colorbar=dict(title="W"),
+                               hovertemplate="%{y} %{x}:00 — %{z:.0f} W<extra></extra>"))
+    fig.update_layout(hovermode="closest")
+    fig.update_yaxes(autorange="reversed")
+    return _layout(fig, height=300, x_title="hour of day")
+
+
+def recent_power(recent: pl.DataFrame, tz: str) -> go.Figure:
+    fig = go.Figure(go.Scatter(x=_local(recent["bucket"], tz), y=recent["mean_power_w"].to_list(),
+                               mode="lines", name="home", fill="tozeroy",
+                               hovertemplate="%{y:.0f} W"))
+    return _layout(fig, height=260, y_title="W (1-minute mean)")
+
+
+def device_power(devices: pl.DataFrame) -> go.Figure:
+    rows = devices.filter(pl.col("power_w").is_not_null() & (pl.col("kind") != "meter")).sort("power_w")
+    fig = go.Figure(go.Bar(x=rows["power_w"].to_list(), y=rows["device_id"].to_list(),
+                           orientation="h", hovertemplate="%{x:.0f} W<extra></extra>"))
+    fig.update_layout(hovermode="closest")
+    return _layout(fig, height=max(200, 36 * rows.height + 80), x_title="W now")
+
+
+def forecast_chart(view: ForecastView, tz: str) -> go.Figure:
+    f = view.forecast
+    x = _local(f["target_ts"], tz)
+    fig = go.Figure([
+        go.Scatter(x=x, y=f["upper_w"].to_list(), mode="lines", line=dict(width=0),
+                   showlegend=False, hoverinfo="skip"),
+        go.Scatter(x=x, y=f["lower_w"].to_list(), mode="lines", line=dict(width=0), fill="tonexty",
+                   fillcolor="rgba(31,119,180,0.2)", name="80 % interval", hoverinfo="skip"),
+        go.Scatter(x=x, y=f["yhat_w"].to_list(), mode="lines", name=f"forecast ({view.model})",
+                   line=dict(color="#1f77b4"), hovertemplate="%{y:.0f} W"),
+        go.Scatter(x=_local(view.actual["bucket"], tz), y=view.actual["mean_w"].to_list(),
+                   mode="lines", name="actual", line=dict(color="#d62728"),
+                   hovertemplate="%{y:.0f} W"),
+    ])
+    fig.add_vline(x=_local(pl.Series([view.made_at]), tz)[0], line_dash="dot", line_color="gray")
+    return _layout(fig, y_title=f"W ({view.resolution_min}-minute mean)")
+
+
+def forecast_errors(scores: pl.DataFrame) -> go.Figure:
+    x = (scores["horizon_min"] / 60).to_list()
+    fig = go.Figure([
+        go.Scatter(x=x, y=scores["mae_w"].to_list(), name="model", mode="lines+markers"),
+        go.Scatter(x=x, y=scores["naive_day_mae_w"].to_list(), name="same time yesterday",
+                   mode="lines", line=dict(dash="dash")),
+        go.Scatter(x=x, y=scores["naive_week_mae_w"].to_list(), name="same time last week",
+                   mode="lines", line=dict(dash="dot")),
+    ])
+    return _layout(fig, height=300, y_title="mean absolute error (W)", x_title="hours ahead")
+
+
+def fleet_demand(demand: pl.DataFrame, forecast: pl.DataFrame) -> go.Figure:
+    traces = [go.Scatter(x=demand["bucket"].to_list(), y=(demand["power_w"] / 1000).to_list(),
+                         mode="lines", name="demand", hovertemplate="%{y:.1f} kW")]
+    if forecast.height:
+        x = forecast["target_ts"].to_list()
+        traces += [
+            go.Scatter(x=x, y=(forecast["upper_w"] / 1000).to_list(), mode="lines",
+                       line=dict(width=0), showlegend=False, hoverinfo="skip"),
+            go.Scatter(x=x, y=(forecast["lower_w"] / 1000).to_list(), mode="lines",
+                       line=dict(width=0), fill="tonexty", fillcolor="rgba(255,127,14,0.2)",
+                       name="interval (sum of homes')", hoverinfo="skip"),
+            go.Scatter(x=x, y=(forecast["yhat_w"] / 1000).to_list(), mode="lines",
+                       name="forecast", line=dict(color="#ff7f0e"), hovertemplate="%{y:.1f} kW"),
+        ]
+    return _layout(go.Figure(traces), y_title="kW (UTC)")

@@ -1,0 +1,122 @@
+"""What every page shares: the store connection, the signed-in user, the chosen home, and the
+way refusals are shown. Pages never decide access themselves: they pass the principal and the
+requested home to ``ui.data`` / ``ui.control`` and show the ``AccessDenied`` they may get back."""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Iterator
+
+import streamlit as st
+
+from ui.accounts import Accounts, SessionExpired
+from ui.auth import AccessDenied, Principal
+from ui.cost import Pricing, load_pricing
+from ui.data import home_timezone, homes_for
+from ui.db import Database
+from ui.settings import ViewerSettings, load_settings
+
+TOKEN = "session_token"
+PRINCIPAL = "principal"
+HOME = "home"
+NOTICE = "signin_notice"
+
+
+@dataclass(frozen=True)
+class Viewer:
+    settings: ViewerSettings
+    db: Database
+    accounts: Accounts
+
+    def pricing(self) -> Pricing:
+        return load_pricing(self.db, self.settings)
+
+
+@st.cache_resource(show_spinner=False, on_release=lambda db: db.close())
+def _database(url: str) -> Database:
+    return Database(url, migrate=True)
+
+
+def viewer() -> Viewer:
+    settings = load_settings()
+    db = _database(settings.store_url)
+    return Viewer(settings, db, Accounts(db, settings))
+
+
+def now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def current_principal(v: Viewer, *, touch: bool) -> Principal | None:
+    """The signed-in user of this browser session, checked against the store on every run;
+    None (with a notice for the sign-in page) when the session has ended."""
+    token = st.session_state.get(TOKEN)
+    if not token:
+        return None
+    try:
+        principal = v.accounts.resume(token, touch=touch)
+    except SessionExpired as exc:
+        for key in (TOKEN, PRINCIPAL, HOME):
+            st.session_state.pop(key, None)
+        st.session_state[NOTICE] = str(exc)
+        return None
+    st.session_state[PRINCIPAL] = principal
+    return principal
+
+
+def principal() -> Principal:
+    """The principal app.py established for this run (pages run after it)."""
+    p = st.session_state.get(PRINCIPAL)
+    if p is None:
+        st.error("Please sign in.")
+        st.stop()
+    return p
+
+
+def requested_home(v: Viewer, p: Principal) -> str | None:
+    """The home this run is about: ``?home=`` wins (it is what a shared or edited link says),
+    then the last home picked, then the first the user may see. Not checked here: the data
+    layer refuses a home the user may not see, and the page shows that refusal."""
+    asked = st.query_params.get(HOME)
+    if asked:
+        return asked
+    remembered = st.session_state.get(HOME)
+    if remembered:
+        return remembered
+    homes = homes_for(v.db, p)
+    return homes[0] if homes else None
+
+
+def home_or_stop(v: Viewer, p: Principal) -> str:
+    home = requested_home(v, p)
+    if home is None:
+        st.info("There is no home to show yet: no device has reported to this store."
+                if p.sees_fleet else "Your account has no home yet. Ask an administrator.")
+        st.stop()
+    return home
+
+
+@contextmanager
+def refusals() -> Iterator[None]:
+    """Show AccessDenied as an error and stop the page, so nothing after it renders."""
+    try:
+        yield
+    except AccessDenied as exc:
+        st.error(str(exc))
+        st.stop()
+
+
+def timezone_for(v: Viewer, p: Principal, home: str) -> str:
+    try:
+        browser = st.context.timezone
+    except Exception:  # an old client
+        browser = None
+    if not isinstance(browser, str):
+        browser = None
+    return home_timezone(v.db, p, home, browser or v.settings.timezone)
+
+
+def page_header(title: str, home: str | None = None) -> None:
+    st.title(title if home is None else f"{title} · {home}")

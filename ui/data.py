@@ -1,0 +1,550 @@
+"""The viewer's read queries, as polars frames. Authorisation is enforced here: every function
+takes the signed-in principal and checks the home (``require_home``) or the role before it runs
+any SQL, so a page cannot show what its user may not see even if a widget or the URL asks for it.
+
+Aggregation happens in SQL (grouping minutes into 15-minute or hourly buckets) and in polars
+(local days, profiles, the unmetered band, percentiles), never in Python loops over rows.
+
+Energy of a band is the sum of its 1-minute mean powers / 60 (Wh of the minutes present), so the
+bands of one bucket add up exactly and a gap in the data adds nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, datetime, time, timedelta, timezone
+from zoneinfo import ZoneInfo
+
+import polars as pl
+
+from pipeline.device_control import SWITCHABLE_KINDS
+from pipeline.records import DeviceKind
+from ui.accounts import Accounts
+from ui.auth import Principal, require_admin, require_fleet, require_home, require_owner
+from ui.cost import Pricing
+from ui.db import TS, Database
+
+UNMETERED = "unmetered"  # the band: the meter's total minus its sub-metered devices
+RESOLUTIONS: dict[str, int] = {"1 min": 60, "15 min": 900, "1 hour": 3600, "1 day": 86400}
+MAX_POINTS = 3000  # per series; a finer resolution over a longer range is coarsened
+PRICE_STEP_S = 900
+
+
+# ---------------------------------------------------------------------------- homes and devices
+
+def homes_for(db: Database, principal: Principal) -> list[str]:
+    """The homes this user may pick: their own, or (operators) every home in the store."""
+    if not principal.sees_fleet:
+        return sorted(principal.homes)
+    rows = db.rows("SELECT DISTINCT home_id FROM devices ORDER BY home_id")
+    return [h for (h,) in rows]
+
+
+def home_timezone(db: Database, principal: Principal, home_id: str, fallback: str) -> str:
+    """The home's own time zone (from its device registry) when known, else ``fallback``."""
+    require_home(principal, home_id)
+    rows = db.rows("SELECT timezone FROM devices WHERE home_id = :h AND timezone IS NOT NULL "
+                   "ORDER BY device_id LIMIT 1", {"h": home_id})
+    return rows[0][0] if rows else fallback
+
+
+DEVICE_SCHEMA = {"device_id": pl.Utf8, "kind": pl.Utf8, "last_seen": TS, "power_w": pl.Float64}
+
+
+def devices_now(db: Database, principal: Principal, home_id: str) -> pl.DataFrame:
+    """Each device of the home with its newest reading (``devices.last_seen`` is that reading's
+    time, so this is one index probe per device whatever the history's length)."""
+    require_home(principal, home_id)
+    return db.frame(
+        f"SELECT d.device_id, d.kind, {db.us('d.last_seen')} AS last_seen, r.power_w "
+        "FROM devices d LEFT JOIN readings r ON r.home_id = d.home_id "
+        "AND r.device_id = d.device_id AND r.ts = d.last_seen "
+        "WHERE d.home_id = :h ORDER BY d.device_id", {"h": home_id}, DEVICE_SCHEMA,
+    ).with_columns(pl.col("kind").is_in([k.value for k in SWITCHABLE_KINDS]).alias("switchable"))
+
+
+def home_power(devices: pl.DataFrame) -> float | None:
+    """A home's power from its devices' newest readings: its meters when it has any (appliances
+    are sub-loads), else the sum of its devices — the pipeline's rule for home totals."""
+    known = devices.filter(pl.col("power_w").is_not_null())
+    if known.is_empty():
+        return None
+    meters = known.filter(pl.col("kind") == DeviceKind.METER.value)
+    return float((meters if not meters.is_empty() else known)["power_w"].sum())
+
+
+# ---------------------------------------------------------------------------- usage bands
+
+def _bucket_us(db: Database, column: str, step_s: int) -> str:
+    if db.dialect == "sqlite":
+        return f"({column} - {column} % {step_s * 1_000_000})"
+    return f"(floor(extract(epoch FROM {column}) / {step_s}) * {step_s * 1_000_000})::bigint"
+
+
+# The primary key is (home_id, device_id, bucket): naming the devices lets both databases seek
+# each device's time range instead of scanning the home's whole history for the bucket range.
+_HOME_DEVICES = "home_id = :h AND device_id IN (SELECT device_id FROM devices WHERE home_id = :h)"
+
+USAGE_SCHEMA = {"device_id": pl.Utf8, "kind": pl.Utf8, "bucket": TS, "wh": pl.Float64,
+                "minutes": pl.Int64}
+
+
+def _device_usage(db: Database, home_id: str, start: datetime, end: datetime,
+                  step_s: int) -> pl.DataFrame:
+    """Wh per device and bucket of ``step_s`` (60, 900 or 3600 s), grouped in SQL."""
+    params = {"h": home_id, "s": start, "e": end}
+    if step_s == 60:
+        return db.frame(
+            f"SELECT device_id, kind, {db.us('bucket')} AS bucket, mean_power_w / 60.0 AS wh, "
+            f"1 AS minutes FROM device_1m WHERE {_HOME_DEVICES} AND bucket >= :s AND bucket < :e",
+            params, USAGE_SCHEMA)
+    # Aliased "b", not "bucket": a GROUP BY naming "bucket" would be ambiguous with the column.
+    b = _bucket_us(db, "bucket", step_s)
+    return db.frame(
+        f"SELECT device_id, max(kind) AS kind, {b} AS b, sum(mean_power_w) / 60.0 AS wh, "
+        f"count(*) AS minutes FROM device_1m WHERE {_HOME_DEVICES} AND bucket >= :s AND bucket < :e "
+        f"GROUP BY device_id, {b}", params,
+        {"device_id": pl.Utf8, "kind": pl.Utf8, "b": TS, "wh": pl.Float64, "minutes": pl.Int64},
+    ).rename({"b": "bucket"})
+
+
+# Hourly usage of hours that are over changes only when history is imported or amended; the
+# viewer keeps it for CLOSED_TTL_S so that a long range is grouped once, not on every click.
+# Without TimescaleDB the hourly rollups are views over device_1m, and a year of one home is
+# ~2.4 million minutes (several seconds of SQL); the open end of the range is always read fresh.
+CLOSED_TTL_S = 900
+_CACHE_FROM = timedelta(days=31)
+
+
+def _usage(db: Database, home_id: str, start: datetime, end: datetime, step_s: int,
+           now: datetime) -> pl.DataFrame:
+    closed_until = min(end, now.replace(minute=0, second=0, microsecond=0) - timedelta(hours=1))
+    if step_s < 3600 or closed_until - start < _CACHE_FROM:
+        return _device_usage(db, home_id, start, end, step_s)
+    closed = _closed_usage(db.url, home_id, start, closed_until, step_s, _db=db)
+    return pl.concat([closed, _device_usage(db, home_id, closed_until, end, step_s)], how="vertical")
+
+
+def _closed_usage(url: str, home_id: str, start: datetime, end: datetime, step_s: int,
+                  _db: Database) -> pl.DataFrame:
+    return _device_usage(_db, home_id, start, end, step_s)
+
+
+try:  # in the viewer: a process-wide cache shared by its sessions (keyed without the connection)
+    import streamlit as _st
+
+    _closed_usage = _st.cache_data(ttl=CLOSED_TTL_S, max_entries=64, show_spinner=False)(_closed_usage)
+except ImportError:  # pragma: no cover - the viewer always has Streamlit
+    pass
+
+
+def with_unmetered(usage: pl.DataFrame) -> pl.DataFrame:
+    """The meter replaced by its remainder: per bucket, the meter's Wh minus the Wh of every
+    sub-metered device (PV is negative, so its generation is added back), never below zero.
+    A home without a meter keeps its devices as they are."""
+    meters = usage.filter(pl.col("kind") == DeviceKind.METER.value)
+    subs = usage.filter(pl.col("kind") != DeviceKind.METER.value)
+    if meters.is_empty():
+        return subs
+    meter = meters.group_by("bucket").agg(pl.col("wh").sum(), pl.col("minutes").max())
+    sub = subs.group_by("bucket").agg(pl.col("wh").sum().alias("sub_wh"))
+    rest = (meter.join(sub, on="bucket", how="left")
+            .select(pl.lit(UNMETERED).alias("device_id"), pl.lit(UNMETERED).alias("kind"), "bucket",
+                    (pl.col("wh") - pl.col("sub_wh").fill_null(0.0)).clip(lower_bound=0.0).alias("wh"),
+                    "minutes"))
+    return pl.concat([subs, rest.cast(subs.schema)], how="vertical")
+
+
+def _priced(bands: pl.DataFrame, pricing: Pricing, home_id: str) -> pl.DataFrame:
+    priced = pricing.price(bands.with_columns(pl.lit(home_id).alias("home_id"),
+                                              pl.col("wh").alias("energy_wh")))
+    return priced.drop("home_id", "energy_wh", "import_price", "export_price")
+
+
+def _to_resolution(bands: pl.DataFrame, step_s: int, tz: str) -> pl.DataFrame:
+    """Bands of a finer bucket summed into ``step_s`` buckets; days are local days."""
+    if step_s < 86400:
+        key = pl.col("bucket").dt.truncate(f"{step_s}s")
+    else:
+        key = (pl.col("bucket").dt.convert_time_zone(tz).dt.truncate("1d")
+               .dt.convert_time_zone("UTC"))
+    return (bands.group_by("device_id", "kind", key.alias("bucket"))
+            .agg(pl.col("wh").sum(), pl.col("cost").sum(), pl.col("minutes").sum())
+            .sort("bucket", "device_id"))
+
+
+def pick_resolution(start: datetime, end: datetime, wanted_s: int | None) -> tuple[int, str]:
+    """The bucket size for a range: the one asked for unless it gives more than MAX_POINTS
+    points per series, else the finest that does not. ``None`` means automatic."""
+    span = (end - start).total_seconds()
+    steps = sorted(RESOLUTIONS.values())
+    fitting = [s for s in steps if span / s <= MAX_POINTS]
+    best = fitting[0] if fitting else steps[-1]
+    if wanted_s is None:
+        return best, ""
+    if wanted_s < best:
+        name = {v: k for k, v in RESOLUTIONS.items()}
+        return best, (f"{name[wanted_s]} over this range would draw {span / wanted_s:,.0f} points "
+                      f"per device; showing {name[best]}.")
+    return wanted_s, ""
+
+
+@dataclass(frozen=True, slots=True)
+class History:
+    home_id: str
+    start: datetime
+    end: datetime
+    step_s: int
+    note: str
+    bands: pl.DataFrame  # device_id, kind, bucket, wh, cost, minutes at step_s
+    totals: pl.DataFrame  # device_id, kind, kwh, cost, share, prev_kwh, prev_cost, change (ranked)
+    daily_profile: pl.DataFrame  # day, hour, mean_w (local time)
+    weekly_profile: pl.DataFrame  # weekday (1 = Monday), hour, mean_w
+    base_load_w: float | None
+    base_load_cost_per_year: float | None
+    total_kwh: float
+    total_cost: float
+    prev_total_kwh: float
+    prev_total_cost: float
+    currency: str
+    pricing_source: str
+
+
+def history(db: Database, principal: Principal, home_id: str, start: datetime, end: datetime,
+            wanted_step_s: int | None, tz: str, pricing: Pricing) -> History:
+    require_home(principal, home_id)
+    if end <= start:
+        raise ValueError("the end of the range must be after its start")
+    step_s, note = pick_resolution(start, end, wanted_step_s)
+    span = end - start
+    # Costs are priced per bucket at its start: 15-minute buckets are exact for time-of-use and
+    # half-hourly dynamic tariffs; beyond a month, hourly keeps the query small (and a period
+    # boundary at half past is then priced at the hour).
+    fetch_s = min(step_s, PRICE_STEP_S if span <= timedelta(days=31) else 3600)
+    now = datetime.now(timezone.utc)
+    bands = _priced(with_unmetered(_usage(db, home_id, start, end, fetch_s, now)), pricing, home_id)
+    shown = bands if step_s == fetch_s else _to_resolution(bands, step_s, tz)
+    prev = _priced(with_unmetered(_usage(db, home_id, start - span, start,
+                                         max(fetch_s, PRICE_STEP_S), now)), pricing, home_id)
+    consumption = pl.col("wh").clip(lower_bound=0.0)
+    this_tot = bands.group_by("device_id", "kind").agg((consumption.sum() / 1000).alias("kwh"),
+                                                       pl.col("cost").sum())
+    prev_tot = prev.group_by("device_id").agg((consumption.sum() / 1000).alias("prev_kwh"),
+                                              pl.col("cost").sum().alias("prev_cost"))
+    totals = (this_tot.join(prev_tot, on="device_id", how="full", coalesce=True)
+              .with_columns(pl.col("kind").fill_null("appliance"),
+                            pl.col("kwh", "cost", "prev_kwh", "prev_cost").fill_null(0.0))
+              .with_columns((pl.col("kwh") / pl.col("kwh").sum()).fill_nan(0.0).alias("share"),
+                            pl.when(pl.col("prev_kwh") > 0)
+                            .then(pl.col("kwh") / pl.col("prev_kwh") - 1).alias("change"))
+              .filter(pl.col("kind") != DeviceKind.PV.value)
+              .sort("kwh", descending=True))
+    hourly = _hourly_home(bands, tz)
+    base_w = base_load(hourly)
+    return History(
+        home_id, start, end, step_s, note, shown, totals,
+        daily_profile=hourly.select(pl.col("local").dt.date().alias("day"),
+                                    pl.col("local").dt.hour().alias("hour"), "mean_w"),
+        weekly_profile=(hourly.group_by(pl.col("local").dt.weekday().alias("weekday"),
+                                        pl.col("local").dt.hour().alias("hour"))
+                        .agg(pl.col("mean_w").mean()).sort("weekday", "hour")),
+        base_load_w=base_w,
+        base_load_cost_per_year=None if base_w is None
+        else base_w / 1000 * 8760 * pricing.mean_import_price(home_id, end),
+        total_kwh=float(this_tot["kwh"].sum()), total_cost=float(this_tot["cost"].sum()),
+        prev_total_kwh=float(prev_tot["prev_kwh"].sum()),
+        prev_total_cost=float(prev_tot["prev_cost"].sum()),
+        currency=pricing.currency, pricing_source=pricing.source,
+    )
+
+
+def _hourly_home(bands: pl.DataFrame, tz: str) -> pl.DataFrame:
+    """The home's consumption per local hour as mean power over the minutes with data."""
+    per_device = (bands.filter(pl.col("kind") != DeviceKind.PV.value)
+                  .group_by("device_id", pl.col("bucket").dt.truncate("1h").alias("bucket"))
+                  .agg(pl.col("wh").clip(lower_bound=0.0).sum(), pl.col("minutes").sum()))
+    return (per_device.group_by("bucket")
+            .agg(pl.col("wh").sum(), pl.col("minutes").max())
+            .with_columns((pl.col("wh") * 60 / pl.col("minutes")).alias("mean_w"),
+                          pl.col("bucket").dt.convert_time_zone(tz).alias("local"))
+            .sort("bucket"))
+
+
+def base_load(hourly: pl.DataFrame, min_hours: int = 24) -> float | None:
+    """The always-on load: the 5th percentile of the home's hourly mean power over hours with at
+    least 45 minutes of data (the quietest hours, nights, without one odd minute deciding)."""
+    full = hourly.filter(pl.col("minutes") >= 45)
+    if full.height < min_hours:
+        return None
+    return float(full["mean_w"].quantile(0.05, "linear"))
+
+
+# ---------------------------------------------------------------------------- live
+
+@dataclass(frozen=True, slots=True)
+class Live:
+    home_id: str
+    as_of: datetime
+    devices: pl.DataFrame  # device_id, kind, last_seen, power_w, switchable, today_kwh, today_cost
+    power_w: float | None
+    newest: datetime | None
+    stale: bool
+    today_kwh: float
+    today_cost: float
+    recent: pl.DataFrame  # bucket, mean_power_w: the home's last two hours
+    currency: str
+
+
+def local_midnight(now: datetime, tz: str) -> datetime:
+    local = now.astimezone(ZoneInfo(tz))
+    return datetime.combine(local.date(), time(0), ZoneInfo(tz)).astimezone(timezone.utc)
+
+
+def live(db: Database, principal: Principal, home_id: str, now: datetime, tz: str,
+         pricing: Pricing, stale_after_s: float) -> Live:
+    require_home(principal, home_id)
+    devices = devices_now(db, principal, home_id)
+    midnight = local_midnight(now, tz)
+    usage = _device_usage(db, home_id, midnight, now + timedelta(minutes=1), PRICE_STEP_S)
+    # Every device's own energy, the meter's too, plus the unmetered remainder.
+    meters = usage.filter(pl.col("kind") == DeviceKind.METER.value)
+    today = _priced(pl.concat([meters, with_unmetered(usage)], how="vertical"), pricing, home_id)
+    per_device = today.group_by("device_id").agg((pl.col("wh").sum() / 1000).alias("today_kwh"),
+                                                  pl.col("cost").sum().alias("today_cost"))
+    home_hours = db.frame(
+        f"SELECT {_bucket_us(db, 'bucket', PRICE_STEP_S)} AS bucket, sum(energy_wh) AS wh, "
+        "count(*) AS minutes FROM home_1m WHERE home_id = :h AND bucket >= :s "
+        f"GROUP BY {_bucket_us(db, 'bucket', PRICE_STEP_S)}",
+        {"h": home_id, "s": midnight}, {"bucket": TS, "wh": pl.Float64, "minutes": pl.Int64})
+    priced_home = _priced(home_hours, pricing, home_id)
+    recent = db.frame(f"SELECT {db.us('bucket')} AS bucket, mean_power_w FROM home_1m "
+                      "WHERE home_id = :h AND bucket >= :s ORDER BY bucket",
+                      {"h": home_id, "s": now - timedelta(hours=2)},
+                      {"bucket": TS, "mean_power_w": pl.Float64})
+    newest = devices["last_seen"].max()
+    unmetered = per_device.filter(pl.col("device_id") == UNMETERED)
+    rows = devices.join(per_device, on="device_id", how="left")
+    if not unmetered.is_empty():
+        rows = pl.concat([rows, unmetered.with_columns(
+            pl.lit(UNMETERED).alias("kind"), pl.lit(None, TS).alias("last_seen"),
+            pl.lit(None, pl.Float64).alias("power_w"), pl.lit(False).alias("switchable"))
+            .select(rows.columns)], how="vertical")
+    return Live(
+        home_id, now, rows, home_power(devices), newest,
+        stale=newest is None or (now - newest).total_seconds() > stale_after_s,
+        today_kwh=float(home_hours["wh"].sum()) / 1000, today_cost=float(priced_home["cost"].sum()),
+        recent=recent, currency=pricing.currency,
+    )
+
+
+# ---------------------------------------------------------------------------- forecast
+
+@dataclass(frozen=True, slots=True)
+class ForecastView:
+    home_id: str
+    resolution_min: int
+    made_at: datetime
+    model: str
+    forecast: pl.DataFrame  # target_ts, yhat_w, lower_w, upper_w
+    actual: pl.DataFrame  # bucket, mean_w at the forecast's resolution, from a day before made_at
+    scores: pl.DataFrame  # horizon_min, model, n, mae_w, naive_day_mae_w, naive_week_mae_w, coverage
+    error_so_far_w: float | None  # MAE of this forecast over its slots already over
+
+
+def forecast_resolutions(db: Database, principal: Principal, home_id: str) -> list[int]:
+    require_home(principal, home_id)
+    return [r for (r,) in db.rows("SELECT DISTINCT resolution_min FROM forecasts WHERE home_id = :h "
+                                  "ORDER BY resolution_min", {"h": home_id})]
+
+
+def forecast(db: Database, principal: Principal, home_id: str, resolution_min: int,
+             now: datetime) -> ForecastView | None:
+    """The newest forecast of the home at this resolution, with what actually happened."""
+    require_home(principal, home_id)
+    latest = db.rows(f"SELECT {db.us('max(made_at)')} FROM forecasts "
+                     "WHERE home_id = :h AND resolution_min = :r", {"h": home_id, "r": resolution_min})
+    if not latest or latest[0][0] is None:
+        return None
+    made_at = datetime(1970, 1, 1, tzinfo=timezone.utc) + timedelta(microseconds=int(latest[0][0]))
+    rows = db.frame(f"SELECT {db.us('target_ts')} AS target_ts, yhat_w, lower_w, upper_w, model "
+                    "FROM forecasts WHERE home_id = :h AND resolution_min = :r AND made_at = :m "
+                    "ORDER BY target_ts", {"h": home_id, "r": resolution_min, "m": made_at},
+                    {"target_ts": TS, "yhat_w": pl.Float64, "lower_w": pl.Float64,
+                     "upper_w": pl.Float64, "model": pl.Utf8})
+    step = resolution_min * 60
+    b = _bucket_us(db, "bucket", step)
+    actual = db.frame(f"SELECT {b} AS bucket, avg(mean_power_w) AS mean_w, count(*) AS minutes "
+                      "FROM home_1m WHERE home_id = :h AND bucket >= :s AND bucket < :e "
+                      f"GROUP BY {b} ORDER BY 1",
+                      {"h": home_id, "s": made_at - timedelta(days=1), "e": now},
+                      {"bucket": TS, "mean_w": pl.Float64, "minutes": pl.Int64})
+    scores = db.frame("SELECT horizon_min, model, n, mae_w, naive_day_mae_w, naive_week_mae_w, "
+                      "coverage FROM forecast_scores WHERE home_id = :h AND resolution_min = :r "
+                      "ORDER BY horizon_min", {"h": home_id, "r": resolution_min},
+                      {"horizon_min": pl.Int64, "model": pl.Utf8, "n": pl.Int64, "mae_w": pl.Float64,
+                       "naive_day_mae_w": pl.Float64, "naive_week_mae_w": pl.Float64,
+                       "coverage": pl.Float64})
+    # Only slots that are over and (nearly) fully measured count towards the error so far.
+    done = (rows.join(actual, left_on="target_ts", right_on="bucket", how="inner")
+            .filter((pl.col("target_ts") + pl.duration(minutes=resolution_min) <= now)
+                    & (pl.col("minutes") >= 0.75 * resolution_min)))
+    error = None if done.is_empty() else float((done["yhat_w"] - done["mean_w"]).abs().mean())
+    model = rows["model"][0] if rows.height else ""
+    return ForecastView(home_id, resolution_min, made_at, model, rows.drop("model"),
+                        actual.drop("minutes"), scores, error)
+
+
+# ---------------------------------------------------------------------------- alerts
+
+ANOMALY_SCHEMA = {"device_id": pl.Utf8, "kind": pl.Utf8, "started_at": TS, "ended_at": TS,
+                  "score": pl.Float64, "message": pl.Utf8}
+
+
+def anomalies(db: Database, principal: Principal, home_id: str, now: datetime,
+              closed_within: timedelta = timedelta(days=7)) -> pl.DataFrame:
+    """Open anomalies and those closed recently, newest first; ``open`` tells them apart."""
+    require_home(principal, home_id)
+    return db.frame(
+        f"SELECT device_id, kind, {db.us('started_at')} AS started_at, "
+        f"{db.us('ended_at')} AS ended_at, score, message FROM anomalies WHERE home_id = :h "
+        "AND (ended_at IS NULL OR ended_at >= :since) ORDER BY started_at DESC",
+        {"h": home_id, "since": now - closed_within}, ANOMALY_SCHEMA,
+    ).with_columns(pl.col("ended_at").is_null().alias("open"))
+
+
+RECOMMENDATION_SCHEMA = {"kind": pl.Utf8, "device_id": pl.Utf8, "title": pl.Utf8, "detail": pl.Utf8,
+                         "kwh_per_month": pl.Float64, "money_per_month": pl.Float64,
+                         "currency": pl.Utf8, "status": pl.Utf8, "status_changed_by": pl.Utf8,
+                         "status_changed_at": TS}
+
+
+def recommendations(db: Database, principal: Principal, home_id: str) -> pl.DataFrame:
+    require_home(principal, home_id)
+    return db.frame(
+        "SELECT kind, device_id, title, detail, kwh_per_month, money_per_month, currency, status, "
+        f"status_changed_by, {db.us('status_changed_at')} AS status_changed_at "
+        "FROM recommendations WHERE home_id = :h ORDER BY money_per_month DESC, kind, device_id",
+        {"h": home_id}, RECOMMENDATION_SCHEMA)
+
+
+def decide_recommendation(db: Database, accounts: Accounts, principal: Principal, home_id: str,
+                          kind: str, device_id: str, status: str) -> bool:
+    """Accept or dismiss: the household's decision, recorded with who made it."""
+    require_owner(principal, home_id)
+    if status not in ("accepted", "dismissed", "new"):
+        raise ValueError(f"status must be accepted, dismissed or new, got {status!r}")
+    with db.transaction() as tx:
+        found = tx.execute(
+            "UPDATE recommendations SET status = :s, status_changed_at = :now, "
+            "status_changed_by = :u WHERE home_id = :h AND kind = :k AND device_id = :d",
+            {"s": status, "now": accounts.clock(), "u": principal.username, "h": home_id,
+             "k": kind, "d": device_id}) == 1
+    if found:
+        accounts.audit(principal.username, f"recommendation_{status}", home_id, device_id or None,
+                       kind)
+    return found
+
+
+# ---------------------------------------------------------------------------- fleet
+
+@dataclass(frozen=True, slots=True)
+class Fleet:
+    as_of: datetime
+    homes: pl.DataFrame  # home_id, power_w, last_seen, fresh, today_kwh, open_anomalies
+    demand_w: float  # homes with fresh data
+    demand: pl.DataFrame  # bucket, power_w: the fleet's last 24 h in 15-minute slots
+    forecast: pl.DataFrame  # target_ts, yhat_w, lower_w, upper_w: sum of homes' newest forecasts
+    forecast_homes: int
+    silent_meters: pl.DataFrame  # home_id, device_id, last_seen
+    anomalies: pl.DataFrame  # home_id, open, since
+    ingest_per_s: float  # readings per second over the last 5 minutes (event time)
+    newest_reading: datetime | None
+    newest_minute: datetime | None
+    dead_letters_hour: int
+    dead_letter_reasons: pl.DataFrame  # reason, count (last hour)
+
+
+def fleet(db: Database, principal: Principal, now: datetime, stale_after_s: float,
+          silent_after_s: float) -> Fleet:
+    require_fleet(principal)
+    devices = db.frame(
+        f"SELECT d.home_id, d.device_id, d.kind, {db.us('d.last_seen')} AS last_seen, r.power_w "
+        "FROM devices d LEFT JOIN readings r ON r.home_id = d.home_id "
+        "AND r.device_id = d.device_id AND r.ts = d.last_seen",
+        None, {"home_id": pl.Utf8, "device_id": pl.Utf8, "kind": pl.Utf8, "last_seen": TS,
+               "power_w": pl.Float64})
+    fresh_since = now - timedelta(seconds=stale_after_s)
+    has_meter = pl.col("kind").eq(DeviceKind.METER.value).any().over("home_id")
+    counted = devices.filter(~has_meter | (pl.col("kind") == DeviceKind.METER.value))
+    homes = counted.group_by("home_id").agg(
+        pl.col("power_w").filter(pl.col("last_seen") >= fresh_since).sum().alias("power_w"),
+        pl.col("last_seen").max())
+    midnight = local_midnight(now, "UTC")
+    today = db.frame("SELECT home_id, sum(energy_wh) / 1000.0 AS today_kwh FROM home_1m "
+                     "WHERE bucket >= :s GROUP BY home_id", {"s": midnight},
+                     {"home_id": pl.Utf8, "today_kwh": pl.Float64})
+    open_anomalies = db.frame(
+        f"SELECT home_id, count(*) AS open, {db.us('min(started_at)')} AS since FROM anomalies "
+        "WHERE ended_at IS NULL GROUP BY home_id ORDER BY 2 DESC",
+        None, {"home_id": pl.Utf8, "open": pl.Int64, "since": TS})
+    homes = (homes.join(today, on="home_id", how="left")
+             .join(open_anomalies.select("home_id", pl.col("open").alias("open_anomalies")),
+                   on="home_id", how="left")
+             .with_columns((pl.col("last_seen") >= fresh_since).fill_null(False).alias("fresh"),
+                           pl.col("today_kwh").fill_null(0.0), pl.col("open_anomalies").fill_null(0))
+             .sort("today_kwh", descending=True))
+    b = _bucket_us(db, "bucket", 900)
+    demand = db.frame(f"SELECT {b} AS bucket, sum(mean_power_w) / 15.0 AS power_w FROM home_1m "
+                      f"WHERE bucket >= :s GROUP BY {b} ORDER BY 1",
+                      {"s": now - timedelta(hours=24)}, {"bucket": TS, "power_w": pl.Float64})
+    forecast = db.frame(
+        f"SELECT {db.us('f.target_ts')} AS target_ts, sum(f.yhat_w) AS yhat_w, "
+        "sum(f.lower_w) AS lower_w, sum(f.upper_w) AS upper_w, count(*) AS homes FROM forecasts f "
+        "JOIN (SELECT home_id, max(made_at) AS made_at FROM forecasts WHERE resolution_min = 60 "
+        "AND made_at >= :since GROUP BY home_id) l ON l.home_id = f.home_id AND l.made_at = f.made_at "
+        "WHERE f.resolution_min = 60 AND f.target_ts >= :now GROUP BY f.target_ts ORDER BY 1",
+        {"since": now - timedelta(hours=6), "now": now - timedelta(hours=1)},
+        {"target_ts": TS, "yhat_w": pl.Float64, "lower_w": pl.Float64, "upper_w": pl.Float64,
+         "homes": pl.Int64})
+    silent = (devices.filter((pl.col("kind") == DeviceKind.METER.value)
+                             & (pl.col("last_seen").is_null()
+                                | (pl.col("last_seen") < now - timedelta(seconds=silent_after_s))))
+              .select("home_id", "device_id", "last_seen").sort("last_seen", nulls_last=False))
+    (recent,) = db.rows("SELECT count(*) FROM readings WHERE ts >= :s",
+                        {"s": now - timedelta(minutes=5)})[0]
+    (newest,) = db.rows(f"SELECT {db.us('max(ts)')} FROM readings")[0]
+    (newest_minute,) = db.rows(f"SELECT {db.us('max(bucket)')} FROM home_1m")[0]
+    reasons = db.frame("SELECT reason, count(*) AS n FROM dead_letter WHERE received_at >= :s "
+                       "GROUP BY reason ORDER BY 2 DESC LIMIT 10", {"s": now - timedelta(hours=1)},
+                       {"reason": pl.Utf8, "n": pl.Int64})
+    (dead_hour,) = db.rows("SELECT count(*) FROM dead_letter WHERE received_at >= :s",
+                           {"s": now - timedelta(hours=1)})[0]
+    fresh_homes = homes.filter(pl.col("fresh"))
+    return Fleet(
+        now, homes, float(fresh_homes["power_w"].sum()), demand,
+        forecast.drop("homes"), int(forecast["homes"].max() or 0) if forecast.height else 0,
+        silent, open_anomalies, recent / 300.0, _dt(newest), _dt(newest_minute), int(dead_hour),
+        reasons)
+
+
+def _dt(us: int | None) -> datetime | None:
+    return None if us is None else datetime(1970, 1, 1, tzinfo=timezone.utc) + timedelta(microseconds=int(us))
+
+
+# ---------------------------------------------------------------------------- audit
+
+AUDIT_SCHEMA = {"at": TS, "username": pl.Utf8, "action": pl.Utf8, "home_id": pl.Utf8,
+                "device_id": pl.Utf8, "detail": pl.Utf8}
+
+
+def audit_log(db: Database, principal: Principal, limit: int = 200) -> pl.DataFrame:
+    require_admin(principal)
+    return db.frame(f"SELECT {db.us('at')} AS at, username, action, home_id, device_id, detail "
+                    "FROM audit_log ORDER BY at DESC, id DESC LIMIT :n", {"n": limit}, AUDIT_SCHEMA)
+
+
+def day_range(first: date, last: date, tz: str) -> tuple[datetime, datetime]:
+    """[first 00:00, last+1 00:00) in the home's time zone, as UTC."""
+    zone = ZoneInfo(tz)
+    return (datetime.combine(first, time(0), zone).astimezone(timezone.utc),
+            datetime.combine(last + timedelta(days=1), time(0), zone).astimezone(timezone.utc))

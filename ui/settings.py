@@ -1,0 +1,75 @@
+"""The viewer's settings, read from ``SHEMS_*`` environment variables (``shems ui`` sets them from
+its flags, so the Streamlit script, which takes no arguments of its own, sees them)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, fields
+from datetime import timedelta
+
+from pipeline.cli import DEFAULT_MQTT_URL, DEFAULT_STORE_URL
+
+
+@dataclass(frozen=True, slots=True)
+class ViewerSettings:
+    store_url: str = DEFAULT_STORE_URL
+    mqtt_url: str = DEFAULT_MQTT_URL
+    topic_prefix: str = ""
+    # Sessions end after this long without a page the user asked for (auto-refresh does not
+    # count), and in any case this long after signing in.
+    session_idle_s: float = 30 * 60
+    session_max_s: float = 12 * 3600
+    # Sign-in: after this many failures for one user name within the window, no more tries
+    # until the oldest of them leaves the window.
+    signin_max_failures: int = 5
+    signin_window_s: float = 15 * 60
+    # Device commands per user per minute.
+    commands_per_minute: int = 6
+    ack_timeout_s: float = 10.0
+    # A device switched off that still draws more than this is reported.
+    off_threshold_w: float = 5.0
+    # The live page calls data stale when the newest reading is older than this.
+    stale_after_s: float = 120.0
+    live_refresh_s: float = 5.0
+    # A meter silent this long is listed on the fleet page.
+    silent_after_s: float = 600.0
+    # Used when there is no tariff in the store (see ui/cost.py).
+    flat_price_per_kwh: float = 0.28
+    currency: str = "GBP"
+    timezone: str = "UTC"
+
+    @property
+    def session_idle(self) -> timedelta:
+        return timedelta(seconds=self.session_idle_s)
+
+    @property
+    def session_max(self) -> timedelta:
+        return timedelta(seconds=self.session_max_s)
+
+
+_ENV = {
+    "store_url": "SHEMS_STORE_URL",
+    "mqtt_url": "SHEMS_MQTT_URL",
+    "topic_prefix": "SHEMS_TOPIC_PREFIX",
+}
+
+
+def env_name(field_name: str) -> str:
+    return _ENV.get(field_name, "SHEMS_UI_" + field_name.upper())
+
+
+def load_settings(environ: dict[str, str] | None = None) -> ViewerSettings:
+    """Settings from the environment; a malformed number raises ValueError naming the variable."""
+    environ = dict(os.environ) if environ is None else environ
+    values: dict[str, object] = {}
+    for f in fields(ViewerSettings):
+        name = env_name(f.name)
+        if name not in environ:
+            continue
+        raw = environ[name]
+        kind = type(f.default)
+        try:
+            values[f.name] = kind(raw) if kind is not str else raw
+        except ValueError:
+            raise ValueError(f"{name} must be a {kind.__name__}, got {raw!r}") from None
+    return ViewerSettings(**values)

@@ -1,0 +1,102 @@
+"""Devices and control: switch a device on or off now or at a set time, see the device's answer,
+and check from its own readings that it did what it said."""
+
+from datetime import datetime, timedelta, timezone
+
+from zoneinfo import ZoneInfo
+
+import polars as pl
+import streamlit as st
+
+from pipeline.records import CommandState
+from ui import control, data
+from ui.auth import AccessDenied
+from ui.common import home_or_stop, now, principal, refusals, timezone_for, viewer
+
+LAST = "last_command"
+
+v = viewer()
+p = principal()
+home = home_or_stop(v, p)
+st.title(f"Devices · {home}")
+with refusals():
+    tz = timezone_for(v, p, home)
+    devices = data.devices_now(v.db, p, home)
+    drawing = control.switched_off_but_drawing(devices, v.db, p, home, v.settings.off_threshold_w)
+zone = ZoneInfo(tz)
+
+for row in drawing.iter_rows(named=True):
+    st.error(f"**{row['device_id']}** was switched off at "
+             f"{row['switched_off_at'].astimezone(zone):%H:%M:%S} but still draws "
+             f"{row['power_w']:,.0f} W.", icon=":material/warning:")
+
+st.dataframe(devices.select(
+    "device_id", "kind", pl.col("power_w").round(1).alias("W now"),
+    pl.col("last_seen").dt.convert_time_zone(tz).alias("last reading"),
+    pl.col("switchable")), hide_index=True)
+
+switchable = devices.filter(pl.col("switchable"))["device_id"].to_list()
+st.subheader("Switch")
+if not switchable:
+    st.info("No switchable device in this home (meters and PV are not switched).")
+else:
+    device = st.selectbox("Device", switchable, key="control_device")
+    c1, c2, _ = st.columns([1, 1, 2])
+    wanted: tuple[CommandState, datetime | None] | None = None
+    if c1.button("Switch on", key="control_on"):
+        wanted = (CommandState.ON, None)
+    if c2.button("Switch off", key="control_off", type="primary"):
+        wanted = (CommandState.OFF, None)
+    with st.expander("Schedule"):
+        local_now = now().astimezone(zone)
+        s1, s2, s3 = st.columns(3)
+        day = s1.date_input("Day", value=local_now.date(), min_value=local_now.date(),
+                            key="schedule_day")
+        at = s2.time_input("Time", value=(local_now + timedelta(hours=1)).time().replace(
+            second=0, microsecond=0), key="schedule_time", step=timedelta(minutes=5))
+        state = s3.radio("Switch", ["off", "on"], horizontal=True, key="schedule_state")
+        if st.button("Schedule", key="control_schedule"):
+            run_at = datetime.combine(day, at, zone).astimezone(timezone.utc)
+            if run_at <= now():
+                st.error("Pick a time in the future.")
+            else:
+                wanted = (CommandState(state), run_at)
+    if wanted is not None:
+        try:
+            sent = control.send_command(v.db, v.accounts, v.settings, p, home, device, *wanted)
+        except (control.CommandRefused, AccessDenied) as exc:
+            st.error(str(exc))
+        else:
+            st.session_state[LAST] = sent.command_id
+
+
+def show_status() -> None:
+    with refusals():
+        command, status = control.command_status(v.db, p, st.session_state[LAST], now(), v.settings)
+    what = f"{command.device_id} {command.state.value}" + (
+        f" at {command.run_at.astimezone(zone):%H:%M}" if command.run_at else "")
+    show = {"info": st.info, "success": st.success, "warning": st.warning, "error": st.error}
+    show[status.level](f"Last command ({what}, {command.command_id}): {status.message}")
+    if status.final and st.session_state.get("last_command_polling"):
+        st.session_state["last_command_polling"] = False
+        st.rerun()  # a full run, which stops the polling below
+
+
+if st.session_state.get(LAST):
+    with refusals():
+        _, first = control.command_status(v.db, p, st.session_state[LAST], now(), v.settings)
+    polling = not first.final
+    st.session_state["last_command_polling"] = polling
+    st.fragment(show_status, run_every=1.0 if polling else None)()
+
+st.subheader("Recent commands")
+with refusals():
+    log = control.recent_commands(v.db, p, home)
+if log.is_empty():
+    st.caption("No command sent to this home yet.")
+else:
+    st.dataframe(log.select(
+        pl.col("issued_at").dt.convert_time_zone(tz).alias("sent"), "issued_by", "device_id",
+        "state", pl.col("run_at").dt.convert_time_zone(tz).alias("scheduled for"),
+        pl.col("answer").fill_null("no answer"),
+        pl.col("answered_at").dt.convert_time_zone(tz).alias("answered")), hide_index=True)
