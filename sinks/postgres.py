@@ -49,6 +49,28 @@ ON CONFLICT (home_id, device_id) DO UPDATE SET
 """
 
 
+_HOURLY_COLUMNS = """sum(m.mean_power_w * m.samples) / sum(m.samples), min(m.min_power_w),
+       max(m.max_power_w), sum(m.energy_wh), sum(m.samples), count(*), sum(m.mean_power_w) / 60.0"""
+_HOURLY_UPDATE = """mean_power_w = excluded.mean_power_w, min_power_w = excluded.min_power_w,
+  max_power_w = excluded.max_power_w, energy_wh = excluded.energy_wh, samples = excluded.samples,
+  minutes = excluded.minutes, power_wh = excluded.power_wh"""
+_REFRESH_DEVICE_1H = f"""
+INSERT INTO device_1h
+SELECT m.home_id, m.device_id, t.hour, {_HOURLY_COLUMNS}
+FROM (SELECT DISTINCT home_id, device_id, date_trunc('hour', bucket) AS hour FROM stage_device_1m) t
+JOIN device_1m m ON m.home_id = t.home_id AND m.device_id = t.device_id
+  AND m.bucket >= t.hour AND m.bucket < t.hour + INTERVAL '1 hour'
+GROUP BY m.home_id, m.device_id, t.hour
+ON CONFLICT (home_id, device_id, bucket) DO UPDATE SET {_HOURLY_UPDATE}"""
+_REFRESH_HOME_1H = f"""
+INSERT INTO home_1h
+SELECT m.home_id, t.hour, {_HOURLY_COLUMNS}
+FROM (SELECT DISTINCT home_id, date_trunc('hour', bucket) AS hour FROM stage_home_1m) t
+JOIN home_1m m ON m.home_id = t.home_id AND m.bucket >= t.hour AND m.bucket < t.hour + INTERVAL '1 hour'
+GROUP BY m.home_id, t.hour
+ON CONFLICT (home_id, bucket) DO UPDATE SET {_HOURLY_UPDATE}"""
+
+
 def _last_by_key(items, key) -> list:
     """Keep the last of each key: one upsert may not touch a row twice."""
     return list({key(x): x for x in items}.values())
@@ -136,6 +158,8 @@ class PostgresStore:
                         "mean_power_w = excluded.mean_power_w, min_power_w = excluded.min_power_w, "
                         "max_power_w = excluded.max_power_w, energy_wh = excluded.energy_wh, "
                         "samples = excluded.samples")
+                if not self.has_timescale:
+                    self._refresh_hourly(cur, batch)
                 if batch.dead_letters:
                     cur.executemany(
                         "INSERT INTO dead_letter (received_at, topic, payload, reason, payload_hash) "
@@ -188,6 +212,16 @@ class PostgresStore:
                 self._upsert_devices(cur, device_rows(batch))
         if self.has_timescale:
             self._refresh_rollups(batch)
+
+    @staticmethod
+    def _refresh_hourly(cur: psycopg.Cursor, batch: Batch) -> None:
+        """Without TimescaleDB: recompute the hours of device_1h/home_1h that this batch's windows
+        fall in, from the 1-minute tables, inside the write transaction (the staging tables still
+        hold the batch's windows; see migrations/postgres_plain/0006)."""
+        if batch.device_windows:
+            cur.execute(_REFRESH_DEVICE_1H)
+        if batch.home_windows:
+            cur.execute(_REFRESH_HOME_1H)
 
     def _refresh_rollups(self, batch: Batch) -> None:
         """Re-materialise the hourly continuous aggregates over old buckets this batch touched.
@@ -266,7 +300,7 @@ class PostgresStore:
         view = {"device": "device_1h", "home": "home_1h"}[level]
         keys = "home_id, device_id, bucket" if level == "device" else "home_id, bucket"
         cols = ("home_id, device_id, bucket" if level == "device" else "home_id, bucket") + \
-            ", mean_power_w, min_power_w, max_power_w, energy_wh, samples"
+            ", mean_power_w, min_power_w, max_power_w, energy_wh, samples, minutes, power_wh"
         rows = self.conn.execute(
             f"SELECT {cols} FROM {view} WHERE (%(h)s::text IS NULL OR home_id = %(h)s) ORDER BY {keys}",
             {"h": home_id})

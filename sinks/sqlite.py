@@ -119,6 +119,7 @@ class SqliteStore:
                     [(w.home_id, to_us(w.bucket), w.mean_power_w, w.min_power_w, w.max_power_w,
                       w.energy_wh, w.samples) for w in batch.home_windows],
                 )
+            self._refresh_hourly(batch)
             if batch.dead_letters:
                 c.executemany(
                     "INSERT OR IGNORE INTO dead_letter (received_at, topic, payload, reason, payload_hash) "
@@ -165,6 +166,39 @@ class SqliteStore:
             if c.in_transaction:
                 c.execute("ROLLBACK")
             raise
+
+    def _refresh_hourly(self, batch: Batch) -> None:
+        """Recompute the hours of device_1h/home_1h that this batch's windows fall in, from the
+        1-minute tables, inside the write transaction (see migrations/sqlite/0006)."""
+        hour = 3_600_000_000
+        c = self.conn
+        if batch.device_windows:
+            c.execute("CREATE TEMP TABLE IF NOT EXISTS touched_device_hours "
+                      "(home_id TEXT, device_id TEXT, hour INTEGER, PRIMARY KEY (home_id, device_id, hour))")
+            c.executemany("INSERT OR IGNORE INTO touched_device_hours VALUES (?,?,?)",
+                          {(w.home_id, w.device_id, to_us(w.bucket) // hour * hour)
+                           for w in batch.device_windows})
+            c.execute(f"""INSERT OR REPLACE INTO device_1h
+                SELECT d.home_id, d.device_id, t.hour, SUM(d.mean_power_w * d.samples) / SUM(d.samples),
+                       MIN(d.min_power_w), MAX(d.max_power_w), SUM(d.energy_wh), SUM(d.samples),
+                       COUNT(*), SUM(d.mean_power_w) / 60.0
+                FROM touched_device_hours t JOIN device_1m d ON d.home_id = t.home_id
+                  AND d.device_id = t.device_id AND d.bucket >= t.hour AND d.bucket < t.hour + {hour}
+                GROUP BY d.home_id, d.device_id, t.hour""")
+            c.execute("DELETE FROM touched_device_hours")
+        if batch.home_windows:
+            c.execute("CREATE TEMP TABLE IF NOT EXISTS touched_home_hours "
+                      "(home_id TEXT, hour INTEGER, PRIMARY KEY (home_id, hour))")
+            c.executemany("INSERT OR IGNORE INTO touched_home_hours VALUES (?,?)",
+                          {(w.home_id, to_us(w.bucket) // hour * hour) for w in batch.home_windows})
+            c.execute(f"""INSERT OR REPLACE INTO home_1h
+                SELECT h.home_id, t.hour, SUM(h.mean_power_w * h.samples) / SUM(h.samples),
+                       MIN(h.min_power_w), MAX(h.max_power_w), SUM(h.energy_wh), SUM(h.samples),
+                       COUNT(*), SUM(h.mean_power_w) / 60.0
+                FROM touched_home_hours t JOIN home_1m h ON h.home_id = t.home_id
+                  AND h.bucket >= t.hour AND h.bucket < t.hour + {hour}
+                GROUP BY h.home_id, t.hour""")
+            c.execute("DELETE FROM touched_home_hours")
 
     def _upsert_devices(self, devices: Iterable[DeviceInfo]) -> None:
         self.conn.executemany(
@@ -230,11 +264,13 @@ class SqliteStore:
         return [HomeWindow(h, from_us(b), m, lo, hi, e, n) for h, b, m, lo, hi, e, n in rows]
 
     def hourly(self, level: str, home_id: str | None = None) -> list[tuple]:
-        """Rows of device_1h or home_1h (level 'device' or 'home'), bucket as aware datetime."""
+        """Rows of device_1h or home_1h (level 'device' or 'home'), bucket as aware datetime:
+        keys, mean/min/max power, energy_wh, samples, minutes, power_wh."""
         view = {"device": "device_1h", "home": "home_1h"}[level]
         where, args = ("WHERE home_id = ?", [home_id]) if home_id else ("", [])
         keys = "home_id, device_id, bucket" if level == "device" else "home_id, bucket"
-        rows = self.conn.execute(f"SELECT * FROM {view} {where} ORDER BY {keys}", args).fetchall()
+        cols = keys + ", mean_power_w, min_power_w, max_power_w, energy_wh, samples, minutes, power_wh"
+        rows = self.conn.execute(f"SELECT {cols} FROM {view} {where} ORDER BY {keys}", args).fetchall()
         pos = 2 if level == "device" else 1
         return [tuple(from_us(v) if i == pos else v for i, v in enumerate(row)) for row in rows]
 

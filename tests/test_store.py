@@ -96,10 +96,25 @@ def test_devices_only_widen_and_keep_registry_columns(store):
 def test_hourly_rollups(store):
     store.write(_batch())
     (row,) = store.hourly("home")
-    assert row[0] == "h1" and row[1] == T0 and row[-1] == 6
+    assert row[0] == "h1" and row[1] == T0 and row[-3:] == (6, 1, pytest.approx(102.5 / 60))
     (dev,) = store.hourly("device")
-    assert dev[-2] == pytest.approx(2.7) and dev[-1] == 12
+    assert dev[-4:-1] == (pytest.approx(2.7), 12, 2)
     assert dev[3] == pytest.approx((102.5 * 6 + 108.5 * 6) / 12)
+    assert dev[-1] == pytest.approx((102.5 + 108.5) / 60)
+
+
+def test_hourly_rollups_follow_amended_and_imported_minutes(store):
+    """Re-emitted minutes and history written later change their hour, and only their hour."""
+    store.write(_batch())
+    late = T0 + timedelta(hours=3, minutes=5)
+    store.write(Batch(device_windows=[DeviceWindow("h1", "mains", DeviceKind.METER, T0, 60.0, 50, 70, 1.0, 3),
+                                      DeviceWindow("h1", "mains", DeviceKind.METER, late, 30.0, 30, 30, 0.5, 1)],
+                      home_windows=[HomeWindow("h1", late, 30.0, 30, 30, 0.5, 1)]))
+    first, second = store.hourly("device")
+    assert first[2] == T0 and first[3] == pytest.approx((60.0 * 3 + 108.5 * 6) / 9)
+    assert first[-4:] == (pytest.approx(2.2), 9, 2, pytest.approx((60.0 + 108.5) / 60))
+    assert second[2] == late.replace(minute=0) and second[-4:] == (pytest.approx(0.5), 1, 1, 0.5)
+    assert [r[1] for r in store.hourly("home")] == [T0, late.replace(minute=0)]
 
 
 def test_sqlite_is_readable_by_another_process_while_written(sqlite_url):

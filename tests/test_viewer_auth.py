@@ -322,3 +322,29 @@ def test_without_a_tariff_the_flat_price_applies_and_says_so(db, store_url):
     h = data.history(db, OLGA, "a", T0, T0 + timedelta(minutes=10), None, "UTC", pricing)
     assert h.total_kwh == pytest.approx(500 / 6 / 1000)
     assert h.total_cost == pytest.approx(500 / 6 / 1000 * 0.5)
+
+
+def test_a_long_range_reads_whole_hours_from_the_rollup_and_its_ragged_ends_from_minutes(db, store_url):
+    """Over 40 days the history is fetched hourly: whole hours from device_1h (kept by the store),
+    the partial hours at either end from device_1m; both must give the minutes' totals."""
+    batch = Batch(readings=[Reading("a", "mains", T0, 400.0, kind=DeviceKind.METER),
+                            Reading("a", "kettle", T0, 100.0)])
+    minutes = [T0 + timedelta(minutes=7 * i + 3) for i in range(40 * 24 * 60 // 7)]
+    for i, t in enumerate(minutes):
+        batch.device_windows += [
+            DeviceWindow("a", "mains", DeviceKind.METER, t, 400.0 + i % 5, 400, 405, 6.7, 1),
+            DeviceWindow("a", "kettle", DeviceKind.APPLIANCE, t, 100.0, 100, 100, 1.7, 1)]
+    store = open_store(store_url)
+    try:
+        store.write(batch)
+    finally:
+        store.close()
+    start, end = T0 + timedelta(minutes=17), T0 + timedelta(days=40, minutes=-20)
+    h = data.history(db, OLGA, "a", start, end, None, "UTC", PRICING)
+    inside = [(i, t) for i, t in enumerate(minutes) if start <= t < end]
+    want_meter_wh = sum(400.0 + i % 5 for i, _ in inside) / 60
+    want_kettle_wh = 100.0 * len(inside) / 60
+    kwh = dict(h.totals.select("device_id", "kwh").rows())
+    assert kwh["kettle"] == pytest.approx(want_kettle_wh / 1000)
+    assert kwh["unmetered"] == pytest.approx((want_meter_wh - want_kettle_wh) / 1000)
+    assert h.total_kwh == pytest.approx(want_meter_wh / 1000)

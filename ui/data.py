@@ -91,7 +91,37 @@ USAGE_SCHEMA = {"device_id": pl.Utf8, "kind": pl.Utf8, "bucket": TS, "wh": pl.Fl
 
 def _device_usage(db: Database, home_id: str, start: datetime, end: datetime,
                   step_s: int) -> pl.DataFrame:
-    """Wh per device and bucket of ``step_s`` (60, 900 or 3600 s), grouped in SQL."""
+    """Wh per device and bucket of ``step_s`` (60, 900 or 3600 s), grouped in SQL. Whole hours
+    come from the hourly rollup ``device_1h`` (a table the store keeps current, or TimescaleDB's
+    continuous aggregate), so a year is ~9k rows per device rather than ~525k minutes."""
+    if step_s == 3600:
+        first = _ceil_hour(start)
+        last = max(first, end.replace(minute=0, second=0, microsecond=0))
+        if first < last:
+            parts = [_minute_usage(db, home_id, start, first, step_s),
+                     _hourly_usage(db, home_id, first, last),
+                     _minute_usage(db, home_id, last, end, step_s)]
+            return pl.concat([p for p in parts if not p.is_empty()] or [parts[1]], how="vertical")
+    return _minute_usage(db, home_id, start, end, step_s)
+
+
+def _ceil_hour(ts: datetime) -> datetime:
+    floor = ts.replace(minute=0, second=0, microsecond=0)
+    return floor if floor == ts else floor + timedelta(hours=1)
+
+
+def _hourly_usage(db: Database, home_id: str, start: datetime, end: datetime) -> pl.DataFrame:
+    return db.frame(
+        f"SELECT h.device_id, d.kind, {db.us('h.bucket')} AS bucket, h.power_wh AS wh, "
+        f"h.minutes FROM device_1h h JOIN devices d ON d.home_id = h.home_id "
+        f"AND d.device_id = h.device_id WHERE h.home_id = :h AND h.bucket >= :s AND h.bucket < :e",
+        {"h": home_id, "s": start, "e": end}, USAGE_SCHEMA)
+
+
+def _minute_usage(db: Database, home_id: str, start: datetime, end: datetime,
+                  step_s: int) -> pl.DataFrame:
+    if end <= start:
+        return pl.DataFrame(schema=USAGE_SCHEMA)
     params = {"h": home_id, "s": start, "e": end}
     if step_s == 60:
         return db.frame(
@@ -106,36 +136,6 @@ def _device_usage(db: Database, home_id: str, start: datetime, end: datetime,
         f"GROUP BY device_id, {b}", params,
         {"device_id": pl.Utf8, "kind": pl.Utf8, "b": TS, "wh": pl.Float64, "minutes": pl.Int64},
     ).rename({"b": "bucket"})
-
-
-# Hourly usage of hours that are over changes only when history is imported or amended; the
-# viewer keeps it for CLOSED_TTL_S so that a long range is grouped once, not on every click.
-# Without TimescaleDB the hourly rollups are views over device_1m, and a year of one home is
-# ~2.4 million minutes (several seconds of SQL); the open end of the range is always read fresh.
-CLOSED_TTL_S = 900
-_CACHE_FROM = timedelta(days=31)
-
-
-def _usage(db: Database, home_id: str, start: datetime, end: datetime, step_s: int,
-           now: datetime) -> pl.DataFrame:
-    closed_until = min(end, now.replace(minute=0, second=0, microsecond=0) - timedelta(hours=1))
-    if step_s < 3600 or closed_until - start < _CACHE_FROM:
-        return _device_usage(db, home_id, start, end, step_s)
-    closed = _closed_usage(db.url, home_id, start, closed_until, step_s, _db=db)
-    return pl.concat([closed, _device_usage(db, home_id, closed_until, end, step_s)], how="vertical")
-
-
-def _closed_usage(url: str, home_id: str, start: datetime, end: datetime, step_s: int,
-                  _db: Database) -> pl.DataFrame:
-    return _device_usage(_db, home_id, start, end, step_s)
-
-
-try:  # in the viewer: a process-wide cache shared by its sessions (keyed without the connection)
-    import streamlit as _st
-
-    _closed_usage = _st.cache_data(ttl=CLOSED_TTL_S, max_entries=64, show_spinner=False)(_closed_usage)
-except ImportError:  # pragma: no cover - the viewer always has Streamlit
-    pass
 
 
 def with_unmetered(usage: pl.DataFrame) -> pl.DataFrame:
@@ -221,11 +221,10 @@ def history(db: Database, principal: Principal, home_id: str, start: datetime, e
     # half-hourly dynamic tariffs; beyond a month, hourly keeps the query small (and a period
     # boundary at half past is then priced at the hour).
     fetch_s = min(step_s, PRICE_STEP_S if span <= timedelta(days=31) else 3600)
-    now = datetime.now(timezone.utc)
-    bands = _priced(with_unmetered(_usage(db, home_id, start, end, fetch_s, now)), pricing, home_id)
+    bands = _priced(with_unmetered(_device_usage(db, home_id, start, end, fetch_s)), pricing, home_id)
     shown = bands if step_s == fetch_s else _to_resolution(bands, step_s, tz)
-    prev = _priced(with_unmetered(_usage(db, home_id, start - span, start,
-                                         max(fetch_s, PRICE_STEP_S), now)), pricing, home_id)
+    prev = _priced(with_unmetered(_device_usage(db, home_id, start - span, start,
+                                                max(fetch_s, PRICE_STEP_S))), pricing, home_id)
     consumption = pl.col("wh").clip(lower_bound=0.0)
     this_tot = bands.group_by("device_id", "kind").agg((consumption.sum() / 1000).alias("kwh"),
                                                        pl.col("cost").sum())
