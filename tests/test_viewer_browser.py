@@ -6,12 +6,14 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+import urllib.request
 from pathlib import Path
 
 import pytest
 from playwright.sync_api import expect, sync_playwright
 
 from tests.viewer_seed import OWN_HOME, PASSWORDS, seed
+from pipeline.broker import free_port
 from tests.viewer_server import ROOT, ViewerServer
 
 ARTIFACTS = ROOT / "tests" / "artifacts"
@@ -32,7 +34,8 @@ def chromium() -> str:
 def viewer(tmp_path_factory):
     url = f"sqlite:///{tmp_path_factory.mktemp('browser') / 'viewer.db'}"
     seed(url, sim_days=0.25)
-    server = ViewerServer(url, {"SHEMS_UI_STALE_AFTER_S": "600", "SHEMS_UI_LIVE_REFRESH_S": "2"})
+    server = ViewerServer(url, {"SHEMS_UI_STALE_AFTER_S": "600", "SHEMS_UI_LIVE_REFRESH_S": "2",
+                                "SHEMS_UI_METRICS_PORT": str(free_port())})
     server.wait_healthy()
     yield server
     server.stop()
@@ -80,3 +83,9 @@ def test_sign_in_and_live_page_in_headless_chromium(chromium, viewer):
     for shot in (desktop, phone):
         assert shot.stat().st_size > 10_000
         print(f"screenshot: {shot}")
+    # The viewer's server exposes its own metrics: the two sign-ins and the live page's runs.
+    port = viewer.env["SHEMS_UI_METRICS_PORT"]
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    assert 'shems_viewer_signins_total{result="ok"} 2.0' in text
+    runs = re.search(r'shems_viewer_page_seconds_count\{page="Live"\} (\d+)', text)
+    assert runs and int(runs.group(1)) >= 2  # a full run per sign-in (fragments refresh alone)

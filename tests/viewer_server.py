@@ -23,6 +23,7 @@ def free_port() -> int:
 class ViewerServer:
     def __init__(self, store_url: str, env: dict[str, str] | None = None) -> None:
         self.port = free_port()
+        self.env = dict(env or {})
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = ROOT / "tests" / "artifacts" / f"viewer-{self.port}.log"
         self.log.parent.mkdir(parents=True, exist_ok=True)

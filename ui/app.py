@@ -13,6 +13,7 @@ import streamlit as st
 from ui.accounts import SignInError
 from ui.auth import Role
 from ui.common import HOME, NOTICE, PRINCIPAL, TOKEN, current_principal, requested_home, viewer
+from ui import metrics
 from ui.data import homes_for
 
 # Not "pages/": Streamlit would also serve a folder of that name as pages of its own, signed in
@@ -21,6 +22,7 @@ PAGES = Path(__file__).parent / "views"
 
 st.set_page_config(page_title="shems", page_icon=":material/bolt:", layout="wide")
 v = viewer()
+metrics.serve_once(v.settings.metrics_port)
 
 
 def sign_in() -> None:
@@ -36,8 +38,10 @@ def sign_in() -> None:
         try:
             session = v.accounts.sign_in(username.strip(), password, _client())
         except SignInError as exc:
+            metrics.SIGNINS.labels(result="locked" if exc.retry_after else "refused").inc()
             st.error(str(exc))
             return
+        metrics.SIGNINS.labels(result="ok").inc()
         st.session_state[TOKEN] = session.token
         st.session_state[PRINCIPAL] = session.principal
         st.rerun()
@@ -95,4 +99,5 @@ with st.sidebar:
         st.query_params.clear()
         st.rerun()
 
-page.run()
+with metrics.PAGE_SECONDS.labels(page=page.title).time():
+    page.run()

@@ -29,7 +29,7 @@ def cmd_ui(args: argparse.Namespace) -> int:
     except Exception as exc:  # unreachable database, bad path: say so instead of a traceback
         return _fail(f"cannot open the store {mask_url(args.store_url)}: {exc}")
     env = dict(os.environ, SHEMS_STORE_URL=args.store_url, SHEMS_MQTT_URL=args.mqtt_url,
-               SHEMS_TOPIC_PREFIX=args.topic_prefix)
+               SHEMS_TOPIC_PREFIX=args.topic_prefix, SHEMS_UI_METRICS_PORT=str(args.metrics_port or 0))
     argv = [sys.executable, "-m", "streamlit", "run", str(APP),
             "--server.port", str(args.port), "--server.address", args.address,
             "--server.headless", "true", "--browser.gatherUsageStats", "false",
@@ -105,6 +105,8 @@ def _register(sub) -> None:
     p.add("--address", default="127.0.0.1", help="address to listen on (0.0.0.0 for all)")
     p.add("--mqtt-url", type=mqtt_url, default=DEFAULT_MQTT_URL, help="broker for device commands")
     p.add("--topic-prefix", default="", help="prepended to command topics (as for `shems run`)")
+    p.add("--metrics-port", type=port, env="SHEMS_UI_METRICS_PORT",
+          help="serve the viewer's Prometheus metrics on this port")
     COMMANDS["ui"] = cmd_ui
 
     p = sub.add_parser("user", help="viewer accounts: add, remove, passwd, list")

@@ -37,6 +37,7 @@ class ViewerSettings:
     flat_price_per_kwh: float = 0.28
     currency: str = "GBP"
     timezone: str = "UTC"
+    metrics_port: int = 0  # Prometheus metrics of the viewer's server (ui/metrics.py); 0: off
 
     @property
     def session_idle(self) -> timedelta:

@@ -9,7 +9,7 @@ import polars as pl
 import streamlit as st
 
 from pipeline.records import CommandState
-from ui import control, data
+from ui import control, data, metrics
 from ui.auth import AccessDenied
 from ui.common import home_or_stop, now, principal, refusals, timezone_for, viewer
 
@@ -65,8 +65,10 @@ else:
         try:
             sent = control.send_command(v.db, v.accounts, v.settings, p, home, device, *wanted)
         except (control.CommandRefused, AccessDenied) as exc:
+            metrics.COMMANDS.labels(result="refused").inc()
             st.error(str(exc))
         else:
+            metrics.COMMANDS.labels(result="sent").inc()
             st.session_state[LAST] = sent.command_id
 
 
