@@ -72,7 +72,11 @@ class DeadLetter:
 
 @dataclass(frozen=True, slots=True)
 class DeviceWindow:
-    """The 1-minute aggregate of one device; ``bucket`` is the window start (UTC)."""
+    """The 1-minute aggregate of one device; ``bucket`` is the window start (UTC).
+
+    ``counter_resets`` counts the energy-counter resets the windower judged in this window (a
+    one-sample glitch is not a reset); it is not stored, and windows read back from a store have 0.
+    """
 
     home_id: str
     device_id: str
@@ -83,6 +87,7 @@ class DeviceWindow:
     max_power_w: float
     energy_wh: float
     samples: int
+    counter_resets: int = 0
 
 
 @dataclass(frozen=True, slots=True)

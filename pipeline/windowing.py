@@ -14,7 +14,9 @@ Definitions (the README and ``tests/reference.py`` follow these exactly):
     is back at or above the baseline, the held one was a glitch (a one-sample 0 or jump back) and
     is ignored; if the next is below the baseline too, the counter was reset, and the energy since
     the reset is the new reading itself. So a glitch never makes a spike, and a reset never
-    loses or invents more than the few Wh between the reset and its first sample.
+    loses or invents more than the few Wh between the reset and its first sample. A window's
+    ``counter_resets`` counts the resets judged at its samples (the second sample below the old
+    baseline), so anomaly detection sees resets and never glitches.
   - Otherwise power is integrated with a zero-order hold: ``previous.power_w * dt``, unless the
     gap exceeds ``max_gap_s`` (a dropout: no energy is invented across it).
   - A device's first sample ever contributes no energy.
@@ -53,6 +55,7 @@ class EnergyState:
     prev_power: float = 0.0
     baseline: float | None = None  # last trusted counter value
     held: float | None = None  # a counter below the baseline, waiting for the next one to judge
+    resets: int = 0  # counter resets judged so far (each window reports its own share)
 
     def step(self, ts: float, power: float, counter: float | None, max_gap_s: float) -> float:
         """Energy (Wh) of the interval ending at this sample; advances the state."""
@@ -67,6 +70,7 @@ class EnergyState:
                 # Two in a row below the old baseline: a reset. Count from zero.
                 energy = counter
                 self.baseline, self.held = counter, None
+                self.resets += 1
         elif counter is not None:
             self.baseline = counter
         elif self.prev_ts is not None:
@@ -147,6 +151,7 @@ class DeviceWindower:
         total = 0.0
         low, high = math.inf, -math.inf
         step = self.energy.step
+        resets_before = self.energy.resets
         max_gap = self.settings.max_gap_s
         for ts, power, counter in window.samples:
             energy += step(ts, power, counter, max_gap)
@@ -164,6 +169,7 @@ class DeviceWindower:
             max_power_w=high,
             energy_wh=energy,
             samples=n,
+            counter_resets=self.energy.resets - resets_before,
         )
 
     def close_due(self, now_wall: datetime) -> DeviceOutput:

@@ -18,13 +18,15 @@ HOME_COLUMNS = ["home_id", "bucket", "mean_power_w", "min_power_w", "max_power_w
                 "samples"]
 
 
-def _counter_energy(counters: list[float | None]) -> list[float]:
-    """Energy per sample from a counter: deltas, glitches ignored, resets counted from zero."""
-    out: list[float] = []
+def _counter_walk(counters: list[float | None]) -> tuple[list[float], list[int]]:
+    """Energy and reset flag per sample from a counter: deltas, glitches ignored, resets counted
+    from zero (the second sample in a row below the last trusted value is the reset)."""
+    energy: list[float] = []
+    resets: list[int] = []
     baseline: float | None = None
     held = False
     for c in counters:
-        e = 0.0
+        e, reset = 0.0, 0
         if c is None:
             pass
         elif baseline is None:
@@ -34,9 +36,14 @@ def _counter_energy(counters: list[float | None]) -> list[float]:
         elif not held:
             held = True
         else:
-            e, baseline, held = c, c, False
-        out.append(e)
-    return out
+            e, baseline, held, reset = c, c, False, 1
+        energy.append(e)
+        resets.append(reset)
+    return energy, resets
+
+
+def _counter_energy(counters: list[float | None]) -> list[float]:
+    return _counter_walk(counters)[0]
 
 
 def device_minutes(readings: pl.DataFrame, settings: WindowSettings = WindowSettings()) -> pl.DataFrame:
@@ -98,4 +105,23 @@ def home_minutes(device_minutes_df: pl.DataFrame) -> pl.DataFrame:
         )
         .select(HOME_COLUMNS)
         .sort(["home_id", "bucket"])
+    )
+
+
+def device_counter_resets(readings: pl.DataFrame, settings: WindowSettings = WindowSettings()) -> pl.DataFrame:
+    """Counter resets per device minute: home_id, device_id, bucket, counter_resets."""
+    df = (
+        readings.with_columns(pl.col("ts").dt.convert_time_zone("UTC"), pl.col("energy_wh").cast(pl.Float64))
+        .unique(["home_id", "device_id", "ts"], keep="first", maintain_order=True)
+        .sort(["home_id", "device_id", "ts"])
+    )
+    flags: list[int] = []
+    for _, part in df.group_by(["home_id", "device_id"], maintain_order=True):
+        flags.extend(_counter_walk(part["energy_wh"].to_list())[1])
+    return (
+        df.with_columns(pl.Series("reset", flags, pl.Int64),
+                        pl.col("ts").dt.truncate(f"{settings.window_s}s").alias("bucket"))
+        .group_by(["home_id", "device_id", "bucket"])
+        .agg(pl.col("reset").sum().alias("counter_resets"))
+        .sort(["home_id", "device_id", "bucket"])
     )

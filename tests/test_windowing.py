@@ -62,6 +62,13 @@ def test_counter_glitches_never_spike_and_resets_count_from_zero(counters, expec
     assert [w.energy_wh for w in run(readings)] == expected
 
 
+def test_each_window_counts_the_counter_resets_judged_in_it_and_never_a_glitch():
+    counters = [100, 101, 0, 102, 103, 5, 6, 7, 2, 3]  # glitch at 2; resets at 6 and 9
+    windows = run([r(i * 60, 10, c) for i, c in enumerate(counters)])
+    assert [w.counter_resets for w in windows] == [0, 0, 0, 0, 0, 0, 1, 0, 0, 1]
+    assert run([r(0, 10), r(60, 10)])[1].counter_resets == 0  # no counter at all
+
+
 def test_duplicates_count_once_and_late_readings_are_returned():
     w = DeviceWindower(S)
     assert w.add(r(5, 10), WALL).windows == []
@@ -165,6 +172,8 @@ def test_matches_the_independent_polars_reference(readings):
     assert [(w.bucket, w.samples) for w in got] == list(zip(want["bucket"], want["samples"]))
     for w, e, m in zip(got, want["energy_wh"], want["mean_power_w"]):
         assert w.energy_wh == pytest.approx(e, abs=1e-6) and w.mean_power_w == pytest.approx(m, abs=1e-6)
+    resets = reference.device_counter_resets(frame, S)
+    assert [w.counter_resets for w in got] == resets["counter_resets"].to_list()
 
 
 @hsettings(max_examples=30, deadline=None)
