@@ -31,6 +31,7 @@ import statistics
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
+from functools import partial
 from datetime import timedelta
 from multiprocessing import get_context
 from typing import Callable
@@ -47,6 +48,7 @@ from pipeline.records import Forecast
 from pipeline.settings import WindowSettings
 from pipeline.stuck_runs import StuckRule, excluded_slots, stuck_runs
 
+DEFAULT_STUCK = StuckRule()
 DAY_AHEAD_H = 24  # the day-ahead reading: resolution 60, horizon 24 h
 MAPE_FLOOR_SHARE = 0.10
 
@@ -93,11 +95,7 @@ class ForecastEvaluation:
         keys = sorted({(r.resolution, r.horizon_h) for r in self.rows}, key=lambda k: (-k[0], k[1]))
         for res, h in keys:
             rows = [r for r in self.rows if (r.resolution, r.horizon_h) == (res, h)]
-
-            def med(name: str) -> float:
-                vals = [getattr(r, name) for r in rows if math.isfinite(getattr(r, name))]
-                return statistics.median(vals) if vals else math.nan
-
+            med = partial(_median_of, rows)
             models = Counter(r.model for r in rows).most_common(1)[0]
             out.append(ForecastEvalRow(
                 f"median of {len(rows)} homes", res, h, sum(r.n for r in rows), med("mae"),
@@ -107,9 +105,14 @@ class ForecastEvaluation:
         return out
 
 
+def _median_of(rows: list[ForecastEvalRow], name: str) -> float:
+    values = [getattr(r, name) for r in rows if math.isfinite(getattr(r, name))]
+    return statistics.median(values) if values else math.nan
+
+
 def evaluate_forecasts(frame: pl.DataFrame, settings: ForecastSettings,
                        horizons_h: tuple[float, ...] = (1, 6, 12, 24),
-                       stuck: StuckRule = StuckRule(),
+                       stuck: StuckRule = DEFAULT_STUCK,
                        window: WindowSettings | None = None,
                        jobs: int = 1,
                        on_rows: Callable[[int], None] = lambda n: None,

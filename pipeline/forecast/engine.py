@@ -18,7 +18,7 @@ from datetime import datetime, timedelta, timezone
 
 import numpy as np
 
-from pipeline.forecast.calendar import LocalClock, day_of_week
+from pipeline.forecast.calendar import LocalClock
 from pipeline.forecast.features import (FEATURES, IssueContext, day_weights, feature_matrix, issue_context,
                                         profile_stats)
 from pipeline.forecast.history import SlotRing
@@ -240,14 +240,17 @@ class ResolutionForecaster:
         yhat = np.maximum(preds[np.arange(count), chosen], floor)
         bounds = np.array([band.bounds() for band in self.bands])[bands]
         spread = _spreads(stats.spread[per_day:], np.full(count, ctx.scale))
-        lower = np.maximum(yhat + bounds[:, 0] * spread, floor)
-        upper = np.maximum(yhat + bounds[:, 1] * spread, lower)
+        # The interval always holds its own forecast (early on, or after a shift, the recent
+        # errors can all have one sign).
+        lower = np.maximum(np.minimum(yhat + bounds[:, 0] * spread, yhat), floor)
+        upper = np.maximum(yhat + bounds[:, 1] * spread, yhat)
         made_at = _at(made_min)
         self.pending.start(made_min)
         scored = {h: i for i, h in enumerate(self.pending.horizons)}
         out = []
-        for j, (start, horizon, y, lo, hi, c) in enumerate(zip(
-                starts, horizons.tolist(), yhat.tolist(), lower.tolist(), upper.tolist(), chosen.tolist())):
+        for start, horizon, y, lo, hi, c in zip(
+                starts, horizons.tolist(), yhat.tolist(), lower.tolist(), upper.tolist(), chosen.tolist(),
+                strict=True):
             out.append(Forecast(home_id, made_at, _at(start), res, horizon, y, lo, hi, CANDIDATES[c]))
             if horizon in scored:
                 self.pending.put(made_min, scored[horizon], y, lo, hi)
