@@ -156,6 +156,63 @@ def cmd_export(args) -> int:
     return 0
 
 
+def horizon_list(value: str) -> tuple[float, ...]:
+    try:
+        hours = tuple(float(v) for v in value.split(",") if v.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected hours separated by commas, e.g. 1,6,12,24; got {value!r}") from None
+    if not hours or any(not 0 < h <= 24 for h in hours):
+        raise argparse.ArgumentTypeError(f"horizons must be hours in (0, 24], got {value!r}")
+    return hours
+
+
+def anomaly_rows(args, frame) -> list:
+    """The anomaly evaluation's rows for the JSON line. A hook: the lead wires
+    ``pipeline.anomaly.evaluate.evaluate_anomalies`` in here."""
+    return []
+
+
+def cmd_evaluate(args) -> int:
+    import time
+
+    import polars as pl
+    from rich.console import Console
+    from rich.progress import Progress
+
+    from pipeline.evaluate import evaluate_forecasts
+    from pipeline.evaluate_report import evaluation_json, print_evaluation
+    from pipeline.forecast import ForecastSettings
+    from pipeline.stuck_runs import StuckRule
+    from pipeline.tabular import readings_frame
+
+    console = Console(stderr=args.json)  # keep stdout's last line for the JSON
+    try:
+        spec = table_spec(args)
+        settings = ForecastSettings(timezone=args.home_tz or args.tz)
+        frame = readings_frame(args.file, spec)
+    except ValueError as exc:
+        return _fail(str(exc))
+    if args.homes:
+        wanted = [h.strip() for h in args.homes.split(",") if h.strip()]
+        missing = sorted(set(wanted) - set(frame["home_id"].unique().to_list()))
+        if missing:
+            return _fail(f"no readings for home(s) {', '.join(missing)} in {args.file}")
+        frame = frame.filter(pl.col("home_id").is_in(wanted))
+    if frame.is_empty():
+        return _fail(f"no readings in {args.file}")
+    started = time.monotonic()
+    with Progress(console=console) as bar:
+        task = bar.add_task(f"replaying {args.file.name}", total=frame.height)
+        result = evaluate_forecasts(
+            frame, settings, horizons_h=args.horizons,
+            stuck=StuckRule(min_minutes=args.stuck_minutes, min_samples=args.stuck_samples),
+            jobs=args.jobs, on_rows=lambda n: bar.update(task, advance=n))
+    print_evaluation(result, console, time.monotonic() - started)
+    if args.json:
+        print(evaluation_json(result, anomaly_rows(args, frame)))
+    return 0
+
+
 def _register(sub) -> None:
     p = sub.add_parser("import", help="load history from CSV/Parquet into the store")
     _add_table_args(p)
@@ -192,6 +249,22 @@ def _register(sub) -> None:
     p.add("--metrics-port", type=port, default=9108, help="Prometheus metrics of the flow")
     p.add("--ui-port", type=int, default=8501, help="the viewer's port (0: no viewer)")
     COMMANDS["demo"] = cmd_demo
+
+    p = sub.add_parser("evaluate", help="score the online forecasts on a dataset replayed through the flow's operators")
+    _add_table_args(p)
+    p.add("--home-tz", default=None,
+          help="the homes' own time zone for calendar features, when --tz only says how the file's "
+               "time stamps are written (default: --tz)")
+    p.add("--horizons", type=horizon_list, default=(1.0, 6.0, 12.0, 24.0),
+          help="hours from issue to the end of the target slot to report")
+    p.add("--homes", default=None, help="only these homes (comma-separated ids)")
+    p.add("--stuck-minutes", type=positive_float, default=60.0,
+          help="a run of one exact value this long (and --stuck-samples readings) is a stuck "
+               "logger: slots it touches are not scored")
+    p.add("--stuck-samples", type=positive_int, default=24, help="see --stuck-minutes")
+    p.add("--jobs", type=positive_int, default=1, help="homes evaluated at once (processes)")
+    p.add("--json", action="store_true", help="end with one JSON line")
+    COMMANDS["evaluate"] = cmd_evaluate
 
     p = sub.add_parser("export", help="write readings and aggregates to Parquet files")
     p.add("--store-url", type=store_url, default=DEFAULT_STORE_URL, help="source store")
