@@ -1,6 +1,6 @@
 """History import: the same windowing and store path as the live flow, fed from a file.
 
-    file batches (already Readings) -> device windows -> home totals -> store
+    file batches (already Readings) -> device windows -> home totals -> insights -> store
 
 The file is read in time order by ``pipeline.tabular``; nothing is late, and at the end of the
 file every open window is flushed.
@@ -15,7 +15,7 @@ import bytewax.operators as op
 from bytewax.dataflow import Dataflow
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 
-from flows.ingest import aggregate_and_store
+from flows.ingest import InsightsSetup, aggregate_and_store
 from pipeline.records import Reading
 from pipeline.settings import WindowSettings
 
@@ -51,7 +51,7 @@ class ReadingBatchSource(FixedPartitionedSource):
 
 def build_import_flow(source: ReadingBatchSource, store_url: str,
                       window: WindowSettings | None = None, meter_home_ids: frozenset[str] = frozenset(),
-                      batch_rows: int = 20_000) -> Dataflow:
+                      batch_rows: int = 20_000, insights: InsightsSetup | None = None) -> Dataflow:
     # A file is in time order and complete: windows close on event time alone, never on the
     # wall clock (a fast import would otherwise close windows that are still being filled).
     window = replace(window or WindowSettings(), idle_close_s=1e8)  # ~3 years: never
@@ -66,6 +66,7 @@ def build_import_flow(source: ReadingBatchSource, store_url: str,
         flush_on_eof=lambda: True,
         batch_rows=batch_rows,
         flush_interval_s=5.0,
+        insights=insights,
     )
     return flow
 
@@ -73,9 +74,10 @@ def build_import_flow(source: ReadingBatchSource, store_url: str,
 def run_import(make_batches: Callable[[], Iterator[list[Reading]]], store_url: str,
                on_batch: Callable[[int], None] = lambda n: None,
                window: WindowSettings | None = None,
-               meter_home_ids: frozenset[str] = frozenset()) -> None:
+               meter_home_ids: frozenset[str] = frozenset(),
+               insights: InsightsSetup | None = None) -> None:
     from bytewax.testing import run_main
 
     flow = build_import_flow(ReadingBatchSource(make_batches, on_batch), store_url, window,
-                             meter_home_ids)
+                             meter_home_ids, insights=insights)
     run_main(flow)

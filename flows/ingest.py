@@ -1,8 +1,10 @@
 """The ingest dataflow, top to bottom as the data path:
 
-    MQTT source -> decode (per physical device) -> readings | dead letters
+    MQTT source -> decode (per physical device) -> readings | dead letters | command acks
     readings -> device 1-minute windows (per device) -> home totals (per home)
-    readings, windows, late readings, home totals, dead letters -> store (batched, idempotent)
+    device and home windows -> forecast, detect, recommend (per home)
+    readings, windows, late readings, home totals, insights, dead letters -> store (batched,
+    idempotent)
 
 Every step is a pure function or a pure state object from ``pipeline``; this module only wires
 them together and runs them on Bytewax.
@@ -11,22 +13,26 @@ them together and runs them on Bytewax.
 from __future__ import annotations
 
 import threading
-from datetime import timedelta
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Callable, Sequence
 
 import bytewax.operators as op
 from bytewax.dataflow import Dataflow, Stream
 from bytewax.inputs import Source
 
-from flows.logic import DecodeLogic, device_window_builder, home_total_builder
+from flows.logic import DecodeLogic, device_window_builder, home_total_builder, insights_builder
 from pipeline import metrics
 from pipeline.config import IngestConfig, parse_mqtt_url
 from pipeline.decode import SUBSCRIPTIONS, route_key
 from pipeline.logs import get_logger
-from pipeline.records import DeviceKind, DeviceWindow, Reading, Tick
+from pipeline.insights import InsightSettings
+from pipeline.records import DeviceKind, DeviceWindow, Forecast, Reading, Tick
 from pipeline.registry import Registry
 from pipeline.settings import ValidationSettings, WindowSettings
-from sinks.base import mask_url, open_store
+from pipeline.tariff import TariffBook
+from sinks.base import TariffRow, mask_url, open_store
 from sinks.writer import RecoverableStoreSink, StoreSink, sink_key
 
 log = get_logger(__name__)
@@ -42,6 +48,20 @@ def meter_homes(registry: Registry) -> frozenset[str]:
     return frozenset(e.home_id for e in registry.entries() if e.kind == DeviceKind.METER)
 
 
+@dataclass(frozen=True)
+class InsightsSetup:
+    """What the per-home insights step needs besides the windows (configuration, not state)."""
+
+    registry: Registry  # home time zones
+    default_timezone: str
+    book: TariffBook | None  # None: no tariff configured, so no recommendations
+    live: bool  # wall-clock checks (silent meters); off when importing history
+    settings: InsightSettings = field(default_factory=InsightSettings)
+    # Forecasts issued before this are not stored (an import of years would store millions of
+    # forecasts of the past); scores, anomalies and recommendations are.
+    keep_forecasts_from: datetime | None = None
+
+
 def aggregate_and_store(
     readings: Stream,
     side: Sequence[Stream],
@@ -53,8 +73,10 @@ def aggregate_and_store(
     batch_rows: int,
     flush_interval_s: float,
     recoverable_partitions: int | None = None,
+    insights: InsightsSetup | None = None,
 ) -> None:
-    """Windows readings per device, totals them per home, and sends everything to the store."""
+    """Windows readings per device, totals them per home, forecasts, detects and recommends per
+    home, and sends everything to the store."""
     by_device = op.key_on("by_device", readings, _device_key)
     device_out = op.key_rm(
         "device_out",
@@ -73,7 +95,19 @@ def aggregate_and_store(
             home_total_builder(window, meter_home_ids, flush_on_eof),
         ),
     )
-    to_store = op.merge("to_store", readings, device_windows, late, home_windows, *side)
+    found = []
+    if insights is not None:
+        per_home = op.key_on("insights_by_home", op.merge("insight_inputs", device_windows, home_windows),
+                             lambda w: w.home_id)
+        builder = insights_builder(insights.registry, insights.default_timezone, insights.settings,
+                                   insights.book, insights.live)
+        insight = op.key_rm("insights_out", op.stateful_batch("insights", per_home, builder))
+        if insights.keep_forecasts_from is not None:
+            keep_from = insights.keep_forecasts_from
+            insight = op.filter("recent_forecasts", insight,
+                                lambda x: not isinstance(x, Forecast) or x.made_at >= keep_from)
+        found.append(insight)
+    to_store = op.merge("to_store", readings, device_windows, late, home_windows, *found, *side)
     if recoverable_partitions:
         keyed = op.key_on("sink_key", to_store, sink_key)
         op.output("store", keyed, RecoverableStoreSink(store_url, recoverable_partitions, batch_rows,
@@ -86,6 +120,7 @@ def build_flow(
     cfg: IngestConfig, source: Source, registry: Registry, *,
     flush_on_eof: Callable[[], bool] = lambda: True,
     recoverable_partitions: int | None = None,
+    book: TariffBook | None = None,
 ) -> Dataflow:
     """The MQTT ingest flow over any source of RawMessage and Tick records."""
     flow = Dataflow("shems_ingest")
@@ -110,6 +145,7 @@ def build_flow(
         batch_rows=cfg.batch_rows,
         flush_interval_s=cfg.flush_interval_s,
         recoverable_partitions=recoverable_partitions,
+        insights=InsightsSetup(registry, cfg.timezone, book, live=True) if cfg.insights else None,
     )
     return flow
 
@@ -118,12 +154,23 @@ def load_registry(cfg: IngestConfig) -> Registry:
     return Registry.load(cfg.registry_path) if cfg.registry_path else Registry.empty()
 
 
-def prepare_store(store_url: str, registry: Registry) -> None:
-    """Migrate the schema and store the registry, once, before workers start."""
+def prepare_store(store_url: str, registry: Registry, tariffs_path: Path | None = None
+                  ) -> TariffBook | None:
+    """Migrate the schema, store the registry and the tariff file, once, before workers start.
+
+    Returns the tariff book: the file's when one is given (it is stored, so the viewer prices
+    with the same tariffs), else the one stored earlier, else None."""
+    book = TariffBook.from_toml(tariffs_path) if tariffs_path else None
     store = open_store(store_url)
     try:
         store.migrate()
         store.upsert_devices(registry.device_infos())
+        if book is not None:
+            store.upsert_tariffs([TariffRow(r.home_id, r.effective_from, r.spec_json)
+                                  for r in book.to_rows()])
+            return book
+        rows = store.tariffs()
+        return TariffBook.from_rows(rows) if rows else None
     finally:
         store.close()
 
@@ -136,7 +183,10 @@ def run(cfg: IngestConfig, stop_event: threading.Event | None = None) -> None:
     from flows.mqtt_source import MqttSource, SpooledMqttSource
 
     registry = load_registry(cfg)
-    prepare_store(cfg.store_url, registry)
+    book = prepare_store(cfg.store_url, registry, cfg.tariffs_path)
+    if cfg.insights and book is None:
+        log.warning("no_tariff", detail="no tariff file given or stored: recommendations are off "
+                                        "(give --tariffs FILE)")
     recovery = None
     if cfg.recovery_dir is not None:
         cfg.recovery_dir.mkdir(parents=True, exist_ok=True)
@@ -169,7 +219,8 @@ def run(cfg: IngestConfig, stop_event: threading.Event | None = None) -> None:
         return recovery is None or source.went_idle.is_set()
 
     flow = build_flow(cfg, source, registry, flush_on_eof=flush_on_eof,
-                      recoverable_partitions=cfg.consumers if recovery is not None else None)
+                      recoverable_partitions=cfg.consumers if recovery is not None else None,
+                      book=book)
     log.info(
         "flow_starting",
         mqtt=str(parse_mqtt_url(cfg.mqtt_url)),

@@ -17,10 +17,12 @@ from bytewax.operators import StatefulBatchLogic
 from pipeline import metrics
 from pipeline.decode import DecoderState, decode
 from pipeline.home_total import HomeAggregator
-from pipeline.records import (CommandAck, DeadLetter, DeviceWindow, HomeWindow, LateReading, RawMessage,
-                              Reading)
+from pipeline.insights import HomeInsights, InsightSettings
+from pipeline.records import (Anomaly, CommandAck, DeadLetter, DeviceWindow, Forecast, ForecastScore,
+                              HomeWindow, LateReading, RawMessage, Reading, Recommendation)
 from pipeline.registry import Registry
 from pipeline.settings import ValidationSettings, WindowSettings
+from pipeline.tariff import TariffBook
 from pipeline.windowing import DeviceWindower
 
 RETAIN = StatefulBatchLogic.RETAIN
@@ -209,3 +211,107 @@ class _LazyHomeTotalLogic(HomeTotalLogic):
 
     def on_eof(self):
         return ([], RETAIN) if self.aggregator is None else super().on_eof()
+
+
+class ForecastScoreBoard:
+    """This worker's newest score per home and horizon, summed into the bounded-label gauges
+    (``shems_forecast_mae_ratio`` per resolution and horizon, never per home)."""
+
+    def __init__(self, worker: str) -> None:
+        self.worker = worker
+        self.latest: dict[tuple[int, int], dict[str, tuple[float, float]]] = {}
+
+    def update(self, scores: list[ForecastScore]) -> None:
+        touched = set()
+        for s in scores:
+            key = (s.resolution_min, s.horizon_min)
+            self.latest.setdefault(key, {})[s.home_id] = (s.mae_w, min(s.naive_day_mae_w, s.naive_week_mae_w))
+            touched.add(key)
+        for key in touched:
+            homes = self.latest[key].values()
+            mae = sum(m for m, _ in homes)
+            naive = sum(n for _, n in homes)
+            labels = dict(worker=self.worker, resolution=f"{key[0]}m", horizon=_horizon_label(key[1]))
+            if naive > 0:
+                metrics.FORECAST_MAE_RATIO.labels(**labels).set(mae / naive)
+            metrics.FORECAST_MAE_WATTS.labels(**labels).set(mae / len(homes))
+
+
+def _horizon_label(minutes: int) -> str:
+    return f"{minutes // 60}h" if minutes % 60 == 0 else f"{minutes}m"
+
+
+_SCORE_BOARDS: dict[str, ForecastScoreBoard] = {}
+
+
+class InsightsLogic(StatefulBatchLogic):
+    """Per home: forecasts, anomalies and recommendations (see pipeline.insights)."""
+
+    def __init__(self, registry: Registry, default_timezone: str, settings: InsightSettings,
+                 book: TariffBook | None, live: bool, state: HomeInsights | None) -> None:
+        self.registry = registry
+        self.default_timezone = default_timezone
+        self.settings = settings
+        self.book = book
+        self.live = live  # wall-clock checks (silent meters) only in a live flow, not an import
+        self.state = state
+        self.worker = metrics.worker_label()
+        self.scores = _SCORE_BOARDS.setdefault(self.worker, ForecastScoreBoard(self.worker))
+
+    def on_batch(self, values: list[DeviceWindow | HomeWindow]):
+        if self.state is None:
+            home = values[0].home_id
+            self.state = HomeInsights(home, self.registry.home_timezone(home, self.default_timezone),
+                                      self.settings)
+        now = _now() if self.live else None
+        out: list = []
+        # Device and home minutes of one batch come key by key from the steps before: in bucket
+        # order, every model sees time move forward.
+        for window in sorted(values, key=_bucket_of):
+            out.extend(self.state.add(window, self.book, now))
+        self._count(out)
+        return out, RETAIN
+
+    def on_notify(self):
+        out = self.state.check(_now()) if self.state is not None else []
+        self._count(out)
+        return out, RETAIN
+
+    def notify_at(self) -> datetime | None:
+        return self.state.next_due() if self.state is not None and self.live else None
+
+    def snapshot(self) -> bytes:
+        return pickle.dumps(self.state)
+
+    def _count(self, out: list) -> None:
+        if not out:
+            return
+        counts = Counter()
+        scores = []
+        for item in out:
+            if isinstance(item, Forecast):
+                counts[("forecast", str(item.resolution_min))] += 1
+            elif isinstance(item, ForecastScore):
+                scores.append(item)
+            elif isinstance(item, Anomaly):
+                counts[("anomaly", item.kind.value, "closed" if item.ended_at else "opened")] += 1
+            elif isinstance(item, Recommendation):
+                counts[("recommendation", item.kind)] += 1
+        for key, n in counts.items():
+            if key[0] == "forecast":
+                metrics.FORECASTS_ISSUED.labels(worker=self.worker, resolution=f"{key[1]}m").inc(n)
+            elif key[0] == "anomaly":
+                metrics.ANOMALIES.labels(worker=self.worker, kind=key[1], event=key[2]).inc(n)
+            else:
+                metrics.RECOMMENDATIONS.labels(worker=self.worker, kind=key[1]).inc(n)
+        if scores:
+            self.scores.update(scores)
+
+
+def insights_builder(registry: Registry, default_timezone: str, settings: InsightSettings,
+                     book: TariffBook | None, live: bool):
+    def build(resume: bytes | None) -> InsightsLogic:
+        state = pickle.loads(resume) if resume is not None else None
+        return InsightsLogic(registry, default_timezone, settings, book, live, state)
+
+    return build

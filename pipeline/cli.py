@@ -90,6 +90,16 @@ def existing_file(value: str) -> Path:
     return p
 
 
+def timezone_name(value: str) -> str:
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise argparse.ArgumentTypeError(f"unknown time zone {value!r} (e.g. Europe/London)") from None
+    return value
+
+
 def qos(value: str) -> int:
     if value not in ("0", "1", "2"):
         raise argparse.ArgumentTypeError(f"QoS must be 0, 1 or 2, got {value!r}")
@@ -135,6 +145,12 @@ def _add_run_args(p: _Parser) -> None:
     p.add("--batch-rows", type=positive_int, default=5000, help="rows per store transaction")
     p.add("--flush-interval", type=positive_float, default=0.5,
           help="longest a row waits before its batch is committed (s)")
+    p.add("--tariffs", type=existing_file,
+          help="tariff book TOML (deploy/tariffs.example.toml); without it, the stored one is used")
+    p.add("--timezone", type=timezone_name, default="UTC",
+          help="local time zone of homes the registry gives none (IANA name, e.g. Europe/London)")
+    p.add("--no-insights", action="store_true",
+          help="only ingest and aggregate: no forecasts, anomalies or recommendations")
 
 
 def config_from_args(args: argparse.Namespace) -> IngestConfig:
@@ -160,6 +176,9 @@ def config_from_args(args: argparse.Namespace) -> IngestConfig:
         batch_rows=args.batch_rows,
         flush_interval_s=args.flush_interval,
         window=replace(WindowSettings(), allowed_lateness_s=args.allowed_lateness),
+        tariffs_path=args.tariffs,
+        timezone=args.timezone,
+        insights=not args.no_insights,
     )
 
 
@@ -183,6 +202,17 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     configure()
     cfg = config_from_args(args)
+    try:  # files that are wrong say so now, not from inside a worker
+        from pipeline.registry import Registry
+        from pipeline.tariff import TariffBook
+
+        if cfg.registry_path:
+            Registry.load(cfg.registry_path)
+        if cfg.tariffs_path:
+            TariffBook.from_toml(cfg.tariffs_path)
+    except ValueError as exc:
+        print(f"shems run: error: {exc}", file=sys.stderr)
+        return 2
     if cfg.metrics_port:
         from prometheus_client import start_http_server
 

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from pipeline import metrics
 from pipeline.cli import (COMMANDS, DEFAULT_MQTT_URL, DEFAULT_STORE_URL, _REGISTRARS, _add_broker_args,
                           existing_file, non_negative_float, port, positive_float, positive_int, qos,
-                          store_url)
+                          store_url, timezone_name)
 
 if TYPE_CHECKING:
     from pipeline.tabular import TableSpec
@@ -71,21 +73,45 @@ def cmd_import(args) -> int:
     from rich.progress import Progress
 
     from flows.batch_import import run_import
-    from flows.ingest import prepare_store
+    from flows.ingest import InsightsSetup, prepare_store
     from pipeline.registry import Registry
     from pipeline.tabular import iter_reading_batches, readings_frame
+    from pipeline.tariff import TariffBook
 
     try:
         spec = table_spec(args)
         frame = readings_frame(args.file, spec)
+        if args.tariffs:
+            TariffBook.from_toml(args.tariffs)  # a wrong file says so before any work is done
     except ValueError as exc:
         return _fail(str(exc))
-    prepare_store(args.store_url, Registry.empty())
-    with Progress() as bar:
-        task = bar.add_task(f"importing {args.file.name}", total=frame.height)
-        meters = frozenset(frame.filter(frame["kind"] == "meter")["home_id"].unique().to_list())
-        run_import(lambda: iter_reading_batches(args.file, spec, frame=frame), args.store_url,
-                   on_batch=lambda n: bar.update(task, advance=n), meter_home_ids=meters)
+    book = prepare_store(args.store_url, Registry.empty(), args.tariffs)
+    insights = None
+    if not args.no_insights and frame.height:
+        # History trains the same per-home models the flow runs; only the last two days of its
+        # hourly forecasts are kept (years of forecasts of the past would swamp the store).
+        insights = InsightsSetup(Registry.empty(), args.tz, book, live=False,
+                                 keep_forecasts_from=frame["ts"].max() - timedelta(days=2))
+    if args.metrics_port:
+        from prometheus_client import start_http_server
+
+        start_http_server(args.metrics_port)
+
+    def on_batch(n: int) -> None:
+        bar.update(task, advance=n)
+        metrics.IMPORTED_READINGS.inc(n)
+
+    started, ok = time.monotonic(), False
+    try:
+        with Progress() as bar:
+            task = bar.add_task(f"importing {args.file.name}", total=frame.height)
+            meters = frozenset(frame.filter(frame["kind"] == "meter")["home_id"].unique().to_list())
+            run_import(lambda: iter_reading_batches(args.file, spec, frame=frame), args.store_url,
+                       on_batch=on_batch, meter_home_ids=meters, insights=insights)
+        ok = True
+    finally:
+        if args.pushgateway:
+            metrics.push_import_summary(args.pushgateway, frame.height, time.monotonic() - started, ok)
     dropped = sum(spec.dropped)
     print(f"imported {frame.height:,} readings from {args.file}"
           + (f" ({dropped:,} rows without a valid time or value skipped)" if dropped else ""))
@@ -101,6 +127,7 @@ def cmd_replay(args) -> int:
     except ValueError as exc:
         return _fail(str(exc))
     publisher = Publisher(args.mqtt_url, qos=args.qos)
+    metrics.serve_publisher_metrics(args.metrics_port, publisher, "replay")
     try:
         sent = replay(args.file, spec, publisher, args.speed, args.topic_prefix,
                       shift_to_now=args.shift_to_now, limit=args.limit, max_rate=args.max_rate)
@@ -113,8 +140,6 @@ def cmd_replay(args) -> int:
 
 
 def cmd_simulate(args) -> int:
-    import time
-
     from rich.live import Live
 
     from pipeline.cli import install_stop_handlers
@@ -123,6 +148,7 @@ def cmd_simulate(args) -> int:
 
     stop = install_stop_handlers()
     publisher = Publisher(args.mqtt_url, qos=args.qos)
+    metrics.serve_publisher_metrics(args.metrics_port, publisher, "simulate")
     started = time.monotonic()
     with Live(refresh_per_second=2) as live:
         sent = run_simulation(
@@ -217,6 +243,13 @@ def _register(sub) -> None:
     p = sub.add_parser("import", help="load history from CSV/Parquet into the store")
     _add_table_args(p)
     p.add("--store-url", type=store_url, default=DEFAULT_STORE_URL, help="target store")
+    p.add("--no-insights", action="store_true",
+          help="only store readings and aggregates: no forecasts, anomalies or recommendations")
+    p.add("--tariffs", type=existing_file,
+          help="tariff book TOML, stored and used to price recommendations (else the stored one)")
+    p.add("--metrics-port", type=port, help="serve Prometheus metrics while importing")
+    p.add("--pushgateway", default=None,
+          help="push the import's result to this Prometheus Pushgateway (host:port or URL)")
     COMMANDS["import"] = cmd_import
 
     p = sub.add_parser("replay", help="publish a file to MQTT in time order")
@@ -229,6 +262,7 @@ def _register(sub) -> None:
           help="publish at most this many readings per second (a broker drops what a slow "
                "subscriber cannot take beyond its queue limit)")
     p.add("--qos", type=qos, default=1, help="publish QoS")
+    p.add("--metrics-port", type=port, help="serve Prometheus metrics (published, acknowledged)")
     COMMANDS["replay"] = cmd_replay
 
     p = sub.add_parser("simulate", help="publish realistic synthetic homes")
@@ -238,6 +272,7 @@ def _register(sub) -> None:
     p.add("--duration", type=positive_float, default=None, help="stop after this many seconds")
     p.add("--seed", type=int, default=1, help="random seed (homes are deterministic per seed)")
     p.add("--qos", type=qos, default=1, help="publish QoS")
+    p.add("--metrics-port", type=port, help="serve Prometheus metrics (published, acknowledged)")
     COMMANDS["simulate"] = cmd_simulate
 
     p = sub.add_parser("demo", help="everything on embedded defaults, until Ctrl-C or --duration")
@@ -447,16 +482,6 @@ def _day(value: str):
         raise argparse.ArgumentTypeError(f"expected a date YYYY-MM-DD, got {value!r}") from None
 
 
-def _zone(value: str) -> str:
-    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
-
-    try:
-        ZoneInfo(value)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise argparse.ArgumentTypeError(f"unknown time zone {value!r} (e.g. Europe/London)") from None
-    return value
-
-
 def _slot_minutes(value: str) -> int:
     if value not in ("15", "30", "60"):
         raise argparse.ArgumentTypeError(f"slot must be 15, 30 or 60 minutes, got {value!r}")
@@ -476,7 +501,7 @@ def _register_plan(sub) -> None:
                    help="name,kwh,hours,earliest,deadline (repeatable), e.g. dishwasher,1.2,2,19:00,07:00")
     p.add("--loads", type=existing_file, help="loads TOML ([[load]] name, energy_kwh|power_w, hours, earliest, deadline)")
     p.add("--date", type=_day, default=None, help="the day HH:MM times refer to (default: today)")
-    p.add("--tz", type=_zone, default=None, help="time zone of HH:MM times (default: the tariff's)")
+    p.add("--tz", type=timezone_name, default=None, help="time zone of HH:MM times (default: the tariff's)")
     p.add("--slot-minutes", type=_slot_minutes, default=15, help="slot length: 15, 30 or 60")
     p.add("--base-load-w", type=non_negative_float, default=None,
           help="flat base load in W (default 0, or the newest forecast with --store-url)")

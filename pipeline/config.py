@@ -68,6 +68,9 @@ class IngestConfig:
     epoch_interval_s: float = 5.0
     window: WindowSettings = field(default_factory=WindowSettings)
     validation: ValidationSettings = field(default_factory=ValidationSettings)
+    tariffs_path: Path | None = None  # tariff book TOML (pipeline/tariff.py); stored on start
+    timezone: str = "UTC"  # a home's local time zone when the registry names none
+    insights: bool = True  # forecasts, anomalies and recommendations per home
 
     @property
     def consumers(self) -> int:

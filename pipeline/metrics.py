@@ -50,6 +50,26 @@ END_TO_END_LAG = Histogram(
 LAST_COMMIT_TIMESTAMP = Gauge(
     "shems_last_commit_timestamp_seconds", "Unix time of the last store commit", ["worker"]
 )
+FORECASTS_ISSUED = Counter(
+    "shems_forecasts_issued_total", "Forecast values issued (one per home, target slot and issue)",
+    ["worker", "resolution"],
+)
+FORECAST_MAE_RATIO = Gauge(
+    "shems_forecast_mae_ratio",
+    "Sum over this worker's homes of the model's prequential MAE divided by the sum of the better "
+    "seasonal-naive MAE, per horizon: above 1 the forecasts are worse than 'same slot yesterday'",
+    ["worker", "resolution", "horizon"],
+)
+FORECAST_MAE_WATTS = Gauge(
+    "shems_forecast_mae_watts", "Mean over this worker's homes of the model's prequential MAE (W)",
+    ["worker", "resolution", "horizon"],
+)
+ANOMALIES = Counter(
+    "shems_anomalies_total", "Anomalies opened and closed", ["worker", "kind", "event"]
+)
+RECOMMENDATIONS = Counter(
+    "shems_recommendations_total", "Recommendations emitted (new or refreshed)", ["worker", "kind"]
+)
 BROKER_DROPPED_MESSAGES = Gauge(
     "shems_broker_dropped_messages",
     "Mosquitto's $SYS/broker/publish/messages/dropped: QoS>0 messages lost for full queues",
@@ -70,3 +90,50 @@ HOMES_TOTAL = Gauge("shems_homes_total", "Homes known to the store")
 HOMES_SILENT = Gauge(
     "shems_homes_silent", "Homes with no reading for longer than the silence threshold"
 )
+
+
+# ---------------------------------------------------------------- the CLI's long commands
+IMPORTED_READINGS = Counter("shems_imported_readings_total", "Readings read from files by shems import")
+
+
+class PublisherCollector:
+    """``shems replay``/``simulate``: what a Publisher sent and the broker acknowledged, read at
+    scrape time (no cost on the publishing path)."""
+
+    def __init__(self, publisher, command: str) -> None:
+        self.publisher = publisher
+        self.command = command
+
+    def collect(self):
+        from prometheus_client.core import CounterMetricFamily
+
+        sent = CounterMetricFamily("shems_published_readings", "Messages published", labels=["command"])
+        sent.add_metric([self.command], self.publisher.sent)
+        acked = CounterMetricFamily("shems_published_acked", "Publishes the broker acknowledged",
+                                    labels=["command"])
+        acked.add_metric([self.command], self.publisher.acked)
+        return [sent, acked]
+
+
+def serve_publisher_metrics(port: int | None, publisher, command: str) -> None:
+    if not port:
+        return
+    from prometheus_client import REGISTRY, start_http_server
+
+    REGISTRY.register(PublisherCollector(publisher, command))
+    start_http_server(port)
+
+
+def push_import_summary(gateway: str, readings: int, seconds: float, ok: bool) -> None:
+    """A batch job's result for Prometheus, pushed to a Pushgateway (the job ends before any
+    scrape could reach it)."""
+    from prometheus_client import CollectorRegistry, Gauge, push_to_gateway
+
+    registry = CollectorRegistry()
+    Gauge("shems_import_readings", "Readings in the last import", registry=registry).set(readings)
+    Gauge("shems_import_seconds", "Duration of the last import", registry=registry).set(seconds)
+    Gauge("shems_import_success", "1 if the last import succeeded", registry=registry).set(int(ok))
+    if ok:
+        Gauge("shems_import_last_success_timestamp_seconds", "Unix time of the last successful import",
+              registry=registry).set_to_current_time()
+    push_to_gateway(gateway, job="shems_import", registry=registry)

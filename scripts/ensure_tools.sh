@@ -2,10 +2,12 @@
 # Install the test suite's tools from Debian's packages when missing:
 #   promtool  (the prometheus package) for the alert rules' unit tests, without leaving a
 #             Prometheus server running: policy-rc.d forbids the package's service from starting;
-#   chromium  for the viewer's headless-browser test (driven by playwright with the system browser).
-# Usage: ensure_tools.sh [promtool] [chromium]   (no argument: all)
+#   chromium  for the viewer's headless-browser test (driven by playwright with the system browser);
+#   pushgateway  (prometheus-pushgateway) that `shems import --pushgateway` is tested against;
+#             the tests start their own, the package's service is not left running.
+# Usage: ensure_tools.sh [promtool] [chromium] [pushgateway]   (no argument: all)
 set -euo pipefail
-want=("$@"); [ ${#want[@]} -gt 0 ] || want=(promtool chromium)
+want=("$@"); [ ${#want[@]} -gt 0 ] || want=(promtool chromium pushgateway)
 sudo_cmd=""; [ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"
 export DEBIAN_FRONTEND=noninteractive
 apt_updated=0
@@ -14,16 +16,28 @@ apt_install() {
   $sudo_cmd apt-get install -y -qq --no-install-recommends "$@" >/dev/null
 }
 
-ensure_promtool() {
-  command -v promtool >/dev/null && return 0
-  local policy=/usr/sbin/policy-rc.d created=0
+# Install a package whose service must not start (policy-rc.d forbids it), then stop any
+# process it left anyway.
+apt_install_quiet_service() {
+  local package=$1 process=$2 policy=/usr/sbin/policy-rc.d created=0
   if [ ! -e "$policy" ]; then
     printf '#!/bin/sh\nexit 101\n' | $sudo_cmd tee "$policy" >/dev/null && $sudo_cmd chmod +x "$policy" && created=1
   fi
-  apt_install prometheus
+  apt_install "$package"
   [ $created -eq 1 ] && $sudo_cmd rm -f "$policy"
-  pkill -x prometheus 2>/dev/null || true
+  pkill -x "$process" 2>/dev/null || true
+}
+
+ensure_promtool() {
+  command -v promtool >/dev/null && return 0
+  apt_install_quiet_service prometheus prometheus
   command -v promtool >/dev/null
+}
+
+ensure_pushgateway() {
+  command -v prometheus-pushgateway >/dev/null && return 0
+  apt_install_quiet_service prometheus-pushgateway prometheus-pushgateway
+  command -v prometheus-pushgateway >/dev/null
 }
 
 ensure_chromium() {

@@ -20,7 +20,7 @@ from pipeline.anomaly.series import DeviceSeries, device_windows, home_windows
 from pipeline.anomaly.text import duration
 from pipeline.records import AnomalyKind, DeviceKind, HomeWindow
 from tests.anomaly_cases import (
-    BRISBANE, LONDON, US, at, copy, first_index_at_or_after, refit, run_device, run_home, sgsc, utc,
+    BRISBANE, LONDON, US, at, copy, refit, run_device, run_home, sgsc, utc,
 )
 
 APRIL = "refit_house20_2014-04_4weeks.parquet"

@@ -7,7 +7,6 @@ import re
 import shutil
 import subprocess
 import urllib.request
-from pathlib import Path
 
 import pytest
 from playwright.sync_api import expect, sync_playwright

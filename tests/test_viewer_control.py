@@ -231,7 +231,7 @@ def test_a_scheduled_command_is_acknowledged_then_applied(loop):
             break
         time.sleep(0.3)
     assert phases[-1] == "confirmed" and "scheduled" in phases, phases
-    acks = db.rows(f"SELECT status FROM command_acks WHERE command_id = :c ORDER BY ts",
+    acks = db.rows("SELECT status FROM command_acks WHERE command_id = :c ORDER BY ts",
                    {"c": command.command_id})
     assert acks == [("scheduled",), ("applied",)]
     control.send_command(db, Accounts(db), settings, ALICE, SIM_HOME, "washer", CommandState.ON)
