@@ -26,6 +26,7 @@ from pipeline.broker import ensure_broker
 from sinks.base import TABLES, open_store
 
 SAMPLE = Path(__file__).parent / "data" / "sample_home.parquet"
+DEMO_TARIFFS = Path(__file__).parent / "data" / "demo_tariffs.toml"
 
 
 def _counts_table(counts: dict[str, int], previous: dict[str, int], elapsed: float) -> Table:
@@ -102,7 +103,8 @@ def run_demo(mqtt_url: str, store_url: str, homes: int, duration: float | None,
         console.print(f"no broker at {mqtt_url}: started a private Mosquitto at {url}")
     stop = threading.Event()
     cmd = [sys.executable, "-m", "pipeline.cli", "run", "--mqtt-url", url, "--store-url", store_url,
-           "--client-id-prefix", "shems-demo"]
+           "--client-id-prefix", "shems-demo", "--tariffs", str(DEMO_TARIFFS),
+           "--timezone", "Europe/London"]
     if metrics_port:
         cmd += ["--metrics-port", str(metrics_port)]
     log_path = Path(".shems/demo-flow.log")
@@ -137,7 +139,7 @@ def run_demo(mqtt_url: str, store_url: str, homes: int, duration: float | None,
             target=replay,
             kwargs=dict(path=SAMPLE, spec=TableSpec.long(), publisher=publisher, speed=0,
                         topic_prefix="", progress=False, shift_to_now=True,
-                        max_rate=1500.0),
+                        max_rate=800.0),
             daemon=True,
         ),
         threading.Thread(
