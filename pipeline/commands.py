@@ -192,10 +192,11 @@ def horizon_list(value: str) -> tuple[float, ...]:
     return hours
 
 
-def anomaly_rows(args, frame) -> list:
-    """The anomaly evaluation's rows for the JSON line. A hook: the lead wires
-    ``pipeline.anomaly.evaluate.evaluate_anomalies`` in here."""
-    return []
+def anomaly_rows(rows) -> list[dict]:
+    """The anomaly evaluation's rows as the JSON line's ``anomaly`` list."""
+    return [{"kind": r.kind, "precision": r.precision, "recall": r.recall, "injected": r.injected,
+             "found": r.found, "detected": r.detected, "false_positives": r.false_positives}
+            for r in rows]
 
 
 def cmd_evaluate(args) -> int:
@@ -234,8 +235,23 @@ def cmd_evaluate(args) -> int:
             stuck=StuckRule(min_minutes=args.stuck_minutes, min_samples=args.stuck_samples),
             jobs=args.jobs, on_rows=lambda n: bar.update(task, advance=n))
     print_evaluation(result, console, time.monotonic() - started)
+    anomaly = []
+    if not args.no_anomalies:
+        from pipeline.anomaly.evaluate import run_evaluation
+        from pipeline.evaluate_report import print_anomaly_evaluation
+
+        with Progress(console=console, transient=True) as bar:
+            task = bar.add_task("injecting faults and detecting", total=None)
+            try:
+                faults = run_evaluation(
+                    frame, seed=args.seed, tz=args.home_tz or args.tz, workers=args.jobs,
+                    progress=lambda text: bar.update(task, description=f"anomalies: {text}"))
+            except ValueError as exc:
+                return _fail(str(exc))
+        print_anomaly_evaluation(faults, console)
+        anomaly = anomaly_rows(faults.rows)
     if args.json:
-        print(evaluation_json(result, anomaly_rows(args, frame)))
+        print(evaluation_json(result, anomaly))
     return 0
 
 
@@ -298,6 +314,8 @@ def _register(sub) -> None:
                "logger: slots it touches are not scored")
     p.add("--stuck-samples", type=positive_int, default=24, help="see --stuck-minutes")
     p.add("--jobs", type=positive_int, default=1, help="homes evaluated at once (processes)")
+    p.add("--seed", type=int, default=0, help="seed of the injected faults (anomaly evaluation)")
+    p.add("--no-anomalies", action="store_true", help="score the forecasts only")
     p.add("--json", action="store_true", help="end with one JSON line")
     COMMANDS["evaluate"] = cmd_evaluate
 

@@ -93,7 +93,13 @@ def test_cli_json_line_has_the_agreed_schema():
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     assert set(result) >= {"forecast", "anomaly", "model_bytes_per_home"}
-    assert result["anomaly"] == []
+    # Faults were injected into the home's real series and the flow's detectors looked for them.
+    anomaly = {r["kind"]: r for r in result["anomaly"]}
+    assert set(anomaly) == {"high_consumption", "flat_line", "silent", "counter_backwards"}
+    for r in anomaly.values():
+        assert r["injected"] > 0 and 0.0 <= r["recall"] <= 1.0 and 0.0 <= r["precision"] <= 1.0
+    assert anomaly["silent"]["recall"] == 1.0 and anomaly["counter_backwards"]["recall"] == 1.0
+    assert "Anomalies: faults injected" in proc.stderr
     assert 0 < result["model_bytes_per_home"]["10006486"] < 50_000
     rows = result["forecast"]
     assert {(r["resolution"], r["horizon_h"]) for r in rows} == {
@@ -103,6 +109,14 @@ def test_cli_json_line_has_the_agreed_schema():
                           "naive_week_mae", "skill", "coverage_80"}
         assert r["skill"] == pytest.approx(r["mae"] / min(r["naive_day_mae"], r["naive_week_mae"]))
     assert "day-ahead" in proc.stderr and "Forecasts" in proc.stderr  # the tables go to stderr
+
+
+def test_no_anomalies_scores_the_forecasts_only():
+    proc = shems("evaluate", str(SGSC), *SGSC_ARGS, "--no-anomalies", "--json")
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["anomaly"] == [] and result["forecast"]
+    assert "Anomalies" not in proc.stderr
 
 
 @pytest.mark.parametrize("args, message", [
