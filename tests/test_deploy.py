@@ -83,12 +83,13 @@ def test_fleet_dashboard_queries_tables_that_exist():
                 assert re.search(rf"\b{table}\b", schema), table
 
 
-def _flags() -> set[str]:
+def _flags(command: str = "run") -> set[str]:
+    from pipeline import commands  # noqa: F401  (registers the subcommands, as `shems` does)
     from pipeline.cli import build_parser
 
     parser = build_parser()
     envs = set()
-    for action in parser._subparsers._group_actions[0].choices["run"]._actions:
+    for action in parser._subparsers._group_actions[0].choices[command]._actions:
         match = re.search(r"\[env (SHEMS_[A-Z_]+)\]", action.help or "")
         if match:
             envs.add(match.group(1))
@@ -98,7 +99,7 @@ def _flags() -> set[str]:
 def test_compose_file_is_valid_and_its_settings_are_real_flags():
     if shutil.which("docker") and subprocess.run(["docker", "compose", "version"], capture_output=True).returncode == 0:
         env = {"POSTGRES_PASSWORD": "x", "SHEMS_INGEST_MQTT_PASSWORD": "x", "GRAFANA_ADMIN_PASSWORD": "x",
-               "SHEMS_READER_PASSWORD": "x", "PATH": "/usr/bin:/bin"}
+               "SHEMS_READER_PASSWORD": "x", "SHEMS_VIEWER_MQTT_PASSWORD": "x", "PATH": "/usr/bin:/bin"}
         proc = subprocess.run(["docker", "compose", "-f", str(DEPLOY / "compose.yaml"), "config", "-q"],
                               capture_output=True, text=True, env=env)
         assert proc.returncode == 0, proc.stderr
@@ -106,13 +107,14 @@ def test_compose_file_is_valid_and_its_settings_are_real_flags():
     else:
         print("docker compose plugin not available: validated the YAML structure only")
     compose = yaml.safe_load((DEPLOY / "compose.yaml").read_text())
-    assert set(compose["services"]) == {"mosquitto", "timescaledb", "flow", "prometheus", "grafana"}
+    assert set(compose["services"]) == {"mosquitto", "timescaledb", "flow", "viewer", "prometheus", "grafana"}
     for service in compose["services"].values():
         for volume in service.get("volumes", []):
             source = volume.split(":")[0]
             if source.startswith("./") and not source.endswith("passwd"):
                 assert (DEPLOY / source).exists(), source
     assert set(compose["services"]["flow"]["environment"]) <= _flags()
+    assert set(compose["services"]["viewer"]["environment"]) <= _flags("ui")
 
 
 def _k8s_documents():

@@ -25,6 +25,7 @@ def broker(tmp_path):
     port = free_port()
     passwd = tmp_path / "passwd"
     subprocess.run(["mosquitto_passwd", "-c", "-b", str(passwd), "shems-ingest", "ingest-secret"], check=True)
+    subprocess.run(["mosquitto_passwd", "-b", str(passwd), "shems-viewer", "viewer-secret"], check=True)
     for home in ("home-1", "home-2"):
         subprocess.run(["mosquitto_passwd", "-b", str(passwd), home, f"{home}-secret"], check=True)
     shutil.copy(DEPLOY / "acl", tmp_path / "acl")
@@ -88,6 +89,29 @@ def test_a_home_reaches_the_pipeline_only_under_its_own_topic(broker):
     time.sleep(1.0)
     assert got == [("shems/home-1/fridge/reading", b'{"power_w": 90}')]
     for c in (home, ingest):
+        c.loop_stop()
+
+
+def test_the_viewer_sends_commands_but_reads_no_readings(broker):
+    commands, subscribed = [], threading.Event()
+    home, _ = _client(broker, "home-1", "home-1-secret")
+    home.on_message = lambda c, u, m: commands.append((m.topic, m.payload))
+    home.on_subscribe = lambda *a: subscribed.set()
+    home.subscribe("shems/home-1/+/set", qos=1)
+    assert subscribed.wait(5)
+    viewer, rc = _client(broker, "shems-viewer", "viewer-secret")
+    assert not rc.is_failure
+    readings, granted = [], threading.Event()
+    viewer.on_message = lambda c, u, m: readings.append(m.topic)
+    viewer.on_subscribe = lambda *a: granted.set()
+    viewer.subscribe("shems/+/+/reading", qos=1)
+    assert granted.wait(5)
+    viewer.publish("shems/home-1/plug/set", b'{"state": "off"}', qos=1).wait_for_publish(5)
+    home.publish("shems/home-1/plug/reading", b'{"power_w": 3}', qos=1).wait_for_publish(5)
+    time.sleep(1.0)
+    assert commands == [("shems/home-1/plug/set", b'{"state": "off"}')]
+    assert readings == []  # Mosquitto grants the subscription but delivers nothing the ACL denies
+    for c in (home, viewer):
         c.loop_stop()
 
 
