@@ -47,6 +47,7 @@ import math
 import time
 import zlib
 from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -123,7 +124,9 @@ def run_evaluation(readings: pl.DataFrame, seed: int = 0, tz: str = "UTC",
     jobs = [(home, series, seed, tz, settings, window_settings, warmup_days, fridge)
             for home, series in sorted(by_home.items())]
     if workers > 1 and len(jobs) > 1:
-        with ProcessPoolExecutor(workers) as pool:
+        # Spawned, not forked: a fork copies polars' (and rich's) threads' locks in whatever state
+        # they are, and the children can wait on them forever.
+        with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
             results = []
             for n, result in enumerate(pool.map(_evaluate_home, *zip(*jobs))):
                 results.append(result)
