@@ -40,6 +40,11 @@ def test_faults_are_written_into_every_home_and_scored_per_kind(in_sequence):
         assert row.found <= row.injected and row.true_positives <= row.detected
     # A dropout of hours on a half-hourly meter and a counter reset are the clearest faults.
     assert by_kind["silent"].recall == 1.0 and by_kind["counter_backwards"].recall >= 0.9
+    # An injected load carries its energy over the whole half hour of each reading (it once got
+    # only the windower's 15-minute hold, half its energy, and recall fell to 0.09), and a stuck
+    # value lasts longer than a quiet night of identical half-hour readings.
+    assert by_kind["high_consumption"].recall >= 0.8 and by_kind["high_consumption"].precision >= 0.8
+    assert by_kind["flat_line"].recall >= 0.9
     # The one-sample counter glitches written as traps did not alert.
     assert in_sequence.glitches > 0 and by_kind["counter_backwards"].false_positives == 0
 

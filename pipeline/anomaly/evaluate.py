@@ -17,7 +17,7 @@ glitch each, which must not alert. Fault sizes are relative to the series' own h
 "far" from its normal): an extra load for 2-6 h of max(1.5 kW, twice the home's usual high at
 those hours: the 95th percentile of its hourly consumption at the same local hours of day, and the
 hour either side, over the 28 days before), so those hours use more than twice their usual high (a heater left on; HIGH_CONSUMPTION waits for an hour of excess, so shorter ones are not
-faults it claims to find); a stuck value for 1-2 x max(3 h, 5 x the longest the meter held a value); a dropout for
+faults it claims to find); a stuck value for 1-2 x max(3 h, 1.5 x (an hour and 12 readings), 5 x the longest the meter held a value); a dropout for
 1-4 x max(2 h, 8 x the reading interval); a long run for 5 x the appliance's 95th percentile
 on-period, 1-12 h; a duty drift to 55-75 % (two in three) or 5-15 %, for 12-72 h.
 
@@ -247,7 +247,10 @@ class _HomeInjector:
         usual_high = _usual_high(meter, self.tz)
         quantum = resolution(meter)
         stuck_below = max(HOUR, 12 * interval)
-        flat_base = max(3 * HOUR, 5 * longest_hold_s(meter, s.flat_quanta * quantum, stuck_below))
+        # Never shorter than 1.5 x the real-stuck-run rule (an hour and 12 readings): a half-hourly
+        # meter repeats one value for 6 readings on a quiet night, and that is not a stuck sensor.
+        flat_base = max(3 * HOUR, 1.5 * stuck_below,
+                        5 * longest_hold_s(meter, s.flat_quanta * quantum, stuck_below))
         silent_base = max(2 * HOUR, 8 * interval)
         typical = float(np.median(np.abs(meter.power)))
         # At least 2.5 days, so an extra load comes every 10 days at most: denser, the faults the
@@ -305,7 +308,10 @@ class _HomeInjector:
         if meter.energy is None:
             derive_counter(meter, self.window_settings.max_gap_s)
         else:
-            follow_power_change(meter, old_power, self.window_settings.max_gap_s)
+            # The counter's own interval, not the windower's 15-minute cap on held power: a
+            # half-hourly meter's reading stands for its whole half hour, and capping it gave
+            # the injected load only half its energy.
+            follow_power_change(meter, old_power, max_gap)
         for t, _ in resets:
             confirmed = reset_counter(meter, t)
             self.faults.append(Fault(self.home, meter.device_id, AnomalyKind.COUNTER_BACKWARDS, t,
