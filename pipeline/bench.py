@@ -55,6 +55,8 @@ class BenchResult:
     processes: int
     qos: int
     rss_by_minute: list[float] = field(default_factory=list)
+    # (minute of the paced phase, p50 ms, p99 ms): lag over time, for soak runs
+    lag_by_minute: list[tuple[int, float, float]] = field(default_factory=list)
 
 
 def _payloads(prefix: str, devices: int, count: int, start: datetime) -> list[tuple[str, bytes]]:
@@ -268,6 +270,8 @@ def measure_shems(flow_url: str, store_url: str, qos: int, prefix: str, messages
             latencies.append((seen[j][0] - published) * 1000)
         if len(latencies) < n:
             raise RuntimeError(f"only {len(latencies)} of {n} paced readings became visible")
+        lag_by_minute = _percentiles_by_minute(
+            [(publish_times[k] - phase_start, lat) for k, lat in enumerate(latencies)])
         latencies.sort()
         p50 = latencies[len(latencies) // 2]
         p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]
@@ -278,10 +282,23 @@ def measure_shems(flow_url: str, store_url: str, qos: int, prefix: str, messages
             mx, my = statistics.fmean(xs), statistics.fmean(ys)
             denom = sum((x - mx) ** 2 for x in xs)
             slope = sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / denom if denom else 0.0
-        return throughput, p50, p99, achieved, rss, slope
+        return throughput, p50, p99, achieved, rss, slope, lag_by_minute
     finally:
         poll.close()
         flow.stop()
+
+
+def _percentiles_by_minute(samples: list[tuple[float, float]]) -> list[tuple[int, float, float]]:
+    """(seconds into the phase, latency ms) -> (minute, p50, p99) per minute of the phase."""
+    by_minute: dict[int, list[float]] = {}
+    for at, lat in samples:
+        by_minute.setdefault(int(at // 60), []).append(lat)
+    out = []
+    for minute, values in sorted(by_minute.items()):
+        values.sort()
+        out.append((minute, round(values[len(values) // 2], 1),
+                    round(values[min(len(values) - 1, int(len(values) * 0.99))], 1)))
+    return out
 
 
 def run_bench(devices: int, seconds: float, rate: float, burst: int | None, qos: int, mqtt_url: str | None,
@@ -309,14 +326,14 @@ def run_bench(devices: int, seconds: float, rate: float, burst: int | None, qos:
         naive = measure_naive(mqtt_url, qos, store_url, _payloads(f"bench-naive-{run_id}/", devices, naive_burst, start))
         console.print(f"naive INSERT+commit: {naive:,.0f} rows/s")
         prefix = f"bench-flow-{run_id}/"
-        throughput, p50, p99, achieved, rss, slope = measure_shems(
+        throughput, p50, p99, achieved, rss, slope, lag_by_minute = measure_shems(
             mqtt_url, store_url, qos, prefix, _payloads(prefix, devices, burst, start), devices, seconds, rate,
             workers, processes, console)
         by_minute = [round(m, 1) for t, m in rss if int((t - rss[0][0]) // 2) % 30 == 0]
         return BenchResult(devices, throughput, p50, p99, naive, raw, burst, rate, achieved,
                            rss[0][1] if rss else 0.0, rss[-1][1] if rss else 0.0,
                            max((m for _, m in rss), default=0.0), slope, workers, processes, qos,
-                           by_minute)
+                           by_minute, lag_by_minute)
     finally:
         if broker:
             broker.stop()
@@ -343,6 +360,9 @@ def print_result(result: BenchResult, console: Console, as_json: bool) -> None:
     table.add_row("flow RSS start / end / max, MB", f"{r.rss_mb_start:.0f} / {r.rss_mb_end:.0f} / {r.rss_mb_max:.0f}", "", "")
     table.add_row("flow RSS slope, MB/min", f"{r.rss_mb_per_min:+.2f}", "", "")
     console.print(table)
+    if len(r.lag_by_minute) > 1:
+        console.print("publish -> visible by minute of the paced phase (p50 / p99 ms): " + ", ".join(
+            f"{m}: {p50:,.0f}/{p99:,.0f}" for m, p50, p99 in r.lag_by_minute))
     if as_json:
         out = {"devices": r.devices, "readings_per_s": round(r.readings_per_s, 1), "p50_ms": round(r.p50_ms, 1),
                "p99_ms": round(r.p99_ms, 1), "naive_readings_per_s": round(r.naive_readings_per_s, 1),
@@ -351,5 +371,6 @@ def print_result(result: BenchResult, console: Console, as_json: bool) -> None:
                "rss_mb_start": round(r.rss_mb_start, 1), "rss_mb_end": round(r.rss_mb_end, 1),
                "rss_mb_max": round(r.rss_mb_max, 1), "rss_mb_per_min": round(r.rss_mb_per_min, 3),
                "workers": r.workers, "processes": r.processes, "qos": r.qos,
-               "rss_mb_by_minute": r.rss_by_minute}
+               "rss_mb_by_minute": r.rss_by_minute,
+               "latency_ms_by_minute": [{"minute": m, "p50": a, "p99": b} for m, a, b in r.lag_by_minute]}
         print(json.dumps(out), flush=True)

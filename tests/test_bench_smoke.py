@@ -23,4 +23,7 @@ def test_bench_ingest_prints_a_table_and_a_json_last_line():
     assert result["devices"] == 50
     assert result["readings_per_s"] > 0 and result["naive_readings_per_s"] > 0 and result["raw_broker_per_s"] > 0
     assert 0 < result["p50_ms"] <= result["p99_ms"]
+    # Lag over time (for soak runs): the 2-s paced phase is minute 0.
+    assert [m["minute"] for m in result["latency_ms_by_minute"]] == [0]
+    assert result["latency_ms_by_minute"][0]["p99"] == result["p99_ms"]
     assert "raw broker" in proc.stderr  # the table goes to stderr when --json keeps stdout for JSON
