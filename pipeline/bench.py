@@ -57,6 +57,7 @@ class BenchResult:
     rss_by_minute: list[float] = field(default_factory=list)
     # (minute of the paced phase, p50 ms, p99 ms): lag over time, for soak runs
     lag_by_minute: list[tuple[int, float, float]] = field(default_factory=list)
+    insights: bool = True  # the flow ran its forecasts, anomaly detectors and recommender
 
 
 def _payloads(prefix: str, devices: int, count: int, start: datetime) -> list[tuple[str, bytes]]:
@@ -146,7 +147,8 @@ def measure_naive(url: str, qos: int, store_url: str, messages: list[tuple[str, 
 class Flow:
     """One or more `shems run` processes forming one Bytewax cluster."""
 
-    def __init__(self, mqtt_url: str, store_url: str, prefix: str, workers: int, processes: int, qos: int):
+    def __init__(self, mqtt_url: str, store_url: str, prefix: str, workers: int, processes: int, qos: int,
+                 insights: bool = True):
         self.procs: list[subprocess.Popen] = []
         client_prefix = f"bench-{uuid.uuid4().hex[:8]}"
         addresses = ";".join(f"127.0.0.1:{free_port()}" for _ in range(processes))
@@ -157,6 +159,8 @@ class Flow:
                    "--qos", str(qos)]
             if processes > 1:
                 cmd += ["-i", str(i), "-a", addresses]
+            if not insights:
+                cmd.append("--no-insights")
             log = open(Path(os.environ.get("TMPDIR", "/tmp")) / f"{client_prefix}-{i}.log", "w")
             self.logs.append(log)
             self.procs.append(subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
@@ -204,8 +208,9 @@ def _count(conn: psycopg.Connection) -> int:
 
 
 def measure_shems(flow_url: str, store_url: str, qos: int, prefix: str, messages, devices: int,
-                  seconds: float, rate: float, workers: int, processes: int, console: Console):
-    flow = Flow(flow_url, store_url, prefix, workers, processes, qos)
+                  seconds: float, rate: float, workers: int, processes: int, console: Console,
+                  insights: bool = True):
+    flow = Flow(flow_url, store_url, prefix, workers, processes, qos, insights)
     poll = psycopg.connect(store_url, autocommit=True)
     try:
         publisher = Publisher(flow_url, qos=qos)
@@ -303,7 +308,7 @@ def _percentiles_by_minute(samples: list[tuple[float, float]]) -> list[tuple[int
 
 def run_bench(devices: int, seconds: float, rate: float, burst: int | None, qos: int, mqtt_url: str | None,
               store_url: str | None, workers: int, processes: int, naive_burst: int | None,
-              console: Console) -> BenchResult:
+              console: Console, insights: bool = True) -> BenchResult:
     burst = burst or max(50_000, 5 * devices)
     naive_burst = naive_burst or min(burst, 20_000)
     broker = None
@@ -328,12 +333,12 @@ def run_bench(devices: int, seconds: float, rate: float, burst: int | None, qos:
         prefix = f"bench-flow-{run_id}/"
         throughput, p50, p99, achieved, rss, slope, lag_by_minute = measure_shems(
             mqtt_url, store_url, qos, prefix, _payloads(prefix, devices, burst, start), devices, seconds, rate,
-            workers, processes, console)
+            workers, processes, console, insights)
         by_minute = [round(m, 1) for t, m in rss if int((t - rss[0][0]) // 2) % 30 == 0]
         return BenchResult(devices, throughput, p50, p99, naive, raw, burst, rate, achieved,
                            rss[0][1] if rss else 0.0, rss[-1][1] if rss else 0.0,
                            max((m for _, m in rss), default=0.0), slope, workers, processes, qos,
-                           by_minute, lag_by_minute)
+                           by_minute, lag_by_minute, insights)
     finally:
         if broker:
             broker.stop()
@@ -344,7 +349,8 @@ def run_bench(devices: int, seconds: float, rate: float, burst: int | None, qos:
 
 def print_result(result: BenchResult, console: Console, as_json: bool) -> None:
     table = Table(title=f"ingest benchmark: {result.devices:,} devices, QoS {result.qos}, "
-                        f"{result.workers} worker(s) x {result.processes} process(es)")
+                        f"{result.workers} worker(s) x {result.processes} process(es)"
+                        f"{'' if result.insights else ', no insights'}")
     table.add_column("measure")
     table.add_column("value", justify="right")
     table.add_column("vs raw broker", justify="right")
@@ -370,7 +376,7 @@ def print_result(result: BenchResult, console: Console, as_json: bool) -> None:
                "rate_target": r.rate_target, "rate_achieved": round(r.rate_achieved, 1),
                "rss_mb_start": round(r.rss_mb_start, 1), "rss_mb_end": round(r.rss_mb_end, 1),
                "rss_mb_max": round(r.rss_mb_max, 1), "rss_mb_per_min": round(r.rss_mb_per_min, 3),
-               "workers": r.workers, "processes": r.processes, "qos": r.qos,
+               "workers": r.workers, "processes": r.processes, "qos": r.qos, "insights": r.insights,
                "rss_mb_by_minute": r.rss_by_minute,
                "latency_ms_by_minute": [{"minute": m, "p50": a, "p99": b} for m, a, b in r.lag_by_minute]}
         print(json.dumps(out), flush=True)

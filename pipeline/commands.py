@@ -335,7 +335,8 @@ def cmd_bench(args) -> int:
 
     console = Console(stderr=args.json)  # keep stdout's last line for the JSON
     result = run_bench(args.devices, args.seconds, args.rate, args.burst, args.qos, args.mqtt_url,
-                       args.store_url, args.workers, args.processes, args.naive_burst, console)
+                       args.store_url, args.workers, args.processes, args.naive_burst, console,
+                       insights=not args.no_insights)
     print_result(result, console, args.json)
     return 0
 
@@ -354,6 +355,8 @@ def _register_bench(sub) -> None:
     p.add("--store-url", default=None, help="PostgreSQL store (default: a fresh database, dropped after)")
     p.add("--workers", "-w", type=positive_int, default=1, help="Bytewax workers per flow process")
     p.add("--processes", "-p", type=positive_int, default=1, help="flow processes (a Bytewax cluster)")
+    p.add("--no-insights", action="store_true",
+          help="run the flow without forecasts, anomalies and recommendations (the ingest core alone)")
     p.add("--json", action="store_true", help="end with one JSON line")
     COMMANDS["bench"] = cmd_bench
 

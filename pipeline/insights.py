@@ -46,7 +46,9 @@ class HomeInsights:
         self.forecaster = HomeForecaster(home_id, ForecastSettings(timezone=timezone))
         self.home_detector = HomeDetector(self.settings.anomaly, timezone)
         self.device_detectors: dict[str, DeviceDetector] = {}
-        self.recommender = HomeRecommender(home_id, self.settings.recommend)
+        # Made on the first window that can be priced: without a tariff book it would only hold
+        # about 30 KB of empty history per home.
+        self.recommender: HomeRecommender | None = None
 
     def add(self, window: DeviceWindow | HomeWindow, book: TariffBook | None,
             now_wall: datetime | None = None) -> list[Insight]:
@@ -62,7 +64,7 @@ class HomeInsights:
             if s.anomalies:
                 out.extend(self.home_detector.add(window))
             if recommend:
-                out.extend(self.recommender.add_home_window(window, book))
+                out.extend(self._recommender().add_home_window(window, book))
             return out
         if s.anomalies:
             detector = self.device_detectors.get(window.device_id)
@@ -70,8 +72,13 @@ class HomeInsights:
                 detector = self.device_detectors[window.device_id] = DeviceDetector(s.anomaly, self.timezone)
             out.extend(detector.add(window, now_wall))
         if recommend:
-            out.extend(self.recommender.add_device_window(window, book))
+            out.extend(self._recommender().add_device_window(window, book))
         return out
+
+    def _recommender(self) -> HomeRecommender:
+        if self.recommender is None:
+            self.recommender = HomeRecommender(self.home_id, self.settings.recommend)
+        return self.recommender
 
     def next_due(self) -> datetime | None:
         """When :meth:`check` may have something to say (a device may have gone silent)."""
