@@ -68,6 +68,18 @@ def _client(port, user=None, password=None):
     return c, result.get("rc")
 
 
+def _listening(port, user, password, topic, qos=1):
+    """A signed-in client subscribed to ``topic`` (SUBACK received); what it gets, as (topic, payload)."""
+    got, subscribed = [], threading.Event()
+    client, rc = _client(port, user, password)
+    assert rc is not None and not rc.is_failure
+    client.on_message = lambda c, u, m: got.append((m.topic, m.payload))
+    client.on_subscribe = lambda *a: subscribed.set()
+    client.subscribe(topic, qos=qos)
+    assert subscribed.wait(5)
+    return client, got
+
+
 def test_anonymous_clients_are_refused(broker):
     c, rc = _client(broker)
     c.loop_stop()
@@ -75,13 +87,7 @@ def test_anonymous_clients_are_refused(broker):
 
 
 def test_a_home_reaches_the_pipeline_only_under_its_own_topic(broker):
-    got, subscribed = [], threading.Event()
-    ingest, rc = _client(broker, "shems-ingest", "ingest-secret")
-    assert not rc.is_failure
-    ingest.on_message = lambda c, u, m: got.append((m.topic, m.payload))
-    ingest.on_subscribe = lambda *a: subscribed.set()
-    ingest.subscribe("$share/shems/shems/+/+/reading", qos=1)
-    assert subscribed.wait(5)
+    ingest, got = _listening(broker, "shems-ingest", "ingest-secret", "$share/shems/shems/+/+/reading")
     home, rc = _client(broker, "home-1", "home-1-secret")
     assert not rc.is_failure
     home.publish("shems/home-1/fridge/reading", b'{"power_w": 90}', qos=1).wait_for_publish(5)
@@ -93,19 +99,8 @@ def test_a_home_reaches_the_pipeline_only_under_its_own_topic(broker):
 
 
 def test_the_viewer_sends_commands_but_reads_no_readings(broker):
-    commands, subscribed = [], threading.Event()
-    home, _ = _client(broker, "home-1", "home-1-secret")
-    home.on_message = lambda c, u, m: commands.append((m.topic, m.payload))
-    home.on_subscribe = lambda *a: subscribed.set()
-    home.subscribe("shems/home-1/+/set", qos=1)
-    assert subscribed.wait(5)
-    viewer, rc = _client(broker, "shems-viewer", "viewer-secret")
-    assert not rc.is_failure
-    readings, granted = [], threading.Event()
-    viewer.on_message = lambda c, u, m: readings.append(m.topic)
-    viewer.on_subscribe = lambda *a: granted.set()
-    viewer.subscribe("shems/+/+/reading", qos=1)
-    assert granted.wait(5)
+    home, commands = _listening(broker, "home-1", "home-1-secret", "shems/home-1/+/set")
+    viewer, readings = _listening(broker, "shems-viewer", "viewer-secret", "shems/+/+/reading")
     viewer.publish("shems/home-1/plug/set", b'{"state": "off"}', qos=1).wait_for_publish(5)
     home.publish("shems/home-1/plug/reading", b'{"power_w": 3}', qos=1).wait_for_publish(5)
     time.sleep(1.0)
@@ -116,14 +111,9 @@ def test_the_viewer_sends_commands_but_reads_no_readings(broker):
 
 
 def test_the_dropped_message_counter_the_flow_exports_exists(broker):
-    values, subscribed = [], threading.Event()
-    ingest, _ = _client(broker, "shems-ingest", "ingest-secret")
-    ingest.on_message = lambda c, u, m: values.append(m.payload)
-    ingest.on_subscribe = lambda *a: subscribed.set()
-    ingest.subscribe("$SYS/broker/publish/messages/dropped", qos=0)
-    assert subscribed.wait(5)
+    ingest, values = _listening(broker, "shems-ingest", "ingest-secret", "$SYS/broker/publish/messages/dropped", qos=0)
     deadline = time.monotonic() + 5
     while not values and time.monotonic() < deadline:
         time.sleep(0.1)
     ingest.loop_stop()
-    assert values and values[0].decode().isdigit()
+    assert values and values[0][1].decode().isdigit()
