@@ -44,19 +44,21 @@ def _summary(store_url: str, console: Console) -> None:
     store = open_store(store_url)
     try:
         counts = store.counts()
-        homes: dict[str, tuple[float, int]] = {}
+        homes: dict[str, tuple[float, int, float]] = {}
         for w in store.home_windows():
-            kwh, minutes = homes.get(w.home_id, (0.0, 0))
-            homes[w.home_id] = (kwh + w.energy_wh / 1000, minutes + 1)
+            kwh, minutes, watts = homes.get(w.home_id, (0.0, 0, 0.0))
+            homes[w.home_id] = (kwh + w.energy_wh / 1000, minutes + 1, watts + w.mean_power_w)
         dead = store.dead_letters()
     finally:
         store.close()
     table = Table(title="summary: energy per home (stored 1-minute aggregates)")
     table.add_column("home")
     table.add_column("minutes", justify="right")
-    table.add_column("kWh", justify="right")
-    for home, (kwh, minutes) in sorted(homes.items()):
-        table.add_row(home, str(minutes), f"{kwh:.3f}")
+    table.add_column("kWh imported", justify="right")
+    # A home with PV exporting at midday imports nothing: its mean power says why.
+    table.add_column("mean W (- = export)", justify="right")
+    for home, (kwh, minutes, watts) in sorted(homes.items()):
+        table.add_row(home, str(minutes), f"{kwh:.3f}", f"{watts / minutes:,.0f}")
     console.print(table)
     console.print(", ".join(f"{k}: {v:,}" for k, v in counts.items()))
     if dead:
