@@ -277,9 +277,7 @@ def measure_shems(flow_url: str, store_url: str, qos: int, prefix: str, messages
             raise RuntimeError(f"only {len(latencies)} of {n} paced readings became visible")
         lag_by_minute = _percentiles_by_minute(
             [(publish_times[k] - phase_start, lat) for k, lat in enumerate(latencies)])
-        latencies.sort()
-        p50 = latencies[len(latencies) // 2]
-        p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]
+        p50, p99 = _p50_p99(latencies)
         slope = 0.0
         if len(rss) >= 3:
             xs = [(t - rss[0][0]) / 60 for t, _ in rss]
@@ -298,12 +296,12 @@ def _percentiles_by_minute(samples: list[tuple[float, float]]) -> list[tuple[int
     by_minute: dict[int, list[float]] = {}
     for at, lat in samples:
         by_minute.setdefault(int(at // 60), []).append(lat)
-    out = []
-    for minute, values in sorted(by_minute.items()):
-        values.sort()
-        out.append((minute, round(values[len(values) // 2], 1),
-                    round(values[min(len(values) - 1, int(len(values) * 0.99))], 1)))
-    return out
+    return [(minute, *(round(v, 1) for v in _p50_p99(values))) for minute, values in sorted(by_minute.items())]
+
+
+def _p50_p99(values: list[float]) -> tuple[float, float]:
+    ordered = sorted(values)
+    return ordered[len(ordered) // 2], ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
 
 
 def run_bench(devices: int, seconds: float, rate: float, burst: int | None, qos: int, mqtt_url: str | None,

@@ -60,16 +60,10 @@ def print_evaluation(result: ForecastEvaluation, console: Console, seconds: floa
 
 def print_anomaly_evaluation(result, console: Console) -> None:
     """``result``: a ``pipeline.anomaly.evaluate.Evaluation``."""
-    table = Table(title=f"Anomalies: faults injected into the real series ({result.homes} home(s), "
-                        f"{result.seconds:,.0f} s)")
-    for name in ("kind", "precision", "recall", "injected", "found", "detected", "false pos.",
-                 "excluded", "real faults", "real found"):
-        table.add_column(name, justify="left" if name == "kind" else "right")
-    for r in result.rows:
-        table.add_row(r.kind, f"{r.precision:.2f}", f"{r.recall:.2f}", str(r.injected), str(r.found),
-                      str(r.detected), str(r.false_positives), str(r.excluded), str(r.real_faults),
-                      str(r.real_found))
-    console.print(table)
+    from pipeline.anomaly.evaluate import anomaly_table
+
+    console.print(anomaly_table(result, f"Anomalies: faults injected into the real series "
+                                        f"({result.homes} home(s), {result.seconds:,.0f} s)"))
     console.print("A detection overlapping a real fault (data hole, stuck logger) or another kind's "
                   f"injected fault is excluded, not a false positive; {result.glitches} one-sample "
                   "counter glitches were written as traps that must not alert.")

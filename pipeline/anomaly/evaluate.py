@@ -498,10 +498,24 @@ def shared_datasets(root: Path) -> list[Dataset]:
     ]
 
 
+def anomaly_table(result: Evaluation, title: str):
+    """The evaluation's rows as a rich table (this module's ``main`` and ``shems evaluate``)."""
+    from rich.table import Table
+
+    table = Table(title=title)
+    for col in ("kind", "precision", "recall", "injected", "found", "detected", "TP", "FP",
+                "excluded", "real", "real found"):
+        table.add_column(col, justify="left" if col == "kind" else "right")
+    for r in result.rows:
+        table.add_row(r.kind, f"{r.precision:.2f}", f"{r.recall:.2f}", str(r.injected), str(r.found),
+                      str(r.detected), str(r.true_positives), str(r.false_positives), str(r.excluded),
+                      str(r.real_faults), str(r.real_found))
+    return table
+
+
 def main(argv: list[str] | None = None) -> int:
     from rich.console import Console
     from rich.progress import Progress
-    from rich.table import Table
 
     from pipeline.tabular import TableSpec, readings_frame
 
@@ -526,15 +540,8 @@ def main(argv: list[str] | None = None) -> int:
                 task = bar.add_task(title, total=None)
                 result = run_evaluation(part, seed=args.seed, tz=ds.tz, workers=args.workers,
                                         progress=lambda text: bar.update(task, description=f"{title}: {text}"))
-            table = Table(title=f"{title}: {result.homes} home(s), {result.readings:,} readings, "
-                                f"{result.seconds:.0f} s, seed {args.seed}")
-            for col in ("kind", "precision", "recall", "injected", "found", "detected", "TP", "FP",
-                        "excluded", "real", "real found"):
-                table.add_column(col, justify="left" if col == "kind" else "right")
-            for r in result.rows:
-                table.add_row(r.kind, f"{r.precision:.2f}", f"{r.recall:.2f}", str(r.injected), str(r.found),
-                              str(r.detected), str(r.true_positives), str(r.false_positives), str(r.excluded),
-                              str(r.real_faults), str(r.real_found))
+            table = anomaly_table(result, f"{title}: {result.homes} home(s), {result.readings:,} readings, "
+                                          f"{result.seconds:.0f} s, seed {args.seed}")
             console.print(table)
             console.print(f"counter glitches written as traps: {result.glitches}")
     return 0
