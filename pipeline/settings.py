@@ -40,6 +40,10 @@ class RecommendSettings:
     window_days: int = 30  # "the last 30 days" every estimate looks at
     min_days: float = 7.0  # days of data a kind needs in its window before it says anything
     settle_minutes: int = 15  # the day is evaluated this long after local midnight (late minutes)
+    # ... plus up to this many minutes, at a minute fixed by the home's id: a worker's homes share
+    # a time zone, and evaluating them all in the same minute (25 ms each with a month of
+    # history) would hold up every reading behind them for a minute or more.
+    evaluate_spread_min: int = 60
     # Negligible: below this money a month (in the tariff's currency), or, for savings of energy,
     # below this many kWh a month, nothing is emitted.
     min_money_per_month: float = 0.50

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import pickle
+import zlib
 from dataclasses import replace
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
@@ -162,6 +163,25 @@ def test_daily_emission_at_local_midnight_after_a_week(streamed):
     for day in days:  # once a day: one of each kind and device
         keys = [(r.kind, r.device_id) for r in emitted if r.created_at == day]
         assert len(keys) == len(set(keys))
+
+
+def test_the_daily_evaluation_waits_for_the_homes_minute_and_says_the_same():
+    """Homes evaluate at different minutes after midnight (a worker's homes share a time zone and
+    would otherwise all stall the stream in one minute); what a home is told does not change."""
+    frame = fixture().head(9 * 1440)
+    delay = zlib.crc32(HOME.encode()) % (S.evaluate_spread_min + 1)
+    assert delay > 0  # else this test would compare a home with itself
+    first_emitted, emitted = {}, {}
+    for spread in (0, S.evaluate_spread_min):
+        rec = HomeRecommender(HOME, RecommendSettings(evaluate_spread_min=spread))
+        emitted[spread] = []
+        for day in frame.iter_slices(1):
+            got = stream(rec, day, BOOK)
+            if got and spread not in first_emitted:
+                first_emitted[spread] = day["ts"][0]
+            emitted[spread] += got
+    assert first_emitted[S.evaluate_spread_min] - first_emitted[0] == timedelta(minutes=delay)
+    assert emitted[0] and emitted[S.evaluate_spread_min] == emitted[0]
 
 
 def test_dishwasher_and_washing_machine_shift_matches_an_independent_recomputation(streamed):

@@ -1,13 +1,19 @@
 """``HomeForecaster``: one home's online forecasting, fed its 1-minute totals.
 
     HomeWindow minutes ─▶ MinuteSlotter ─▶ completed 15-min and 1-hour slots ─▶ learn and score
-                                    └─ first minute of a new hour ─▶ issue forecasts + scores
+                                    └─ this home's minute of a new hour ─▶ issue forecasts + scores
+
+The hour's work waits for the home's own minute of the hour (0-15 min after the boundary, by a
+hash of its id) so a worker's homes do not all do it in the same minute; it reads only what was
+known at the boundary, so the forecasts are the same as if issued there.
 
 Pure and picklable: Bytewax keeps one per home as state, and its snapshot is ``pickle.dumps``.
 Everything is event time; the forecaster never reads a clock.
 """
 
 from __future__ import annotations
+
+import zlib
 
 from pipeline.forecast.calendar import LocalClock
 from pipeline.forecast.engine import ResolutionForecaster
@@ -27,16 +33,35 @@ class HomeForecaster:
         self.slotter = MinuteSlotter(settings.resolutions, settings.min_coverage, settings.max_hold_min)
         self.engines = {res: ResolutionForecaster(res, settings) for res in settings.resolutions}
 
+    # The closed slots and the boundary of an hour whose work waits for this home's minute of the
+    # hour (class default: snapshots from before the stagger load without it).
+    deferred: tuple[list, int] | None = None
+
+    @property
+    def issue_delay_min(self) -> int:
+        """Minutes after each hour boundary at which this home learns and issues. A stable hash,
+        so a restarted flow or another worker gives the same home the same minute."""
+        return zlib.crc32(self.home_id.encode()) % (self.settings.issue_spread_min + 1)
+
     def add(self, window: HomeWindow) -> list[Forecast | ForecastScore]:
-        """Take one home minute. At the first minute of a new hour, return that hour's forecasts
-        (both resolutions) and the current scores; otherwise nothing."""
+        """Take one home minute. At this home's minute of a new hour (``issue_delay_min`` after
+        the boundary), return that hour's forecasts (both resolutions, made at the boundary) and
+        the current scores; otherwise nothing."""
         minute = int(window.bucket.timestamp()) // 60
         closed = self.slotter.add(minute, window.mean_power_w)
-        if not closed:
-            return []
+        out: list[Forecast | ForecastScore] = []
+        if closed:
+            if self.deferred is not None:  # a later hour closed first (data skipped this one's minute)
+                out.extend(self._hour(*self.deferred))
+            self.deferred = (closed, minute - minute % 60)
+        if self.deferred is not None and minute >= self.deferred[1] + self.issue_delay_min:
+            out.extend(self._hour(*self.deferred))
+            self.deferred = None
+        return out
+
+    def _hour(self, closed: list, made: int) -> list[Forecast | ForecastScore]:
         for res, engine in self.engines.items():
             engine.close_slots([(s.start_min, s.value) for s in closed if s.resolution == res], self.clock)
-        made = minute - minute % 60
         out: list[Forecast | ForecastScore] = []
         for engine in self.engines.values():
             out.extend(engine.issue(made, self.clock, self.home_id))
