@@ -105,6 +105,20 @@ def test_a_heater_left_on_at_night_is_high_consumption_of_the_home(april):
     assert closed.score > 2
 
 
+def test_a_heater_left_on_every_third_night_is_found_every_time(april):
+    """A fault's hours are not learned as the home's normal (they would lift the usual high of
+    those hours for four weeks and hide the next ones), yet peaks that never become an anomaly
+    still are (the four real weeks above raise nothing)."""
+    heated = copy(april["mains"])
+    first = at(heated, 14) - at(heated, 14) % 86400 + 3600
+    nights = [first + k * 3 * 86400 for k in range(4)]
+    for night in nights:
+        add_load(heated, night, night + 4 * 3600, 2500.0)
+    opened = [a for a in run_home(heated) if a.ended_at is None]
+    assert [a.kind for a in opened] == [AnomalyKind.HIGH_CONSUMPTION] * 4
+    assert [round((a.started_at.timestamp() - first) / 86400) for a in opened] == [0, 3, 6, 9]
+
+
 def test_the_profile_is_learned_on_the_local_clock_across_daylight_saving():
     """A home that uses 3 kW every evening from 19:00 to 20:00 local time, across the spring
     change of 2014-03-30: the hour is learned in the 19:00 slot before and after it."""

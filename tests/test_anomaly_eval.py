@@ -5,10 +5,15 @@ result whether homes are evaluated one after another or in parallel processes (t
 from __future__ import annotations
 
 import json
+from datetime import datetime, timezone
 
+import numpy as np
 import pytest
 
-from pipeline.anomaly.evaluate import run_evaluation
+from pipeline.anomaly.evaluate import real_high_episodes, run_evaluation
+from pipeline.anomaly.series import DeviceSeries
+from pipeline.anomaly.settings import DAY, HOUR
+from pipeline.records import DeviceKind
 from pipeline.tabular import TableSpec, readings_frame
 from tests.conftest import FIXTURES
 from tests.test_forecast_eval import shems
@@ -57,3 +62,20 @@ def test_the_cli_in_parallel_processes_gives_the_same_rows(in_sequence):
     got = {r["kind"]: (r["injected"], r["found"], r["detected"], r["false_positives"])
            for r in result["anomaly"]}
     assert got == {r.kind: (r.injected, r.found, r.detected, r.false_positives) for r in in_sequence.rows}
+
+
+def test_real_high_episodes_are_found_offline_by_the_injected_load_rule():
+    """A home at 200 W, 300 W from 18:00 to 21:00, for 30 days; then one evening at 3 kW for two
+    hours (a real episode), one at 3 kW for a single hour (a peak, not an episode)."""
+    start = datetime(2024, 1, 1, tzinfo=timezone.utc).timestamp()
+    ts = np.arange(start, start + 30 * DAY, 60.0)
+    hour = (ts % DAY) // HOUR
+    power = np.where((hour >= 18) & (hour < 21), 300.0, 200.0)
+    two_hours = start + 20 * DAY + 19 * HOUR
+    one_hour = start + 25 * DAY + 19 * HOUR
+    power[(ts >= two_hours) & (ts < two_hours + 2 * HOUR)] = 3000.0
+    power[(ts >= one_hour) & (ts < one_hour + HOUR)] = 3000.0
+    meter = DeviceSeries("h", "mains", DeviceKind.METER, (ts * 1e6).astype(np.int64), power)
+    episodes = real_high_episodes(meter, "UTC")
+    assert [(a, b) for a, b, _ in episodes] == [(two_hours, two_hours + 2 * HOUR)]
+    assert episodes[0][2] == pytest.approx(10.0)  # 3 kW against a usual high of 300 W

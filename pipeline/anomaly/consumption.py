@@ -7,8 +7,14 @@ minute power, so 30-minute meters and 30-second meters read alike), compared wit
 of the current hour and its neighbours (the hour straddles two clock hours, and habits shift by
 an hour). It alerts when the last hour has stayed over max(``high_factor`` x usual high, usual high
 + ``high_margin_w``) for ``high_persist_s`` (dips under ``high_hold_share`` of it excepted): a
-dinner cooked on every ring peaks for an hour and is not an alert, a heater left on stays. It clears when the last hour is back under the usual
-high. Daylight saving is handled by the home's clock: a local hour is a local hour.
+dinner cooked on every ring peaks for an hour and is not an alert, a heater left on stays. It
+clears when the last hour is back under the usual high. Daylight saving is handled by the home's
+clock: a local hour is a local hour.
+
+A complete hour is learned only once it can no longer become part of an anomaly (an hour and
+``high_persist_s`` after it ended); the hours an anomaly covers are never learned, so a heater
+left on one night does not lift that time of day's usual high for four weeks and hide the next.
+Peaks that never become an anomaly are learned: the usual high must know the home's real peaks.
 
 Score: the last hour's consumption divided by the usual high for that time of day (the largest
 seen while the anomaly was open); 2.5 means two and a half times the usual high.
@@ -46,6 +52,10 @@ class HourOfDayProfile:
 
 
 class HighConsumption:
+    # Completed hours not yet learned: (end ts, local hour of day, mean W). A class default, so a
+    # snapshot from before this queue loads with it empty.
+    pending_hours: tuple[tuple[float, int, float], ...] = ()
+
     def __init__(self, settings: AnomalySettings) -> None:
         self.settings = settings
         self.profile = HourOfDayProfile(settings.high_quantile, settings.high_history_days)
@@ -122,6 +132,7 @@ class HighConsumption:
                 return []
             self.over_since = None
             self.open_start = self.above_since if self.above_since is not None else ts
+            self._forget_since(self.open_start)
             self.open_usual, self.open_peak_wh = usual, last_hour_wh
             self.open_score = last_hour_wh / max(usual, 1.0)
             return [subject.anomaly(
@@ -163,11 +174,24 @@ class HighConsumption:
         if self.hour_key is None:
             return
         if self.hour_cover_s >= self.settings.high_min_coverage * HOUR and self._may_learn(now):
-            self.profile.learn(self.hour_of_day, self.hour_wh * HOUR / self.hour_cover_s)
+            self.pending_hours += ((now, self.hour_of_day, self.hour_wh * HOUR / self.hour_cover_s),)
         self.hour_wh = self.hour_cover_s = 0.0
+        # An hour is learned once it is too old to become part of an anomaly: the excess that
+        # opens one began up to an hour and ``high_persist_s`` before. Learned at once, a fault's
+        # first hours (before it is confirmed) would lift this hour's usual high for four weeks and
+        # hide the next fault at this time of day.
+        settled = now - HOUR - self.settings.high_persist_s
+        while self.pending_hours and self.pending_hours[0][0] <= settled:
+            _, hour_of_day, mean_w = self.pending_hours[0]
+            self.profile.learn(hour_of_day, mean_w)
+            self.pending_hours = self.pending_hours[1:]
+
+    def _forget_since(self, start: float) -> None:
+        """An anomaly opened: the hours it covers are not this home's normal."""
+        self.pending_hours = tuple(h for h in self.pending_hours if h[0] - HOUR < start)
 
     def _may_learn(self, now: float) -> bool:
         """An open anomaly pauses learning (it must not teach the profile that it is normal), for
-        at most ``learn_pause_max_s``. Hours over the limit before it opens are learned: the
-        profile's high quantile must see the home's real peaks, or it alerts on them."""
+        at most ``learn_pause_max_s``. Hours over the limit that never become an anomaly are
+        learned: the profile's high quantile must see the home's real peaks, or it alerts on them."""
         return self.open_start is None or now - self.open_start > self.settings.learn_pause_max_s

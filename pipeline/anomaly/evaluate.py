@@ -33,9 +33,13 @@ high consumption; a home's total and its meter count as one series), and is a fa
 otherwise.
 
 Real faults are counted separately, not in recall: data holes (flagged rows dropped by the
-importer, missing intervals) are real silences, and real stuck runs (the same non-zero value for
+importer, missing intervals) are real silences; real stuck runs (the same non-zero value for
 an hour and 12 readings or more: REFIT House 20's 445 W for 13 days, both houses' 2014-08-30 run,
-and others) are real FLAT_LINE faults; ``real_found`` says how many FLAT_LINE found.
+and others) are real FLAT_LINE faults; and real high-consumption episodes (two clock hours or
+more, before injection, each over max(2 x, + 1 kW) the home's usual high for that time of day as
+defined above: ``real_high_episodes``, an offline rule, blind to the detector's state) are real
+HIGH_CONSUMPTION faults. ``real_found`` says how many of them the detector found. Injected faults
+keep clear of all of them.
 
 ``python -m pipeline.anomaly.evaluate`` prints the table for each dataset in /work/shared/data.
 """
@@ -45,6 +49,7 @@ from __future__ import annotations
 import argparse
 import math
 import time
+import warnings
 import zlib
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
@@ -196,6 +201,11 @@ class _HomeInjector:
             for a, b, value in stuck_runs(s):
                 self.real.append(Fault(self.home, s.device_id, AnomalyKind.FLAT_LINE, a, b,
                                        f"real stuck run at {value:g} W"))
+                self.busy.append((a, b))
+        if self.meter is not None:
+            for a, b, ratio in real_high_episodes(self.meter, self.tz):
+                self.real.append(Fault(self.home, "", AnomalyKind.HIGH_CONSUMPTION, a, b,
+                                       f"real: up to {ratio:.1f} x the usual high for {(b - a) / HOUR:.0f} h"))
                 self.busy.append((a, b))
         out = [s for s in self.series if s is not self.meter]
         fridge = self._fridge()
@@ -407,6 +417,54 @@ def _usual_high(meter: DeviceSeries, tz: str) -> Callable[[float, float], float]
         return float(max(highs)) if highs else 0.0
 
     return usual_high
+
+
+def real_high_episodes(meter: DeviceSeries, tz: str, min_hours: int = 2) -> list[tuple[float, float, float]]:
+    """(start, end, peak ratio) of each real stretch of at least ``min_hours`` clock hours whose
+    mean power is "far" above the home's usual high: over max(2 x, usual + 1 kW) the 95th
+    percentile of the same local hour of day, and the hour either side, over the 28 days before
+    (the size of an injected extra load, and HIGH_CONSUMPTION's own limit). Computed offline from
+    the data before injection, independently of the detector's state."""
+    frame = (
+        pl.DataFrame({"ts": pl.Series(meter.ts).cast(pl.Datetime("us", "UTC")), "p": meter.power})
+        .group_by_dynamic("ts", every="1h").agg(pl.col("p").mean(), pl.len().alias("n"))
+        .with_columns(pl.col("ts").dt.convert_time_zone(tz).alias("local"))
+        .with_columns(pl.col("local").dt.date().alias("day"), pl.col("local").dt.hour().alias("hour"))
+    )
+    if frame.is_empty():
+        return []
+    days = frame["day"].unique().sort()
+    index = {d: i for i, d in enumerate(days.to_list())}
+    grid = np.full((len(days), 24), np.nan)
+    day_rows = np.array([index[d] for d in frame["day"].to_list()])
+    grid[day_rows, frame["hour"].to_numpy()] = frame["p"].to_numpy()
+    usual = np.full_like(grid, np.nan)
+    for d in range(1, len(days)):
+        past = grid[max(0, d - 28):d]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # an hour of day with no data yet
+            high = np.nanquantile(past, 0.95, axis=0)
+        high[np.sum(np.isfinite(past), axis=0) < 7] = np.nan
+        usual[d] = np.fmax(np.fmax(np.roll(high, 1), high), np.roll(high, -1))
+    usual = usual[day_rows, frame["hour"].to_numpy()]
+    limit = np.fmax(2 * usual, usual + 1000.0)
+    power = frame["p"].to_numpy()
+    over = np.isfinite(limit) & (power > limit)
+    starts = (frame["ts"].dt.epoch("us") / US).to_numpy()
+    out = []
+    i = 0
+    while i < len(over):
+        if not over[i]:
+            i += 1
+            continue
+        j = i
+        while j + 1 < len(over) and over[j + 1] and starts[j + 1] - starts[j] == HOUR:
+            j += 1
+        if j - i + 1 >= min_hours:
+            ratio = float(np.max(power[i:j + 1] / np.maximum(usual[i:j + 1], 1.0)))
+            out.append((float(starts[i]), float(starts[j] + HOUR), ratio))
+        i = j + 1
+    return out
 
 
 # ---------------------------------------------------------------- matching
