@@ -64,7 +64,8 @@ def print_anomaly_evaluation(result, console: Console) -> None:
 
     console.print(anomaly_table(result, f"Anomalies: faults injected into the real series "
                                         f"({result.homes} home(s), {result.seconds:,.0f} s)"))
-    console.print("A detection overlapping a real fault (data hole, stuck logger) or another kind's "
+    console.print("A detection overlapping a real fault (data hole, stuck logger, two hours or more far "
+                  "above the usual high before injection) or another kind's "
                   f"injected fault is excluded, not a false positive; {result.glitches} one-sample "
                   "counter glitches were written as traps that must not alert.")
 
