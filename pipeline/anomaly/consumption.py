@@ -12,8 +12,9 @@ clears when the last hour is back under the usual high. Daylight saving is handl
 clock: a local hour is a local hour.
 
 A complete hour is learned only once it can no longer become part of an anomaly (an hour and
-``high_persist_s`` after it ended); the hours an anomaly covers are never learned, so a heater
-left on one night does not lift that time of day's usual high for four weeks and hide the next.
+``high_persist_s`` after it ended); the hours an anomaly covers are not learned (for up to
+``learn_pause_max_s``), so a heater left on one night does not lift that time of day's usual high
+for four weeks and hide the next.
 Peaks that never become an anomaly are learned: the usual high must know the home's real peaks.
 
 Score: the last hour's consumption divided by the usual high for that time of day (the largest

@@ -427,7 +427,7 @@ def real_high_episodes(meter: DeviceSeries, tz: str, min_hours: int = 2) -> list
     the data before injection, independently of the detector's state."""
     frame = (
         pl.DataFrame({"ts": pl.Series(meter.ts).cast(pl.Datetime("us", "UTC")), "p": meter.power})
-        .group_by_dynamic("ts", every="1h").agg(pl.col("p").mean(), pl.len().alias("n"))
+        .group_by_dynamic("ts", every="1h").agg(pl.col("p").mean())
         .with_columns(pl.col("ts").dt.convert_time_zone(tz).alias("local"))
         .with_columns(pl.col("local").dt.date().alias("day"), pl.col("local").dt.hour().alias("hour"))
     )
