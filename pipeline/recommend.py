@@ -48,7 +48,6 @@ from __future__ import annotations
 
 import math
 import re
-import zlib
 from array import array
 from collections import Counter
 from dataclasses import dataclass, field
@@ -60,7 +59,7 @@ import polars as pl
 
 from pipeline.optimize import DeferrableLoad, PlanProblem, optimize
 from pipeline.records import DeviceKind, DeviceWindow, HomeWindow, Recommendation
-from pipeline.settings import RecommendSettings
+from pipeline.settings import RecommendSettings, home_offset_min
 from pipeline.tariff import Tariff, TariffBook, TariffKind
 
 DAYS_PER_MONTH = 365.25 / 12
@@ -274,7 +273,7 @@ class HomeRecommender:
 
     # ------------------------------------------------------------------ daily evaluation
     def _maybe_evaluate(self, now_s: int, book: TariffBook) -> list[Recommendation]:
-        delay = zlib.crc32(self.home_id.encode()) % (self.settings.evaluate_spread_min + 1)
+        delay = home_offset_min(self.home_id, self.settings.evaluate_spread_min)
         settle = (self.settings.settle_minutes + delay) * 60
         if self.next_eval_s is None:
             self.next_eval_s = _next_midnight_s(now_s, book.timezone(self.home_id)) + settle

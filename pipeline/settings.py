@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass
 
 
@@ -73,3 +74,9 @@ class RecommendSettings:
     # Usage increase: last window over the one before at least this ratio and this many kWh a day.
     increase_ratio: float = 1.5
     increase_min_kwh_per_day: float = 0.2
+
+
+def home_offset_min(home_id: str, spread_min: int) -> int:
+    """A minute in 0..``spread_min`` fixed by the home's id (CRC32, so the same in every process
+    and after a restart): when a home does work that every home would otherwise do at once."""
+    return zlib.crc32(home_id.encode()) % (spread_min + 1)

@@ -13,13 +13,12 @@ Everything is event time; the forecaster never reads a clock.
 
 from __future__ import annotations
 
-import zlib
-
 from pipeline.forecast.calendar import LocalClock
 from pipeline.forecast.engine import ResolutionForecaster
 from pipeline.forecast.settings import ForecastSettings
 from pipeline.forecast.slotting import MinuteSlotter
 from pipeline.records import Forecast, ForecastScore, HomeWindow
+from pipeline.settings import home_offset_min
 
 
 class HomeForecaster:
@@ -41,7 +40,7 @@ class HomeForecaster:
     def issue_delay_min(self) -> int:
         """Minutes after each hour boundary at which this home learns and issues. A stable hash,
         so a restarted flow or another worker gives the same home the same minute."""
-        return zlib.crc32(self.home_id.encode()) % (self.settings.issue_spread_min + 1)
+        return home_offset_min(self.home_id, self.settings.issue_spread_min)
 
     def add(self, window: HomeWindow) -> list[Forecast | ForecastScore]:
         """Take one home minute. At this home's minute of a new hour (``issue_delay_min`` after
