@@ -4,8 +4,8 @@
 home's ``DeviceWindow``s and ``HomeWindow``s in event time and keeps compact history: per device
 and for the home, hourly values in ``array`` ring buffers of ``history_days`` (62) days, plus the
 recent runs of flexible appliances. Once a day, when event time passes local midnight (plus
-``settle_minutes``, so the day's last minutes are in, and a minute of the next hour fixed by the
-home's id, so a worker's homes do not all evaluate at once), it estimates the kinds below over the
+``settle_minutes``, so the day's last minutes are in, plus 0-``evaluate_spread_min`` minutes fixed
+by the home's id, so a worker's homes do not all evaluate at once), it estimates the kinds below over the
 last ``window_days`` (30) days and returns ``Recommendation`` records. Every estimate prices
 energy with the tariff in effect at that midnight (the saving is what the home would save from
 now on), applied at the times the energy was used. A month is 365.25 / 12 days; estimates are
