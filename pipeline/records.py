@@ -6,6 +6,7 @@ Timestamps are always timezone-aware UTC datetimes.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from datetime import datetime
 from enum import Enum
@@ -60,14 +61,51 @@ class Reading:
     source: Source = Source.NATIVE
 
 
+# A dead letter keeps a bounded prefix of what it was given: a hostile device may send megabytes,
+# and the dead-letter table must accept anything without growing without limit. The length and
+# SHA-256 of the whole original identify it.
+DEAD_LETTER_PAYLOAD_MAX = 4096  # characters of payload kept
+DEAD_LETTER_TOPIC_MAX = 512  # characters of topic kept (PostgreSQL must be able to index it)
+DEAD_LETTER_REASON_MAX = 1000
+
+
+def _clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[:limit] + "\u2026"
+
+
 @dataclass(frozen=True, slots=True)
 class DeadLetter:
-    """A message that could not become a reading, kept with the reason and the raw payload."""
+    """A message or record that could not go on, kept with the reason and (a prefix of) the raw
+    payload. Build one with :meth:`of`, which applies the bounds and fills length and hash.
+
+    ``step`` names where it was stopped (``decode``, ``validate``, ``windowing``, ``home_total``,
+    ``insights``, ``sink``, ``import``); ``error`` is a short code or the exception's class name.
+    """
 
     received_at: datetime
     topic: str
-    payload: str  # decoded as UTF-8 with replacement, so any byte string can be stored
+    payload: str  # a prefix, decoded as UTF-8 with replacement, so any byte string can be stored
     reason: str
+    step: str = "decode"
+    error: str = ""
+    payload_bytes: int = -1  # length of the whole original payload in bytes; -1 when not known
+    payload_sha256: str = ""  # of the whole original payload; "" when not known
+
+    @classmethod
+    def of(cls, received_at: datetime, topic: str, payload: bytes | str, reason: str, *,
+           step: str = "decode", error: str = "") -> "DeadLetter":
+        raw = payload if isinstance(payload, bytes) else payload.encode("utf-8", "replace")
+        head = raw[: DEAD_LETTER_PAYLOAD_MAX * 4].decode("utf-8", "replace")
+        return cls(
+            received_at=received_at,
+            topic=_clip(topic, DEAD_LETTER_TOPIC_MAX),
+            payload=_clip(head, DEAD_LETTER_PAYLOAD_MAX),
+            reason=_clip(reason, DEAD_LETTER_REASON_MAX),
+            step=step,
+            error=error,
+            payload_bytes=len(raw),
+            payload_sha256=hashlib.sha256(raw).hexdigest(),
+        )
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,7 +18,12 @@ from pipeline.records import (Anomaly, AnomalyKind, DeadLetter, DeviceInfo, Devi
 from sinks.base import RECOMMENDATION_STATUSES, TABLES, Batch, StoredRecommendation, TariffRow
 from sinks.sql import ANOMALY_UPSERT, COMMAND_ACK_INSERT, RECOMMENDATION_UPSERT
 from sinks.migrate import migrations
-from sinks.sqlite import device_rows, payload_hash
+from sinks.sqlite import dead_letter_hash, device_rows
+
+
+def _no_nul(text: str) -> str:
+    """PostgreSQL text cannot hold NUL; a device can send one."""
+    return text.replace("\x00", "\ufffd")
 
 _STAGING = """
 CREATE TEMP TABLE IF NOT EXISTS stage_readings (LIKE readings) ON COMMIT DELETE ROWS;
@@ -162,10 +167,12 @@ class PostgresStore:
                     self._refresh_hourly(cur, batch)
                 if batch.dead_letters:
                     cur.executemany(
-                        "INSERT INTO dead_letter (received_at, topic, payload, reason, payload_hash) "
-                        "VALUES (%s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
-                        [(d.received_at, d.topic, d.payload.replace("\x00", "\ufffd"), d.reason,
-                          payload_hash(d.payload)) for d in batch.dead_letters])
+                        "INSERT INTO dead_letter (received_at, topic, payload, reason, payload_hash, "
+                        "step, error, payload_bytes) VALUES (%s, %s, %s, %s, %s, %s, %s, %s) "
+                        "ON CONFLICT DO NOTHING",
+                        [(d.received_at, _no_nul(d.topic), _no_nul(d.payload), _no_nul(d.reason),
+                          dead_letter_hash(d), d.step, _no_nul(d.error), d.payload_bytes)
+                         for d in batch.dead_letters])
                 if batch.late_readings:
                     cur.executemany(
                         "INSERT INTO late_readings VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING",
@@ -312,7 +319,8 @@ class PostgresStore:
 
     def dead_letters(self) -> list[DeadLetter]:
         rows = self.conn.execute(
-            "SELECT received_at, topic, payload, reason FROM dead_letter ORDER BY received_at, id")
+            "SELECT received_at, topic, payload, reason, step, error, payload_bytes, payload_hash "
+            "FROM dead_letter ORDER BY received_at, id")
         return [DeadLetter(*row) for row in rows]
 
     def devices(self) -> list[DeviceInfo]:

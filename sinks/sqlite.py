@@ -30,6 +30,11 @@ def payload_hash(payload: str) -> str:
     return hashlib.sha256(payload.encode("utf-8", "replace")).hexdigest()
 
 
+def dead_letter_hash(d: DeadLetter) -> str:
+    """The SHA-256 of the whole original payload (the stored payload may be only its prefix)."""
+    return d.payload_sha256 or payload_hash(d.payload)
+
+
 def device_rows(batch: Batch) -> list[DeviceInfo]:
     """Registry entries of the batch plus one summary per device seen in its readings."""
     seen: dict[tuple[str, str], DeviceInfo] = {}
@@ -122,10 +127,10 @@ class SqliteStore:
             self._refresh_hourly(batch)
             if batch.dead_letters:
                 c.executemany(
-                    "INSERT OR IGNORE INTO dead_letter (received_at, topic, payload, reason, payload_hash) "
-                    "VALUES (?,?,?,?,?)",
-                    [(to_us(d.received_at), d.topic, d.payload, d.reason, payload_hash(d.payload))
-                     for d in batch.dead_letters],
+                    "INSERT OR IGNORE INTO dead_letter (received_at, topic, payload, reason, payload_hash, "
+                    "step, error, payload_bytes) VALUES (?,?,?,?,?,?,?,?)",
+                    [(to_us(d.received_at), d.topic, d.payload, d.reason, dead_letter_hash(d), d.step,
+                      d.error, d.payload_bytes) for d in batch.dead_letters],
                 )
             if batch.late_readings:
                 c.executemany(
@@ -282,8 +287,9 @@ class SqliteStore:
 
     def dead_letters(self) -> list[DeadLetter]:
         rows = self.conn.execute(
-            "SELECT received_at, topic, payload, reason FROM dead_letter ORDER BY received_at, id")
-        return [DeadLetter(from_us(t), topic, p, reason) for t, topic, p, reason in rows]
+            "SELECT received_at, topic, payload, reason, step, error, payload_bytes, payload_hash "
+            "FROM dead_letter ORDER BY received_at, id")
+        return [DeadLetter(from_us(t), *rest) for t, *rest in rows]
 
     def devices(self) -> list[DeviceInfo]:
         rows = self.conn.execute(

@@ -57,7 +57,7 @@ class DecoderState:
 
 
 def _dead(msg: RawMessage, reason: str) -> DeadLetter:
-    return DeadLetter(msg.received_at, msg.topic, msg.payload.decode("utf-8", "replace"), reason)
+    return DeadLetter.of(msg.received_at, msg.topic, msg.payload, reason)
 
 
 def decode(state: DecoderState | None, msg: RawMessage, registry: Registry,
