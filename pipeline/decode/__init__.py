@@ -64,10 +64,16 @@ class DecoderState:
     shelly: ShellyDecoder = field(default_factory=ShellyDecoder)
 
 
+def _storable(text: str) -> str:
+    """Text every store accepts: lone surrogates (not UTF-8) and NUL (refused by PostgreSQL's text)
+    written as escapes, so the dead letter still says what arrived."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8").replace("\x00", "\\x00")
+
+
 def _dead(msg: RawMessage, reason: str, code: DeadLetterCode | str) -> DeadLetter:
     error = code.value if isinstance(code, DeadLetterCode) else code
-    return DeadLetter.of(msg.received_at, msg.topic, msg.payload, reason, step="decode",
-                         error=error)
+    return DeadLetter.of(msg.received_at, _storable(msg.topic), msg.payload, _storable(reason),
+                         step="decode", error=error)
 
 
 def _ids(kind: str, parts: list[str]) -> list[tuple[str, str]]:
