@@ -334,6 +334,13 @@ def test_a_decoder_failure_nobody_foresaw_is_a_dead_letter_named_after_the_excep
     assert "registry backend gone" in out[0].reason
 
 
+def test_even_a_message_of_the_wrong_types_is_a_dead_letter_not_an_exception():
+    _, out = decode(None, RawMessage("shems/h/d/reading", "{}", NOW), REG, V)  # str, not bytes
+    assert len(out) == 1 and isinstance(out[0], DeadLetter) and out[0].error == "TypeError"
+    _, out = decode(None, RawMessage(None, None, NOW), REG, V)
+    assert len(out) == 1 and isinstance(out[0], DeadLetter) and out[0].topic == "None"
+
+
 # ------------------------------------------------------------------------- decoder state
 
 

@@ -72,7 +72,9 @@ def _storable(text: str) -> str:
 
 def _dead(msg: RawMessage, reason: str, code: DeadLetterCode | str) -> DeadLetter:
     error = code.value if isinstance(code, DeadLetterCode) else code
-    return DeadLetter.of(msg.received_at, _storable(msg.topic), msg.payload, _storable(reason),
+    # str()/repr(): the catch-all in decode must be able to dead-letter even a malformed message.
+    payload = msg.payload if isinstance(msg.payload, (bytes, str)) else repr(msg.payload)
+    return DeadLetter.of(msg.received_at, _storable(str(msg.topic)), payload, _storable(reason),
                          step="decode", error=error)
 
 
@@ -128,7 +130,7 @@ def decode(state: DecoderState | None, msg: RawMessage, registry: Registry,
     try:
         return _decode(state, msg, registry, validation)
     except Exception as exc:  # noqa: BLE001 - a decoder bug must cost one message, not the flow
-        log.warning("decode_failed", topic=msg.topic[:200], error=type(exc).__name__,
+        log.warning("decode_failed", topic=str(msg.topic)[:200], error=type(exc).__name__,
                     detail=str(exc)[:200])
         return state, [_dead(msg, f"{DeadLetterCode.EXCEPTION.message}: "
                                   f"{type(exc).__name__}: {exc}", type(exc).__name__)]
