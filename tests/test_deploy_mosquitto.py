@@ -6,6 +6,7 @@ exports exists."""
 from __future__ import annotations
 
 import getpass
+import os
 import shutil
 import subprocess
 import threading
@@ -267,3 +268,126 @@ def test_the_tls_listeners_carry_a_home_reading_to_the_flow(broker):
     finally:
         part.close()
     assert [(m.topic, m.payload) for m in got] == [("shems/home-1/meter/reading", b'{"power_w": 42}')]
+
+
+# ---- queue settings of the brokers the demo and the tests start ----
+
+ROOT = DEPLOY.parent.parent
+ENSURE_SERVICES = ROOT / "scripts" / "ensure_services.sh"
+
+
+def _conf_values(text: str, keys) -> dict[str, str]:
+    values = {}
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) == 2 and parts[0] in keys:
+            values[parts[0]] = parts[1]
+    return values
+
+
+def test_the_demo_and_test_brokers_get_the_queue_settings_deploy_recommends():
+    from pipeline.broker import QUEUE_SETTINGS
+
+    keys = ("max_queued_messages", "max_queued_bytes")
+    recommended = _conf_values((DEPLOY / "mosquitto.conf").read_text(), keys)
+    assert recommended == {"max_queued_messages": "6000000", "max_queued_bytes": "0"}
+    assert QUEUE_SETTINGS == recommended
+    assert _conf_values(ENSURE_SERVICES.read_text(), keys) == recommended
+
+
+def _queued_for_offline_client(port: int, count: int) -> int:
+    """Messages a persistent QoS 1 subscriber gets after ``count`` were published while it was away."""
+    import uuid
+
+    from paho.mqtt.packettypes import PacketTypes
+    from paho.mqtt.properties import Properties
+
+    from pipeline.mqtt_publish import Publisher
+
+    client_id, topic = f"offline-{uuid.uuid4().hex[:8]}", f"queue-{uuid.uuid4().hex[:8]}/reading"
+    got, subscribed = [], threading.Event()
+
+    def connect(clean_start: bool) -> mqtt.Client:
+        c = mqtt.Client(callback_api_version=mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5,
+                        client_id=client_id)
+        c.on_message = lambda *a: got.append(1)
+        c.on_subscribe = lambda *a: subscribed.set()
+        props = Properties(PacketTypes.CONNECT)
+        props.SessionExpiryInterval = 300
+        c.connect("127.0.0.1", port, clean_start=clean_start, properties=props)
+        c.loop_start()
+        return c
+
+    first = connect(clean_start=True)
+    first.subscribe(topic, qos=1)
+    assert subscribed.wait(5)
+    first.disconnect()
+    first.loop_stop()
+    publisher = Publisher(f"mqtt://127.0.0.1:{port}")
+    for i in range(count):
+        publisher.publish_raw(topic, str(i))
+    publisher.close()
+    again = connect(clean_start=False)
+    seen, quiet_since = -1, time.monotonic()
+    while time.monotonic() - quiet_since < 1.0:
+        if len(got) != seen:
+            seen, quiet_since = len(got), time.monotonic()
+        time.sleep(0.05)
+    again.disconnect()
+    again.loop_stop()
+    return len(got)
+
+
+def test_the_private_broker_keeps_an_offline_clients_queue_past_debians_1000():
+    from pipeline.broker import start_private_broker
+
+    with start_private_broker() as broker:
+        assert _queued_for_offline_client(broker.port, 2500) == 2500
+
+
+def test_ensure_services_gives_a_running_stock_broker_the_queue_settings_once(tmp_path):
+    """A private stand-in for the system broker (never the shared one). Mosquitto 2.0 ignores
+    max_queued_* on a reload, so the script must restart a broker that runs without them."""
+    port = free_port()
+    conf, pid_file = tmp_path / "mosquitto.conf", tmp_path / "mosquitto.pid"
+    stock = (f"pid_file {pid_file}\npersistence false\nlistener {port} 127.0.0.1\n"
+             f"allow_anonymous true\nuser {getpass.getuser()}\n")
+    conf.write_text(stock)
+    time.sleep(1.1)  # the broker starts after the file was written, as a real one would
+    proc = subprocess.Popen([find_mosquitto(), "-c", str(conf)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    env = dict(os.environ, SHEMS_MOSQUITTO_CONF=str(conf), SHEMS_MOSQUITTO_PORT=str(port))
+    restarted_pid: int | None = None
+    try:
+        for _ in range(100):
+            if reachable("127.0.0.1", port, 0.2) and pid_file.exists():
+                break
+            time.sleep(0.05)
+        assert _queued_for_offline_client(port, 1500) == 1000  # Debian's default drops the rest
+        first = subprocess.run(["bash", str(ENSURE_SERVICES), "mosquitto"], env=env, capture_output=True,
+                               text=True, timeout=60)
+        assert first.returncode == 0, first.stderr
+        assert f"restarting Mosquitto (pid {proc.pid})" in first.stderr
+        assert proc.wait(10) == 0  # stopped cleanly (persistence, if on, is saved)
+        restarted_pid = int(pid_file.read_text())
+        assert conf.read_text() == stock + f"\ninclude_dir {tmp_path}/conf.d\n"
+        assert _conf_values((tmp_path / "conf.d" / "shems.conf").read_text(),
+                            ("max_queued_messages", "max_queued_bytes")) == \
+            {"max_queued_messages": "6000000", "max_queued_bytes": "0"}
+        assert _queued_for_offline_client(port, 1500) == 1500
+        # Once the running broker has them, nothing is written or restarted again.
+        second = subprocess.run(["bash", str(ENSURE_SERVICES), "mosquitto"], env=env, capture_output=True,
+                                text=True, timeout=60)
+        assert second.returncode == 0 and "restarting" not in second.stderr, second.stderr
+        assert conf.read_text().count("include_dir") == 1
+        assert int(pid_file.read_text()) == restarted_pid and reachable("127.0.0.1", port)
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            proc.wait(10)
+        # The daemon(s) the script started for this test.
+        for pid in {restarted_pid, int(pid_file.read_text()) if pid_file.exists() else None} - {None, proc.pid}:
+            try:
+                os.kill(pid, 15)
+            except ProcessLookupError:
+                pass
