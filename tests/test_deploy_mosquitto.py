@@ -40,12 +40,12 @@ class DeployBroker:
 def start_deploy_broker(tmp_path: Path, edit=lambda conf: conf) -> tuple[DeployBroker, subprocess.Popen]:
     if find_mosquitto() is None or shutil.which("mosquitto_passwd") is None:
         pytest.fail("mosquitto / mosquitto_passwd not installed (scripts/ensure_services.sh installs them)")
-    passwd, services = tmp_path / "passwd", tmp_path / "passwd.services"
+    passwd, services = tmp_path / "passwd", tmp_path / "services.passwd"
     subprocess.run(["mosquitto_passwd", "-c", "-b", str(services), "shems-ingest", "ingest-secret"], check=True)
     subprocess.run(["mosquitto_passwd", "-b", str(services), "shems-viewer", "viewer-secret"], check=True)
     subprocess.run(["mosquitto_passwd", "-c", "-b", str(passwd), "home-1", "home-1-secret"], check=True)
     subprocess.run(["mosquitto_passwd", "-b", str(passwd), "home-2", "home-2-secret"], check=True)
-    for name in ("acl", "acl.services"):
+    for name in ("acl", "services.acl"):
         shutil.copy(DEPLOY / name, tmp_path / name)
     ca = TestCA(tmp_path / "certs")
     issued = ca.issue("broker", hosts=("localhost", "127.0.0.1"))

@@ -61,12 +61,14 @@ def test_the_log_processor_masks_passwords_in_any_logged_string(capsys):
     assert event["dsn"] == "host=h password=***" and event["password"] == "***" and event["count"] == 3
 
 
-def test_a_real_run_keeps_passwords_from_files_out_of_its_command_line_and_logs(pg_url, topic_prefix, tmp_path):
+def test_a_real_run_keeps_passwords_from_files_out_of_its_command_line_and_logs(pg_url, mqtt_url, topic_prefix,
+                                                                               tmp_path):
     """The shared broker lets anyone in, whatever the password: what matters is where it shows."""
     mqtt_password = tmp_path / "mqtt-password"
     mqtt_password.write_text("mq-file-s3cret\n")
     store_url = pg_url + ("&" if "?" in pg_url else "?") + "password=pg-query-s3cret"
-    flow = FlowProcess("mqtt://someone@127.0.0.1:1883", store_url, topic_prefix,
+    with_user = mqtt_url.replace("mqtt://", "mqtt://someone@")
+    flow = FlowProcess(with_user, store_url, topic_prefix,
                        extra_args=["--mqtt-password-file", str(mqtt_password), "--no-insights"])
     flow.start(idle_exit=2)
     cmdline = Path(f"/proc/{flow.proc.pid}/cmdline").read_bytes().decode()
@@ -76,7 +78,7 @@ def test_a_real_run_keeps_passwords_from_files_out_of_its_command_line_and_logs(
     assert "s3cret" not in text
     starting = next(json.loads(line) for line in flow.log_lines
                     if line.startswith("{") and json.loads(line)["event"] == "flow_starting")
-    assert starting["mqtt"] == "mqtt://someone:***@127.0.0.1:1883"
+    assert starting["mqtt"] == with_user.replace("someone@", "someone:***@")
     assert "password=***" in starting["store"]
 
 
