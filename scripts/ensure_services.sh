@@ -37,7 +37,7 @@ ensure_postgres() {
 # snippet). Mosquitto 2.0 does not apply them on a reload (SIGHUP), whatever its manual says, so a
 # broker already running without them is restarted, once (with persistence on, as Debian ships
 # it, sessions and queues survive). SHEMS_MOSQUITTO_CONF/SHEMS_MOSQUITTO_PORT point at another
-# broker (tests).
+# broker (tests); SHEMS_MOSQUITTO_RESTART=no only warns instead of restarting.
 mosquitto_conf=${SHEMS_MOSQUITTO_CONF:-/etc/mosquitto/mosquitto.conf}
 mosquitto_port=${SHEMS_MOSQUITTO_PORT:-1883}
 queue_settings='# Written by shems scripts/ensure_services.sh: the queue settings deploy/mosquitto recommends.
@@ -80,6 +80,10 @@ ensure_mosquitto_queues() {
   # Started after both files were written: it has them (1 s of slack: /proc/stat's btime is whole
   # seconds, so a start computed from it can read a second early).
   [ $(( $(started_at "$pid") + 1 )) -ge "$written" ] && return 0
+  if [ "${SHEMS_MOSQUITTO_RESTART:-yes}" = no ]; then  # a broker others are using right now
+    echo "ensure_services: Mosquitto (pid $pid) runs without the queue settings of $snippet; restart it" >&2
+    return 0
+  fi
   echo "ensure_services: restarting Mosquitto (pid $pid) to apply the queue settings of $snippet" >&2
   if command -v systemctl >/dev/null && systemctl is-active --quiet mosquitto 2>/dev/null \
       && [ "$mosquitto_conf" = /etc/mosquitto/mosquitto.conf ]; then

@@ -364,6 +364,11 @@ def test_ensure_services_gives_a_running_stock_broker_the_queue_settings_once(tm
                 break
             time.sleep(0.05)
         assert _queued_for_offline_client(port, 1500) == 1000  # Debian's default drops the rest
+        # Asked not to restart a broker others are using, it only says what to do.
+        polite = subprocess.run(["bash", str(ENSURE_SERVICES), "mosquitto"], capture_output=True, text=True,
+                                env=dict(env, SHEMS_MOSQUITTO_RESTART="no"), timeout=60)
+        assert polite.returncode == 0 and f"Mosquitto (pid {proc.pid}) runs without" in polite.stderr
+        assert proc.poll() is None
         first = subprocess.run(["bash", str(ENSURE_SERVICES), "mosquitto"], env=env, capture_output=True,
                                text=True, timeout=60)
         assert first.returncode == 0, first.stderr
