@@ -41,12 +41,14 @@ def _add_table_args(p) -> None:
 def table_spec(args) -> "TableSpec":
     from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-    from pipeline.tabular import TableSpec, parse_device_cols
+    from pipeline.tabular import TableSpec, id_problem, parse_device_cols
 
     try:
         ZoneInfo(args.tz)
     except (ZoneInfoNotFoundError, ValueError):
         raise ValueError(f"unknown time zone {args.tz!r}") from None
+    if args.home_id is not None and (problem := id_problem("--home-id", args.home_id)):
+        raise ValueError(problem)
     return TableSpec(
         layout=args.layout,
         ts_col=args.ts_col or ("timestamp" if args.layout == "wide" else "ts"),
@@ -189,7 +191,7 @@ def cmd_import(args) -> int:
         late = pl.DataFrame({ROW: [r for r, _ in late_rejects], "reason": [m for _, m in late_rejects]},
                             schema={ROW: pl.UInt32, "reason": pl.Utf8})
         late = (late.join(checked.rejected.select(ROW).unique(), on=ROW, how="anti")
-                .with_columns(pl.lit("validation").alias("error")).select(ROW, "error", "reason"))
+                .with_columns(pl.lit("invalid_payload").alias("error")).select(ROW, "error", "reason"))
         _write_dead_letters(args.store_url, dead_letters(checked, late, received_at))
         ok = True
     except Exception as exc:

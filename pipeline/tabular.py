@@ -28,7 +28,6 @@ there applies to imports too.
 
 from __future__ import annotations
 
-import unicodedata
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -46,7 +45,9 @@ KINDS = tuple(k.value for k in DeviceKind)
 # Ids end up as MQTT topic levels (the viewer's commands) and in PostgreSQL primary keys: bounded,
 # printable, and free of the topic separators and wildcards, like the ids the flow can receive.
 ID_MAX_CHARS = 128
-_ID_FORBIDDEN = r"[\p{C}/+#]"
+# What str.isprintable() refuses (controls, format characters, separators other than the space)
+# and the MQTT separator and wildcards, as a regular expression for polars.
+_ID_FORBIDDEN = r"[\p{C}\p{Zl}\p{Zp}/+#]|[\p{Zs}&&[^ ]]"
 _SHOWN_CHARS = 60  # of a bad cell quoted in a reason
 
 _NAIVE_FORMATS = ("%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M",
@@ -95,7 +96,7 @@ def id_problem(name: str, value: str | None) -> str | None:
         return f"no {name}"
     if len(value) > ID_MAX_CHARS:
         return f"{name} is {len(value):,} characters long (at most {ID_MAX_CHARS})"
-    if any(unicodedata.category(c).startswith("C") or c in "/+#" for c in value):
+    if not value.isprintable() or any(c in "/+#" for c in value):
         return f"{name} {value[:_SHOWN_CHARS]!r} contains a control character or one of / + #"
     return None
 
@@ -370,14 +371,19 @@ def _first_match(checks: list[tuple[pl.Expr, str, pl.Expr]]) -> tuple[pl.Expr, p
 def _id_checks(column: str, name: str) -> list[tuple[pl.Expr, str, pl.Expr]]:
     col = pl.col(column)
     return [
-        (col.is_null() | (col.str.strip_chars().str.len_chars() == 0), f"missing_{column}",
+        (col.is_null() | (col.str.strip_chars().str.len_chars() == 0), "bad_id",
          pl.lit(f"no {name}")),
-        (col.str.len_chars() > ID_MAX_CHARS, "id_too_long",
+        (col.str.len_chars() > ID_MAX_CHARS, "bad_id",
          pl.format(f"{name} is {{}} characters long (at most {ID_MAX_CHARS})", col.str.len_chars())),
-        (col.str.contains(_ID_FORBIDDEN), "id_not_printable",
+        (col.str.contains(_ID_FORBIDDEN), "bad_id",
          pl.format(f"{name} '{{}}' contains a control character or one of / + #", _text(column))),
     ]
 
+
+# The error codes are the flow's closed set of dead-letter codes (bad_id, bad_timestamp,
+# timestamp_too_old, timestamp_in_future, not_finite, out_of_bounds, missing_field,
+# invalid_payload): an import's rejections count under the same labels as the flow's, and the
+# sentence beside each says exactly what was wrong.
 
 def _parse_checks(tz: str) -> list[tuple[pl.Expr, str, pl.Expr]]:
     """What stops a row from becoming a Reading at all."""
@@ -386,21 +392,21 @@ def _parse_checks(tz: str) -> list[tuple[pl.Expr, str, pl.Expr]]:
     return [
         *_id_checks("home_id", "home id"),
         *_id_checks("device_id", "device id"),
-        (pl.col("bad_flag"), "bad_skip_flag", pl.lit("the skip flag is neither true nor false")),
-        (~pl.col("ts_present"), "missing_ts", pl.lit("no time stamp")),
-        (pl.col("ts_nonexistent"), "nonexistent_local_time",
+        (pl.col("bad_flag"), "invalid_payload", pl.lit("the skip flag is neither true nor false")),
+        (~pl.col("ts_present"), "missing_field", pl.lit("no time stamp")),
+        (pl.col("ts_nonexistent"), "bad_timestamp",
          pl.format(f"time stamp '{{}}' never existed in {tz} (the clocks skipped it)", pl.col("ts_text"))),
-        (ts.is_null(), "bad_ts",
+        (ts.is_null(), "bad_timestamp",
          pl.format("time stamp '{}' is not ISO 8601 (e.g. 2024-05-01T12:00:00, optionally with +01:00 "
                    "or Z) nor epoch seconds/milliseconds", pl.col("ts_text"))),
-        ((ts < _TS_MIN) | (ts > _TS_MAX), "bad_ts",
+        ((ts < _TS_MIN) | (ts > _TS_MAX), "bad_timestamp",
          pl.format("time stamp '{}' is outside the years 1-9999", pl.col("ts_text"))),
-        (kind.is_not_null() & (kind != "") & ~kind.is_in(KINDS), "unknown_kind",
+        (kind.is_not_null() & (kind != "") & ~kind.is_in(KINDS), "invalid_payload",
          pl.format(f"kind '{{}}' is not one of {', '.join(KINDS)}", kind.str.slice(0, _SHOWN_CHARS))),
-        (~pl.col("power_w_present"), "missing_power",
+        (~pl.col("power_w_present"), "missing_field",
          pl.format("no value in column {}", pl.col("power_w_col"))),
-        (pl.col("power_w").is_null(), "not_a_number", pl.format("{} is not a number", cell("power_w"))),
-        (pl.col("energy_wh_present") & pl.col("energy_wh").is_null(), "not_a_number",
+        (pl.col("power_w").is_null(), "invalid_payload", pl.format("{} is not a number", cell("power_w"))),
+        (pl.col("energy_wh_present") & pl.col("energy_wh").is_null(), "invalid_payload",
          pl.format("{} is not a number", cell("energy_wh"))),
     ]
 
@@ -410,11 +416,15 @@ def _value_checks(received_at: datetime, settings: ValidationSettings) -> list[t
     the sentence is the flow's own, from validate(), for the few rows they pick."""
     power, energy = pl.col("power_w"), pl.col("energy_wh")
     none = pl.lit(None, pl.Utf8)
+    # Bounds that not every version of ValidationSettings has; validate() applies them either way.
+    max_energy = getattr(settings, "max_energy_wh", float("inf"))
+    min_ts = getattr(settings, "min_ts", _TS_MIN)
     return [
         (~power.is_finite() | (energy.is_not_null() & ~energy.is_finite()), "not_finite", none),
-        ((power < settings.min_power_w) | (power > settings.max_power_w), "power_out_of_bounds", none),
-        (energy < 0, "negative_energy", none),
-        (pl.col("ts") > received_at + timedelta(seconds=settings.max_future_s), "ts_in_future", none),
+        ((power < settings.min_power_w) | (power > settings.max_power_w), "out_of_bounds", none),
+        ((energy < 0) | (energy > max_energy), "out_of_bounds", none),
+        (pl.col("ts") < min_ts, "timestamp_too_old", none),
+        (pl.col("ts") > received_at + timedelta(seconds=settings.max_future_s), "timestamp_in_future", none),
     ]
 
 
@@ -508,7 +518,7 @@ def check_file(path: str | Path, spec: TableSpec, received_at: datetime,
                       flagged.filter(pl.col("reason").is_null()).with_columns(pl.lit(None, pl.Utf8).alias("error"))])
     if spec.layout == "interval":
         good = _with_counters(good)
-    too_wide = pl.DataFrame({ROW: list(ragged), "error": "too_many_fields",
+    too_wide = pl.DataFrame({ROW: list(ragged), "error": "invalid_payload",
                              "reason": "the row has more fields than the header has columns"},
                             schema=_REJECTED_SCHEMA)
     rejected = pl.concat([failed_parse.select(ROW, "error", "reason").cast(_REJECTED_SCHEMA),
