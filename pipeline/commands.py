@@ -146,7 +146,8 @@ def cmd_import(args) -> int:
         return _fail(f"cannot read {args.file}: {_one_line(exc)}")
     if args.strict and checked.rejected.height:
         _print_rejections(rejected_counts(checked.rejected), checked.rows, args.file, sys.stderr)
-        for row, _, reason in checked.rejected.unique(ROW, keep="first", maintain_order=True).head(10).iter_rows():
+        first = checked.rejected.unique(ROW, keep="first", maintain_order=True).head(10)
+        for row, _, reason in first.iter_rows():
             print(f"  row {row}: {_printable(reason)}", file=sys.stderr)
         print(f"shems: error: --strict: {checked.rejected[ROW].n_unique():,} rejected row(s) in "
               f"{args.file}; nothing stored", file=sys.stderr)
@@ -286,14 +287,16 @@ def cmd_export(args) -> int:
     try:
         store = open_store(args.store_url)
     except Exception as exc:  # the driver's error: refused, timed out, wrong password
-        print(f"shems: error: cannot open the store {mask_url(args.store_url)}: {_one_line(exc)}", file=sys.stderr)
+        print(f"shems: error: cannot open the store {mask_url(args.store_url)}: {_one_line(exc)}",
+              file=sys.stderr)
         return 1
     try:
         paths = export_parquet(store, args.out)
     except OSError as exc:
         return _fail(f"cannot write to {args.out}: {_one_line(exc)}")
     except Exception as exc:  # the store's error mid-export, e.g. a table missing or the server gone
-        print(f"shems: error: export from {mask_url(args.store_url)} failed: {_one_line(exc)}", file=sys.stderr)
+        print(f"shems: error: export from {mask_url(args.store_url)} failed: {_one_line(exc)}",
+              file=sys.stderr)
         return 1
     finally:
         store.close()

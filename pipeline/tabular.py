@@ -166,7 +166,8 @@ def _require(schema: pl.Schema, columns: list[str | None], path: Path) -> None:
     have = set(schema.names()) - {ROW}
     missing = [c for c in columns if c and c not in have]
     if missing:
-        raise ValueError(f"{path}: missing column(s) {_shown_names(missing)}; the file has {_shown_names(have)}")
+        raise ValueError(f"{path}: missing column(s) {_shown_names(missing)}; "
+                         f"the file has {_shown_names(have)}")
 
 
 # ------------------------------------------------------------------ cell parsers (expressions)
@@ -178,7 +179,8 @@ def _is_text(dtype) -> bool:
 def _text(name: str) -> pl.Expr:
     """The cell as the text a reason quotes, clipped."""
     s = pl.col(name).cast(pl.Utf8)
-    return pl.when(s.str.len_chars() > _SHOWN_CHARS).then(s.str.slice(0, _SHOWN_CHARS) + "\u2026").otherwise(s)
+    clipped = s.str.slice(0, _SHOWN_CHARS) + "\u2026"
+    return pl.when(s.str.len_chars() > _SHOWN_CHARS).then(clipped).otherwise(s)
 
 
 def _present(name: str, dtype) -> pl.Expr:
@@ -239,7 +241,8 @@ def _with_timestamps(frame: pl.DataFrame, name: str, tz: str) -> pl.DataFrame:
     for fmt, aware in [(f, False) for f in _NAIVE_FORMATS] + [(f, True) for f in _AWARE_FORMATS]:
         if left.is_empty():
             break
-        parsed = left.with_columns(pl.col("text").str.to_datetime(fmt, time_unit="us", strict=False).alias("at"))
+        at = pl.col("text").str.to_datetime(fmt, time_unit="us", strict=False)
+        parsed = left.with_columns(at.alias("at"))
         hit = parsed.filter(pl.col("at").is_not_null())
         if aware:
             found.append(hit.select(ROW, pl.col("at").dt.convert_time_zone("UTC").alias("__ts"),
@@ -513,9 +516,10 @@ def check_file(path: str | Path, spec: TableSpec, received_at: datetime,
     verdicts = [validate(r, received_at, settings) for r in frame_to_readings(_kind_filled(flagged))]
     flagged = flagged.with_columns(pl.Series("reason", verdicts, dtype=pl.Utf8))
     if spec.layout == "wide":  # the flow's sentence says power_w; a wide row has several
-        flagged = flagged.with_columns(pl.format("{}: {}", pl.col("power_w_col"), pl.col("reason")).alias("reason"))
-    good = pl.concat([frame.filter(pl.col("error").is_null()),
-                      flagged.filter(pl.col("reason").is_null()).with_columns(pl.lit(None, pl.Utf8).alias("error"))])
+        flagged = flagged.with_columns(
+            pl.format("{}: {}", pl.col("power_w_col"), pl.col("reason")).alias("reason"))
+    accepted = flagged.filter(pl.col("reason").is_null()).with_columns(pl.lit(None, pl.Utf8).alias("error"))
+    good = pl.concat([frame.filter(pl.col("error").is_null()), accepted])
     if spec.layout == "interval":
         good = _with_counters(good)
     too_wide = pl.DataFrame({ROW: list(ragged), "error": "invalid_payload",
@@ -530,7 +534,8 @@ def check_file(path: str | Path, spec: TableSpec, received_at: datetime,
 
 
 def validated_batches(checked: CheckedFile, received_at: datetime, settings: ValidationSettings,
-                      on_reject: Callable[[int, str], None], batch_rows: int = 50_000) -> Iterator[list[Reading]]:
+                      on_reject: Callable[[int, str], None],
+                      batch_rows: int = 50_000) -> Iterator[list[Reading]]:
     """The readings that passed, in time order and in batches, each through the flow's own
     validate() as it is built (a bound it has and the expressions lack still applies); what it
     rejects goes to ``on_reject(row, reason)``."""
