@@ -134,6 +134,14 @@ def cmd_import(args) -> int:
             TariffBook.from_toml(args.tariffs)  # a wrong file says so before any work is done
     except ValueError as exc:
         return _fail(str(exc))
+    if args.metrics_port:
+        from prometheus_client import start_http_server
+
+        try:
+            start_http_server(args.metrics_port)
+        except OSError as exc:  # the port is taken
+            return _fail(f"cannot serve metrics on port {args.metrics_port}: {_one_line(exc)}")
+
     unreachable = _check_store_reachable(args.store_url)
     if unreachable:
         print(f"shems: error: {unreachable}", file=sys.stderr)
@@ -165,11 +173,6 @@ def cmd_import(args) -> int:
         # hourly forecasts are kept (years of forecasts of the past would swamp the store).
         insights = InsightsSetup(Registry.empty(), args.tz, book, live=False,
                                  keep_forecasts_from=frame["ts"].max() - timedelta(days=2))
-    if args.metrics_port:
-        from prometheus_client import start_http_server
-
-        start_http_server(args.metrics_port)
-
     imported = 0
 
     def on_batch(n: int) -> None:
@@ -201,7 +204,7 @@ def cmd_import(args) -> int:
         return 1
     finally:
         if args.pushgateway:
-            metrics.push_import_summary(args.pushgateway, imported, time.monotonic() - started, ok)
+            _push_summary(args.pushgateway, imported, time.monotonic() - started, ok)
     rejected = pl.concat([checked.rejected, late])
     print(f"imported {imported:,} readings from {args.file}"
           + (f" ({checked.skipped:,} rows marked as filled in by {spec.skip_flag_col} skipped)"
@@ -210,6 +213,15 @@ def cmd_import(args) -> int:
         _print_rejections(rejected_counts(rejected), checked.rows, args.file, sys.stdout)
         print(f"  (each in the dead_letter table, topic import:{args.file.name}:<row>)")
     return 0
+
+
+def _push_summary(gateway: str, readings: int, seconds: float, ok: bool) -> None:
+    """Push the import's result; a gateway that is down is a warning, not a failed import (the
+    readings are stored; the missing push shows as a stale last-success time)."""
+    try:
+        metrics.push_import_summary(gateway, readings, seconds, ok)
+    except Exception as exc:  # urllib's errors: refused, timed out, HTTP error
+        print(f"shems: warning: could not push to the Pushgateway {gateway}: {_one_line(exc)}", file=sys.stderr)
 
 
 def _write_dead_letters(url: str, letters: list, chunk: int = 10_000) -> None:
