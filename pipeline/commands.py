@@ -41,12 +41,14 @@ def _add_table_args(p) -> None:
 def table_spec(args) -> "TableSpec":
     from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-    from pipeline.tabular import TableSpec, parse_device_cols
+    from pipeline.tabular import TableSpec, id_problem, parse_device_cols
 
     try:
         ZoneInfo(args.tz)
     except (ZoneInfoNotFoundError, ValueError):
         raise ValueError(f"unknown time zone {args.tz!r}") from None
+    if args.home_id is not None and (problem := id_problem("--home-id", args.home_id)):
+        raise ValueError(problem)
     return TableSpec(
         layout=args.layout,
         ts_col=args.ts_col or ("timestamp" if args.layout == "wide" else "ts"),
@@ -69,53 +71,170 @@ def _fail(message: str) -> int:
     return 2
 
 
+def _one_line(exc: BaseException) -> str:
+    """An exception as one line: the innermost cause (Bytewax wraps an operator's error in its
+    own), first line only, with any password in a URL masked."""
+    from sinks.base import mask_url
+
+    while exc.__cause__ is not None:
+        exc = exc.__cause__
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    text = lines[0] if lines else type(exc).__name__
+    return " ".join(mask_url(word) if "://" in word else word for word in text.split(" "))
+
+
+def _check_store_reachable(url: str) -> str | None:
+    """None when the store answers, else why not (one line). Before any work: an import of a big
+    file must not read it all to then find the store down."""
+    from sinks.base import mask_url, open_store
+
+    try:
+        open_store(url).close()
+    except Exception as exc:  # the driver's error: refused, timed out, wrong password, bad path
+        return f"cannot open the store {mask_url(url)}: {_one_line(exc)}"
+    return None
+
+
+def _printable(text: str) -> str:
+    """A file's text for the terminal: control characters as escapes, never as commands."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
+def _print_rejections(counts: list[tuple[str, int]], rows: int, file: Path, stream) -> None:
+    rejected = sum(n for _, n in counts)
+    print(f"rejected {rejected:,} of {rows:,} rows of {file.name}:", file=stream)
+    width = max(len(code) for code, _ in counts)
+    for code, n in counts:
+        print(f"  {code:<{width}}  {n:,}", file=stream)
+
+
 def cmd_import(args) -> int:
+    import os
+    from datetime import datetime, timezone
+
+    import polars as pl
     from rich.progress import Progress
 
     from flows.batch_import import run_import
     from flows.ingest import InsightsSetup, prepare_store
     from pipeline.registry import Registry
-    from pipeline.tabular import iter_reading_batches, readings_frame
+    from pipeline.settings import ValidationSettings
+    from pipeline.tabular import ROW, check_file, dead_letters, rejected_counts, validated_batches
     from pipeline.tariff import TariffBook
 
+    # libpq waits for an unreachable host as long as TCP does (minutes); an import says so sooner.
+    os.environ.setdefault("PGCONNECT_TIMEOUT", "10")
+    # The flow's "received at" for an imported row: the file arrives now, so a reading more than
+    # the flow allows ahead of the import's own clock is rejected as the flow would reject it.
+    received_at = datetime.now(timezone.utc)
+    settings = ValidationSettings()
     try:
         spec = table_spec(args)
-        frame = readings_frame(args.file, spec)
         if args.tariffs:
             TariffBook.from_toml(args.tariffs)  # a wrong file says so before any work is done
     except ValueError as exc:
         return _fail(str(exc))
-    book = prepare_store(args.store_url, Registry.empty(), args.tariffs)
+    if args.metrics_port:
+        from prometheus_client import start_http_server
+
+        try:
+            start_http_server(args.metrics_port)
+        except OSError as exc:  # the port is taken
+            return _fail(f"cannot serve metrics on port {args.metrics_port}: {_one_line(exc)}")
+
+    unreachable = _check_store_reachable(args.store_url)
+    if unreachable:
+        print(f"shems: error: {unreachable}", file=sys.stderr)
+        return 1
+    try:
+        checked = check_file(args.file, spec, received_at, settings)
+    except ValueError as exc:
+        return _fail(str(exc))
+    except (pl.exceptions.PolarsError, OSError) as exc:  # not a CSV/Parquet file polars can read
+        return _fail(f"cannot read {args.file}: {_one_line(exc)}")
+    if args.strict and checked.rejected.height:
+        _print_rejections(rejected_counts(checked.rejected), checked.rows, args.file, sys.stderr)
+        first = checked.rejected.unique(ROW, keep="first", maintain_order=True).head(10)
+        for row, _, reason in first.iter_rows():
+            print(f"  row {row}: {_printable(reason)}", file=sys.stderr)
+        print(f"shems: error: --strict: {checked.rejected[ROW].n_unique():,} rejected row(s) in "
+              f"{args.file}; nothing stored", file=sys.stderr)
+        return 1
+    frame = checked.readings
+    try:
+        book = prepare_store(args.store_url, Registry.empty(), args.tariffs)
+        _write_dead_letters(args.store_url, dead_letters(checked, checked.rejected, received_at))
+    except Exception as exc:
+        print(f"shems: error: {_check_store_reachable(args.store_url) or _one_line(exc)}", file=sys.stderr)
+        return 1
     insights = None
     if not args.no_insights and frame.height:
         # History trains the same per-home models the flow runs; only the last two days of its
         # hourly forecasts are kept (years of forecasts of the past would swamp the store).
         insights = InsightsSetup(Registry.empty(), args.tz, book, live=False,
                                  keep_forecasts_from=frame["ts"].max() - timedelta(days=2))
-    if args.metrics_port:
-        from prometheus_client import start_http_server
-
-        start_http_server(args.metrics_port)
+    imported = 0
 
     def on_batch(n: int) -> None:
+        nonlocal imported
+        imported += n
         bar.update(task, advance=n)
         metrics.IMPORTED_READINGS.inc(n)
 
+    late_rejects: list[tuple[int, str]] = []
     started, ok = time.monotonic(), False
     try:
         with Progress() as bar:
             task = bar.add_task(f"importing {args.file.name}", total=frame.height)
             meters = frozenset(frame.filter(frame["kind"] == "meter")["home_id"].unique().to_list())
-            run_import(lambda: iter_reading_batches(args.file, spec, frame=frame), args.store_url,
-                       on_batch=on_batch, meter_home_ids=meters, insights=insights)
+            run_import(lambda: validated_batches(checked, received_at, settings,
+                                                 lambda row, reason: late_rejects.append((row, reason))),
+                       args.store_url, on_batch=on_batch, meter_home_ids=meters, insights=insights)
+        # Rows the flow's validate() refused that the expressions passed (a bound only it has);
+        # a row that already has its dead letter keeps that one.
+        late = pl.DataFrame({ROW: [r for r, _ in late_rejects], "reason": [m for _, m in late_rejects]},
+                            schema={ROW: pl.UInt32, "reason": pl.Utf8})
+        late = (late.join(checked.rejected.select(ROW).unique(), on=ROW, how="anti")
+                .with_columns(pl.lit("invalid_payload").alias("error")).select(ROW, "error", "reason"))
+        _write_dead_letters(args.store_url, dead_letters(checked, late, received_at))
         ok = True
+    except Exception as exc:
+        print(f"shems: error: import of {args.file} stopped after {imported:,} readings: {_one_line(exc)}",
+              file=sys.stderr)
+        return 1
     finally:
         if args.pushgateway:
-            metrics.push_import_summary(args.pushgateway, frame.height, time.monotonic() - started, ok)
-    dropped = sum(spec.dropped)
-    print(f"imported {frame.height:,} readings from {args.file}"
-          + (f" ({dropped:,} rows without a valid time or value skipped)" if dropped else ""))
+            _push_summary(args.pushgateway, imported, time.monotonic() - started, ok)
+    rejected = pl.concat([checked.rejected, late])
+    print(f"imported {imported:,} readings from {args.file}"
+          + (f" ({checked.skipped:,} rows marked as filled in by {spec.skip_flag_col} skipped)"
+             if checked.skipped else ""))
+    if rejected.height:
+        _print_rejections(rejected_counts(rejected), checked.rows, args.file, sys.stdout)
+        print(f"  (each in the dead_letter table, topic import:{args.file.name}:<row>)")
     return 0
+
+
+def _push_summary(gateway: str, readings: int, seconds: float, ok: bool) -> None:
+    """Push the import's result; a gateway that is down is a warning, not a failed import (the
+    readings are stored; the missing push shows as a stale last-success time)."""
+    try:
+        metrics.push_import_summary(gateway, readings, seconds, ok)
+    except Exception as exc:  # urllib's errors: refused, timed out, HTTP error
+        print(f"shems: warning: could not push to the Pushgateway {gateway}: {_one_line(exc)}", file=sys.stderr)
+
+
+def _write_dead_letters(url: str, letters: list, chunk: int = 10_000) -> None:
+    from sinks.base import Batch, open_store
+
+    if not letters:
+        return
+    store = open_store(url)
+    try:
+        for offset in range(0, len(letters), chunk):
+            store.write(Batch(dead_letters=letters[offset:offset + chunk]))
+    finally:
+        store.close()
 
 
 def cmd_replay(args) -> int:
@@ -169,12 +288,28 @@ def cmd_demo(args) -> int:
 
 
 def cmd_export(args) -> int:
-    from sinks.base import open_store
+    import os
+
+    from sinks.base import mask_url, open_store
     from sinks.parquet import export_parquet
 
-    store = open_store(args.store_url)
+    os.environ.setdefault("PGCONNECT_TIMEOUT", "10")
+    if args.store_url.startswith("sqlite:///") and not Path(args.store_url[len("sqlite:///"):]).is_file():
+        return _fail(f"no SQLite store at {args.store_url[len('sqlite:///'):]}")
+    try:
+        store = open_store(args.store_url)
+    except Exception as exc:  # the driver's error: refused, timed out, wrong password
+        print(f"shems: error: cannot open the store {mask_url(args.store_url)}: {_one_line(exc)}",
+              file=sys.stderr)
+        return 1
     try:
         paths = export_parquet(store, args.out)
+    except OSError as exc:
+        return _fail(f"cannot write to {args.out}: {_one_line(exc)}")
+    except Exception as exc:  # the store's error mid-export, e.g. a table missing or the server gone
+        print(f"shems: error: export from {mask_url(args.store_url)} failed: {_one_line(exc)}",
+              file=sys.stderr)
+        return 1
     finally:
         store.close()
     for p in paths:
@@ -256,8 +391,16 @@ def cmd_evaluate(args) -> int:
 
 
 def _register(sub) -> None:
-    p = sub.add_parser("import", help="load history from CSV/Parquet into the store")
+    p = sub.add_parser(
+        "import", help="load history from CSV/Parquet into the store",
+        description="Every row is checked as the flow checks a message (parse, ids, kind, finite "
+                    "values within the bounds, not ahead of the import's own clock). Rejected rows "
+                    "go to the dead_letter table (topic import:<file name>:<row>, the row, the "
+                    "reason), the rest is imported, counts per reason are printed, and the exit "
+                    "status is 0. With --strict nothing is stored if any row is rejected (exit 1).")
     _add_table_args(p)
+    p.add("--strict", action="store_true",
+          help="check the whole file first and store nothing (exit 1) if any row is rejected")
     p.add("--store-url", type=store_url, default=DEFAULT_STORE_URL, help="target store")
     p.add("--no-insights", action="store_true",
           help="only store readings and aggregates: no forecasts, anomalies or recommendations")
