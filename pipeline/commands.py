@@ -128,6 +128,12 @@ def cmd_import(args) -> int:
     # the flow allows ahead of the import's own clock is rejected as the flow would reject it.
     received_at = datetime.now(timezone.utc)
     settings = ValidationSettings()
+    # Dead letters are keyed by their time: the file's own (not the import's) makes importing the
+    # same file again add none twice.
+    try:
+        letters_at = datetime.fromtimestamp(args.file.stat().st_mtime, timezone.utc)
+    except OSError:
+        letters_at = received_at
     try:
         spec = table_spec(args)
         if args.tariffs:
@@ -163,7 +169,7 @@ def cmd_import(args) -> int:
     frame = checked.readings
     try:
         book = prepare_store(args.store_url, Registry.empty(), args.tariffs)
-        _write_dead_letters(args.store_url, dead_letters(checked, checked.rejected, received_at))
+        _write_dead_letters(args.store_url, dead_letters(checked, checked.rejected, letters_at))
     except Exception as exc:
         print(f"shems: error: {_check_store_reachable(args.store_url) or _one_line(exc)}", file=sys.stderr)
         return 1
@@ -188,15 +194,15 @@ def cmd_import(args) -> int:
             task = bar.add_task(f"importing {args.file.name}", total=frame.height)
             meters = frozenset(frame.filter(frame["kind"] == "meter")["home_id"].unique().to_list())
             run_import(lambda: validated_batches(checked, received_at, settings,
-                                                 lambda row, reason: late_rejects.append((row, reason))),
+                                                 lambda row, code, reason: late_rejects.append(
+                                                     (row, code, reason))),
                        args.store_url, on_batch=on_batch, meter_home_ids=meters, insights=insights)
         # Rows the flow's validate() refused that the expressions passed (a bound only it has);
         # a row that already has its dead letter keeps that one.
-        late = pl.DataFrame({ROW: [r for r, _ in late_rejects], "reason": [m for _, m in late_rejects]},
-                            schema={ROW: pl.UInt32, "reason": pl.Utf8})
-        late = (late.join(checked.rejected.select(ROW).unique(), on=ROW, how="anti")
-                .with_columns(pl.lit("invalid_payload").alias("error")).select(ROW, "error", "reason"))
-        _write_dead_letters(args.store_url, dead_letters(checked, late, received_at))
+        late = pl.DataFrame(late_rejects, schema={ROW: pl.UInt32, "error": pl.Utf8, "reason": pl.Utf8},
+                            orient="row")
+        late = late.join(checked.rejected.select(ROW).unique(), on=ROW, how="anti").select(ROW, "error", "reason")
+        _write_dead_letters(args.store_url, dead_letters(checked, late, letters_at))
         ok = True
     except Exception as exc:
         print(f"shems: error: import of {args.file} stopped after {imported:,} readings: {_one_line(exc)}",

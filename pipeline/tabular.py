@@ -37,7 +37,7 @@ import polars as pl
 
 from pipeline.records import DeadLetter, DeviceKind, Reading, Source
 from pipeline.settings import ValidationSettings
-from pipeline.validation import validate
+from pipeline.validation import check_reading, validate
 
 COLUMNS = ["home_id", "device_id", "kind", "ts", "power_w", "energy_wh"]
 ROW = "__row"  # 1-based number of the data row in the file (the header is not counted)
@@ -419,9 +419,7 @@ def _value_checks(received_at: datetime, settings: ValidationSettings) -> list[t
     the sentence is the flow's own, from validate(), for the few rows they pick."""
     power, energy = pl.col("power_w"), pl.col("energy_wh")
     none = pl.lit(None, pl.Utf8)
-    # Bounds that not every version of ValidationSettings has; validate() applies them either way.
-    max_energy = getattr(settings, "max_energy_wh", float("inf"))
-    min_ts = getattr(settings, "min_ts", _TS_MIN)
+    max_energy, min_ts = settings.max_energy_wh, settings.min_ts
     return [
         (~power.is_finite() | (energy.is_not_null() & ~energy.is_finite()), "not_finite", none),
         ((power < settings.min_power_w) | (power > settings.max_power_w), "out_of_bounds", none),
@@ -534,21 +532,21 @@ def check_file(path: str | Path, spec: TableSpec, received_at: datetime,
 
 
 def validated_batches(checked: CheckedFile, received_at: datetime, settings: ValidationSettings,
-                      on_reject: Callable[[int, str], None],
+                      on_reject: Callable[[int, str, str], None],
                       batch_rows: int = 50_000) -> Iterator[list[Reading]]:
     """The readings that passed, in time order and in batches, each through the flow's own
     validate() as it is built (a bound it has and the expressions lack still applies); what it
-    rejects goes to ``on_reject(row, reason)``."""
+    rejects goes to ``on_reject(row, code, reason)``."""
     frame = checked.readings
     for offset in range(0, frame.height, batch_rows):
         part = frame.slice(offset, batch_rows)
         batch = []
         for row, reading in zip(part[ROW].to_list(), frame_to_readings(part)):
-            reason = validate(reading, received_at, settings)
-            if reason is None:
+            violation = check_reading(reading, received_at, settings)
+            if violation is None:
                 batch.append(reading)
             else:
-                on_reject(row, reason)
+                on_reject(row, violation.code.value, violation.reason)
         yield batch
 
 
