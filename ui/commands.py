@@ -34,7 +34,10 @@ def cmd_ui(args: argparse.Namespace) -> int:
             "--server.port", str(args.port), "--server.address", args.address,
             "--server.headless", "true", "--browser.gatherUsageStats", "false",
             "--server.fileWatcherType", "none", "--client.toolbarMode", "viewer",
-            "--theme.base", "light"]
+            "--theme.base", "light",
+            # Stated, not left to defaults or a stray .streamlit/config.toml: uploads and other
+            # POSTs need the XSRF cookie's token, and the WebSocket only takes this origin.
+            "--server.enableXsrfProtection", "true", "--server.enableCORS", "true"]
     print(f"shems viewer on http://{args.address}:{args.port} (store {mask_url(args.store_url)})",
           flush=True)
     os.execve(sys.executable, argv, env)
