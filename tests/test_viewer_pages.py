@@ -74,7 +74,7 @@ def signed_in(url: str, user: str, fresh: bool = False, **query: str) -> AppTest
 
 def shown(markdown: str) -> str:
     """What a person reads from Markdown the viewer escaped (``ui.safe.md_escape``)."""
-    return re.sub(r"\\(.)", r"\1", markdown)
+    return re.sub(r"\\(.)", r"\1", markdown).replace("\u2060", "")
 
 
 def texts(at: AppTest) -> str:

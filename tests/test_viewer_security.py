@@ -27,7 +27,7 @@ from tests.viewer_server import ViewerServer
 from ui.accounts import LOCAL_CLIENT, Accounts, SignInError
 from ui.auth import Role
 from ui.db import Database
-from ui.safe import md_escape, plot_escape, spreadsheet_safe
+from ui.safe import WORD_JOINER, md_escape, plot_escape, spreadsheet_safe
 from ui.settings import ViewerSettings
 
 HOSTILE_TEXTS = HOSTILE_DEVICES + [f"{PHISH} {FETCH} {SCRIPT}"]
@@ -48,10 +48,21 @@ class _Text(HTMLParser):
         self.parts.append(data)
 
 
-def rendered_text(source: str) -> str:
+def _text_nodes(source: str) -> str:
     parser = _Text()
     parser.feed(MARKDOWN.render(source))
     return "".join(parser.parts).strip("\n")  # entities already decoded by the parser
+
+
+def rendered_text(source: str) -> str:
+    """What a person reads (the word joiners that break autolinks are invisible)."""
+    return _text_nodes(source).replace(WORD_JOINER, "")
+
+
+# remark's GFM autolink literals (mdast-util-gfm-autolink-literal), which Streamlit applies to
+# the text after Markdown escapes are resolved.
+GFM_AUTOLINKS = [re.compile(r"(https?://|www(?=\.))([-.\w]+)([^ \t\r\n]*)", re.I),
+                 re.compile(r"(?<![^\s\W])([-.\w+]+)@([-\w]+(?:\.[-\w]+)+)")]
 
 
 def markup_in(source: str) -> list[str]:
@@ -61,8 +72,10 @@ def markup_in(source: str) -> list[str]:
         for t in [token, *(token.children or [])]:
             if t.type in MARKUP_TOKENS or t.type.startswith("heading") or t.type.startswith("bullet"):
                 found.append(f"{t.type}: {t.content or t.attrs}")
-    # GFM autolink literals, KaTeX and Streamlit's :colour[...] directives.
-    for pattern in (r"https?://", r"www\.", r"(?<!\\)\$", r"(?<!\\)\["):
+    text = _text_nodes(source)
+    found += [f"autolink: {m.group(0)}" for p in GFM_AUTOLINKS for m in p.finditer(text)]
+    # KaTeX and Streamlit's :colour[...] directives.
+    for pattern in (r"(?<!\\)\$", r"(?<!\\)\["):
         if re.search(pattern, source):
             found.append(f"unescaped {pattern}")
     return found

@@ -18,9 +18,14 @@ import string
 import polars as pl
 
 # CommonMark: any ASCII punctuation may be backslash-escaped, and an escaped character is always
-# literal text. Escaping all of them (not a hand-picked few) also defeats GFM's autolinks
-# (``https\://``, ``www\.``, ``a\@b``), LaTeX (``\$``) and Streamlit's ``:directive[...]``.
+# literal text. Escaping all of them (not a hand-picked few) also defeats LaTeX (``\$``) and
+# Streamlit's ``:directive[...]``.
 _MD_SPECIAL = re.compile("([" + re.escape(string.punctuation) + "])")
+# GFM's autolink literals are found in the text *after* escapes are resolved (remark's
+# mdast-util-gfm-autolink-literal: ``https?://``, ``www.`` and ``name@host.tld``), so escaping
+# cannot stop them; an invisible WORD JOINER inside each pattern does.
+_AUTOLINK = re.compile(r"(?i)(?<=:)(?=//)|(?<=www)(?=\.)|(?<=@)")
+WORD_JOINER = "\u2060"
 # Line breaks would start new blocks (headings, lists, code); other control characters have no
 # business on a page.
 _CONTROL = re.compile(r"[\x00-\x1f\x7f\u2028\u2029]+")
@@ -31,7 +36,8 @@ def md_escape(text: object) -> str:
     """``text`` as literal characters in any element that renders Markdown."""
     if text is None:
         return ""
-    return _MD_SPECIAL.sub(r"\\\1", _CONTROL.sub(" ", str(text)))
+    text = _AUTOLINK.sub(WORD_JOINER, _CONTROL.sub(" ", str(text)))
+    return _MD_SPECIAL.sub(r"\\\1", text)
 
 
 def plot_escape(text: object) -> str:
