@@ -133,7 +133,7 @@ def test_sign_in_is_slowed_after_five_failures_then_opens_again(seeded, forget_f
         assert shown(at.error[0].value) == "Wrong user name or password."
     at.text_input(key="signin_password").input(PASSWORDS["olga"])
     at.button[0].click().run()
-    assert shown(at.error[0].value) == "Too many failed sign-ins. Try again in 1 seconds."
+    assert shown(at.error[0].value) == "Too many failed sign-ins. Try again in 1 second."
     assert shown(at.title[0].value) == "shems · sign in"
     # A wait, not a lockout: a second later the right password opens the page.
     time.sleep(1.1)

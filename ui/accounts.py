@@ -190,7 +190,7 @@ class Accounts:
             if wait is not None:
                 seconds = max(1, math.ceil(wait.total_seconds()))
                 raise SignInError("Too many failed sign-ins. Try again in "
-                                  + (f"{seconds} seconds." if seconds < 120
+                                  + (f"{seconds} second{'s' if seconds > 1 else ''}." if seconds < 120
                                      else f"{math.ceil(seconds / 60)} minutes."), wait)
             ok = False
             try:
