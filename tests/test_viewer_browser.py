@@ -136,6 +136,17 @@ def test_hostile_device_names_stay_text_in_the_browser(chromium, hostile_viewer)
                 "img", "els => els.map(i => i.getAttribute('src') || '')")
             # The names carry invisible word joiners (they stop GFM's autolinks): read without.
             body = page.inner_text("body").replace("\u2060", "")
+            # The Devices page lists the same names in its switch picker and command log.
+            page.get_by_role("link", name="Devices").click()
+            expect(page.get_by_role("heading", name=f"Devices · {HOSTILE_HOME}")).to_be_visible(timeout=30_000)
+            page.get_by_text("Device", exact=True).first.wait_for()
+            page.locator("[data-testid='stSelectbox']").last.click()
+            page.wait_for_timeout(800)
+            devices_shot = ARTIFACTS / "viewer_devices_hostile_names.png"
+            page.screenshot(path=str(devices_shot), full_page=True)
+            links += page.eval_on_selector_all("a", "els => els.map(a => a.getAttribute('href') || '')")
+            images += page.eval_on_selector_all("img", "els => els.map(i => i.getAttribute('src') || '')")
+            options = page.get_by_role("option").all_inner_texts()
         finally:
             browser.close()
     assert live_links == 0
@@ -143,6 +154,7 @@ def test_hostile_device_names_stay_text_in_the_browser(chromium, hostile_viewer)
     assert not [s for s in images if "127.0.0.1:9" in s or s == "x"], images
     assert not [u for u in requests if "127.0.0.1:9/" in u or "evil.example" in u], requests
     assert dialogs == []
+    assert PHISH in options and SCRIPT in options and FETCH in options, options
     assert f"{PHISH} {FETCH} {SCRIPT}" in body  # the anomaly's message, as the device wrote it
     assert f"{PHISH} · long running since" in body and f"{SCRIPT} {FETCH}" in body
     assert shot.stat().st_size > 10_000
