@@ -86,31 +86,52 @@ def test_wrong_name_and_wrong_password_read_the_same(accounts):
     assert str(wrong_password.value) == str(wrong_name.value) == "Wrong user name or password."
 
 
-def test_too_many_failures_lock_the_name_until_the_window_has_passed(accounts, clock):
+def test_failures_from_one_address_make_it_wait_longer_each_time(accounts, clock):
     accounts.add_user("alice", "correct horse", Role.HOMEOWNER, ["a"], by="test")
-    for minute in range(5):
-        clock.t = T0 + timedelta(minutes=minute)
+    for _ in range(5):
         with pytest.raises(SignInError, match="Wrong"):
-            accounts.sign_in("alice", "guess")
-    clock.t = T0 + timedelta(minutes=6)
-    with pytest.raises(SignInError, match="Too many failed sign-ins. Try again in 9 minutes") as locked:
-        accounts.sign_in("alice", "correct horse")  # even the right password
-    assert locked.value.retry_after == timedelta(minutes=9)
-    # The oldest failure (minute 0) leaves the 15-minute window at minute 15.
-    clock.t = T0 + timedelta(minutes=15, seconds=1)
-    assert accounts.sign_in("alice", "correct horse").principal.username == "alice"
+            accounts.sign_in("alice", "guess", "203.0.113.7")
+    for wait in (1, 2, 4):
+        with pytest.raises(SignInError, match=f"Try again in {wait} seconds?\\.") as throttled:
+            accounts.sign_in("alice", "correct horse", "203.0.113.7")  # even the right password
+        assert throttled.value.retry_after == timedelta(seconds=wait)
+        clock.t += timedelta(seconds=wait)
+        with pytest.raises(SignInError, match="Wrong"):
+            accounts.sign_in("alice", "guess", "203.0.113.7")
+    clock.t += timedelta(seconds=8)
+    assert accounts.sign_in("alice", "correct horse", "203.0.113.7").principal.username == "alice"
+    # Another address was never slowed by these failures.
+    assert accounts.sign_in("alice", "correct horse", "198.51.100.1").principal.username == "alice"
 
 
-def test_a_successful_sign_in_clears_the_earlier_failures(accounts, clock):
+def test_a_successful_sign_in_clears_the_names_failures_but_not_the_addresss(accounts, clock):
     accounts.add_user("alice", "correct horse", Role.HOMEOWNER, ["a"], by="test")
-    for _ in range(4):
-        with pytest.raises(SignInError):
-            accounts.sign_in("alice", "guess")
-    accounts.sign_in("alice", "correct horse")
+    for i in range(9):  # nine addresses, one guess each: under both limits
+        clock.t += timedelta(seconds=1)
+        with pytest.raises(SignInError, match="Wrong"):
+            accounts.sign_in("alice", "guess", f"192.0.2.{i}")
+    clock.t += timedelta(seconds=1)
+    accounts.sign_in("alice", "correct horse", "198.51.100.1")
+    for i in range(9, 18):  # the name starts afresh: nine more are still free
+        clock.t += timedelta(seconds=1)
+        with pytest.raises(SignInError, match="Wrong"):
+            accounts.sign_in("alice", "guess", f"192.0.2.{i}")
+    clock.t += timedelta(seconds=1)
+    with pytest.raises(SignInError, match="Wrong"):
+        accounts.sign_in("alice", "guess", "192.0.2.99")
+    with pytest.raises(SignInError, match="Try again in 1 second"):  # the 11th since
+        accounts.sign_in("alice", "guess", "192.0.2.100")
+    # An address's own failures stay counted across a success (an attacker with an account of
+    # their own cannot clear them by signing in).
+    accounts.add_user("mallory", "mallory pass", Role.HOMEOWNER, ["m"], by="test")
     for _ in range(4):
         with pytest.raises(SignInError, match="Wrong"):
-            accounts.sign_in("alice", "guess")
-    accounts.sign_in("alice", "correct horse")
+            accounts.sign_in("dave", "guess", "203.0.113.7")
+    accounts.sign_in("mallory", "mallory pass", "203.0.113.7")
+    with pytest.raises(SignInError, match="Wrong"):
+        accounts.sign_in("bob", "guess", "203.0.113.7")
+    with pytest.raises(SignInError, match="Try again in 1 second"):
+        accounts.sign_in("carol", "guess", "203.0.113.7")
 
 
 def test_sessions_end_when_idle_and_at_their_maximum_age(accounts, clock):
@@ -168,9 +189,20 @@ def test_user_management_is_audited(db, accounts):
         accounts.sign_in("alice", "nope")
     admin = Principal("adam", Role.ADMIN, frozenset())
     log = data.audit_log(db, admin)
-    assert log.select("username", "action").rows() == [
-        ("alice", "signin_failed"), ("adam", "user_access"), ("adam", "user_add")]
+    assert log.select("username", "action", "detail").rows() == [
+        ("alice", "signin_failed", "local"), ("adam", "user_access", "alice: homeowner of a, b"),
+        ("adam", "user_add", "alice as homeowner of a")]
     assert accounts.principal("alice").homes == frozenset({"a", "b"})
+
+
+def test_the_sign_in_key_comes_from_a_file_and_stays_out_of_reprs(tmp_path):
+    secret = tmp_path / "signin_key"
+    secret.write_text("k3y-from-a-docker-secret\n")
+    settings = load_settings({"SHEMS_UI_SIGNIN_KEY_FILE": str(secret)})
+    assert settings.signin_key == "k3y-from-a-docker-secret"
+    assert "k3y" not in repr(settings)
+    with pytest.raises(ValueError, match="SHEMS_UI_SIGNIN_KEY_FILE: cannot read"):
+        load_settings({"SHEMS_UI_SIGNIN_KEY_FILE": str(tmp_path / "missing")})
 
 
 def test_settings_come_from_the_environment_with_clear_errors():

@@ -7,11 +7,13 @@ import re
 import shutil
 import subprocess
 import urllib.request
+from datetime import datetime, timezone
 
 import pytest
 from playwright.sync_api import expect, sync_playwright
 
-from tests.viewer_seed import OWN_HOME, PASSWORDS, seed
+from tests.viewer_seed import (FETCH, HOSTILE_HOME, HOSTILE_PASSWORD, OWN_HOME, PASSWORDS, PHISH,
+                               SCRIPT, seed, seed_hostile)
 from pipeline.broker import free_port
 from tests.viewer_server import ROOT, ViewerServer
 
@@ -88,3 +90,72 @@ def test_sign_in_and_live_page_in_headless_chromium(chromium, viewer):
     assert 'shems_viewer_signins_total{result="ok"} 2.0' in text
     runs = re.search(r'shems_viewer_page_seconds_count\{page="Live"\} (\d+)', text)
     assert runs and int(runs.group(1)) >= 2  # a full run per sign-in (fragments refresh alone)
+
+
+@pytest.fixture(scope="module")
+def hostile_viewer(tmp_path_factory):
+    url = f"sqlite:///{tmp_path_factory.mktemp('hostile_browser') / 'viewer.db'}"
+    seed_hostile(url, datetime.now(timezone.utc))
+    server = ViewerServer(url, {"SHEMS_UI_STALE_AFTER_S": "600"})
+    server.wait_healthy()
+    yield server
+    server.stop()
+
+
+def test_hostile_device_names_stay_text_in_the_browser(chromium, hostile_viewer):
+    """The Alerts page of a home whose devices are named like a phishing link, a remote image and
+    an HTML tag: the browser shows the names as text, makes no link to them, fetches nothing and
+    runs nothing."""
+    ARTIFACTS.mkdir(exist_ok=True)
+    requests: list[str] = []
+    dialogs: list[str] = []
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 1000})
+            page.on("request", lambda r: requests.append(r.url))
+            page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+            page.goto(hostile_viewer.url)
+            page.get_by_label("User name").fill("hana")
+            page.get_by_role("textbox", name="Password").fill(HOSTILE_PASSWORD)
+            page.get_by_role("button", name="Sign in").click()
+            expect(page.get_by_role("heading", name=f"Live · {HOSTILE_HOME}")).to_be_visible(timeout=30_000)
+            page.wait_for_timeout(1500)  # the live page's chart, hover labels and table
+            live_links = page.eval_on_selector_all("a[href*='evil.example']", "els => els.length")
+            live_shot = ARTIFACTS / "viewer_live_hostile_names.png"
+            page.screenshot(path=str(live_shot), full_page=True)
+            page.get_by_role("link", name="Alerts").click()
+            expect(page.get_by_role("heading", name=f"Alerts · {HOSTILE_HOME}")).to_be_visible(timeout=30_000)
+            expect(page.get_by_text("Open anomalies (1)")).to_be_visible()
+            page.wait_for_timeout(1000)
+            shot = ARTIFACTS / "viewer_alerts_hostile_names.png"
+            page.screenshot(path=str(shot), full_page=True)
+            links = page.eval_on_selector_all(
+                "a", "els => els.map(a => a.getAttribute('href') || '')")
+            images = page.eval_on_selector_all(
+                "img", "els => els.map(i => i.getAttribute('src') || '')")
+            # The names carry invisible word joiners (they stop GFM's autolinks): read without.
+            body = page.inner_text("body").replace("\u2060", "")
+            # The Devices page lists the same names in its switch picker and command log.
+            page.get_by_role("link", name="Devices").click()
+            expect(page.get_by_role("heading", name=f"Devices · {HOSTILE_HOME}")).to_be_visible(timeout=30_000)
+            page.get_by_text("Device", exact=True).first.wait_for()
+            page.locator("[data-testid='stSelectbox']").last.click()
+            page.wait_for_timeout(800)
+            devices_shot = ARTIFACTS / "viewer_devices_hostile_names.png"
+            page.screenshot(path=str(devices_shot), full_page=True)
+            links += page.eval_on_selector_all("a", "els => els.map(a => a.getAttribute('href') || '')")
+            images += page.eval_on_selector_all("img", "els => els.map(i => i.getAttribute('src') || '')")
+            options = page.get_by_role("option").all_inner_texts()
+        finally:
+            browser.close()
+    assert live_links == 0
+    assert not [h for h in links if "evil.example" in h], links
+    assert not [s for s in images if "127.0.0.1:9" in s or s == "x"], images
+    assert not [u for u in requests if "127.0.0.1:9/" in u or "evil.example" in u], requests
+    assert dialogs == []
+    assert PHISH in options and SCRIPT in options and FETCH in options, options
+    assert f"{PHISH} {FETCH} {SCRIPT}" in body  # the anomaly's message, as the device wrote it
+    assert f"{PHISH} · long running since" in body and f"{SCRIPT} {FETCH}" in body
+    assert shot.stat().st_size > 10_000
+    print(f"screenshot: {shot}")

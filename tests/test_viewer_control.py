@@ -7,6 +7,7 @@ viewer (AppTest) -> <prefix>shems/<home>/<device>/set -> simulated device obeys 
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
 import uuid
@@ -145,6 +146,11 @@ def switch_off(at: AppTest, device: str) -> None:
     assert not at.exception, [e.value for e in at.exception]
 
 
+def shown(markdown: str) -> str:
+    """What a person reads from Markdown the viewer escaped (``ui.safe.md_escape``)."""
+    return re.sub(r"\\(.)", r"\1", markdown).replace("\u2060", "")
+
+
 def wait_for_answer(at: AppTest, kinds: tuple[str, ...], timeout: float = 30.0) -> str:
     """Re-run the page (as the fragment's timer would) until the last command has a final answer."""
     deadline = time.monotonic() + timeout
@@ -152,7 +158,7 @@ def wait_for_answer(at: AppTest, kinds: tuple[str, ...], timeout: float = 30.0) 
         for kind in kinds:
             for element in getattr(at, kind):
                 if element.value.startswith("Last command"):
-                    return f"{kind}: {element.value}"
+                    return f"{kind}: {shown(element.value)}"
         time.sleep(0.5)
         at.run()
     pending = [i.value for i in at.info]

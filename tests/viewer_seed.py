@@ -144,3 +144,68 @@ def apply_env(monkeypatch, env: dict[str, str]) -> None:
     for key in list(os.environ):
         if key.startswith("SHEMS_UI_") and key not in env:
             monkeypatch.delenv(key)
+
+
+# ------------------------------------------------------------------------------ hostile names
+
+HOSTILE_HOME = "hostile-home"
+PHISH = "[Session expired - sign in again](https://evil.example)"
+FETCH = "![x](http://127.0.0.1:9/x.png)"
+SCRIPT = "<img src=x onerror=alert(1)>"
+FORMULA = "=cmd|' /C calc'!A0"
+PLOT_LINK = '<a href="https://evil.example">open</a>'
+# Every way a name could turn into markup on a page: markdown link, remote image, raw HTML,
+# Plotly's HTML subset, GFM autolinks, LaTeX, Streamlit's colour directive, a heading.
+HOSTILE_DEVICES = [PHISH, FETCH, SCRIPT, FORMULA, PLOT_LINK, "www.evil.example",
+                   "$\\frac{1}{2}$ :red[alarm] **bold**", "# heading\n- item"]
+HOSTILE_COMMAND = "c-hostile0000000"
+HOSTILE_PASSWORD = "hana-secret-12"
+
+
+def seed_hostile(url: str, now: datetime) -> None:
+    """A home whose devices call themselves markup, with anomalies, a recommendation, a command
+    and a device's answer that repeat it; written straight to the store (as the flow and the
+    insight jobs would). Adds homeowner ``hana`` of that home."""
+    from pipeline.records import AckStatus, CommandAck, CommandState, DeviceKind, DeviceWindow, HomeWindow
+
+    end = now.replace(second=0, microsecond=0)
+    batch = Batch()
+    for i in range(90):
+        t = end - timedelta(minutes=90 - i)
+        batch.readings.append(Reading(HOSTILE_HOME, "mains", t, 900.0, kind=DeviceKind.METER))
+        batch.device_windows.append(
+            DeviceWindow(HOSTILE_HOME, "mains", DeviceKind.METER, t, 900.0, 900, 900, 15.0, 1))
+        batch.home_windows.append(HomeWindow(HOSTILE_HOME, t, 900.0, 900, 900, 15.0, 1))
+        for n, device in enumerate(HOSTILE_DEVICES):
+            w = 50.0 + 10 * n
+            batch.readings.append(Reading(HOSTILE_HOME, device, t, w))
+            batch.device_windows.append(
+                DeviceWindow(HOSTILE_HOME, device, DeviceKind.APPLIANCE, t, w, w, w, w / 60, 1))
+    batch.anomalies += [
+        Anomaly(HOSTILE_HOME, PHISH, AnomalyKind.LONG_RUNNING, now - timedelta(minutes=30), None, 4.0,
+                f"{PHISH} {FETCH} {SCRIPT}"),
+        Anomaly(HOSTILE_HOME, SCRIPT, AnomalyKind.LONG_RUNNING, now - timedelta(hours=3),
+                now - timedelta(hours=2), 3.0, FETCH),
+    ]
+    batch.recommendations.append(Recommendation(HOSTILE_HOME, FETCH, "load_shift", now, PHISH,
+                                                f"{SCRIPT} {FETCH}", 3.0, 1.0, "GBP"))
+    batch.command_acks.append(CommandAck(HOSTILE_HOME, PHISH, HOSTILE_COMMAND, AckStatus.REJECTED,
+                                         CommandState.OFF, now, now, f"{PHISH} {FETCH}"))
+    store = open_store(url)
+    try:
+        store.migrate()
+        store.write(batch)
+    finally:
+        store.close()
+    from ui.accounts import Accounts
+    from ui.auth import Role
+    from ui.db import Database
+
+    db = Database(url)
+    try:
+        db.execute("INSERT INTO device_commands (command_id, home_id, device_id, state, run_at, "
+                   "issued_by, issued_at) VALUES (:c, :h, :d, 'off', NULL, 'hana', :at)",
+                   {"c": HOSTILE_COMMAND, "h": HOSTILE_HOME, "d": PHISH, "at": now})
+        Accounts(db).add_user("hana", HOSTILE_PASSWORD, Role.HOMEOWNER, [HOSTILE_HOME], by="test")
+    finally:
+        db.close()

@@ -9,6 +9,8 @@ sign-in limits and the audit log.
 from __future__ import annotations
 
 import hashlib
+import hmac
+import math
 import re
 import secrets
 from dataclasses import dataclass
@@ -27,6 +29,11 @@ _USERNAME = re.compile(r"^[A-Za-z0-9._@-]{1,64}$")
 _HASHER = PasswordHasher()
 # Verified when the user name is unknown, so an attacker cannot tell names apart by timing.
 _DUMMY_HASH = _HASHER.hash(secrets.token_urlsafe(16))
+# Stands in for SHEMS_UI_SIGNIN_KEY when none is set (then replicas hash unknown names apart).
+_PROCESS_KEY = secrets.token_hex(32)
+# The client of a connection from this machine (Streamlit reports none for localhost), of AppTest
+# and of the CLI.
+LOCAL_CLIENT = "local"
 
 
 def utcnow() -> datetime:
@@ -165,20 +172,26 @@ class Accounts:
     # ------------------------------------------------------------------ sign-in
     def sign_in(self, username: str, password: str, client: str | None = None) -> Session:
         """A new session, or SignInError with a sentence for the person. Wrong name and wrong
-        password read the same; after too many failures even the right password is refused
-        until the window has passed."""
+        password read the same. Guessing is slowed per client address and per user name (see
+        ``_throttled_for``); a throttled try is refused before the password is checked and is
+        not counted, so waiting is all it takes."""
         now = self.clock()
-        key = (username or "")[:64]
-        s = self.settings
+        typed = (username or "")[:64]
+        client = client or LOCAL_CLIENT
         with self.db.transaction() as tx:
-            if self.db.dialect == "postgres":  # serialise attempts on one name (SQLite: BEGIN IMMEDIATE)
-                tx.execute("SELECT pg_advisory_xact_lock(hashtext(:u))", {"u": key})
-            wait = self._locked_for(tx, key, now)
+            if self.db.dialect == "postgres":  # serialise tries per address and per name
+                tx.execute("SELECT pg_advisory_xact_lock(1, hashtext(:c))", {"c": client})
+                tx.execute("SELECT pg_advisory_xact_lock(2, hashtext(:u))", {"u": typed})
+            row = tx.rows("SELECT password_hash FROM users WHERE username = :u", {"u": typed})
+            # A name nobody has may be a password typed in the wrong field: keep only its keyed
+            # hash, which still lets the per-name limit and the audit log count it.
+            key = typed if row else self._unknown_name(typed)
+            wait = self._throttled_for(tx, key, client, now)
             if wait is not None:
-                minutes = max(1, int(wait.total_seconds() // 60) + (wait.total_seconds() % 60 > 0))
-                raise SignInError(f"Too many failed sign-ins. Try again in {minutes} minute"
-                                  f"{'s' if minutes > 1 else ''}.", wait)
-            row = tx.rows("SELECT password_hash FROM users WHERE username = :u", {"u": key})
+                seconds = max(1, math.ceil(wait.total_seconds()))
+                raise SignInError("Too many failed sign-ins. Try again in "
+                                  + (f"{seconds} second{'s' if seconds > 1 else ''}." if seconds < 120
+                                     else f"{math.ceil(seconds / 60)} minutes."), wait)
             ok = False
             try:
                 ok = _HASHER.verify(row[0][0] if row else _DUMMY_HASH, password or "") and bool(row)
@@ -188,18 +201,19 @@ class Accounts:
                        "VALUES (:u, :at, :ok, :client)",
                        {"u": key, "at": now, "ok": ok, "client": client})
             if not ok:
-                self._audit(tx, key, "signin_failed", detail=client or "")
+                self._audit(tx, key, "signin_failed", detail=client)
+                self._forget_old_attempts(tx, now)
             else:
                 if _HASHER.check_needs_rehash(row[0][0]):
                     tx.execute("UPDATE users SET password_hash = :h WHERE username = :u",
                                {"u": key, "h": _HASHER.hash(password)})
                 token = secrets.token_urlsafe(32)
-                expires = now + s.session_max
+                expires = now + self.settings.session_max
                 tx.execute("INSERT INTO sessions (token_hash, username, created_at, last_seen, "
                            "expires_at) VALUES (:t, :u, :now, :now, :exp)",
                            {"t": _token_hash(token), "u": key, "now": now, "exp": expires})
                 tx.execute("DELETE FROM sessions WHERE expires_at < :now", {"now": now})
-                self._audit(tx, key, "signin", detail=client or "")
+                self._audit(tx, key, "signin", detail=client)
         if not ok:
             # Committed above: the failure counts even though we raise.
             raise SignInError("Wrong user name or password.")
@@ -207,20 +221,56 @@ class Accounts:
         assert principal is not None
         return Session(token, principal, expires)
 
-    def _locked_for(self, tx: Transaction, username: str, now: datetime) -> timedelta | None:
+    def _unknown_name(self, typed: str) -> str:
+        key = (self.settings.signin_key or _PROCESS_KEY).encode()
+        return "?" + hmac.new(key, typed.encode(), hashlib.sha256).hexdigest()[:32]
+
+    def _throttled_for(self, tx: Transaction, key: str, client: str,
+                       now: datetime) -> timedelta | None:
+        """How long this try must wait, or None.
+
+        Per client address: failures within the window, whatever the names, beyond the free ones
+        double the wait after that address's last failure (a spray of names from one address
+        slows down as fast as guesses at one name). A success does not reset it: an attacker
+        with an account of their own could otherwise clear their counter.
+
+        Per user name: failures from every address since the name's last success, beyond its own
+        free count, double a wait capped short (a botnet guessing one password gets one try per
+        cap). An address this user signed in from recently is exempt, so the real user is never
+        kept out by someone else's failures; a new address waits at most the cap."""
         s = self.settings
         window_start = now - timedelta(seconds=s.signin_window_s)
-        last_ok = tx.rows(f"SELECT max({self.db.us('at')}) FROM signin_attempts "
-                          "WHERE username = :u AND ok = :t AND at >= :w",
-                          {"u": username, "t": True, "w": window_start})[0][0]
-        since = max(window_start, _from_us(last_ok)) if last_ok is not None else window_start
-        failures = [_from_us(t) for (t,) in tx.rows(
-            f"SELECT {self.db.us('at')} FROM signin_attempts WHERE username = :u AND ok = :f "
-            "AND at > :since ORDER BY at DESC", {"u": username, "f": False, "since": since})]
-        if len(failures) < s.signin_max_failures:
-            return None
-        # Open again when the oldest of the last N failures leaves the window.
-        return failures[s.signin_max_failures - 1] + timedelta(seconds=s.signin_window_s) - now
+        waits = []
+        client_failures = [_from_us(t) for (t,) in tx.rows(
+            f"SELECT {self.db.us('at')} FROM signin_attempts WHERE client = :c AND ok = :f "
+            "AND at >= :w ORDER BY at DESC", {"c": client, "f": False, "w": window_start})]
+        waits.append(_backoff(client_failures, s.signin_client_free_failures,
+                              s.signin_client_max_delay_s, now))
+        last_ok = tx.rows(f"SELECT {self.db.us('max(at)')} FROM signin_attempts "
+                          "WHERE username = :u AND ok = :t", {"u": key, "t": True})[0][0]
+        known = tx.rows("SELECT 1 FROM signin_attempts WHERE username = :u AND client = :c "
+                        "AND ok = :t AND at >= :since LIMIT 1",
+                        {"u": key, "c": client, "t": True,
+                         "since": now - timedelta(days=s.signin_known_client_days)})
+        if not known:
+            since = window_start if last_ok is None else max(window_start, _from_us(last_ok))
+            name_failures = [_from_us(t) for (t,) in tx.rows(
+                f"SELECT {self.db.us('at')} FROM signin_attempts WHERE username = :u "
+                "AND ok = :f AND at > :since ORDER BY at DESC",
+                {"u": key, "f": False, "since": since})]
+            waits.append(_backoff(name_failures, s.signin_name_free_failures,
+                                  s.signin_name_max_delay_s, now))
+        waits = [w for w in waits if w is not None]
+        return max(waits) if waits else None
+
+    def _forget_old_attempts(self, tx: Transaction, now: datetime) -> None:
+        """Failures matter only within the window, successes while they make an address known:
+        older rows go, which also keeps the per-address query (no index on client) small."""
+        s = self.settings
+        tx.execute("DELETE FROM signin_attempts WHERE (ok = :f AND at < :failed) "
+                   "OR (ok = :t AND at < :succeeded)",
+                   {"f": False, "t": True, "failed": now - timedelta(seconds=s.signin_window_s),
+                    "succeeded": now - timedelta(days=s.signin_known_client_days)})
 
     def resume(self, token: str, *, touch: bool = True) -> Principal:
         """The session's user; SessionExpired when it is unknown, idle too long, or too old.
@@ -259,6 +309,18 @@ class Accounts:
                    "VALUES (:at, :u, :a, :h, :d, :detail)",
                    {"at": self.clock(), "u": username, "a": action, "h": home_id, "d": device_id,
                     "detail": detail})
+
+
+def _backoff(failures: list[datetime], free: int, cap_s: float,
+             now: datetime) -> timedelta | None:
+    """The wait left after the newest of ``failures`` (newest first): none for the first
+    ``free``, then 1 s, 2 s, 4 s ... up to ``cap_s``."""
+    extra = len(failures) - free
+    if extra < 0 or not failures:
+        return None
+    delay = timedelta(seconds=min(cap_s, 2.0 ** min(extra, 30)))
+    left = failures[0] + delay - now
+    return left if left > timedelta(0) else None
 
 
 def _from_us(us: int | None) -> datetime:

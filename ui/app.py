@@ -15,6 +15,7 @@ from ui.auth import Role
 from ui.common import HOME, NOTICE, PRINCIPAL, TOKEN, current_principal, requested_home, viewer
 from ui import metrics
 from ui.data import homes_for
+from ui.safe import md_escape
 
 # Not "pages/": Streamlit would also serve a folder of that name as pages of its own, signed in
 # or not.
@@ -29,7 +30,7 @@ def sign_in() -> None:
     st.title("shems · sign in")
     notice = st.session_state.pop(NOTICE, None)
     if notice:
-        st.warning(notice)
+        st.warning(md_escape(notice))
     with st.form("signin"):
         username = st.text_input("User name", key="signin_user")
         password = st.text_input("Password", type="password", key="signin_password")
@@ -38,8 +39,8 @@ def sign_in() -> None:
         try:
             session = v.accounts.sign_in(username.strip(), password, _client())
         except SignInError as exc:
-            metrics.SIGNINS.labels(result="locked" if exc.retry_after else "refused").inc()
-            st.error(str(exc))
+            metrics.SIGNINS.labels(result="throttled" if exc.retry_after else "refused").inc()
+            st.error(md_escape(exc))
             return
         metrics.SIGNINS.labels(result="ok").inc()
         st.session_state[TOKEN] = session.token
@@ -76,7 +77,7 @@ if p.role is Role.ADMIN:
 page = st.navigation(sections)
 
 with st.sidebar:
-    st.caption(f"Signed in as **{p.username}** ({p.role.value})")
+    st.caption(f"Signed in as **{md_escape(p.username)}** ({p.role.value})")
     homes = homes_for(v.db, p)
     home = requested_home(v, p)
     if homes:

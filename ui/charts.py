@@ -1,5 +1,8 @@
 """Plotly figures for the pages: pure functions from frames to figures, laid out to stay readable
-on a phone (legend below the plot, small margins, no fixed width)."""
+on a phone (legend below the plot, small margins, no fixed width).
+
+Plotly renders a subset of HTML (links among it) in trace names, category ticks and hover text,
+so every device id, model name or currency goes through ``plot_escape`` on its way in."""
 
 from __future__ import annotations
 
@@ -7,6 +10,7 @@ import plotly.graph_objects as go
 import polars as pl
 
 from ui.data import UNMETERED, ForecastView
+from ui.safe import plot_escape, plot_labels
 
 WEEKDAYS = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"]
 UNMETERED_COLOUR = "#9aa0a6"
@@ -26,6 +30,11 @@ def _layout(fig: go.Figure, *, height: int = 360, y_title: str = "", x_title: st
     return fig
 
 
+def _template_text(text: str) -> str:
+    """Literal text inside a hovertemplate: escaped, and with Plotly's ``%{...}`` made inert."""
+    return plot_escape(text).replace("{", "&#123;").replace("}", "&#125;")
+
+
 def _local(col: pl.Series, tz: str) -> list:
     return col.dt.convert_time_zone(tz).to_list()
 
@@ -42,7 +51,7 @@ def stacked_usage(bands: pl.DataFrame, tz: str) -> go.Figure:
         kind = rows["kind"][0]
         negative = kind == "pv"
         fig.add_trace(go.Scatter(
-            x=_local(rows["bucket"], tz), y=(rows["wh"] / 1000).to_list(), name=device,
+            x=_local(rows["bucket"], tz), y=(rows["wh"] / 1000).to_list(), name=plot_escape(device),
             mode="lines", line=dict(width=0.5, color=UNMETERED_COLOUR if device == UNMETERED else None),
             stackgroup="generation" if negative else "usage",
             hovertemplate="%{y:.3f} kWh",
@@ -52,17 +61,18 @@ def stacked_usage(bands: pl.DataFrame, tz: str) -> go.Figure:
 
 def cost_by_device(totals: pl.DataFrame, currency: str) -> go.Figure:
     rows = totals.sort("cost")
-    fig = go.Figure(go.Bar(x=rows["cost"].to_list(), y=rows["device_id"].to_list(), orientation="h",
+    fig = go.Figure(go.Bar(x=rows["cost"].to_list(), y=plot_labels(rows["device_id"].to_list()),
+                           orientation="h",
                            marker_color=[UNMETERED_COLOUR if d == UNMETERED else "#1f77b4"
                                          for d in rows["device_id"].to_list()],
-                           hovertemplate=f"%{{x:.2f}} {currency}<extra></extra>"))
+                           hovertemplate="%{x:.2f} " + _template_text(currency) + "<extra></extra>"))
     fig.update_layout(hovermode="closest")
-    return _layout(fig, height=max(220, 40 * rows.height + 80), x_title=currency)
+    return _layout(fig, height=max(220, 40 * rows.height + 80), x_title=plot_escape(currency))
 
 
 def period_comparison(totals: pl.DataFrame) -> go.Figure:
     rows = totals.sort("kwh", descending=True)
-    devices = rows["device_id"].to_list()
+    devices = plot_labels(rows["device_id"].to_list())
     fig = go.Figure([
         go.Bar(name="this period", x=devices, y=rows["kwh"].to_list(), hovertemplate="%{y:.2f} kWh"),
         go.Bar(name="previous period", x=devices, y=rows["prev_kwh"].to_list(),
@@ -110,7 +120,7 @@ def recent_power(recent: pl.DataFrame, tz: str) -> go.Figure:
 
 def device_power(devices: pl.DataFrame) -> go.Figure:
     rows = devices.filter(pl.col("power_w").is_not_null() & (pl.col("kind") != "meter")).sort("power_w")
-    fig = go.Figure(go.Bar(x=rows["power_w"].to_list(), y=rows["device_id"].to_list(),
+    fig = go.Figure(go.Bar(x=rows["power_w"].to_list(), y=plot_labels(rows["device_id"].to_list()),
                            orientation="h", hovertemplate="%{x:.0f} W<extra></extra>"))
     fig.update_layout(hovermode="closest")
     return _layout(fig, height=max(200, 36 * rows.height + 80), x_title="W now")
@@ -124,7 +134,8 @@ def forecast_chart(view: ForecastView, tz: str) -> go.Figure:
                    showlegend=False, hoverinfo="skip"),
         go.Scatter(x=x, y=f["lower_w"].to_list(), mode="lines", line=dict(width=0), fill="tonexty",
                    fillcolor="rgba(31,119,180,0.2)", name="80 % interval", hoverinfo="skip"),
-        go.Scatter(x=x, y=f["yhat_w"].to_list(), mode="lines", name=f"forecast ({view.model})",
+        go.Scatter(x=x, y=f["yhat_w"].to_list(), mode="lines",
+                   name=f"forecast ({plot_escape(view.model)})",
                    line=dict(color="#1f77b4"), hovertemplate="%{y:.0f} W"),
         go.Scatter(x=_local(view.actual["bucket"], tz), y=view.actual["mean_w"].to_list(),
                    mode="lines", name="actual", line=dict(color="#d62728"),

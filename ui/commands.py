@@ -36,7 +36,10 @@ def cmd_ui(args: argparse.Namespace) -> int:
             "--server.port", str(args.port), "--server.address", args.address,
             "--server.headless", "true", "--browser.gatherUsageStats", "false",
             "--server.fileWatcherType", "none", "--client.toolbarMode", "viewer",
-            "--theme.base", "light"]
+            "--theme.base", "light",
+            # Stated, not left to defaults or a stray .streamlit/config.toml: uploads and other
+            # POSTs need the XSRF cookie's token, and the WebSocket only takes this origin.
+            "--server.enableXsrfProtection", "true", "--server.enableCORS", "true"]
     scheme = "http"
     if args.ssl_cert_file:
         scheme = "https"

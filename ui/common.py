@@ -16,6 +16,7 @@ from ui.auth import AccessDenied, Principal
 from ui.cost import Pricing, load_pricing
 from ui.data import home_timezone, homes_for
 from ui.db import Database
+from ui.safe import md_escape
 from ui.settings import ViewerSettings, load_settings
 
 TOKEN = "session_token"
@@ -104,7 +105,7 @@ def refusals() -> Iterator[None]:
     try:
         yield
     except AccessDenied as exc:
-        st.error(str(exc))
+        st.error(md_escape(exc))
         st.stop()
 
 
@@ -119,4 +120,5 @@ def timezone_for(v: Viewer, p: Principal, home: str) -> str:
 
 
 def page_header(title: str, home: str | None = None) -> None:
-    st.title(title if home is None else f"{title} · {home}")
+    """The page's title; the home id comes from the URL, so it is escaped like any other input."""
+    st.title(title if home is None else f"{title} · {md_escape(home)}")

@@ -4,7 +4,7 @@ its flags, so the Streamlit script, which takes no arguments of its own, sees th
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from datetime import timedelta
 
 from pipeline.cli import DEFAULT_MQTT_URL, DEFAULT_STORE_URL
@@ -19,10 +19,21 @@ class ViewerSettings:
     # count), and in any case this long after signing in.
     session_idle_s: float = 30 * 60
     session_max_s: float = 12 * 3600
-    # Sign-in: after this many failures for one user name within the window, no more tries
-    # until the oldest of them leaves the window.
-    signin_max_failures: int = 5
-    signin_window_s: float = 15 * 60
+    # Sign-in throttling (ui/accounts.py). Failures count within the window. From one client
+    # address: this many are free, then each try waits twice as long as the one before since that
+    # address's last failure (1 s, 2 s, 4 s ...), up to the cap. For one user name from anywhere:
+    # the same, with its own free count and a short cap, and not for an address this user signed
+    # in from before, so nobody can lock a user out.
+    signin_window_s: float = 3600.0
+    signin_client_free_failures: int = 5
+    signin_client_max_delay_s: float = 300.0
+    signin_name_free_failures: int = 10
+    signin_name_max_delay_s: float = 30.0
+    signin_known_client_days: float = 30.0
+    # Key of the HMAC that stands in for a user name nobody has (a password typed in the name
+    # field must not be stored); SHEMS_UI_SIGNIN_KEY or SHEMS_UI_SIGNIN_KEY_FILE. Without one,
+    # each viewer process draws its own.
+    signin_key: str = field(default="", repr=False)
     # Device commands per user per minute.
     commands_per_minute: int = 6
     ack_timeout_s: float = 10.0
@@ -55,6 +66,9 @@ _ENV = {
 }
 
 
+_SECRETS = {"signin_key"}  # may also come from a file named by <VARIABLE>_FILE (Docker secrets)
+
+
 def env_name(field_name: str) -> str:
     return _ENV.get(field_name, "SHEMS_UI_" + field_name.upper())
 
@@ -65,6 +79,14 @@ def load_settings(environ: dict[str, str] | None = None) -> ViewerSettings:
     values: dict[str, object] = {}
     for f in fields(ViewerSettings):
         name = env_name(f.name)
+        if name not in environ and f.name in _SECRETS and name + "_FILE" in environ:
+            path = environ[name + "_FILE"]
+            try:
+                with open(path, encoding="utf-8") as secret:
+                    values[f.name] = secret.read().strip()
+            except OSError as exc:
+                raise ValueError(f"{name}_FILE: cannot read {path}: {exc.strerror}") from None
+            continue
         if name not in environ:
             continue
         raw = environ[name]

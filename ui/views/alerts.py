@@ -7,12 +7,13 @@ import streamlit as st
 
 from ui import data
 from ui.auth import AccessDenied
-from ui.common import home_or_stop, now, principal, refusals, timezone_for, viewer
+from ui.safe import md_escape
+from ui.common import page_header, home_or_stop, now, principal, refusals, timezone_for, viewer
 
 v = viewer()
 p = principal()
 home = home_or_stop(v, p)
-st.title(f"Alerts · {home}")
+page_header("Alerts", home)
 with refusals():
     tz = timezone_for(v, p, home)
     found = data.anomalies(v.db, p, home, now())
@@ -24,9 +25,9 @@ st.subheader(f"Open anomalies ({open_.height})")
 if open_.is_empty():
     st.success("Nothing unusual right now.")
 for row in open_.iter_rows(named=True):
-    where = row["device_id"] or "whole home"
-    st.warning(f"**{where}** · {row['kind'].replace('_', ' ')} since "
-               f"{row['started_at'].astimezone(zone):%a %d %b %H:%M}\n\n{row['message']}")
+    where = md_escape(row["device_id"]) if row["device_id"] else "whole home"
+    st.warning(f"**{where}** · {md_escape(row['kind'].replace('_', ' '))} since "
+               f"{row['started_at'].astimezone(zone):%a %d %b %H:%M}\n\n{md_escape(row['message'])}")
 closed = found.filter(~pl.col("open"))
 if closed.height:
     with st.expander(f"Closed in the last 7 days ({closed.height})"):
@@ -42,13 +43,14 @@ if recs.height and not can_decide:
     st.caption("Only the household decides on its recommendations.")
 for i, row in enumerate(recs.iter_rows(named=True)):
     with st.container(border=True):
-        saving = f"≈ {row['money_per_month']:,.2f} {row['currency']} / month · {row['kwh_per_month']:,.1f} kWh / month"
-        st.markdown(f"**{row['title']}**  \n{saving}")
-        st.caption(row["detail"])
+        saving = (f"≈ {row['money_per_month']:,.2f} {md_escape(row['currency'])} / month · "
+                  f"{row['kwh_per_month']:,.1f} kWh / month")
+        st.markdown(f"**{md_escape(row['title'])}**  \n{saving}")
+        st.caption(md_escape(row["detail"]))
         status = row["status"]
         if status != "new":
             when = row["status_changed_at"]
-            st.caption(f"{status.capitalize()} by {row['status_changed_by']}"
+            st.caption(f"{md_escape(status.capitalize())} by {md_escape(row['status_changed_by'])}"
                        + (f" on {when.astimezone(zone):%d %b %H:%M}" if when else ""))
         if can_decide:
             a, b, _ = st.columns([1, 1, 3])
@@ -62,6 +64,6 @@ for i, row in enumerate(recs.iter_rows(named=True)):
                     data.decide_recommendation(v.db, v.accounts, p, home, row["kind"],
                                                row["device_id"], choice)
                 except AccessDenied as exc:
-                    st.error(str(exc))
+                    st.error(md_escape(exc))
                 else:
                     st.rerun()

@@ -11,14 +11,15 @@ import streamlit as st
 from pipeline.records import CommandState
 from ui import control, data, metrics
 from ui.auth import AccessDenied
-from ui.common import home_or_stop, now, principal, refusals, timezone_for, viewer
+from ui.safe import md_escape
+from ui.common import page_header, home_or_stop, now, principal, refusals, timezone_for, viewer
 
 LAST = "last_command"
 
 v = viewer()
 p = principal()
 home = home_or_stop(v, p)
-st.title(f"Devices · {home}")
+page_header("Devices", home)
 with refusals():
     tz = timezone_for(v, p, home)
     devices = data.devices_now(v.db, p, home)
@@ -26,7 +27,7 @@ with refusals():
 zone = ZoneInfo(tz)
 
 for row in drawing.iter_rows(named=True):
-    st.error(f"**{row['device_id']}** was switched off at "
+    st.error(f"**{md_escape(row['device_id'])}** was switched off at "
              f"{row['switched_off_at'].astimezone(zone):%H:%M:%S} but still draws "
              f"{row['power_w']:,.0f} W.", icon=":material/warning:")
 
@@ -66,7 +67,7 @@ else:
             sent = control.send_command(v.db, v.accounts, v.settings, p, home, device, *wanted)
         except (control.CommandRefused, AccessDenied) as exc:
             metrics.COMMANDS.labels(result="refused").inc()
-            st.error(str(exc))
+            st.error(md_escape(exc))
         else:
             metrics.COMMANDS.labels(result="sent").inc()
             st.session_state[LAST] = sent.command_id
@@ -78,7 +79,7 @@ def show_status() -> None:
     what = f"{command.device_id} {command.state.value}" + (
         f" at {command.run_at.astimezone(zone):%H:%M}" if command.run_at else "")
     show = {"info": st.info, "success": st.success, "warning": st.warning, "error": st.error}
-    show[status.level](f"Last command ({what}, {command.command_id}): {status.message}")
+    show[status.level](md_escape(f"Last command ({what}, {command.command_id}): {status.message}"))
     if status.final and st.session_state.get("last_command_polling"):
         st.session_state["last_command_polling"] = False
         st.rerun()  # a full run, which stops the polling below

@@ -7,12 +7,13 @@ import polars as pl
 import streamlit as st
 
 from ui import charts, data
-from ui.common import home_or_stop, now, principal, refusals, timezone_for, viewer
+from ui.safe import md_escape
+from ui.common import page_header, home_or_stop, now, principal, refusals, timezone_for, viewer
 
 v = viewer()
 p = principal()
 home = home_or_stop(v, p)
-st.title(f"Forecast · {home}")
+page_header("Forecast", home)
 with refusals():
     tz = timezone_for(v, p, home)
     resolutions = data.forecast_resolutions(v.db, p, home)
@@ -47,8 +48,8 @@ if age_h > 2:
     st.warning(f"This forecast is {age_h:,.1f} hours old: the forecaster may have stopped.")
 
 st.plotly_chart(charts.forecast_chart(view, tz), config=charts.CONFIG, key="forecast")
-st.caption(f"Model {view.model}; the band is the 80 % interval; red is what the meter measured. "
-           f"Times in {tz}.")
+st.caption(f"Model {md_escape(view.model)}; the band is the 80 % interval; red is what the meter "
+           f"measured. Times in {md_escape(tz)}.")
 
 st.subheader("Recent error by horizon")
 if view.scores.height:

@@ -9,12 +9,13 @@ import polars as pl
 import streamlit as st
 
 from ui import charts, data
-from ui.common import home_or_stop, now, principal, refusals, timezone_for, viewer
+from ui.safe import file_part, md_escape, spreadsheet_safe
+from ui.common import page_header, home_or_stop, now, principal, refusals, timezone_for, viewer
 
 v = viewer()
 p = principal()
 home = home_or_stop(v, p)
-st.title(f"History · {home}")
+page_header("History", home)
 with refusals():
     tz = timezone_for(v, p, home)
 
@@ -44,18 +45,19 @@ cur = h.currency
 m1, m2, m3, m4 = st.columns(4)
 delta_kwh = None if not h.prev_total_kwh else f"{(h.total_kwh / h.prev_total_kwh - 1):+.0%} vs previous"
 m1.metric("Energy", f"{h.total_kwh:,.1f} kWh", delta_kwh, delta_color="inverse")
-m2.metric("Cost", f"{h.total_cost:,.2f} {cur}",
-          None if not h.prev_total_cost else f"{h.total_cost - h.prev_total_cost:+,.2f} {cur}",
+m2.metric("Cost", f"{h.total_cost:,.2f} {md_escape(cur)}",
+          None if not h.prev_total_cost else f"{h.total_cost - h.prev_total_cost:+,.2f} {md_escape(cur)}",
           delta_color="inverse")
 m3.metric("Base load", "—" if h.base_load_w is None else f"{h.base_load_w:,.0f} W",
           help="Always-on consumption: the 5th percentile of the home's hourly mean power "
                "(hours with at least 45 minutes of data); needs a day of data.")
 m4.metric("Base load per year",
-          "—" if h.base_load_cost_per_year is None else f"{h.base_load_cost_per_year:,.0f} {cur}",
+          "—" if h.base_load_cost_per_year is None
+          else f"{h.base_load_cost_per_year:,.0f} {md_escape(cur)}",
           help="Base load running all year at the average price.")
-st.caption(f"Resolution {[k for k, s in data.RESOLUTIONS.items() if s == h.step_s][0]}; times in {tz}; "
-           f"prices: {h.pricing_source}. 'unmetered' is the meter's total minus its sub-metered "
-           "devices.")
+st.caption(f"Resolution {[k for k, s in data.RESOLUTIONS.items() if s == h.step_s][0]}; times in "
+           f"{md_escape(tz)}; prices: {md_escape(h.pricing_source)}. 'unmetered' is the meter's total "
+           "minus its sub-metered devices.")
 
 st.subheader("Usage by device")
 st.plotly_chart(charts.stacked_usage(h.bands, tz), config=charts.CONFIG, key="stacked")
@@ -85,7 +87,7 @@ with right:
 
 export = h.bands.select("device_id", "kind", pl.col("bucket").alias("bucket_utc"),
                         (pl.col("wh") / 1000).alias("kwh"), "cost", "minutes")
-name = f"shems_{home}_{first}_{last}"
+name = f"shems_{file_part(home)}_{first}_{last}"
 
 
 def _parquet() -> bytes:
@@ -95,7 +97,10 @@ def _parquet() -> bytes:
 
 
 d1, d2 = st.columns(2)
-d1.download_button("Download CSV", data=lambda: export.write_csv(), file_name=f"{name}.csv",
+# A spreadsheet opens the CSV: device ids that look like formulas must stay text. The Parquet file
+# keeps the values as stored (typed columns; no spreadsheet evaluates it).
+d1.download_button("Download CSV", data=lambda: spreadsheet_safe(export).write_csv(),
+                   file_name=f"{name}.csv",
                    mime="text/csv", key="csv")
 d2.download_button("Download Parquet", data=_parquet, file_name=f"{name}.parquet",
                    mime="application/vnd.apache.parquet", key="parquet")

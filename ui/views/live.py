@@ -6,12 +6,13 @@ import polars as pl
 import streamlit as st
 
 from ui import charts, data
-from ui.common import current_principal, home_or_stop, now, principal, refusals, timezone_for, viewer
+from ui.safe import md_escape
+from ui.common import page_header, current_principal, home_or_stop, now, principal, refusals, timezone_for, viewer
 
 v = viewer()
 p = principal()
 home = home_or_stop(v, p)
-st.title(f"Live · {home}")
+page_header("Live", home)
 with refusals():
     tz = timezone_for(v, p, home)
 
@@ -36,8 +37,8 @@ def live_panel() -> None:
               help="From the grid meter when the home has one (negative: exporting to the grid), "
                    "else the sum of its devices.")
     c2.metric("Today so far", f"{snap.today_kwh:,.2f} kWh")
-    c3.metric("Cost today", f"{snap.today_cost:,.2f} {snap.currency}")
-    st.caption(f"Updated {snap.as_of.astimezone(ZoneInfo(tz)):%H:%M:%S} ({tz}); "
+    c3.metric("Cost today", f"{snap.today_cost:,.2f} {md_escape(snap.currency)}")
+    st.caption(f"Updated {snap.as_of.astimezone(ZoneInfo(tz)):%H:%M:%S} ({md_escape(tz)}); "
                f"refreshes every {v.settings.live_refresh_s:g} s.")
     left, right = st.columns([1, 1])
     with left:

@@ -5,6 +5,7 @@ import streamlit as st
 
 from ui import data
 from ui.auth import Role, require_admin
+from ui.safe import md_escape
 from ui.common import principal, refusals, viewer
 
 v = viewer()
@@ -32,9 +33,9 @@ with st.expander("Add a user", expanded=not users):
             try:
                 v.accounts.add_user(name.strip(), password, Role(role), homes, by=p.username)
             except ValueError as exc:
-                st.error(str(exc))
+                st.error(md_escape(exc))
             else:
-                st.success(f"Added {name}.")
+                st.success(f"Added {md_escape(name)}.")
                 st.rerun()
 
 if users:
@@ -49,18 +50,18 @@ if users:
             try:
                 v.accounts.set_access(target, Role(role), homes, by=p.username)
             except ValueError as exc:
-                st.error(str(exc))
+                st.error(md_escape(exc))
             else:
-                st.success(f"Saved {target}.")
+                st.success(f"Saved {md_escape(target)}.")
         new_password = st.text_input("New password", type="password", key="edit_password")
         if st.button("Set password", key="edit_passwd"):
             try:
                 v.accounts.set_password(target, new_password, by=p.username)
             except ValueError as exc:
-                st.error(str(exc))
+                st.error(md_escape(exc))
             else:
-                st.success(f"Password of {target} changed; their sessions ended.")
-        if target != p.username and st.button(f"Remove {target}", key="edit_remove"):
+                st.success(f"Password of {md_escape(target)} changed; their sessions ended.")
+        if target != p.username and st.button(f"Remove {md_escape(target)}", key="edit_remove"):
             v.accounts.remove_user(target, by=p.username)
             st.rerun()
 

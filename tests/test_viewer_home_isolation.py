@@ -1,0 +1,191 @@
+"""Every public function of the viewer's data and control layers, found by inspection, either
+takes the signed-in principal and refuses a homeowner another home's data, or is listed below
+with the reason it needs no such check. A function added later is in neither list until someone
+decides which it is: this test fails until then."""
+
+from __future__ import annotations
+
+import inspect
+from datetime import datetime, timedelta, timezone
+from types import ModuleType
+
+import pytest
+
+import ui.accounts
+import ui.charts
+import ui.commands
+import ui.control
+import ui.cost
+import ui.data
+import ui.db
+from pipeline.broker import free_port
+from pipeline.records import (AckStatus, CommandAck, CommandState, DeviceKind, DeviceWindow, HomeWindow,
+                              Reading, Recommendation)
+from sinks.base import Batch, open_store
+from ui.accounts import Accounts
+from ui.auth import AccessDenied, Principal, Role
+from ui.cost import Pricing
+from ui.db import Database
+from ui.settings import ViewerSettings
+
+LAYERS: list[ModuleType] = [ui.data, ui.control, ui.db, ui.cost, ui.commands, ui.accounts, ui.charts]
+T0 = datetime(2026, 3, 2, 12, 0, tzinfo=timezone.utc)
+NOW = T0 + timedelta(minutes=10)
+PRICING = Pricing("GBP", 0.30, "flat 0.30 GBP/kWh")
+ALICE = Principal("alice", Role.HOMEOWNER, frozenset({"a"}))
+OLGA = Principal("olga", Role.OPERATOR, frozenset())
+
+# Each function that takes a principal, called for ``home`` by ``who``. Only ``home`` changes
+# between the call that must work (her own) and the one that must be refused (the other).
+HOME_CALLS = {
+    "ui.data.home_timezone": lambda c, who, home: ui.data.home_timezone(c.db, who, home, "UTC"),
+    "ui.data.devices_now": lambda c, who, home: ui.data.devices_now(c.db, who, home),
+    "ui.data.history": lambda c, who, home: ui.data.history(c.db, who, home, T0, NOW, None, "UTC",
+                                                            PRICING),
+    "ui.data.live": lambda c, who, home: ui.data.live(c.db, who, home, NOW, "UTC", PRICING, 600),
+    "ui.data.forecast_resolutions": lambda c, who, home: ui.data.forecast_resolutions(c.db, who, home),
+    "ui.data.forecast": lambda c, who, home: ui.data.forecast(c.db, who, home, 60, NOW),
+    "ui.data.anomalies": lambda c, who, home: ui.data.anomalies(c.db, who, home, NOW),
+    "ui.data.recommendations": lambda c, who, home: ui.data.recommendations(c.db, who, home),
+    "ui.data.decide_recommendation": lambda c, who, home: ui.data.decide_recommendation(
+        c.db, c.accounts, who, home, "standby_waste", "", "accepted"),
+    "ui.control.send_command": lambda c, who, home: ui.control.send_command(
+        c.db, c.accounts, c.settings, who, home, "kettle", CommandState.OFF),
+    "ui.control.command_status": lambda c, who, home: ui.control.command_status(
+        c.db, who, f"c-{home}", NOW, c.settings),
+    "ui.control.recent_commands": lambda c, who, home: ui.control.recent_commands(c.db, who, home),
+    "ui.control.switched_off_but_drawing": lambda c, who, home: ui.control.switched_off_but_drawing(
+        ui.data.devices_now(c.db, OLGA, home), c.db, who, home, 5.0),
+}
+# Functions that take a principal but no home: what they return must hold nothing of another home.
+FLEET_CALLS = {
+    "ui.data.homes_for": lambda c, who: ui.data.homes_for(c.db, who),
+    "ui.data.fleet": lambda c, who: ui.data.fleet(c.db, who, NOW, 600, 600),
+    "ui.data.audit_log": lambda c, who: ui.data.audit_log(c.db, who),
+}
+# No principal, and why none is needed.
+NO_PRINCIPAL = {
+    **{f"ui.data.{n}": "pure: computes on frames or dates already read under a check"
+       for n in ("home_power", "with_unmetered", "pick_resolution", "base_load", "local_midnight",
+                 "day_range")},
+    "ui.control.assess": "pure: judges a command from its acks, read under command_status's check",
+    **{f"ui.db.{n}": "the SQL layer itself: callers check the principal before their query"
+       for n in ("Database.us", "Database.connection", "Database.transaction", "Database.frame",
+                 "Database.rows", "Database.execute", "Database.close", "Transaction.rows",
+                 "Transaction.execute", "Transaction.frame")},
+    "ui.cost.load_pricing": "the tariff book, server side; never shown except through a checked read",
+    "ui.cost.Pricing.price": "pure: prices a frame already read under a check",
+    "ui.cost.Pricing.mean_import_price": "pure: the in-memory book, for a home history() checked",
+    "ui.commands.cmd_ui": "the `shems ui` command line: starts the server",
+    "ui.commands.cmd_user": "the `shems user` command line: whoever runs it owns the store",
+    **{f"ui.accounts.{n}": "accounts, sessions and sign-in: the identity the checks rely on; the "
+       "Users page calls require_admin before any of them"
+       for n in ("utcnow", "validate_username", "validate_password", "Accounts.add_user",
+                 "Accounts.remove_user", "Accounts.set_password", "Accounts.set_access",
+                 "Accounts.users", "Accounts.principal", "Accounts.sign_in", "Accounts.resume",
+                 "Accounts.sign_out", "Accounts.audit")},
+    **{f"ui.charts.{n}": "pure: draws a frame already read under a check"
+       for n in ("stacked_usage", "cost_by_device", "period_comparison", "daily_heatmap",
+                 "weekly_heatmap", "recent_power", "device_power", "forecast_chart",
+                 "forecast_errors", "fleet_demand")},
+}
+
+
+def public_functions() -> dict[str, inspect.Signature]:
+    """Module-level functions and public methods of classes defined in the layers."""
+    found = {}
+    for module in LAYERS:
+        for name, obj in vars(module).items():
+            if name.startswith("_") or getattr(obj, "__module__", None) != module.__name__:
+                continue
+            if inspect.isfunction(obj):
+                found[f"{module.__name__}.{name}"] = inspect.signature(obj)
+            elif inspect.isclass(obj):
+                for member, attr in vars(obj).items():
+                    fn = attr.__func__ if isinstance(attr, (staticmethod, classmethod)) else attr
+                    if not member.startswith("_") and inspect.isfunction(fn):
+                        found[f"{module.__name__}.{name}.{member}"] = inspect.signature(fn)
+    return found
+
+
+class Ctx:
+    def __init__(self, db: Database, accounts: Accounts, settings: ViewerSettings) -> None:
+        self.db, self.accounts, self.settings = db, accounts, settings
+
+
+@pytest.fixture
+def ctx(store_url):
+    """Homes a and b alike: devices, minutes, a recommendation, a command with its answer."""
+    batch = Batch()
+    for home in ("a", "b"):
+        batch.readings += [Reading(home, "mains", T0, 500.0, kind=DeviceKind.METER),
+                           Reading(home, "kettle", T0, 200.0)]
+        for i in range(10):
+            t = T0 + timedelta(minutes=i)
+            batch.device_windows += [
+                DeviceWindow(home, "mains", DeviceKind.METER, t, 500.0, 500, 500, 500 / 60, 1),
+                DeviceWindow(home, "kettle", DeviceKind.APPLIANCE, t, 200.0, 200, 200, 200 / 60, 1)]
+            batch.home_windows.append(HomeWindow(home, t, 500.0, 500, 500, 500 / 60, 1))
+        batch.recommendations.append(Recommendation(home, "", "standby_waste", T0, "t", "d", 1.0,
+                                                    0.3, "GBP"))
+        batch.command_acks.append(CommandAck(home, "kettle", f"c-{home}", AckStatus.APPLIED,
+                                             CommandState.OFF, T0, T0))
+    store = open_store(store_url)
+    try:
+        store.migrate()
+        store.write(batch)
+    finally:
+        store.close()
+    db = Database(store_url)
+    for home in ("a", "b"):
+        db.execute("INSERT INTO device_commands (command_id, home_id, device_id, state, run_at, "
+                   "issued_by, issued_at) VALUES (:c, :h, 'kettle', 'off', NULL, 'x', :at)",
+                   {"c": f"c-{home}", "h": home, "at": T0})
+    # A broker nobody listens on: a command that got past the home check would fail differently.
+    settings = ViewerSettings(mqtt_url=f"mqtt://127.0.0.1:{free_port()}")
+    yield Ctx(db, Accounts(db, settings), settings)
+    db.close()
+
+
+def test_every_public_function_is_classified():
+    found = public_functions()
+    takes_principal = {name for name, sig in found.items() if "principal" in sig.parameters}
+    assert takes_principal == set(HOME_CALLS) | set(FLEET_CALLS), (
+        "classify these in HOME_CALLS / FLEET_CALLS: "
+        f"{sorted(takes_principal ^ (set(HOME_CALLS) | set(FLEET_CALLS)))}")
+    rest = set(found) - takes_principal
+    assert rest == set(NO_PRINCIPAL), (
+        f"classify these in NO_PRINCIPAL (with a reason) or give them a principal: "
+        f"{sorted(rest ^ set(NO_PRINCIPAL))}")
+    # Whatever touches the store per home takes a principal (only the SQL layer itself, the
+    # tariff loader and account management read the store without one).
+    store_readers = {name for name, sig in found.items() if "db" in sig.parameters}
+    assert store_readers - takes_principal == {"ui.cost.load_pricing"}
+
+
+@pytest.mark.parametrize("name", sorted(HOME_CALLS))
+def test_each_home_function_refuses_a_homeowner_another_home(ctx, name):
+    call = HOME_CALLS[name]
+    with pytest.raises(AccessDenied):
+        call(ctx, ALICE, "b")
+    # A home that does not exist reads the same as another's.
+    with pytest.raises(AccessDenied):
+        call(ctx, ALICE, "zz")
+    # The same call for her own home is not refused (so the refusal above is about the home, not
+    # about the arguments); sending a command gets as far as the missing broker.
+    try:
+        call(ctx, ALICE, "a")
+    except ui.control.CommandRefused as exc:
+        assert name == "ui.control.send_command" and "Could not reach the message broker" in str(exc)
+    # Nothing was written for home b by the refused calls.
+    assert ctx.db.rows("SELECT status FROM recommendations WHERE home_id = 'b'") == [("new",)]
+    assert ctx.db.rows("SELECT count(*) FROM device_commands WHERE home_id = 'b'") == [(1,)]
+
+
+def test_fleet_wide_functions_give_a_homeowner_nothing_of_another_home(ctx):
+    assert FLEET_CALLS["ui.data.homes_for"](ctx, ALICE) == ["a"]
+    assert FLEET_CALLS["ui.data.homes_for"](ctx, OLGA) == ["a", "b"]
+    for name in ("ui.data.fleet", "ui.data.audit_log"):
+        with pytest.raises(AccessDenied):
+            FLEET_CALLS[name](ctx, ALICE)
+    assert FLEET_CALLS["ui.data.fleet"](ctx, OLGA).homes.height == 2
