@@ -226,15 +226,23 @@ def error_code(exc: BaseException) -> str:
     return type(exc).__name__
 
 
+_RECORD_TIMES = ("ts", "bucket", "made_at", "started_at", "created_at", "updated_at", "received_at")
+
+
 def sink_dead_letter(field_name: str, record: object, exc: BaseException) -> DeadLetter:
     """The dead letter for a record the store refused: where it was going, the store's reason,
-    and a bounded repr of the record (DeadLetter.of clips it and hashes the whole)."""
+    and a bounded repr of the record (DeadLetter.of clips it and hashes the whole).
+
+    Its time is the record's own when it has a usable one, so a replayed batch (a restart with
+    --recovery-dir) finds the same dead letter already stored instead of adding another."""
     inner = record.reading if isinstance(record, LateReading) else record
     if isinstance(inner, DeadLetter):
         topic = inner.topic
     else:
         topic = "/".join(str(getattr(inner, name)) for name in ("home_id", "device_id") if hasattr(inner, name))
-    return DeadLetter.of(datetime.now(timezone.utc), topic, repr(record),
+    times = (getattr(inner, name, None) for name in _RECORD_TIMES)
+    at = next((t for t in times if isinstance(t, datetime) and t.tzinfo is not None), None)
+    return DeadLetter.of(at or datetime.now(timezone.utc), topic, repr(record),
                          f"{field_name}: {one_line(exc)}", step="sink", error=error_code(exc))
 
 

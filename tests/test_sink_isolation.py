@@ -125,9 +125,11 @@ def test_a_batch_with_poisonous_rows_stores_every_good_row_once_and_dead_letters
         assert len(letter.payload_sha256) == 64
     assert metrics.DEAD_LETTERS.labels(worker="iso", reason="sink")._value.get() - dead_before == len(poison)
 
-    # Written again (a replay after a restart): no good row doubles.
+    # Written again (a replay after a restart): no good row doubles, and only the refused records
+    # without a time of their own (ts=None) are dead-lettered a second time.
     writer.write(_interleave(good_batch(), poison))
     assert store.counts()["readings"] == len(expected.readings)
+    assert store.counts()["dead_letter"] == len(poison) + 1
     assert store.readings() == sorted(expected.readings, key=lambda r: (r.home_id, r.device_id, r.ts))
 
 
@@ -199,3 +201,21 @@ def test_a_refused_login_is_a_store_error_at_once(pg_url):
     assert not isinstance(caught.value, StoreUnavailable)
     assert time.monotonic() - started < 5
     assert "no_such_role_x" in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_a_server_that_accepts_but_never_answers_is_a_timeout_not_a_hang():
+    """A TCP listener that never speaks (a hung server, a black-holed proxy): connect_timeout from
+    the URL's query bounds each attempt, and start-up gives up with StoreUnavailable."""
+    import socket
+    import time
+
+    from sinks.postgres import PostgresStore
+
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)  # the kernel completes the handshake; nobody ever reads or answers
+        port = silent.getsockname()[1]
+        started = time.monotonic()
+        with pytest.raises(StoreUnavailable, match="timeout"):
+            PostgresStore(f"postgresql://postgres@127.0.0.1:{port}/x?connect_timeout=2", startup_timeout_s=1)
+        assert 1.5 <= time.monotonic() - started < 8
