@@ -5,16 +5,18 @@ Writes COPY each batch (binary) into session-local staging tables, then move it 
 upsert semantics, so a replay never duplicates a row.
 
 Every connection has timeouts, so a server that is gone or hangs becomes an error the writer
-retries instead of a process blocked for ever. Defaults (each can be set in the URL's query,
-e.g. ``postgresql://host/shems?connect_timeout=5&statement_timeout=120s``):
+retries instead of a process blocked for ever. Defaults, each replaced by the same libpq
+parameter in the URL's query (e.g. ``postgresql://host/shems?connect_timeout=5``):
 
 - ``connect_timeout=10`` (seconds; libpq's ``PGCONNECT_TIMEOUT`` is honoured too)
 - ``keepalives=1&keepalives_idle=30&keepalives_interval=10&keepalives_count=3``: a dead peer or
   a silent network drop is noticed within about a minute
 - ``tcp_user_timeout=60000`` (ms): data the server has not acknowledged for a minute fails
-- ``statement_timeout=60s`` (PostgreSQL's syntax: ``500ms``, ``60s``, ``5min``; ``0`` is off):
-  not a libpq parameter, so it is taken out of the URL and set on each session. Migrations run
-  without it.
+- ``statement_timeout`` 60 s, set on each session unless the server options already set it:
+  ``?options=-c%20statement_timeout%3D120s`` in the URL, or ``PGOPTIONS``. Migrations and
+  TimescaleDB refreshes run without it.
+
+Only standard libpq parameters, so the same URL works for psql, the viewer's pool and the bench.
 """
 
 from __future__ import annotations
@@ -23,7 +25,6 @@ import os
 import time
 from datetime import datetime, timedelta, timezone
 from typing import Iterable, Sequence
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
@@ -68,28 +69,19 @@ def _int4(value: int) -> int:
     return value
 
 
-def connection_settings(url: str) -> tuple[str, str]:
-    """The libpq connection string (timeouts and keepalives defaulted) and the statement timeout.
-
-    ``statement_timeout`` is not a libpq parameter, so it is removed from the URL's query."""
-    parts = urlsplit(url)
-    query = parse_qsl(parts.query, keep_blank_values=True)
-    statement_timeout = STATEMENT_TIMEOUT_DEFAULT
-    kept = []
-    for key, value in query:
-        if key == "statement_timeout":
-            statement_timeout = value
-        else:
-            kept.append((key, value))
-    libpq_url = urlunsplit(parts._replace(query=urlencode(kept)))
+def connection_settings(url: str) -> tuple[str, str | None]:
+    """The libpq connection string (timeouts and keepalives defaulted) and the statement timeout
+    to set on each session (None when the URL's ``options`` or ``PGOPTIONS`` set one)."""
     try:
-        given = conninfo_to_dict(libpq_url)
+        given = conninfo_to_dict(url)
     except psycopg.ProgrammingError as exc:
         raise StoreError(f"invalid PostgreSQL URL {mask_url(url)}: {_one_line(exc)}") from None
     extra = {k: v for k, v in CONNECTION_DEFAULTS.items() if k not in given}
     if "PGCONNECT_TIMEOUT" in os.environ:
         extra.pop("connect_timeout", None)
-    return make_conninfo(libpq_url, **extra), statement_timeout
+    server_options = f"{given.get('options', '')} {os.environ.get('PGOPTIONS', '')}"
+    statement_timeout = None if "statement_timeout" in server_options else STATEMENT_TIMEOUT_DEFAULT
+    return make_conninfo(url, **extra), statement_timeout
 
 
 def _one_line(exc: BaseException) -> str:
@@ -193,11 +185,17 @@ class PostgresStore:
         conn = psycopg.connect(self.conninfo, autocommit=True)
         try:
             conn.execute("SET TIME ZONE 'UTC'")
-            conn.execute("SELECT set_config('statement_timeout', %s, false)", (self.statement_timeout,))
+            self._set_statement_timeout(conn)
         except BaseException:
             conn.close()
             raise
         return conn
+
+    def _set_statement_timeout(self, conn: psycopg.Connection) -> None:
+        if self.statement_timeout is None:
+            conn.execute("RESET statement_timeout")  # back to the URL's options
+        else:
+            conn.execute("SELECT set_config('statement_timeout', %s, false)", (self.statement_timeout,))
 
     def _connect_at_startup(self, timeout_s: float) -> psycopg.Connection:
         deadline = time.monotonic() + timeout_s
@@ -408,7 +406,7 @@ class PostgresStore:
                     with attempt:
                         self.conn.execute("CALL refresh_continuous_aggregate(%s, %s, %s)", (view, start, end))
         finally:
-            self.conn.execute("SELECT set_config('statement_timeout', %s, false)", (self.statement_timeout,))
+            self._set_statement_timeout(self.conn)
 
     @staticmethod
     def _copy(cur: psycopg.Cursor, table: str, types: list[str], rows: Iterable[tuple]) -> None:

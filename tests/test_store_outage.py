@@ -57,7 +57,7 @@ def test_a_postgres_write_that_times_out_or_loses_its_backend_is_rolled_back_and
     """A lock held elsewhere makes each attempt hit statement_timeout mid-transaction (readings
     already inserted, late_readings waiting); then the backend is terminated mid-attempt. Nothing
     is visible until the lock goes, then everything is, once."""
-    store = open_store(pg_url + "?statement_timeout=300ms")
+    store = open_store(pg_url + "?options=-c%20statement_timeout%3D300ms")
     store.migrate()
     worker = f"pgretry-{uuid.uuid4().hex[:6]}"
     writer = StoreWriter(store, worker=worker, backoff_initial_s=0.05, backoff_max_s=0.3)
@@ -87,6 +87,23 @@ def test_a_postgres_write_that_times_out_or_loses_its_backend_is_rolled_back_and
         assert observer.execute("SELECT count(*) FROM late_readings").fetchone()[0] == 1
     assert metrics.STORE_UNAVAILABLE.labels(worker=worker)._value.get() == 0
     assert sorted(r.power_w for r in store.readings()) == [r.power_w for r in readings]
+    store.close()
+
+
+def test_postgres_sessions_have_timeouts_by_default_and_the_url_overrides_them(pg_url):
+    store = open_store(pg_url)
+    params = store.conn.info.get_parameters()
+    assert store.conn.execute("SHOW statement_timeout").fetchone()[0] == "1min"
+    assert (params["connect_timeout"], params["keepalives"], params["keepalives_idle"],
+            params["tcp_user_timeout"]) == ("10", "1", "30", "60000")
+    store.reconnect()  # a new session gets them too
+    assert store.conn.execute("SHOW statement_timeout").fetchone()[0] == "1min"
+    store.close()
+    store = open_store(pg_url + "?connect_timeout=3&keepalives_idle=7"
+                                "&options=-c%20statement_timeout%3D1500ms")
+    params = store.conn.info.get_parameters()
+    assert (params["connect_timeout"], params["keepalives_idle"]) == ("3", "7")
+    assert store.conn.execute("SHOW statement_timeout").fetchone()[0] == "1500ms"
     store.close()
 
 
