@@ -140,7 +140,8 @@ class StoreWriter:
         if batch.readings:
             # Observing every row costs ~1 us each; the newest and oldest bound the distribution.
             for r in (batch.readings[0], batch.readings[-1]):
-                self._lag.observe(max(0.0, (now - r.ts).total_seconds()))
+                if isinstance(r.ts, datetime):  # not a refused reading without one
+                    self._lag.observe(max(0.0, (now - r.ts).total_seconds()))
         return refused
 
     def _write_once(self, batch: Batch) -> list[DeadLetter]:
@@ -159,6 +160,8 @@ class StoreWriter:
             letters = [sink_dead_letter(field_name, record, exc) for field_name, record, exc in refused]
             self.store.write_rows(Batch(dead_letters=letters))
         self.store.after_commit(batch)
+        if not letters:  # refused once, accepted now (a value the store judged differently)
+            return letters
         self._dead.inc(len(letters))
         log.warning("store_rows_refused", store=mask_url(self.store.url), refused=len(letters),
                     stored=len(batch) - len(letters),

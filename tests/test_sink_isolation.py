@@ -146,6 +146,15 @@ def test_the_long_home_id_names_its_device_in_the_dead_letter(pg_url):
     store.close()
 
 
+def test_a_refused_reading_at_either_end_of_a_batch_is_isolated_too(store):
+    """The first and last readings of a batch feed the lag metric: a refused one there must not
+    break the write after it was dead-lettered."""
+    good = [reading("h1", "d1", i) for i in range(4)]
+    refused = StoreWriter(store).write(Batch(readings=[_no_time(), *good, _no_time()]))
+    assert len(refused) == 2 and {d.step for d in refused} == {"sink"}
+    assert store.readings() == good and store.counts()["dead_letter"] == 2
+
+
 def test_the_dead_letter_table_takes_any_topic_and_payload(store):
     """A dead letter built without DeadLetter.of (so unclipped) with a 100 KB topic, NULs and a
     lone surrogate: stored in the plain write path, bounded, and its unique index still fits."""
