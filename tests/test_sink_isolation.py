@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import random
 import secrets
 from datetime import datetime, timedelta, timezone
 
@@ -160,11 +161,16 @@ def test_the_dead_letter_table_takes_any_topic_and_payload(store):
     lone surrogate: stored in the plain write path, bounded, and its unique index still fits."""
     topic = "shems/" + "\x00\u00e9\U0001f600" * 34_000 + "/reading"
     payload = "{\x00" + "\ud800" + "x" * 200_000
+    # 4-byte characters that do not compress: the largest index entry a clipped topic can make
+    rng = random.Random(7)
+    widest = "".join(chr(0x1F300 + rng.randrange(0x2FF)) for _ in range(25_000))
     letters = [DeadLetter(T0, topic, payload, "r\x00" * 5000, step="decode", error="e\x00"),
-               DeadLetter(T0, topic, payload, "again: a replay is recognised by its key")]
+               DeadLetter(T0, topic, payload, "again: a replay is recognised by its key"),
+               DeadLetter(T0 + timedelta(seconds=1), widest, "p", "widest topic")]
     store.write(Batch(dead_letters=letters))
     store.write(Batch(dead_letters=letters))
-    [stored] = store.dead_letters()
+    stored, widest_stored = store.dead_letters()
+    assert widest_stored.topic.startswith(widest[:512]) and len(widest_stored.topic) == 513
     assert len(stored.topic) <= 513 and len(stored.payload) <= 4097 and len(stored.reason) <= 1001
     assert stored.topic.startswith("shems/") and stored.payload.startswith("{")
     # the hash is of the whole original, so the clipped row still identifies it
