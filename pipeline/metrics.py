@@ -38,6 +38,13 @@ SINK_BATCH_SECONDS = Histogram(
 SINK_FAILURES = Counter(
     "shems_sink_failures_total", "Store transactions that failed (and were retried)", ["worker"]
 )
+STORE_RETRIES = Counter(
+    "shems_store_retries_total", "Store writes retried after a transient failure (store down, timeout, lock)",
+    ["worker"],
+)
+STORE_UNAVAILABLE = Gauge(
+    "shems_store_unavailable", "1 while this worker's writes fail and are being retried, else 0", ["worker"]
+)
 SINK_PENDING_ROWS = Gauge(
     "shems_sink_pending_rows", "Rows buffered for the store, not yet committed", ["worker"]
 )

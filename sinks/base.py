@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Protocol, Sequence
+from typing import ContextManager, Protocol, Sequence
 
 from pipeline.records import (Anomaly, CommandAck, DeadLetter, DeviceInfo, DeviceWindow, Forecast, ForecastScore,
                               HomeWindow, LateReading, Reading, Recommendation)
@@ -19,6 +19,22 @@ TABLES = ("readings", "device_1m", "home_1m", "devices", "dead_letter", "late_re
           "forecasts", "forecast_scores", "anomalies", "recommendations")
 
 RECOMMENDATION_STATUSES = ("new", "accepted", "dismissed")
+
+
+class StoreError(Exception):
+    """The store cannot be written for a reason that waiting will not fix (schema mismatch, wrong
+    credentials, bad configuration). The message is one line, safe to print (no secrets)."""
+
+
+class StoreUnavailable(StoreError):
+    """The store could not be reached at start-up within the start-up deadline: an orchestrator
+    should restart the process later. Once running, outages are ridden out instead."""
+
+
+# How an exception raised by a store write is handled (see sinks.writer.StoreWriter).
+TRANSIENT = "transient"  # the store is down, restarting, locked or slow: retry the batch
+ROW = "row"  # one record of the batch cannot be stored: isolate it, dead-letter it, store the rest
+FATAL = "fatal"  # not about one record, and waiting will not help: stop with a StoreError
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,6 +157,27 @@ class Store(Protocol):
     def close(self) -> None: ...
 
 
+class WritableStore(Store, Protocol):
+    """The parts of a store that the writer composes to isolate bad rows (both stores have them)."""
+
+    def transaction(self) -> ContextManager[None]:
+        """One transaction: committed on normal exit, rolled back on an exception."""
+
+    def savepoint(self) -> ContextManager[None]:
+        """Inside a transaction: on an exception only what was written inside is undone."""
+
+    def write_rows(self, batch: Batch) -> None:
+        """Write a batch's rows inside the current transaction (no commit)."""
+
+    def after_commit(self, batch: Batch) -> None:
+        """Work that must follow the commit (TimescaleDB refreshes); idempotent."""
+
+    def classify(self, exc: BaseException) -> str:
+        """TRANSIENT, ROW or FATAL for an exception raised by this store's writes."""
+
+    def reconnect(self) -> None: ...
+
+
 def mask_url(url: str) -> str:
     """The URL with every password replaced (user:***@, ?password=***, ?sslpassword=***), safe
     for logs and messages."""
@@ -150,7 +187,11 @@ def mask_url(url: str) -> str:
 
 
 def open_store(url: str) -> Store:
-    """Open a store by URL: ``sqlite:///path.db`` or ``postgresql://...``."""
+    """Open a store by URL: ``sqlite:///path.db`` or ``postgresql://...``.
+
+    Raises :class:`StoreUnavailable` when the store cannot be reached within its start-up
+    deadline and :class:`StoreError` when it refuses us (credentials, missing database), each
+    with a one-line message."""
     if url.startswith("sqlite://"):
         from sinks.sqlite import SqliteStore
 

@@ -3,34 +3,127 @@
 Writes COPY each batch (binary) into session-local staging tables, then move it with one
 ``INSERT ... SELECT ... ON CONFLICT`` per table, all in one transaction: COPY's speed with
 upsert semantics, so a replay never duplicates a row.
+
+Every connection has timeouts, so a server that is gone or hangs becomes an error the writer
+retries instead of a process blocked for ever. Defaults, each replaced by the same libpq
+parameter in the URL's query (e.g. ``postgresql://host/shems?connect_timeout=5``):
+
+- ``connect_timeout=10`` (seconds; libpq's ``PGCONNECT_TIMEOUT`` is honoured too)
+- ``keepalives=1&keepalives_idle=30&keepalives_interval=10&keepalives_count=3``: a dead peer or
+  a silent network drop is noticed within about a minute
+- ``tcp_user_timeout=60000`` (ms): data the server has not acknowledged for a minute fails
+- ``statement_timeout`` 60 s, set on each session unless the server options already set it:
+  ``?options=-c%20statement_timeout%3D120s`` in the URL, or ``PGOPTIONS``. Migrations and
+  TimescaleDB refreshes run without it.
+
+Only standard libpq parameters, so the same URL works for psql, the viewer's pool and the bench.
 """
 
 from __future__ import annotations
 
+import os
+import time
 from datetime import datetime, timedelta, timezone
 from typing import Iterable, Sequence
 
 import psycopg
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
 from pipeline.records import (Anomaly, AnomalyKind, DeadLetter, DeviceInfo, DeviceKind, DeviceWindow,
                               Forecast, ForecastScore, HomeWindow, Reading, Recommendation, Source)
-from sinks.base import RECOMMENDATION_STATUSES, TABLES, Batch, StoredRecommendation, TariffRow
+from sinks.base import (FATAL, RECOMMENDATION_STATUSES, ROW, TABLES, TRANSIENT, Batch, StoredRecommendation,
+                        StoreError, StoreUnavailable, TariffRow, mask_url)
 from sinks.sql import ANOMALY_UPSERT, COMMAND_ACK_INSERT, RECOMMENDATION_UPSERT
 from sinks.migrate import migrations
-from sinks.sqlite import dead_letter_hash, device_rows
+from sinks.sqlite import dead_letter_row, device_rows
+
+CONNECTION_DEFAULTS = {"connect_timeout": "10", "keepalives": "1", "keepalives_idle": "30",
+                       "keepalives_interval": "10", "keepalives_count": "3", "tcp_user_timeout": "60000"}
+STATEMENT_TIMEOUT_DEFAULT = "60s"
+# How long opening the store at start-up keeps trying a server that does not answer yet (one
+# that is starting up, say) before it gives up with StoreUnavailable.
+STARTUP_TIMEOUT_S = 20.0
+
+# SQLSTATE classes (the first two characters) by how the writer handles them.
+_TRANSIENT_CLASSES = {"08", "40", "53", "57", "58"}  # connection, rollback, resources, shutdown, I/O
+_TRANSIENT_STATES = {"55P03", "55006", "25006"}  # lock not available, object in use, read-only
+_ROW_CLASSES = {"22", "23", "54"}  # data exception, integrity constraint, program limit exceeded
+# A refused connection carries no SQLSTATE, only libpq's message: these mean "not now" is not
+# the problem (anything else, e.g. "Connection refused" or "starting up", is waited out).
+_FATAL_CONNECT_MESSAGES = ("does not exist", "authentication failed", "no pg_hba.conf entry",
+                           "password", "permission denied", "certificate", "invalid sslmode",
+                           "SSL is not enabled")
 
 
 def _no_nul(text: str) -> str:
     """PostgreSQL text cannot hold NUL; a device can send one."""
     return text.replace("\x00", "\ufffd")
 
+
+def _int4(value: int) -> int:
+    """Checked here: psycopg's binary int4 dumper wraps a larger int silently (2**31 is stored as
+    -2147483648) where PostgreSQL would refuse it."""
+    if not -2**31 <= value < 2**31:
+        raise OverflowError(f"integer out of range: {value}")
+    return value
+
+
+def connection_settings(url: str) -> tuple[str, str | None]:
+    """The libpq connection string (timeouts and keepalives defaulted) and the statement timeout
+    to set on each session (None when the URL's ``options`` or ``PGOPTIONS`` set one)."""
+    try:
+        given = conninfo_to_dict(url)
+    except psycopg.ProgrammingError as exc:
+        raise StoreError(f"invalid PostgreSQL URL {mask_url(url)}: {_one_line(exc)}") from None
+    extra = {k: v for k, v in CONNECTION_DEFAULTS.items() if k not in given}
+    if "PGCONNECT_TIMEOUT" in os.environ:
+        extra.pop("connect_timeout", None)
+    server_options = f"{given.get('options', '')} {os.environ.get('PGOPTIONS', '')}"
+    statement_timeout = None if "statement_timeout" in server_options else STATEMENT_TIMEOUT_DEFAULT
+    return make_conninfo(url, **extra), statement_timeout
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def classify(exc: BaseException) -> str:
+    """TRANSIENT, ROW or FATAL (see sinks.base) for an exception raised while writing."""
+    if isinstance(exc, psycopg.Error):
+        state = exc.sqlstate
+        if state is None:
+            # Raised by the client: a connection that failed, broke or was closed, or a value
+            # it could not send (psycopg.DataError from a dumper).
+            if isinstance(exc, psycopg.DataError):
+                return ROW
+            if isinstance(exc, psycopg.OperationalError):
+                text = str(exc)
+                return FATAL if any(m in text for m in _FATAL_CONNECT_MESSAGES) else TRANSIENT
+            if isinstance(exc, psycopg.InterfaceError):
+                return TRANSIENT
+            return FATAL
+        if state[:2] in _TRANSIENT_CLASSES or state in _TRANSIENT_STATES:
+            return TRANSIENT
+        if state[:2] in _ROW_CLASSES:
+            return ROW
+        return FATAL
+    # Python's own errors from adapting one record's values (an int too large for int4, a lone
+    # surrogate, a missing attribute) are about that record.
+    if isinstance(exc, (ValueError, TypeError, ArithmeticError, AttributeError, LookupError)):
+        return ROW
+    if isinstance(exc, (TimeoutError, ConnectionError)):
+        return TRANSIENT
+    return FATAL
+
 _STAGING = """
 CREATE TEMP TABLE IF NOT EXISTS stage_readings (LIKE readings) ON COMMIT DELETE ROWS;
 CREATE TEMP TABLE IF NOT EXISTS stage_device_1m (LIKE device_1m) ON COMMIT DELETE ROWS;
 CREATE TEMP TABLE IF NOT EXISTS stage_home_1m (LIKE home_1m) ON COMMIT DELETE ROWS;
 CREATE TEMP TABLE IF NOT EXISTS stage_forecasts (LIKE forecasts) ON COMMIT DELETE ROWS;
-"""
+DELETE FROM stage_readings; DELETE FROM stage_device_1m; DELETE FROM stage_home_1m;
+DELETE FROM stage_forecasts;
+"""  # emptied first: isolating a bad row writes several parts of a batch in one transaction
 
 _READING_TYPES = ["text", "text", "timestamptz", "float8", "float8", "float8", "float8"]
 _DEVICE_1M_TYPES = ["text", "text", "timestamptz", "text", "float8", "float8", "float8", "float8", "int4"]
@@ -82,21 +175,60 @@ def _last_by_key(items, key) -> list:
 
 
 class PostgresStore:
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, startup_timeout_s: float = STARTUP_TIMEOUT_S) -> None:
         self.url = url
-        self.conn = self._connect()
+        self.conninfo, self.statement_timeout = connection_settings(url)
+        self.conn = self._connect_at_startup(startup_timeout_s)
         self.has_timescale = self._timescale_available()
 
     def _connect(self) -> psycopg.Connection:
-        conn = psycopg.connect(self.url, autocommit=True)
-        conn.execute("SET TIME ZONE 'UTC'")
+        conn = psycopg.connect(self.conninfo, autocommit=True)
+        try:
+            conn.execute("SET TIME ZONE 'UTC'")
+            self._set_statement_timeout(conn)
+        except BaseException:
+            conn.close()
+            raise
         return conn
+
+    def _set_statement_timeout(self, conn: psycopg.Connection) -> None:
+        if self.statement_timeout is None:
+            conn.execute("RESET statement_timeout")  # back to the URL's options
+        else:
+            conn.execute("SELECT set_config('statement_timeout', %s, false)", (self.statement_timeout,))
+
+    def _connect_at_startup(self, timeout_s: float) -> psycopg.Connection:
+        deadline = time.monotonic() + timeout_s
+        delay = 0.5
+        while True:
+            try:
+                return self._connect()
+            except psycopg.Error as exc:
+                kind = classify(exc)
+                if kind != TRANSIENT:
+                    raise StoreError(f"cannot use PostgreSQL at {mask_url(self.url)}: {_one_line(exc)}") from None
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise StoreUnavailable(f"PostgreSQL at {mask_url(self.url)} unreachable for "
+                                           f"{timeout_s:.0f} s: {_one_line(exc)}") from None
+            time.sleep(min(delay, remaining))
+            delay = min(delay * 2, 5.0)
 
     def reconnect(self) -> None:
         try:
             self.conn.close()
         finally:
             self.conn = self._connect()
+
+    def classify(self, exc: BaseException) -> str:
+        return classify(exc)
+
+    def transaction(self):
+        return self.conn.transaction()
+
+    def savepoint(self):
+        # psycopg turns a transaction block nested in another into a savepoint.
+        return self.conn.transaction()
 
     def _timescale_available(self) -> bool:
         """Installed in this database, or installable: its files present AND the library preloaded
@@ -110,9 +242,20 @@ class PostgresStore:
 
     # ------------------------------------------------------------------ schema
     def migrate(self) -> None:
+        try:
+            self._migrate()
+        except psycopg.Error as exc:
+            if classify(exc) == TRANSIENT:
+                raise StoreUnavailable(f"PostgreSQL at {mask_url(self.url)} failed while migrating: "
+                                       f"{_one_line(exc)}") from None
+            raise StoreError(f"cannot migrate PostgreSQL at {mask_url(self.url)}: {_one_line(exc)}") from None
+
+    def _migrate(self) -> None:
         c = self.conn
         # Two processes starting at once must not both run a migration.
         with c.transaction():
+            # Creating hypertables over existing data may take longer than one write.
+            c.execute("SET LOCAL statement_timeout = 0")
             c.execute("SELECT pg_advisory_xact_lock(hashtext('shems_migrations'))")
             c.execute("CREATE TABLE IF NOT EXISTS schema_migrations (version integer PRIMARY KEY, "
                       "name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())")
@@ -132,91 +275,95 @@ class PostgresStore:
 
     # ------------------------------------------------------------------ writes
     def write(self, batch: Batch) -> None:
+        with self.transaction():
+            self.write_rows(batch)
+        self.after_commit(batch)
+
+    def write_rows(self, batch: Batch) -> None:
         c = self.conn
-        with c.transaction():
-            with c.cursor() as cur:
-                cur.execute(_STAGING)
-                if batch.readings:
-                    self._copy(cur, "stage_readings", _READING_TYPES,
-                               ((r.home_id, r.device_id, r.ts, r.power_w, r.energy_wh, r.voltage_v,
-                                 r.current_a) for r in batch.readings))
-                    cur.execute("INSERT INTO readings SELECT * FROM stage_readings ON CONFLICT DO NOTHING")
-                if batch.device_windows:
-                    windows = _last_by_key(batch.device_windows, lambda w: (w.home_id, w.device_id, w.bucket))
-                    self._copy(cur, "stage_device_1m", _DEVICE_1M_TYPES,
-                               ((w.home_id, w.device_id, w.bucket, w.kind.value, w.mean_power_w,
-                                 w.min_power_w, w.max_power_w, w.energy_wh, w.samples) for w in windows))
-                    cur.execute(
-                        "INSERT INTO device_1m SELECT * FROM stage_device_1m "
-                        "ON CONFLICT (home_id, device_id, bucket) DO UPDATE SET kind = excluded.kind, "
-                        "mean_power_w = excluded.mean_power_w, min_power_w = excluded.min_power_w, "
-                        "max_power_w = excluded.max_power_w, energy_wh = excluded.energy_wh, "
-                        "samples = excluded.samples")
-                if batch.home_windows:
-                    windows = _last_by_key(batch.home_windows, lambda w: (w.home_id, w.bucket))
-                    self._copy(cur, "stage_home_1m", _HOME_1M_TYPES,
-                               ((w.home_id, w.bucket, w.mean_power_w, w.min_power_w, w.max_power_w,
-                                 w.energy_wh, w.samples) for w in windows))
-                    cur.execute(
-                        "INSERT INTO home_1m SELECT * FROM stage_home_1m "
-                        "ON CONFLICT (home_id, bucket) DO UPDATE SET "
-                        "mean_power_w = excluded.mean_power_w, min_power_w = excluded.min_power_w, "
-                        "max_power_w = excluded.max_power_w, energy_wh = excluded.energy_wh, "
-                        "samples = excluded.samples")
-                if not self.has_timescale:
-                    self._refresh_hourly(cur, batch)
-                if batch.dead_letters:
-                    cur.executemany(
-                        "INSERT INTO dead_letter (received_at, topic, payload, reason, payload_hash, "
-                        "step, error, payload_bytes) VALUES (%s, %s, %s, %s, %s, %s, %s, %s) "
-                        "ON CONFLICT DO NOTHING",
-                        [(d.received_at, _no_nul(d.topic), _no_nul(d.payload), _no_nul(d.reason),
-                          dead_letter_hash(d), d.step, _no_nul(d.error), d.payload_bytes)
-                         for d in batch.dead_letters])
-                if batch.late_readings:
-                    cur.executemany(
-                        "INSERT INTO late_readings VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING",
-                        [(x.reading.home_id, x.reading.device_id, x.reading.ts, x.bucket)
-                         for x in batch.late_readings])
-                if batch.forecasts:
-                    forecasts = _last_by_key(batch.forecasts, lambda f: (f.home_id, f.resolution_min,
-                                                                         f.made_at, f.target_ts))
-                    self._copy(cur, "stage_forecasts", _FORECAST_TYPES,
-                               ((f.home_id, f.resolution_min, f.made_at, f.target_ts, f.horizon_min,
-                                 f.yhat_w, f.lower_w, f.upper_w, f.model) for f in forecasts))
-                    cur.execute(
-                        "INSERT INTO forecasts SELECT * FROM stage_forecasts "
-                        "ON CONFLICT (home_id, resolution_min, made_at, target_ts) DO UPDATE SET "
-                        "horizon_min = excluded.horizon_min, yhat_w = excluded.yhat_w, "
-                        "lower_w = excluded.lower_w, upper_w = excluded.upper_w, model = excluded.model")
-                if batch.forecast_scores:
-                    scores = _last_by_key(batch.forecast_scores,
-                                          lambda x: (x.home_id, x.resolution_min, x.horizon_min))
-                    cur.executemany(
-                        "INSERT INTO forecast_scores VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s) "
-                        "ON CONFLICT (home_id, resolution_min, horizon_min) DO UPDATE SET "
-                        "model = excluded.model, n = excluded.n, mae_w = excluded.mae_w, "
-                        "naive_day_mae_w = excluded.naive_day_mae_w, "
-                        "naive_week_mae_w = excluded.naive_week_mae_w, coverage = excluded.coverage, "
-                        "updated_at = excluded.updated_at",
-                        [(x.home_id, x.resolution_min, x.horizon_min, x.model, x.n, x.mae_w,
-                          x.naive_day_mae_w, x.naive_week_mae_w, x.coverage, x.updated_at)
-                         for x in scores])
-                if batch.anomalies:
-                    cur.executemany(ANOMALY_UPSERT,
-                                    [(a.home_id, a.device_id, a.kind.value, a.started_at, a.ended_at,
-                                      a.score, a.message) for a in batch.anomalies])
-                if batch.recommendations:
-                    cur.executemany(RECOMMENDATION_UPSERT,
-                                    [(r.home_id, r.kind, r.device_id, r.created_at, r.created_at,
-                                      r.title, r.detail, r.kwh_per_month, r.money_per_month,
-                                      r.currency) for r in batch.recommendations])
-                if batch.command_acks:
-                    cur.executemany(COMMAND_ACK_INSERT,
-                                    [(a.command_id, a.status.value, a.home_id, a.device_id,
-                                      a.state.value, a.ts, a.received_at, a.message)
-                                     for a in batch.command_acks])
-                self._upsert_devices(cur, device_rows(batch))
+        with c.cursor() as cur:
+            cur.execute(_STAGING)
+            if batch.readings:
+                self._copy(cur, "stage_readings", _READING_TYPES,
+                           ((r.home_id, r.device_id, r.ts, r.power_w, r.energy_wh, r.voltage_v,
+                             r.current_a) for r in batch.readings))
+                cur.execute("INSERT INTO readings SELECT * FROM stage_readings ON CONFLICT DO NOTHING")
+            if batch.device_windows:
+                windows = _last_by_key(batch.device_windows, lambda w: (w.home_id, w.device_id, w.bucket))
+                self._copy(cur, "stage_device_1m", _DEVICE_1M_TYPES,
+                           ((w.home_id, w.device_id, w.bucket, w.kind.value, w.mean_power_w,
+                             w.min_power_w, w.max_power_w, w.energy_wh, _int4(w.samples)) for w in windows))
+                cur.execute(
+                    "INSERT INTO device_1m SELECT * FROM stage_device_1m "
+                    "ON CONFLICT (home_id, device_id, bucket) DO UPDATE SET kind = excluded.kind, "
+                    "mean_power_w = excluded.mean_power_w, min_power_w = excluded.min_power_w, "
+                    "max_power_w = excluded.max_power_w, energy_wh = excluded.energy_wh, "
+                    "samples = excluded.samples")
+            if batch.home_windows:
+                windows = _last_by_key(batch.home_windows, lambda w: (w.home_id, w.bucket))
+                self._copy(cur, "stage_home_1m", _HOME_1M_TYPES,
+                           ((w.home_id, w.bucket, w.mean_power_w, w.min_power_w, w.max_power_w,
+                             w.energy_wh, _int4(w.samples)) for w in windows))
+                cur.execute(
+                    "INSERT INTO home_1m SELECT * FROM stage_home_1m "
+                    "ON CONFLICT (home_id, bucket) DO UPDATE SET "
+                    "mean_power_w = excluded.mean_power_w, min_power_w = excluded.min_power_w, "
+                    "max_power_w = excluded.max_power_w, energy_wh = excluded.energy_wh, "
+                    "samples = excluded.samples")
+            if not self.has_timescale:
+                self._refresh_hourly(cur, batch)
+            if batch.dead_letters:
+                cur.executemany(
+                    "INSERT INTO dead_letter (received_at, topic, payload, reason, payload_hash, "
+                    "step, error, payload_bytes) VALUES (%s, %s, %s, %s, %s, %s, %s, %s) "
+                    "ON CONFLICT DO NOTHING",
+                    [dead_letter_row(d, _no_nul) for d in batch.dead_letters])
+            if batch.late_readings:
+                cur.executemany(
+                    "INSERT INTO late_readings VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING",
+                    [(x.reading.home_id, x.reading.device_id, x.reading.ts, x.bucket)
+                     for x in batch.late_readings])
+            if batch.forecasts:
+                forecasts = _last_by_key(batch.forecasts, lambda f: (f.home_id, f.resolution_min,
+                                                                     f.made_at, f.target_ts))
+                self._copy(cur, "stage_forecasts", _FORECAST_TYPES,
+                           ((f.home_id, _int4(f.resolution_min), f.made_at, f.target_ts, _int4(f.horizon_min),
+                             f.yhat_w, f.lower_w, f.upper_w, f.model) for f in forecasts))
+                cur.execute(
+                    "INSERT INTO forecasts SELECT * FROM stage_forecasts "
+                    "ON CONFLICT (home_id, resolution_min, made_at, target_ts) DO UPDATE SET "
+                    "horizon_min = excluded.horizon_min, yhat_w = excluded.yhat_w, "
+                    "lower_w = excluded.lower_w, upper_w = excluded.upper_w, model = excluded.model")
+            if batch.forecast_scores:
+                scores = _last_by_key(batch.forecast_scores,
+                                      lambda x: (x.home_id, x.resolution_min, x.horizon_min))
+                cur.executemany(
+                    "INSERT INTO forecast_scores VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s) "
+                    "ON CONFLICT (home_id, resolution_min, horizon_min) DO UPDATE SET "
+                    "model = excluded.model, n = excluded.n, mae_w = excluded.mae_w, "
+                    "naive_day_mae_w = excluded.naive_day_mae_w, "
+                    "naive_week_mae_w = excluded.naive_week_mae_w, coverage = excluded.coverage, "
+                    "updated_at = excluded.updated_at",
+                    [(x.home_id, x.resolution_min, x.horizon_min, x.model, x.n, x.mae_w,
+                      x.naive_day_mae_w, x.naive_week_mae_w, x.coverage, x.updated_at)
+                     for x in scores])
+            if batch.anomalies:
+                cur.executemany(ANOMALY_UPSERT,
+                                [(a.home_id, a.device_id, a.kind.value, a.started_at, a.ended_at,
+                                  a.score, a.message) for a in batch.anomalies])
+            if batch.recommendations:
+                cur.executemany(RECOMMENDATION_UPSERT,
+                                [(r.home_id, r.kind, r.device_id, r.created_at, r.created_at,
+                                  r.title, r.detail, r.kwh_per_month, r.money_per_month,
+                                  r.currency) for r in batch.recommendations])
+            if batch.command_acks:
+                cur.executemany(COMMAND_ACK_INSERT,
+                                [(a.command_id, a.status.value, a.home_id, a.device_id,
+                                  a.state.value, a.ts, a.received_at, a.message)
+                                 for a in batch.command_acks])
+            self._upsert_devices(cur, device_rows(batch))
+
+    def after_commit(self, batch: Batch) -> None:
         if self.has_timescale:
             self._refresh_rollups(batch)
 
@@ -247,13 +394,20 @@ class PostgresStore:
             return
         start = min(old).replace(minute=0, second=0, microsecond=0)
         end = max(old).replace(minute=0, second=0, microsecond=0) + timedelta(hours=1)
-        for view in ("device_1h", "home_1h"):
-            # A policy job refreshing the same window holds its lock briefly: wait and retry.
-            for attempt in Retrying(retry=retry_if_exception_type(psycopg.errors.LockNotAvailable),
-                                    wait=wait_exponential(multiplier=0.2, max=5),
-                                    stop=stop_after_attempt(10), reraise=True):
-                with attempt:
-                    self.conn.execute("CALL refresh_continuous_aggregate(%s, %s, %s)", (view, start, end))
+        # An import's batch may span a year of hours: the refresh may take longer than a write
+        # may, and timing it out would only make the writer redo it for ever.
+        self.conn.execute("SET statement_timeout = 0")
+        try:
+            for view in ("device_1h", "home_1h"):
+                # A policy job refreshing the same window holds its lock briefly: wait and retry.
+                for attempt in Retrying(retry=retry_if_exception_type(psycopg.errors.LockNotAvailable),
+                                        wait=wait_exponential(multiplier=0.2, max=5),
+                                        stop=stop_after_attempt(10), reraise=True):
+                    with attempt:
+                        self.conn.execute("CALL refresh_continuous_aggregate(%s, %s, %s)", (view, start, end))
+        finally:
+            self._set_statement_timeout(self.conn)
+
     @staticmethod
     def _copy(cur: psycopg.Cursor, table: str, types: list[str], rows: Iterable[tuple]) -> None:
         with cur.copy(f"COPY {table} FROM STDIN (FORMAT BINARY)") as copy:

@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import hashlib
 import sqlite3
+from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Iterator, Sequence
 
-from pipeline.records import (Anomaly, AnomalyKind, DeadLetter, DeviceInfo, DeviceKind, DeviceWindow,
-                              Forecast, ForecastScore, HomeWindow, Reading, Recommendation, Source)
-from sinks.base import RECOMMENDATION_STATUSES, TABLES, Batch, StoredRecommendation, TariffRow
+from pipeline.records import (DEAD_LETTER_PAYLOAD_MAX, DEAD_LETTER_REASON_MAX, DEAD_LETTER_TOPIC_MAX, Anomaly,
+                              AnomalyKind, DeadLetter, DeviceInfo, DeviceKind, DeviceWindow, Forecast,
+                              ForecastScore, HomeWindow, Reading, Recommendation, Source)
+from sinks.base import (FATAL, RECOMMENDATION_STATUSES, ROW, TABLES, TRANSIENT, Batch, StoredRecommendation,
+                        StoreError, TariffRow)
 from sinks.sql import ANOMALY_UPSERT, COMMAND_ACK_INSERT, RECOMMENDATION_UPSERT
 from sinks.migrate import migrations
 
@@ -35,6 +38,46 @@ def dead_letter_hash(d: DeadLetter) -> str:
     return d.payload_sha256 or payload_hash(d.payload)
 
 
+def _storable(text: object, limit: int) -> str:
+    """Any value as text of at most ``limit`` characters that UTF-8 can encode (a lone surrogate
+    would make the driver refuse the whole row)."""
+    text = text if isinstance(text, str) else repr(text)
+    if len(text) > limit:
+        text = text[:limit] + "\u2026"
+    return text.encode("utf-8", "replace").decode("utf-8")
+
+
+def dead_letter_row(d: DeadLetter, fix_text: Callable[[str], str] = lambda t: t) -> tuple:
+    """A dead letter's column values, bounded again here: the table must accept whatever a dead
+    letter holds, even one built without DeadLetter.of (its unique index has to fit the topic)."""
+    return (d.received_at, fix_text(_storable(d.topic, DEAD_LETTER_TOPIC_MAX)),
+            fix_text(_storable(d.payload, DEAD_LETTER_PAYLOAD_MAX)),
+            fix_text(_storable(d.reason, DEAD_LETTER_REASON_MAX)), dead_letter_hash(d),
+            fix_text(_storable(d.step, 40)), fix_text(_storable(d.error, 200)), int(d.payload_bytes))
+
+
+def classify(exc: BaseException) -> str:
+    """TRANSIENT, ROW or FATAL (see sinks.base) for an exception raised while writing."""
+    if isinstance(exc, (sqlite3.IntegrityError, sqlite3.DataError)):
+        return ROW
+    if isinstance(exc, sqlite3.Error):
+        name = getattr(exc, "sqlite_errorname", "") or ""
+        text = str(exc)
+        if name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED", "SQLITE_IOERR", "SQLITE_FULL",
+                            "SQLITE_PROTOCOL", "SQLITE_INTERRUPT", "SQLITE_CANTOPEN")) \
+                or "database is locked" in text or "closed database" in text:
+            return TRANSIENT
+        if name.startswith(("SQLITE_TOOBIG", "SQLITE_MISMATCH", "SQLITE_CONSTRAINT")) \
+                or "Error binding parameter" in text:
+            return ROW
+        return FATAL  # no such table or column, read-only or corrupt file, ...
+    # Python's own errors from adapting one record's values (an int beyond 64 bits, a lone
+    # surrogate, a missing attribute) are about that record.
+    if isinstance(exc, (ValueError, TypeError, ArithmeticError, AttributeError, LookupError)):
+        return ROW
+    return FATAL
+
+
 def device_rows(batch: Batch) -> list[DeviceInfo]:
     """Registry entries of the batch plus one summary per device seen in its readings."""
     seen: dict[tuple[str, str], DeviceInfo] = {}
@@ -50,24 +93,63 @@ def device_rows(batch: Batch) -> list[DeviceInfo]:
 
 
 class SqliteStore:
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, busy_timeout_s: float = 30.0) -> None:
         self.url = url
         path = url[len("sqlite:///"):]
         if not path:
             raise ValueError("SQLite URL needs a path: sqlite:///relative.db or sqlite:////absolute.db")
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.conn = self._connect()
+        # How long a write waits for another process's write lock before the writer counts the
+        # store as unavailable (and retries).
+        self.busy_timeout_s = busy_timeout_s
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.conn = self._connect()
+        except (OSError, sqlite3.Error) as exc:
+            raise StoreError(f"cannot open SQLite store {self.path}: {' '.join(str(exc).split())}") from None
 
     has_timescale = False
 
     def _connect(self) -> sqlite3.Connection:
         # isolation_level=None: we issue BEGIN/COMMIT ourselves, one transaction per batch.
-        conn = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
+        conn = sqlite3.connect(self.path, timeout=self.busy_timeout_s, isolation_level=None,
+                               check_same_thread=False)
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=NORMAL")  # durable at checkpoints; WAL keeps it consistent
-        conn.execute("PRAGMA busy_timeout=30000")
+        conn.execute(f"PRAGMA busy_timeout={int(self.busy_timeout_s * 1000)}")
         return conn
+
+    def classify(self, exc: BaseException) -> str:
+        return classify(exc)
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        c = self.conn
+        c.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+            c.execute("COMMIT")
+        except BaseException:
+            # Some errors (a full disk, an I/O error) end the transaction by themselves.
+            if c.in_transaction:
+                c.execute("ROLLBACK")
+            raise
+
+    @contextmanager
+    def savepoint(self) -> Iterator[None]:
+        c = self.conn
+        c.execute("SAVEPOINT part")
+        try:
+            yield
+        except BaseException:
+            if c.in_transaction:
+                c.execute("ROLLBACK TO part")
+                c.execute("RELEASE part")
+            raise
+        c.execute("RELEASE part")
+
+    def after_commit(self, batch: Batch) -> None:
+        pass
 
     def reconnect(self) -> None:
         try:
@@ -77,6 +159,12 @@ class SqliteStore:
 
     # ------------------------------------------------------------------ schema
     def migrate(self) -> None:
+        try:
+            self._migrate()
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot migrate SQLite store {self.path}: {' '.join(str(exc).split())}") from None
+
+    def _migrate(self) -> None:
         c = self.conn
         c.execute("CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, "
                   "name TEXT NOT NULL, applied_at INTEGER NOT NULL)")
@@ -103,74 +191,72 @@ class SqliteStore:
 
     # ------------------------------------------------------------------ writes
     def write(self, batch: Batch) -> None:
+        with self.transaction():
+            self.write_rows(batch)
+
+    def write_rows(self, batch: Batch) -> None:
         c = self.conn
-        c.execute("BEGIN IMMEDIATE")
-        try:
-            if batch.readings:
-                c.executemany(
-                    "INSERT OR IGNORE INTO readings VALUES (?,?,?,?,?,?,?)",
-                    [(r.home_id, r.device_id, to_us(r.ts), r.power_w, r.energy_wh, r.voltage_v,
-                      r.current_a) for r in batch.readings],
-                )
-            if batch.device_windows:
-                c.executemany(
-                    "INSERT OR REPLACE INTO device_1m VALUES (?,?,?,?,?,?,?,?,?)",
-                    [(w.home_id, w.device_id, to_us(w.bucket), w.kind.value, w.mean_power_w,
-                      w.min_power_w, w.max_power_w, w.energy_wh, w.samples) for w in batch.device_windows],
-                )
-            if batch.home_windows:
-                c.executemany(
-                    "INSERT OR REPLACE INTO home_1m VALUES (?,?,?,?,?,?,?)",
-                    [(w.home_id, to_us(w.bucket), w.mean_power_w, w.min_power_w, w.max_power_w,
-                      w.energy_wh, w.samples) for w in batch.home_windows],
-                )
-            self._refresh_hourly(batch)
-            if batch.dead_letters:
-                c.executemany(
-                    "INSERT OR IGNORE INTO dead_letter (received_at, topic, payload, reason, payload_hash, "
-                    "step, error, payload_bytes) VALUES (?,?,?,?,?,?,?,?)",
-                    [(to_us(d.received_at), d.topic, d.payload, d.reason, dead_letter_hash(d), d.step,
-                      d.error, d.payload_bytes) for d in batch.dead_letters],
-                )
-            if batch.late_readings:
-                c.executemany(
-                    "INSERT OR IGNORE INTO late_readings VALUES (?,?,?,?)",
-                    [(x.reading.home_id, x.reading.device_id, to_us(x.reading.ts), to_us(x.bucket))
-                     for x in batch.late_readings],
-                )
-            if batch.forecasts:
-                c.executemany(
-                    "INSERT OR REPLACE INTO forecasts VALUES (?,?,?,?,?,?,?,?,?)",
-                    [(f.home_id, f.resolution_min, to_us(f.made_at), to_us(f.target_ts), f.horizon_min,
-                      f.yhat_w, f.lower_w, f.upper_w, f.model) for f in batch.forecasts],
-                )
-            if batch.forecast_scores:
-                c.executemany(
-                    "INSERT OR REPLACE INTO forecast_scores VALUES (?,?,?,?,?,?,?,?,?,?)",
-                    [(s.home_id, s.resolution_min, s.horizon_min, s.model, s.n, s.mae_w,
-                      s.naive_day_mae_w, s.naive_week_mae_w, s.coverage, to_us(s.updated_at))
-                     for s in batch.forecast_scores],
-                )
-            if batch.anomalies:
-                c.executemany(ANOMALY_UPSERT.replace("%s", "?"),
-                              [(a.home_id, a.device_id, a.kind.value, to_us(a.started_at),
-                                to_us(a.ended_at) if a.ended_at else None, a.score, a.message)
-                               for a in batch.anomalies])
-            if batch.recommendations:
-                c.executemany(RECOMMENDATION_UPSERT.replace("%s", "?"),
-                              [(r.home_id, r.kind, r.device_id, to_us(r.created_at), to_us(r.created_at),
-                                r.title, r.detail, r.kwh_per_month, r.money_per_month, r.currency)
-                               for r in batch.recommendations])
-            if batch.command_acks:
-                c.executemany(COMMAND_ACK_INSERT.replace("%s", "?"),
-                              [(a.command_id, a.status.value, a.home_id, a.device_id, a.state.value,
-                                to_us(a.ts), to_us(a.received_at), a.message) for a in batch.command_acks])
-            self._upsert_devices(device_rows(batch))
-            c.execute("COMMIT")
-        except BaseException:
-            if c.in_transaction:
-                c.execute("ROLLBACK")
-            raise
+        if batch.readings:
+            # ON CONFLICT, not INSERT OR IGNORE: a replay is ignored (first write wins) but a NULL
+            # (NaN) must fail, to be isolated and dead-lettered, not silently dropped.
+            c.executemany(
+                "INSERT INTO readings VALUES (?,?,?,?,?,?,?) ON CONFLICT DO NOTHING",
+                [(r.home_id, r.device_id, to_us(r.ts), r.power_w, r.energy_wh, r.voltage_v,
+                  r.current_a) for r in batch.readings],
+            )
+        if batch.device_windows:
+            c.executemany(
+                "INSERT OR REPLACE INTO device_1m VALUES (?,?,?,?,?,?,?,?,?)",
+                [(w.home_id, w.device_id, to_us(w.bucket), w.kind.value, w.mean_power_w,
+                  w.min_power_w, w.max_power_w, w.energy_wh, w.samples) for w in batch.device_windows],
+            )
+        if batch.home_windows:
+            c.executemany(
+                "INSERT OR REPLACE INTO home_1m VALUES (?,?,?,?,?,?,?)",
+                [(w.home_id, to_us(w.bucket), w.mean_power_w, w.min_power_w, w.max_power_w,
+                  w.energy_wh, w.samples) for w in batch.home_windows],
+            )
+        self._refresh_hourly(batch)
+        if batch.dead_letters:
+            c.executemany(
+                "INSERT INTO dead_letter (received_at, topic, payload, reason, payload_hash, "
+                "step, error, payload_bytes) VALUES (?,?,?,?,?,?,?,?) ON CONFLICT DO NOTHING",
+                [(to_us(row[0]), *row[1:]) for row in map(dead_letter_row, batch.dead_letters)],
+            )
+        if batch.late_readings:
+            c.executemany(
+                "INSERT INTO late_readings VALUES (?,?,?,?) ON CONFLICT DO NOTHING",
+                [(x.reading.home_id, x.reading.device_id, to_us(x.reading.ts), to_us(x.bucket))
+                 for x in batch.late_readings],
+            )
+        if batch.forecasts:
+            c.executemany(
+                "INSERT OR REPLACE INTO forecasts VALUES (?,?,?,?,?,?,?,?,?)",
+                [(f.home_id, f.resolution_min, to_us(f.made_at), to_us(f.target_ts), f.horizon_min,
+                  f.yhat_w, f.lower_w, f.upper_w, f.model) for f in batch.forecasts],
+            )
+        if batch.forecast_scores:
+            c.executemany(
+                "INSERT OR REPLACE INTO forecast_scores VALUES (?,?,?,?,?,?,?,?,?,?)",
+                [(s.home_id, s.resolution_min, s.horizon_min, s.model, s.n, s.mae_w,
+                  s.naive_day_mae_w, s.naive_week_mae_w, s.coverage, to_us(s.updated_at))
+                 for s in batch.forecast_scores],
+            )
+        if batch.anomalies:
+            c.executemany(ANOMALY_UPSERT.replace("%s", "?"),
+                          [(a.home_id, a.device_id, a.kind.value, to_us(a.started_at),
+                            to_us(a.ended_at) if a.ended_at else None, a.score, a.message)
+                           for a in batch.anomalies])
+        if batch.recommendations:
+            c.executemany(RECOMMENDATION_UPSERT.replace("%s", "?"),
+                          [(r.home_id, r.kind, r.device_id, to_us(r.created_at), to_us(r.created_at),
+                            r.title, r.detail, r.kwh_per_month, r.money_per_month, r.currency)
+                           for r in batch.recommendations])
+        if batch.command_acks:
+            c.executemany(COMMAND_ACK_INSERT.replace("%s", "?"),
+                          [(a.command_id, a.status.value, a.home_id, a.device_id, a.state.value,
+                            to_us(a.ts), to_us(a.received_at), a.message) for a in batch.command_acks])
+        self._upsert_devices(device_rows(batch))
 
     def _refresh_hourly(self, batch: Batch) -> None:
         """Recompute the hours of device_1h/home_1h that this batch's windows fall in, from the
