@@ -12,17 +12,25 @@ which is what the spool is for; a power cut can lose the last moments, as it wou
 Record layout: ``u32 length | f64 received_at (epoch s) | u16 topic length | topic | payload``.
 Segments are named by the offset of their first byte and deleted once every snapshot that could
 still be resumed from is past them.
+
+A message that kills the process (a crash no guard can catch: the OOM killer, a segfault in a
+native library) would be replayed from the spool on every start, for ever. The :class:`CrashGuard`
+beside each partition's spool counts the starts from one resume offset. After
+``CAREFUL_AFTER_STARTS`` starts from the same offset that all died, the next start replays that
+range one message at a time and records which message is in hand; if the process dies again, the
+start after that dead-letters that message (step ``replay``, error ``crashed_worker``) and goes on.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import struct
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterator
 
-from pipeline.records import RawMessage
+from pipeline.records import DeadLetter, RawMessage
 
 _HEAD = struct.Struct("<IdH")
 SEGMENT_BYTES = 64 * 1024 * 1024
@@ -104,3 +112,66 @@ class Spool:
 
     def close(self) -> None:
         self.file.close()
+
+
+# Starts from one resume offset that may die before the replay goes one message at a time.
+CAREFUL_AFTER_STARTS = 2
+_GUARD_RECORD = 128  # bytes: the guard file is rewritten in place, one small record
+
+
+class CrashGuard:
+    """What earlier starts of one spool partition tried (``attempts`` next to its segments):
+    ``{"resume": offset started from, "starts": how many starts from it, "in_hand": offset of the
+    message being handled in a careful replay, or null}``. Lost with the page cache on a power
+    cut, which only costs one more careful replay."""
+
+    FILE = "attempts"
+
+    def __init__(self, directory: Path, resume: int, spool_end: int,
+                 careful_after: int = CAREFUL_AFTER_STARTS) -> None:
+        self.path = directory / self.FILE
+        before = self._load()
+        in_hand = before.get("in_hand")
+        # A message in hand when a careful replay died, and not yet behind a snapshot.
+        self.crashed: int | None = in_hand if isinstance(in_hand, int) and in_hand >= resume else None
+        if resume < spool_end:
+            self.starts = before.get("starts", 0) + 1 if before.get("resume") == resume else 1
+        else:
+            self.starts = 0  # nothing to replay: nothing can crash us from here
+        self.resume = resume
+        self.careful = self.starts > careful_after or self.crashed is not None
+        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        self._write(None)
+
+    def _load(self) -> dict:
+        try:
+            data = json.loads(self.path.read_bytes().rstrip(b"\0 \n") or b"{}")
+        except (OSError, ValueError):
+            return {}
+        return data if isinstance(data, dict) else {}
+
+    def _write(self, in_hand: int | None) -> None:
+        record = json.dumps({"resume": self.resume, "starts": self.starts, "in_hand": in_hand})
+        # One pwrite of a fixed-size record: the file is never seen half old, half new.
+        os.pwrite(self.fd, record.encode().ljust(_GUARD_RECORD), 0)
+
+    def handing(self, offset: int) -> None:
+        """The message starting at ``offset`` is about to be handed to the flow."""
+        self._write(offset)
+
+    def settled(self) -> None:
+        """The careful replay is over (or the flow stopped cleanly): nothing is in hand."""
+        if self.fd >= 0:
+            self._write(None)
+
+    def dead_letter(self, msg: RawMessage) -> DeadLetter:
+        return DeadLetter.of(
+            msg.received_at, msg.topic, msg.payload,
+            f"the process died while handling this message ({self.starts} starts from spool "
+            f"offset {self.resume} died before); it is not replayed again",
+            step="replay", error="crashed_worker")
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1

@@ -71,6 +71,9 @@ class IngestConfig:
     tariffs_path: Path | None = None  # tariff book TOML (pipeline/tariff.py); stored on start
     timezone: str = "UTC"  # a home's local time zone when the registry names none
     insights: bool = True  # forecasts, anomalies and recommendations per home
+    # Received messages waiting in memory for the flow, per worker; beyond it the source stops
+    # acknowledging and the broker queues (flows/mqtt_source.py).
+    max_buffered_messages: int = 100_000
 
     @property
     def consumers(self) -> int:
