@@ -323,7 +323,7 @@ def run(cfg: IngestConfig, stop_event: threading.Event | None = None) -> None:
     from flows.mqtt_source import MqttSource, SpooledMqttSource
 
     registry = load_registry(cfg)
-    check_store(cfg.store_url)
+    check_store(cfg.store_url, cfg.startup_timeout_s)
     try:
         book = prepare_store(cfg.store_url, registry, cfg.tariffs_path)
     except Exception as exc:  # noqa: BLE001 - a schema the code cannot migrate, a refused write, ...
@@ -354,7 +354,7 @@ def run(cfg: IngestConfig, stop_event: threading.Event | None = None) -> None:
         idle_exit_s=cfg.idle_exit_s,
         stop_event=stop_event,
         max_buffered=cfg.max_buffered_messages,
-        connect_timeout_s=STARTUP_TIMEOUT_S,
+        connect_timeout_s=cfg.startup_timeout_s,
     )
     source = settings
     if recovery is not None:

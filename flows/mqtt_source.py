@@ -158,6 +158,7 @@ class _Receiver:
         self.connected = threading.Event()
         self.ever_connected = False
         self.refused: str | None = None  # the broker's answer to a failed first connect
+        self.data_filters = 0  # how many of the subscribed filters are data (not $SYS)
         self._received = metrics.MESSAGES_RECEIVED.labels(worker=self.worker)
         self._buffered = metrics.SOURCE_BUFFERED.labels(worker=self.worker)
         self._held = metrics.SOURCE_HELD.labels(worker=self.worker)
@@ -238,6 +239,7 @@ class _Receiver:
         if other:
             client.unsubscribe(other)
         subs = [(f, SubscribeOptions(qos=self.src.qos)) for f in filters]
+        self.data_filters = len(subs)
         if self.worker == "0":
             subs.append((SYS_DROPPED_TOPIC, SubscribeOptions(qos=0)))
         client.subscribe(subs)
@@ -249,9 +251,16 @@ class _Receiver:
         )
 
     def _on_subscribe(self, client, userdata, mid, reason_codes, properties) -> None:
-        failed = [str(rc) for rc in reason_codes if rc.is_failure]
+        # The broker's counters come last (worker 0): without them the flow still works.
+        data, counters = reason_codes[: self.data_filters], reason_codes[self.data_filters :]
+        if any(rc.is_failure for rc in counters):
+            log.warning("broker_counters_refused", topic=SYS_DROPPED_TOPIC,
+                        detail="cannot watch the broker's dropped-message count (ACL?)")
+        failed = [str(rc) for rc in data if rc.is_failure]
         if failed:
             log.error("mqtt_subscribe_failed", reasons=failed, endpoint=str(self.src.endpoint))
+            if not self.connected.is_set():
+                self.refused = f"subscription refused ({', '.join(sorted(set(failed)))})"
             return
         # Only now does the broker route messages to us (a publish racing the SUBSCRIBE is lost).
         log.info("mqtt_subscribed", worker=self.worker)
