@@ -31,7 +31,7 @@ from pipeline.config import IngestConfig, parse_mqtt_url
 from pipeline.decode import SUBSCRIPTIONS, route_key
 from pipeline.logs import get_logger
 from pipeline.insights import InsightSettings
-from pipeline.records import DeadLetter, DeviceKind, DeviceWindow, Forecast, Reading, Tick
+from pipeline.records import DeadLetter, DeviceKind, DeviceWindow, Forecast, HomeWindow, Reading, Tick
 from pipeline.registry import Registry
 from pipeline.settings import ValidationSettings, WindowSettings
 from pipeline.tariff import TariffBook
@@ -116,7 +116,7 @@ def aggregate_and_store(
     split = op.branch("window_or_late", device_out, lambda x: isinstance(x, DeviceWindow))
     device_windows, late = split.trues, split.falses
     by_home = op.key_on("by_home", device_windows, _home_key)
-    home_windows = op.key_rm(
+    home_out = op.key_rm(
         "home_out",
         op.stateful_batch(
             "home_totals",
@@ -124,6 +124,9 @@ def aggregate_and_store(
             home_total_builder(window, meter_home_ids, flush_on_eof),
         ),
     )
+    # The steps' guards emit dead letters among their records: those go to the store, not on.
+    home_split = op.branch("home_window_or_dead_letter", home_out, lambda x: isinstance(x, HomeWindow))
+    home_windows = home_split.trues
     found = []
     if insights is not None:
         per_home = op.key_on("insights_by_home", op.merge("insight_inputs", device_windows, home_windows),
@@ -142,7 +145,8 @@ def aggregate_and_store(
 
             insight = op.filter("recent_forecasts", insight, recent)
         found.append(insight)
-    to_store = op.merge("to_store", readings, device_windows, late, home_windows, *found, *side)
+    to_store = op.merge("to_store", readings, device_windows, late, home_windows, home_split.falses,
+                        *found, *side)
     if recoverable_partitions:
         keyed = op.key_on("sink_key", to_store, sink_key)
         op.output("store", keyed, ExitOnErrorPartitionedSink(

@@ -186,24 +186,31 @@ class _GuardedLogic(StatefulBatchLogic):
         return out
 
     def _recover(self, record, exc: Exception) -> list[object]:
-        old, was_pristine = self.state, self.pristine
-        self.state = self.fresh_state(record)
-        self.pristine = True
-        if not was_pristine:
-            try:
-                results = list(self.handle(record))
-            except Exception:  # noqa: BLE001 - fails on a fresh state too: the record is bad
-                self.state, self.pristine = old, False
-            else:
-                self.pristine = False
-                dead = state_reset(self.step, record_topic(record), old, exc, "on_batch")
-                self._count(dead)
-                return [dead, *results]
-        else:
-            self.state = self.fresh_state(record)  # drop what the failed attempt half-wrote
+        old = self.state
+        try:
+            fresh = self.fresh_state(record)
+        except Exception:  # noqa: BLE001 - no state can be made for this record: it is bad
+            return [self._record_failed(record, exc)]
+        self.state = fresh
+        if self.pristine:
+            # It failed on a state nothing had gone into: the record is bad, and the fresh state
+            # replaces whatever the failed attempt half-wrote.
+            return [self._record_failed(record, exc)]
+        try:
+            results = list(self.handle(record))
+        except Exception:  # noqa: BLE001 - it fails on a fresh state too: the record is bad
+            self.state = old
+            return [self._record_failed(record, exc)]
+        # It passes on a fresh state: the key's state was what was broken.
+        self.pristine = False
+        dead = state_reset(self.step, record_topic(record), old, exc, "on_batch")
+        self._count(dead)
+        return [dead, *results]
+
+    def _record_failed(self, record, exc: Exception) -> DeadLetter:
         dead = record_failed(self.step, record, exc)
         self._count(dead)
-        return [dead]
+        return dead
 
     def _count(self, dead: DeadLetter) -> None:
         if self.counts_own_dead_letters:

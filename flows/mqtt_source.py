@@ -325,8 +325,10 @@ class _Receiver:
             # QoS 0 has no acknowledgement, so the broker cannot be slowed down: at most once.
             return
         self.held.append((msg, mid, qos))
+        self._held.set(len(self.held))
         if self.paused_since is None:
             self.paused_since = time.monotonic()
+            self._buffered.set(self.inbox.qsize())
             metrics.SOURCE_PAUSES.labels(worker=self.worker).inc()
             log.warning("mqtt_source_paused", worker=self.worker, buffered=self.inbox.qsize(),
                         detail="the flow is behind (store outage?): no more acks, the broker queues")
