@@ -40,12 +40,18 @@ def describe(exc: BaseException) -> str:
     return f"{type(cause).__name__}: {text}" if text else type(cause).__name__
 
 
+def _program() -> str:
+    """``shems <command>`` as invoked (the same dataflow code serves ``run`` and ``import``)."""
+    command = next((a for a in sys.argv[1:] if not a.startswith("-")), "")
+    return f"shems {command}" if command.isidentifier() else "shems"
+
+
 def exit_now(where: str, message: str) -> NoReturn:
-    """Log ``flow_failed``, print ``shems run: error: <message>`` and end the process."""
+    """Log ``flow_failed``, print ``shems <command>: error: <message>`` and end the process."""
     try:
         log.error("flow_failed", where=where, error=message)
         sys.stdout.flush()
-        sys.stderr.write(f"shems run: error: {message}\n")
+        sys.stderr.write(f"{_program()}: error: {message}\n")
         sys.stderr.flush()
     finally:
         os._exit(EXIT_FAILED)

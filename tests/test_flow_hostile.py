@@ -371,3 +371,74 @@ def test_a_bad_record_on_a_fresh_state_is_dead_lettered_and_leaves_nothing_behin
             for m in (5, 4, 1)]
     out, _ = logic.on_batch(fine)
     assert [w.bucket for w in out if isinstance(w, HomeWindow)] == [fine[0].bucket, fine[1].bucket]
+
+
+# ---------------------------------------------------------------- what the broker loses is told
+
+def test_the_flow_warns_of_broker_drops_and_of_a_lost_session(sqlite_url, tmp_path):
+    """A private Mosquitto that queues 10 messages for an offline client (Debian's default is
+    1,000) and publishes its counters every second: messages dropped while the flow was down are
+    logged as broker_dropped_messages on its return, and a session taken over and wiped while it
+    was down is logged as mqtt_session_lost."""
+    import getpass
+    import subprocess
+
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.packettypes import PacketTypes
+    from paho.mqtt.properties import Properties
+
+    from pipeline.broker import find_mosquitto, free_port, reachable
+
+    if find_mosquitto() is None:
+        pytest.fail("mosquitto is not installed")
+    port = free_port()
+    conf = tmp_path / "mosquitto.conf"
+    conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\nmax_queued_messages 10\n"
+                    f"sys_interval 1\nuser {getpass.getuser()}\n")
+    broker = subprocess.Popen([find_mosquitto(), "-c", str(conf)], stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(100):
+            if reachable("127.0.0.1", port, 0.2):
+                break
+            time.sleep(0.05)
+        flow = FlowProcess(f"mqtt://127.0.0.1:{port}", sqlite_url, "",
+                           extra_args=["--recovery-dir", str(tmp_path / "recovery"), "--no-insights"])
+        flow.start()
+        start = (datetime.now(timezone.utc) - timedelta(minutes=30)).replace(second=0, microsecond=0)
+        rows = _good(start, homes=1, per_home=45)
+        pub = TestPublisher(port=port)
+        for topic, body in rows[:5]:
+            pub.publish(topic, body)
+        pub.flush()
+        time.sleep(2.5)  # the broker's counter is seen (and remembered) at least once
+        assert flow.stop() == 0
+        for topic, body in rows[5:]:  # 40 while the flow is down: 10 queued, 30 dropped
+            pub.publish(topic, body)
+        pub.close()
+
+        flow.log_lines.clear()
+        flow.start(idle_exit=3)
+        assert flow.wait() == 0
+        drops = [json.loads(line) for line in flow.log_lines if '"broker_dropped_messages"' in line]
+        assert drops and sum(d["delta"] for d in drops) == 30, flow.log_lines[-20:]
+        assert not any("mqtt_session_lost" in line for line in flow.log_lines)
+
+        # Someone connects with the flow's client id and a clean start, and leaves: the
+        # broker-side session (and anything it queued) is gone.
+        thief = mqtt.Client(callback_api_version=mqtt.CallbackAPIVersion.VERSION2,
+                            client_id=f"{flow.client_id_prefix}-p0-0", protocol=mqtt.MQTTv5)
+        props = Properties(PacketTypes.CONNECT)
+        props.SessionExpiryInterval = 0
+        thief.connect("127.0.0.1", port, clean_start=True, properties=props)
+        thief.loop_start()
+        time.sleep(0.5)
+        thief.disconnect()
+        thief.loop_stop()
+        flow.log_lines.clear()
+        flow.start(idle_exit=2)
+        assert flow.wait() == 0
+        assert any("mqtt_session_lost" in line for line in flow.log_lines), flow.log_lines[-20:]
+    finally:
+        broker.terminate()
+        broker.wait(10)
