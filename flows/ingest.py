@@ -261,7 +261,7 @@ def load_registry(cfg: IngestConfig) -> Registry:
     return Registry.load(cfg.registry_path) if cfg.registry_path else Registry.empty()
 
 
-STARTUP_TIMEOUT_S = 20.0  # per server; an orchestrator restarts a process that gives up
+STARTUP_TIMEOUT_S = 12.0  # per server, so both unreachable still fail within 30 s
 
 
 def _scrub(text: str, url: str) -> str:

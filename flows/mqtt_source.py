@@ -80,7 +80,7 @@ class MqttSource(DynamicSource):
         batch_max: int = 10_000,
         tick_s: float = 0.2,
         max_buffered: int = DEFAULT_MAX_BUFFERED,
-        connect_timeout_s: float = 20.0,
+        connect_timeout_s: float = 12.0,
     ) -> None:
         self.endpoint = endpoint
         self.topics = tuple(topics)

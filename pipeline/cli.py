@@ -154,7 +154,7 @@ def _add_run_args(p: _Parser) -> None:
     p.add("--max-buffered-messages", type=positive_int, default=100_000,
           help="received messages waiting in memory per worker; when full, the flow stops "
                "acknowledging and the broker queues the rest (backpressure)")
-    p.add("--startup-timeout", type=positive_float, default=20.0,
+    p.add("--startup-timeout", type=positive_float, default=12.0,
           help="seconds the store and the broker each get to answer at start before the flow exits "
                "with an error (once running, outages are ridden out)")
 

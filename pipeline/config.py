@@ -75,7 +75,7 @@ class IngestConfig:
     # acknowledging and the broker queues (flows/mqtt_source.py).
     max_buffered_messages: int = 100_000
     # At start, how long the store and the broker each get to answer before the flow gives up.
-    startup_timeout_s: float = 20.0
+    startup_timeout_s: float = 12.0
 
     @property
     def consumers(self) -> int:
