@@ -103,9 +103,12 @@ def aggregate_and_store(
     flush_interval_s: float,
     recoverable_partitions: int | None = None,
     insights: InsightsSetup | None = None,
+    exit_on_sink_error: bool = False,
 ) -> None:
     """Windows readings per device, totals them per home, forecasts, detects and recommends per
-    home, and sends everything to the store."""
+    home, and sends everything to the store. With ``exit_on_sink_error`` (the long-running flow)
+    an error the sink raises ends the process with one line (flows/fatal.py); without it (imports
+    run in-process too) it propagates to the caller."""
     by_device = op.key_on("by_device", readings, _device_key)
     device_out = op.key_rm(
         "device_out",
@@ -149,12 +152,15 @@ def aggregate_and_store(
                         *found, *side)
     if recoverable_partitions:
         keyed = op.key_on("sink_key", to_store, sink_key)
-        op.output("store", keyed, ExitOnErrorPartitionedSink(
-            RecoverableStoreSink(store_url, recoverable_partitions, batch_rows, flush_interval_s),
-            store_url))
+        sink = RecoverableStoreSink(store_url, recoverable_partitions, batch_rows, flush_interval_s)
+        if exit_on_sink_error:
+            sink = ExitOnErrorPartitionedSink(sink, store_url)
+        op.output("store", keyed, sink)
     else:
-        op.output("store", to_store, ExitOnErrorSink(StoreSink(store_url, batch_rows, flush_interval_s),
-                                                     store_url))
+        sink = StoreSink(store_url, batch_rows, flush_interval_s)
+        if exit_on_sink_error:
+            sink = ExitOnErrorSink(sink, store_url)
+        op.output("store", to_store, sink)
 
 
 class _ExitOnErrorPartition(StatelessSinkPartition):
@@ -253,6 +259,7 @@ def build_flow(
         flush_interval_s=cfg.flush_interval_s,
         recoverable_partitions=recoverable_partitions,
         insights=InsightsSetup(registry, cfg.timezone, book, live=True) if cfg.insights else None,
+        exit_on_sink_error=True,
     )
     return flow
 
