@@ -28,7 +28,6 @@ from pipeline.decode import DecoderState, decode
 from pipeline.home_total import HomeAggregator
 from pipeline.insights import HomeInsights, InsightSettings
 from pipeline.logs import get_logger
-from pipeline.metrics import reason_class  # noqa: F401  (kept importable from here)
 from pipeline.records import (Anomaly, CommandAck, DeadLetter, DeviceWindow, Forecast, ForecastScore,
                               HomeWindow, LateReading, RawMessage, Reading, Recommendation)
 from pipeline.registry import Registry

@@ -62,7 +62,8 @@ RECEIVE_MAXIMUM = 1000
 
 
 class MqttSource(DynamicSource):
-    """One MQTT subscriber per Bytewax worker; the broker's ack is automatic (at most once on crash)."""
+    """One MQTT subscriber per Bytewax worker; a message is acknowledged once buffered (at most
+    once on a crash: use SpooledMqttSource for at least once)."""
 
     def __init__(
         self,
