@@ -11,13 +11,21 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import NoReturn
+from typing import Callable, NoReturn
 
 from pipeline.logs import get_logger
 
 log = get_logger(__name__)
 
 EXIT_FAILED = 1
+
+# Run just before a deliberate exit: it is not a crash caused by the message in hand, so the
+# spool's crash guard must not blame that message (flows/spool.py: CrashGuard.settled).
+_BEFORE_EXIT: list[Callable[[], None]] = []
+
+
+def before_exit(callback: Callable[[], None]) -> None:
+    _BEFORE_EXIT.append(callback)
 
 
 def root_cause(exc: BaseException) -> BaseException:
@@ -49,6 +57,11 @@ def _program() -> str:
 def exit_now(where: str, message: str) -> NoReturn:
     """Log ``flow_failed``, print ``shems <command>: error: <message>`` and end the process."""
     try:
+        for callback in _BEFORE_EXIT:
+            try:
+                callback()
+            except Exception:  # noqa: BLE001 - best effort: the exit must happen
+                pass
         log.error("flow_failed", where=where, error=message)
         sys.stdout.flush()
         sys.stderr.write(f"{_program()}: error: {message}\n")

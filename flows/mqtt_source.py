@@ -43,7 +43,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
-from flows.fatal import describe, exit_now
+from flows.fatal import before_exit, describe, exit_now
 from flows.spool import CrashGuard, Spool
 from pipeline import metrics
 from pipeline.config import MqttEndpoint
@@ -430,6 +430,7 @@ class SpooledMqttPartition(_Receiver, StatefulSourcePartition):
         self.part = index
         self.emitted = resume_offset  # spool offset just after the last message handed on
         self.guard = CrashGuard(spool.dir, resume_offset, spool.end)
+        before_exit(self.guard.settled)  # a deliberate exit blames no message
         # Received and acknowledged before the last stop but not in a committed epoch: again.
         self.replay = spool.read_from(resume_offset, spool.end)
         self.replay_at = resume_offset  # where the next replayed message starts

@@ -160,7 +160,8 @@ class CrashGuard:
         self._write(offset)
 
     def settled(self) -> None:
-        """The careful replay is over (or the flow stopped cleanly): nothing is in hand."""
+        """The careful replay is over, or the flow stopped or exited deliberately: nothing in hand
+        is to blame."""
         if self.fd >= 0:
             self._write(None)
 
