@@ -171,10 +171,7 @@ class _Receiver:
             protocol=mqtt.MQTTv5,
             manual_ack=self.manual_ack,
         )
-        if source.endpoint.username:
-            self.client.username_pw_set(source.endpoint.username, source.endpoint.password)
-        if source.endpoint.tls:
-            self.client.tls_set()
+        source.endpoint.configure(self.client)
         # paho reconnects by itself with this backoff once loop_start() runs.
         self.client.reconnect_delay_set(min_delay=1, max_delay=30)
         self.client.on_connect = self._on_connect

@@ -13,17 +13,19 @@ from pathlib import Path
 from pipeline.config import parse_mqtt_url
 
 # Mosquitto silently drops QoS 1 messages for a persistent client whose queue is longer than
-# max_queued_messages (1000 by default); a private broker removes the limit so nothing is lost
-# while the flow catches up.
+# max_queued_messages (1000 by default); a private broker gets the queue settings deploy/mosquitto
+# recommends (scripts/ensure_services.sh gives the system broker the same), so nothing is lost
+# while the flow restarts or catches up.
+QUEUE_SETTINGS = {"max_queued_messages": "6000000", "max_queued_bytes": "0"}
+
 _CONF = """\
 listener {port} 127.0.0.1
 allow_anonymous true
 persistence {persistence}
 persistence_location {dir}/
-max_queued_messages 0
 max_inflight_messages 0
 log_dest file {dir}/mosquitto.log
-"""
+""" + "".join(f"{key} {value}\n" for key, value in QUEUE_SETTINGS.items())
 
 
 def reachable(host: str, port: int, timeout: float = 1.0) -> bool:

@@ -15,7 +15,7 @@ import threading
 from pathlib import Path
 from typing import Callable, Sequence
 
-from pipeline.config import IngestConfig, parse_mqtt_url
+from pipeline.config import MQTT_TLS_PARAMS, IngestConfig, parse_mqtt_url, with_password, with_query
 from pipeline.settings import WindowSettings
 
 DEFAULT_MQTT_URL = "mqtt://127.0.0.1:1883"
@@ -106,16 +106,83 @@ def qos(value: str) -> int:
     return int(value)
 
 
+def read_secret(path: str | Path) -> str:
+    """A secret mounted as a file (Docker/Kubernetes secrets): its text without the final newline."""
+    try:
+        value = Path(path).read_text().rstrip("\r\n")
+    except OSError as exc:
+        raise ValueError(f"cannot read the secret file {path}: {exc.strerror or exc}") from None
+    if not value:
+        raise ValueError(f"the secret file {path} is empty")
+    return value
+
+
+def resolve_secret_files(ns: argparse.Namespace) -> None:
+    """Fold the TLS and password-file flags into the URLs they belong to, so everything downstream
+    (the flow's workers, the viewer's child process, the publishers) needs only the URL. The
+    password is read here, never passed on a command line."""
+    url = getattr(ns, "mqtt_url", None)
+    tls_files = {key: str(getattr(ns, f"mqtt_{key}")) for key in MQTT_TLS_PARAMS
+                 if getattr(ns, f"mqtt_{key}", None)}
+    password_file = getattr(ns, "mqtt_password_file", None)
+    if (tls_files or password_file) and not url:
+        raise ValueError("--mqtt-ca-file/--mqtt-cert-file/--mqtt-key-file/--mqtt-password-file need --mqtt-url")
+    if url:
+        if tls_files:
+            if not url.startswith(("mqtts://", "ssl://")):
+                raise ValueError("--mqtt-ca-file/--mqtt-cert-file/--mqtt-key-file need an mqtts:// URL")
+            url = with_query(url, **tls_files)
+        if password_file:
+            url = with_password(url, read_secret(password_file))
+        parse_mqtt_url(url)
+        ns.mqtt_url = url
+    password_file = getattr(ns, "store_password_file", None)
+    if password_file:
+        url = getattr(ns, "store_url", None) or ""
+        if not url.startswith(("postgresql://", "postgres://")):
+            raise ValueError("--store-password-file needs a postgresql:// store URL")
+        ns.store_url = with_password(url, read_secret(password_file))
+
+
 class _Parser(argparse.ArgumentParser):
     def add(self, *flags: str, env: str | None = None, default=None, help: str = "", **kw):
-        """add_argument with the SHEMS_* environment variable as the default."""
+        """add_argument with the SHEMS_* environment variable as the default; ``SHEMS_<FLAG>_FILE``
+        names a file holding the value instead (how Docker and Kubernetes mount secrets)."""
         long = next(f for f in flags if f.startswith("--"))
         env = env or "SHEMS_" + long[2:].upper().replace("-", "_")
         if env in os.environ and kw.get("action") not in ("store_true", "store_false"):
             default = os.environ[env]
         elif kw.get("action") == "store_true" and env in os.environ:
             default = os.environ[env].lower() in ("1", "true", "yes", "on")
-        return self.add_argument(*flags, default=default, help=f"{help} [env {env}]", **kw)
+        elif f"{env}_FILE" in os.environ and kw.get("action") is None:
+            try:
+                default = read_secret(os.environ[f"{env}_FILE"])
+            except ValueError as exc:
+                self.error(f"{env}_FILE: {exc}")
+        action = self.add_argument(*flags, default=default, help=f"{help} [env {env}]", **kw)
+        # Every command that reaches a broker or a store takes the same TLS and secret options,
+        # without each command's registrar having to remember them.
+        if long == "--mqtt-url":
+            self.add("--mqtt-ca-file", type=existing_file,
+                     help="CA certificate(s) the broker's certificate must chain to (mqtts://; "
+                          "default: the system's CAs); the host name is always checked")
+            self.add("--mqtt-cert-file", type=existing_file, help="client certificate (PEM), with --mqtt-key-file")
+            self.add("--mqtt-key-file", type=existing_file, help="private key of --mqtt-cert-file (PEM)")
+            self.add("--mqtt-password-file", type=existing_file,
+                     help="file holding the broker password (the URL names the user)")
+        elif long == "--store-url":
+            self.add("--store-password-file", type=existing_file,
+                     help="file holding the PostgreSQL password (the URL names the user; TLS via "
+                          "?sslmode=verify-full&sslrootcert=ca.crt)")
+        return action
+
+    def parse_known_args(self, args=None, namespace=None):
+        namespace, rest = super().parse_known_args(args, namespace)
+        try:
+            resolve_secret_files(namespace)
+        except ValueError as exc:
+            self.error(str(exc))
+        return namespace, rest
 
 
 def _add_broker_args(p: _Parser) -> None:

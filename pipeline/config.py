@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import ssl
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit, urlunsplit
 
 from pipeline.settings import ValidationSettings, WindowSettings
+
+
+# TLS files ride in the MQTT URL's query (``mqtts://host:8883?ca_file=/etc/ca.crt``) so every
+# command, the flow's source and the viewer's command sender get them from the one URL they
+# already take; the --mqtt-ca-file/--mqtt-cert-file/--mqtt-key-file flags write them there.
+MQTT_TLS_PARAMS = ("ca_file", "cert_file", "key_file")
 
 
 @dataclass(frozen=True, slots=True)
@@ -16,15 +23,37 @@ class MqttEndpoint:
     username: str | None = None
     password: str | None = field(default=None, repr=False)  # repr=False: never in logs
     tls: bool = False
+    ca_file: str | None = None  # None: the system's trusted CAs
+    cert_file: str | None = None  # client certificate (brokers with require_certificate)
+    key_file: str | None = None
 
     def __str__(self) -> str:
         scheme = "mqtts" if self.tls else "mqtt"
         user = f"{self.username}:***@" if self.username else ""
         return f"{scheme}://{user}{self.host}:{self.port}"
 
+    def tls_context(self) -> ssl.SSLContext | None:
+        """The client side of TLS: the broker's certificate must chain to the CA and name the host
+        we dialled (no opt-out: a broker worth encrypting to is worth authenticating)."""
+        if not self.tls:
+            return None
+        context = ssl.create_default_context(cafile=self.ca_file)
+        if self.cert_file:
+            context.load_cert_chain(self.cert_file, self.key_file)
+        return context
+
+    def configure(self, client) -> None:
+        """Credentials and TLS on a paho client, the same way for every shems client."""
+        if self.username:
+            client.username_pw_set(self.username, self.password)
+        context = self.tls_context()
+        if context is not None:
+            client.tls_set_context(context)
+
 
 def parse_mqtt_url(url: str) -> MqttEndpoint:
-    """``mqtt://user:pass@host:port`` (``mqtts://`` for TLS) to an endpoint; ValueError if malformed."""
+    """``mqtt://user:pass@host:port`` (``mqtts://`` for TLS, with ``?ca_file=&cert_file=&key_file=``)
+    to an endpoint; ValueError if malformed."""
     parts = urlsplit(url)
     if parts.scheme not in ("mqtt", "mqtts", "tcp", "ssl"):
         raise ValueError(f"MQTT URL must start with mqtt:// or mqtts://, got {parts.scheme or 'no scheme'!r}")
@@ -35,13 +64,43 @@ def parse_mqtt_url(url: str) -> MqttEndpoint:
         port = parts.port or (8883 if tls else 1883)
     except ValueError as exc:
         raise ValueError(f"MQTT URL has an invalid port: {exc}") from None
+    files: dict[str, str] = {}
+    for key, value in parse_qsl(parts.query, keep_blank_values=True):
+        if key not in MQTT_TLS_PARAMS:
+            raise ValueError(f"unknown MQTT URL parameter {key!r}: expected {', '.join(MQTT_TLS_PARAMS)}")
+        if not tls:
+            raise ValueError(f"MQTT URL parameter {key!r} needs TLS: use mqtts://")
+        if not Path(value).is_file():
+            raise ValueError(f"MQTT URL parameter {key}: no such file: {value}")
+        files[key] = value
+    if ("cert_file" in files) != ("key_file" in files):
+        raise ValueError("MQTT URL: a client certificate needs both cert_file and key_file")
     return MqttEndpoint(
         host=parts.hostname,
         port=port,
         username=unquote(parts.username) if parts.username else None,
         password=unquote(parts.password) if parts.password else None,
         tls=tls,
+        **files,
     )
+
+
+def with_query(url: str, **params: str) -> str:
+    """The URL with these query parameters set (replacing any of the same name)."""
+    parts = urlsplit(url)
+    query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k not in params]
+    query += [(k, v) for k, v in params.items()]
+    return urlunsplit(parts._replace(query=urlencode(query, safe="/")))
+
+
+def with_password(url: str, password: str) -> str:
+    """The URL with this password in its user info (percent-encoded), replacing any there."""
+    parts = urlsplit(url)
+    if "@" not in parts.netloc or not parts.username:
+        raise ValueError("a password file needs a user name in the URL (scheme://user@host/...)")
+    userinfo, host = parts.netloc.rsplit("@", 1)
+    user = userinfo.split(":", 1)[0]
+    return urlunsplit(parts._replace(netloc=f"{user}:{quote(password, safe='')}@{host}"))
 
 
 @dataclass(frozen=True, slots=True)

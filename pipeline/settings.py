@@ -4,15 +4,62 @@ from __future__ import annotations
 
 import zlib
 from dataclasses import dataclass
+from datetime import datetime, timezone
+
+
+# Hard limits on any time stamp the decoders produce, whatever the configuration: far enough from
+# datetime.min/max that no arithmetic downstream (windows, hours, days, a year of history,
+# time-zone offsets) can overflow. ValidationSettings.min_ts may only narrow them.
+TS_FLOOR = datetime(1900, 1, 1, tzinfo=timezone.utc)
+TS_CEILING = datetime(3000, 1, 1, tzinfo=timezone.utc)
 
 
 @dataclass(frozen=True, slots=True)
 class ValidationSettings:
-    """Bounds a reading must respect; what fails is dead-lettered with the reason."""
+    """Bounds every message and reading must respect; what fails is dead-lettered with a reason
+    code (pipeline.reasons) and a sentence. Size, depth, topic and id bounds are checked before
+    the payload is parsed, so no message can make a parser or a store fail."""
 
+    # The payload as received, checked before decoding; vendor frames are at most a few KB.
+    max_payload_bytes: int = 65_536
+    # Nesting of JSON arrays/objects; vendor frames nest 3-4 deep.
+    max_json_depth: int = 32
+    # The topic after the deployment prefix, and each id in it (home, device, vendor id) or from
+    # the registry: PostgreSQL indexes (home_id, device_id, ts), and a B-tree entry must stay
+    # under ~2.7 KB; 128 characters are at most 512 bytes of UTF-8. Ids must be printable
+    # (str.isprintable: no control characters, NUL or lone surrogates) and hold no MQTT
+    # separator or wildcard (/ + #).
+    max_topic_chars: int = 512
+    max_id_chars: int = 128
+    # Time stamps: nothing before min_ts (a device whose clock never synced reports 1970 or
+    # 2000), nothing more than max_future_s ahead of its arrival (device clocks drift; more
+    # is a broken clock).
+    min_ts: datetime = datetime(2000, 1, 1, tzinfo=timezone.utc)
+    max_future_s: float = 300.0
+    # Measurements must be finite and within these bounds.
     min_power_w: float = -100_000.0  # a large home PV/battery export
     max_power_w: float = 100_000.0  # 3-phase 100 A at 400 V is ~70 kW
-    max_future_s: float = 300.0  # device clocks drift; more than this ahead is a broken clock
+    max_energy_wh: float = 1e10  # a counter: 100 kW for 11 years is ~1e10 Wh; >= 0 always
+    min_voltage_v: float = 0.0
+    max_voltage_v: float = 1_500.0  # the low-voltage limit for DC (IEC 60038), PV strings included
+    min_current_a: float = -1_000.0  # some meters sign current with the direction of flow
+    max_current_a: float = 1_000.0
+
+    def __post_init__(self) -> None:
+        for name in ("max_payload_bytes", "max_json_depth", "max_topic_chars", "max_id_chars"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"validation {name} must be at least 1")
+        if self.min_ts.tzinfo is None or not TS_FLOOR <= self.min_ts < TS_CEILING:
+            raise ValueError(f"validation min_ts must be a time-zone aware time in "
+                             f"[{TS_FLOOR:%Y-%m-%d}, {TS_CEILING:%Y-%m-%d})")
+        if not 0 <= self.max_future_s <= 366 * 86400:
+            raise ValueError("validation max_future_s must be between 0 and a year")
+        for low, high in (("min_power_w", "max_power_w"), ("min_voltage_v", "max_voltage_v"),
+                          ("min_current_a", "max_current_a")):
+            if not -1e15 <= getattr(self, low) <= getattr(self, high) <= 1e15:
+                raise ValueError(f"validation {low} must not exceed {high}, both finite")
+        if not 0 <= self.max_energy_wh <= 1e15:
+            raise ValueError("validation max_energy_wh must be finite and >= 0")
 
 
 @dataclass(frozen=True, slots=True)

@@ -32,15 +32,81 @@ ensure_postgres() {
   wait_port 5432 || { echo "ensure_services: PostgreSQL did not come up" >&2; exit 1; }
 }
 
+# Debian's stock Mosquitto queues 1,000 messages for an offline client and drops the rest without
+# a word; give it the queue settings deploy/mosquitto/mosquitto.conf recommends (a conf.d
+# snippet). Mosquitto 2.0 does not apply them on a reload (SIGHUP), whatever its manual says, so a
+# broker already running without them is restarted, once (with persistence on, as Debian ships
+# it, sessions and queues survive). SHEMS_MOSQUITTO_CONF/SHEMS_MOSQUITTO_PORT point at another
+# broker (tests); SHEMS_MOSQUITTO_RESTART=no only warns instead of restarting.
+mosquitto_conf=${SHEMS_MOSQUITTO_CONF:-/etc/mosquitto/mosquitto.conf}
+mosquitto_port=${SHEMS_MOSQUITTO_PORT:-1883}
+queue_settings='# Written by shems scripts/ensure_services.sh: the queue settings deploy/mosquitto recommends.
+max_queued_messages 6000000
+max_queued_bytes 0
+'
+
+mosquitto_pid() {
+  local pid_file; pid_file=$(awk '$1 == "pid_file" {print $2}' "$mosquitto_conf" | tail -n1)
+  local pid; pid=$(cat "$pid_file" 2>/dev/null || true)
+  [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null && echo "$pid"
+}
+
+started_at() {  # a process's start, in seconds since the epoch
+  local ticks; ticks=$(awk '{print $22}' "/proc/$1/stat")
+  echo $(( $(awk '/^btime/ {print $2}' /proc/stat) + ticks / $(getconf CLK_TCK) ))
+}
+
+start_mosquitto() {
+  $sudo_cmd mkdir -p /run/mosquitto && $sudo_cmd chown mosquitto: /run/mosquitto 2>/dev/null || true
+  $sudo_cmd mosquitto -d -c "$mosquitto_conf"
+  wait_port "$mosquitto_port" || { echo "ensure_services: Mosquitto did not come up" >&2; exit 1; }
+}
+
+ensure_mosquitto_queues() {
+  local dir; dir="$(dirname "$mosquitto_conf")/conf.d"
+  local snippet="$dir/shems.conf"
+  if [ ! -f "$snippet" ] || [ "$(cat "$snippet")" != "${queue_settings%$'\n'}" ]; then
+    $sudo_cmd mkdir -p "$dir"
+    printf '%s' "$queue_settings" | $sudo_cmd tee "$snippet" >/dev/null
+  fi
+  if ! grep -Eq "^[[:space:]]*include_dir[[:space:]]+$dir/?[[:space:]]*$" "$mosquitto_conf"; then
+    printf '\ninclude_dir %s\n' "$dir" | $sudo_cmd tee -a "$mosquitto_conf" >/dev/null
+  fi
+  port_open "$mosquitto_port" || return 0
+  local pid; pid=$(mosquitto_pid) || {
+    echo "ensure_services: cannot find the running Mosquitto's pid; restart it to apply $snippet" >&2
+    return 0; }
+  local written; written=$(stat -c %Y "$snippet" "$mosquitto_conf" | sort -n | tail -n1)
+  # Started after both files were written: it has them (1 s of slack: /proc/stat's btime is whole
+  # seconds, so a start computed from it can read a second early).
+  [ $(( $(started_at "$pid") + 1 )) -ge "$written" ] && return 0
+  if [ "${SHEMS_MOSQUITTO_RESTART:-yes}" = no ]; then  # a broker others are using right now
+    echo "ensure_services: Mosquitto (pid $pid) runs without the queue settings of $snippet; restart it" >&2
+    return 0
+  fi
+  echo "ensure_services: restarting Mosquitto (pid $pid) to apply the queue settings of $snippet" >&2
+  if command -v systemctl >/dev/null && systemctl is-active --quiet mosquitto 2>/dev/null \
+      && [ "$mosquitto_conf" = /etc/mosquitto/mosquitto.conf ]; then
+    $sudo_cmd systemctl restart mosquitto
+    wait_port "$mosquitto_port" || { echo "ensure_services: Mosquitto did not come up" >&2; exit 1; }
+    return 0
+  fi
+  $sudo_cmd kill -TERM "$pid"
+  for _ in $(seq 1 100); do  # gone, or a zombie its parent has yet to reap
+    [ "$(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null || echo X)" = X ] && break
+    [ "$(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null)" = Z ] && break
+    sleep 0.1
+  done
+  start_mosquitto
+}
+
 ensure_mosquitto() {
-  port_open 1883 && return 0
-  if ! command -v mosquitto >/dev/null; then
+  if ! command -v mosquitto >/dev/null && ! port_open "$mosquitto_port"; then
     echo "ensure_services: installing Mosquitto" >&2
     apt_install mosquitto
   fi
-  $sudo_cmd mkdir -p /run/mosquitto && $sudo_cmd chown mosquitto: /run/mosquitto 2>/dev/null || true
-  $sudo_cmd mosquitto -d -c /etc/mosquitto/mosquitto.conf
-  wait_port 1883 || { echo "ensure_services: Mosquitto did not come up" >&2; exit 1; }
+  [ -f "$mosquitto_conf" ] && ensure_mosquitto_queues
+  port_open "$mosquitto_port" || start_mosquitto
 }
 
 for s in "${want[@]}"; do "ensure_$s"; done

@@ -142,14 +142,11 @@ class Store(Protocol):
 
 
 def mask_url(url: str) -> str:
-    """The URL with any password replaced, safe for logs."""
-    from urllib.parse import urlsplit, urlunsplit
+    """The URL with every password replaced (user:***@, ?password=***, ?sslpassword=***), safe
+    for logs and messages."""
+    from pipeline.logs import mask_secrets
 
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return urlunsplit(parts._replace(netloc=netloc))
+    return mask_secrets(url)
 
 
 def open_store(url: str) -> Store:

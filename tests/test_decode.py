@@ -75,8 +75,10 @@ def test_native_energy_in_kwh_is_normalised():
     (b'{"ts": 1}', "missing field power_w"),
     (b'{"power_w": "abc"}', "power_w must be a number, got 'abc'"),
     (b'{"power_w": true}', "power_w must be a number"),
-    (b'{"power_w": NaN}', "power_w is not a finite number"),
-    (b'{"power_w": 1, "energy_wh": Infinity}', "energy_wh is not a finite number"),
+    # NaN and Infinity are not JSON (RFC 8259), and orjson refuses them as such.
+    (b'{"power_w": NaN}', "NaN and Infinity are not JSON"),
+    (b'{"power_w": 1, "energy_wh": Infinity}', "NaN and Infinity are not JSON"),
+    (b'{"power_w": 1, "energy_kwh": 1e306}', "energy_wh is not a finite number"),
     (b'{"power_w": 1e9}', "outside the bounds"),
     (b'{"power_w": 1, "energy_wh": -5}', "negative"),
     (b'{"power_w": 1, "ts": "yesterday"}', "not ISO 8601"),

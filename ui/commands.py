@@ -8,8 +8,8 @@ import os
 import sys
 from pathlib import Path
 
-from pipeline.cli import (COMMANDS, DEFAULT_MQTT_URL, DEFAULT_STORE_URL, _REGISTRARS, mqtt_url, port,
-                          store_url)
+from pipeline.cli import (COMMANDS, DEFAULT_MQTT_URL, DEFAULT_STORE_URL, _REGISTRARS, existing_file,
+                          mqtt_url, port, store_url)
 
 APP = Path(__file__).parent / "app.py"
 
@@ -28,6 +28,8 @@ def cmd_ui(args: argparse.Namespace) -> int:
         Database(args.store_url, migrate=True).close()
     except Exception as exc:  # unreachable database, bad path: say so instead of a traceback
         return _fail(f"cannot open the store {mask_url(args.store_url)}: {exc}")
+    if bool(args.ssl_cert_file) != bool(args.ssl_key_file):
+        return _fail("HTTPS needs both --ssl-cert-file and --ssl-key-file")
     env = dict(os.environ, SHEMS_STORE_URL=args.store_url, SHEMS_MQTT_URL=args.mqtt_url,
                SHEMS_TOPIC_PREFIX=args.topic_prefix, SHEMS_UI_METRICS_PORT=str(args.metrics_port or 0))
     argv = [sys.executable, "-m", "streamlit", "run", str(APP),
@@ -35,7 +37,12 @@ def cmd_ui(args: argparse.Namespace) -> int:
             "--server.headless", "true", "--browser.gatherUsageStats", "false",
             "--server.fileWatcherType", "none", "--client.toolbarMode", "viewer",
             "--theme.base", "light"]
-    print(f"shems viewer on http://{args.address}:{args.port} (store {mask_url(args.store_url)})",
+    scheme = "http"
+    if args.ssl_cert_file:
+        scheme = "https"
+        argv += ["--server.sslCertFile", str(args.ssl_cert_file),
+                 "--server.sslKeyFile", str(args.ssl_key_file)]
+    print(f"shems viewer on {scheme}://{args.address}:{args.port} (store {mask_url(args.store_url)})",
           flush=True)
     os.execve(sys.executable, argv, env)
     return 0  # not reached
@@ -105,6 +112,9 @@ def _register(sub) -> None:
     p.add("--address", default="127.0.0.1", help="address to listen on (0.0.0.0 for all)")
     p.add("--mqtt-url", type=mqtt_url, default=DEFAULT_MQTT_URL, help="broker for device commands")
     p.add("--topic-prefix", default="", help="prepended to command topics (as for `shems run`)")
+    p.add("--ssl-cert-file", type=existing_file,
+          help="serve HTTPS with this certificate (PEM, chain included); with --ssl-key-file")
+    p.add("--ssl-key-file", type=existing_file, help="private key of --ssl-cert-file (PEM)")
     p.add("--metrics-port", type=port, env="SHEMS_UI_METRICS_PORT",
           help="serve the viewer's Prometheus metrics on this port")
     COMMANDS["ui"] = cmd_ui

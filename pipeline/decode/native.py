@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from pipeline.decode.common import DecodeError, number, obj, parse_ts
+from pipeline.decode.common import DecodeError, shown, number, obj, parse_ts
 from pipeline.decode.units import kwh_to_wh
 from pipeline.records import DeviceKind, Reading, Source
 
@@ -22,7 +22,7 @@ def decode_native(home_id: str, device_id: str, data: object, received_at: datet
     try:
         kind = DeviceKind(kind_value)
     except ValueError:
-        raise DecodeError(f"kind {kind_value!r} is not one of {_KINDS}") from None
+        raise DecodeError(f"kind {shown(kind_value)} is not one of {_KINDS}") from None
     energy = number(body, "energy_wh")
     if energy is None and body.get("energy_kwh") is not None:
         energy = kwh_to_wh(number(body, "energy_kwh"))

@@ -13,32 +13,68 @@ Components: ``switch:N`` and ``pm1:N`` (``apower`` W, ``aenergy.total`` Wh, ``vo
 
 from __future__ import annotations
 
-import copy
 from datetime import datetime
 
-from pipeline.decode.common import DecodeError, number, obj, parse_ts
+from pipeline.decode.common import DecodeError, number, obj, parse_ts, shown
+from pipeline.reasons import DeadLetterCode
 from pipeline.records import Reading, Source
 from pipeline.registry import Registry
 
 _POWER_FIELD = {"switch": "apower", "pm1": "apower", "em1": "act_power", "em": "total_act_power"}
 _ENERGY_COMPONENT = {"em": "emdata", "em1": "em1data"}
-
-
-def _merge(base: dict, update: dict) -> dict:
-    out = copy.deepcopy(base)
-    for key, value in update.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _merge(out[key], value)
-        else:
-            out[key] = value
-    return out
+# Only the components and fields the readings are made of are kept between messages: the state
+# of a device stays a few small dicts whatever it sends (other components: sys, wifi, input, ...
+# carry no measurement).
+_TRACKED = frozenset(_POWER_FIELD) | frozenset(_ENERGY_COMPONENT.values())
+_KEPT_FIELDS = frozenset({"apower", "act_power", "total_act_power", "voltage", "current",
+                          "a_voltage", "a_current", "total_act"})
+_MAX_CHANNEL = 255  # Shelly devices have at most a handful of channels
 
 
 def _split(component: str) -> tuple[str, int] | None:
     name, _, index = component.partition(":")
-    if not index.isdigit():
+    # ASCII digits only: str.isdigit also accepts e.g. "²", which int() refuses.
+    if not (0 < len(index) <= 3 and index.isascii() and index.isdigit()):
         return None
     return name, int(index)
+
+
+def _tracked(component: str) -> bool:
+    parts = _split(component)
+    return parts is not None and parts[0] in _TRACKED and parts[1] <= _MAX_CHANNEL
+
+
+def _measured(value: object, where: str) -> bool:
+    if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+        raise DecodeError(f"{where} must be a number, got {shown(value)}")
+    return True
+
+
+def _kept(component: str, update: dict) -> dict:
+    """The measured fields of a status or update, checked before they reach the state, so a bad
+    frame is refused whole and cannot poison the state for the frames after it."""
+    out: dict = {}
+    for key, value in update.items():
+        if key in _KEPT_FIELDS and _measured(value, f"{component}.{key}"):
+            out[key] = value
+        elif key == "aenergy":
+            energy = obj(value, f"{component}.aenergy")
+            if "total" in energy and _measured(energy["total"], f"{component}.aenergy.total"):
+                out[key] = {"total": energy["total"]}
+            else:
+                out[key] = {}
+    return out
+
+
+def _merge(base: dict, update: dict) -> dict:
+    """A NotifyStatus carries only what changed: merged one level into ``aenergy``."""
+    out = dict(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = {**out[key], **value}
+        else:
+            out[key] = value
+    return out
 
 
 class ShellyDecoder:
@@ -58,7 +94,8 @@ class ShellyDecoder:
             return None
         entry = registry.lookup(Source.SHELLY, shelly_id, channel)
         if entry is None:
-            raise DecodeError(f"unregistered shelly device {shelly_id} channel {channel}: add it to the registry")
+            raise DecodeError(f"unregistered shelly device {shelly_id} channel {channel}: "
+                              f"add it to the registry", DeadLetterCode.UNREGISTERED_DEVICE)
         if name in _ENERGY_COMPONENT:
             data = self.components.get(f"{_ENERGY_COMPONENT[name]}:{channel}", {})
             energy = number(data, "total_act", path=f"{_ENERGY_COMPONENT[name]}:{channel}.")
@@ -85,15 +122,14 @@ class ShellyDecoder:
             return []  # events, responses: nothing to measure
         params = obj(frame.get("params"), "params")
         ts = parse_ts(params.get("ts"), received_at, "params.ts")
-        touched = []
-        for component, update in params.items():
-            if component == "ts" or _split(component) is None or not isinstance(update, dict):
-                continue
+        updates = {component: _kept(component, obj(update, component))
+                   for component, update in params.items() if _tracked(component)}
+        for component, update in updates.items():
             if method == "NotifyFullStatus":
-                self.components[component] = copy.deepcopy(update)
+                self.components[component] = update
             else:
                 self.components[component] = _merge(self.components.get(component, {}), update)
-            touched.append(component)
+        touched = list(updates)
         # An energy-only update (emdata) still yields a reading of its meter.
         for component in list(touched):
             name, channel = _split(component)
@@ -105,8 +141,8 @@ class ShellyDecoder:
 
     def on_status(self, shelly_id: str, component: str, data: object, received_at: datetime,
                   registry: Registry) -> list[Reading]:
-        if _split(component) is None:
-            return []  # sys, wifi, cloud, ...: no measurements
-        self.components[component] = copy.deepcopy(obj(data, f"{component} status"))
+        if not _tracked(component):
+            return []  # sys, wifi, cloud, input, ...: no measurements
+        self.components[component] = _kept(component, obj(data, f"{component} status"))
         reading = self._reading(shelly_id, component, received_at, registry)
         return [reading] if reading else []

@@ -13,6 +13,7 @@ from datetime import datetime
 
 from pipeline.decode.common import DecodeError, number, obj, parse_ts
 from pipeline.decode.units import kwh_to_wh
+from pipeline.reasons import DeadLetterCode
 from pipeline.records import Reading, Source
 from pipeline.registry import Registry
 
@@ -26,7 +27,8 @@ def decode_zigbee2mqtt(name: str, data: object, received_at: datetime, registry:
         return []
     entry = registry.lookup(Source.ZIGBEE2MQTT, name, None)
     if entry is None:
-        raise DecodeError(f"unregistered zigbee2mqtt device {name}: add it to the registry")
+        raise DecodeError(f"unregistered zigbee2mqtt device {name}: add it to the registry",
+                          DeadLetterCode.UNREGISTERED_DEVICE)
     energy = number(body, "energy")
     return [Reading(
         home_id=entry.home_id,
