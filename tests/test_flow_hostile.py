@@ -3,16 +3,10 @@ that crashed the flow, and variants) interleaved with good readings from several
 and PostgreSQL. It never exits, every good reading is stored exactly once, every hostile message
 is in dead_letter with a reason, and a restart on the same recovery directory runs clean.
 
-Some classes are refused at the edge only once the hard-edge branch (bounds before parsing:
-payload size, id length, earliest time stamp) is merged; CORPUS marks them with ``EDGE``:
-
-* before that merge, the year-0001 reading is decoded, and it is the flow's generic guard that
-  keeps the process alive when its minute reaches the home totals (it dead-letters that window at
-  step ``home_total``); the test asserts exactly that, and the strict form after the merge;
-* the huge-but-valid reading and the 10,000-character ids are valid readings without the edge
-  bounds (and a 10,000-character id breaks PostgreSQL's index until hard-edge or hard-store's row
-  isolation is merged), so they join the corpus only when the edge bounds are present, and
-  ``test_cases_that_wait_for_the_edge_bounds`` is reported as skipped, naming them, until then.
+Most classes are refused at the edge, before parsing (pipeline/decode, ValidationSettings); the
+generic guards of flows/logic.py keep the process alive for whatever gets past it, which the
+in-process tests at the end of this file pin down (a bad record, a poisoned state, a state that
+fails in on_notify, notify_at or snapshot).
 """
 
 from __future__ import annotations
@@ -24,15 +18,10 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from pipeline.settings import ValidationSettings
 from sinks.base import open_store
 from tests.conftest import FIXTURES
 from tests.flowproc import FlowProcess, TestPublisher
 
-EDGE = "hard-edge"
-HAS_EDGE_BOUNDS = hasattr(ValidationSettings(), "min_ts")
-
-_T = datetime(2026, 1, 1, tzinfo=timezone.utc)  # any valid time for otherwise hostile payloads
 
 
 def _j(obj) -> bytes:
@@ -43,64 +32,58 @@ def _native(home: str = "hostile", device: str = "dev") -> str:
     return f"shems/{home}/{device}/reading"
 
 
-# (class, topic, payload, needs): ``needs`` names the branch that must be merged first, or None.
-CORPUS: list[tuple[str, str, bytes, str | None]] = [
-    ("deep nesting: 100,000 [", _native(), b"[" * 100_000, None),
-    ("deep nesting: 50,000 objects", _native(), b'{"a":' * 50_000, None),
-    ("400-digit power", _native(), b'{"power_w":1' + b"0" * 400 + b"}", None),
-    ("5,000-digit power", _native(), b'{"power_w":1' + b"0" * 5_000 + b"}", None),
-    ("5,000-digit ts", _native(), b'{"power_w":5,"ts":1' + b"0" * 5_000 + b"}", None),
-    ("year 9999 at -14:00", _native(), _j({"power_w": 5, "ts": "9999-12-31T23:59:59-14:00"}), None),
-    ("year 9999 at +14:00", _native(), _j({"power_w": 5, "ts": "9999-12-31T23:59:59+14:00"}), None),
-    ("year 9999 UTC", _native(), _j({"power_w": 5, "ts": "9999-12-31T23:59:59Z"}), None),
-    ("ts 1e20 seconds", _native(), _j({"power_w": 5, "ts": 1e20}), None),
-    ("ts -1e20 seconds", _native(), _j({"power_w": 5, "ts": -1e20}), None),
-    ("ts not a date", _native(), _j({"power_w": 5, "ts": "yesterday-ish"}), None),
-    ("Tasmota Power [null]", "tele/tasmota_dual/SENSOR", _j({"ENERGY": {"Power": [None]}}), None),
-    ("Tasmota Power null", "tele/tasmota_dual/SENSOR", _j({"ENERGY": {"Power": None}}), None),
-    ("Tasmota Power ['x']", "tele/tasmota_dual/SENSOR", _j({"ENERGY": {"Power": ["x", "y"]}}), None),
-    ("Tasmota ENERGY list", "tele/tasmota_dual/SENSOR", _j({"ENERGY": [1, 2]}), None),
+# (class, topic, payload)
+CORPUS: list[tuple[str, str, bytes]] = [
+    ("deep nesting: 100,000 [", _native(), b"[" * 100_000),
+    ("deep nesting: 50,000 objects", _native(), b'{"a":' * 50_000),
+    ("400-digit power", _native(), b'{"power_w":1' + b"0" * 400 + b"}"),
+    ("5,000-digit power", _native(), b'{"power_w":1' + b"0" * 5_000 + b"}"),
+    ("5,000-digit ts", _native(), b'{"power_w":5,"ts":1' + b"0" * 5_000 + b"}"),
+    ("year 9999 at -14:00", _native(), _j({"power_w": 5, "ts": "9999-12-31T23:59:59-14:00"})),
+    ("year 9999 at +14:00", _native(), _j({"power_w": 5, "ts": "9999-12-31T23:59:59+14:00"})),
+    ("year 9999 UTC", _native(), _j({"power_w": 5, "ts": "9999-12-31T23:59:59Z"})),
+    ("ts 1e20 seconds", _native(), _j({"power_w": 5, "ts": 1e20})),
+    ("ts -1e20 seconds", _native(), _j({"power_w": 5, "ts": -1e20})),
+    ("ts not a date", _native(), _j({"power_w": 5, "ts": "yesterday-ish"})),
+    ("Tasmota Power [null]", "tele/tasmota_dual/SENSOR", _j({"ENERGY": {"Power": [None]}})),
+    ("Tasmota Power null", "tele/tasmota_dual/SENSOR", _j({"ENERGY": {"Power": None}})),
+    ("Tasmota Power ['x']", "tele/tasmota_dual/SENSOR", _j({"ENERGY": {"Power": ["x", "y"]}})),
+    ("Tasmota ENERGY list", "tele/tasmota_dual/SENSOR", _j({"ENERGY": [1, 2]})),
     ("Tasmota year 9999", "tele/tasmota_dual/SENSOR",
-     _j({"Time": "9999-12-31T23:59:59", "ENERGY": {"Power": [5, 5], "Total": [1, 1]}}), None),
-    ("Zigbee power list", "zigbee2mqtt/kitchen_plug", _j({"power": [1, 2]}), None),
-    ("Zigbee power object", "zigbee2mqtt/kitchen_plug", _j({"power": {"w": 1}}), None),
+     _j({"Time": "9999-12-31T23:59:59", "ENERGY": {"Power": [5, 5], "Total": [1, 1]}})),
+    ("Zigbee power list", "zigbee2mqtt/kitchen_plug", _j({"power": [1, 2]})),
+    ("Zigbee power object", "zigbee2mqtt/kitchen_plug", _j({"power": {"w": 1}})),
     ("Shelly params list", "shellyplus1pm-test01/events/rpc",
-     _j({"method": "NotifyStatus", "params": [1, 2]}), None),
+     _j({"method": "NotifyStatus", "params": [1, 2]})),
     ("Shelly switch garbage", "shellyplus1pm-test01/events/rpc",
-     _j({"method": "NotifyStatus", "params": {"ts": 1e300, "switch:0": {"apower": [None]}}}), None),
-    ("invalid UTF-8", _native(), b"\xff\xfe\xfd", None),
-    ("invalid UTF-8 in a string", _native(), b'{"power_w":5,"x":"\xc3\x28"}', None),
-    ("huge invalid payload (2 MB)", _native(), b"a" * 2_000_000, None),
-    ("NaN", _native(), b'{"power_w":NaN}', None),
-    ("Infinity", _native(), b'{"power_w":Infinity}', None),
-    ("-Infinity", _native(), b'{"power_w":-Infinity}', None),
-    ("1e400", _native(), b'{"power_w":1e400}', None),
-    ("power a string", _native(), _j({"power_w": "abc"}), None),
-    ("power a bool list", _native(), _j({"power_w": [True]}), None),
-    ("power out of bounds", _native(), _j({"power_w": -1e308}), None),
-    ("JSON null", _native(), b"null", None),
-    ("JSON string", _native(), b'"power"', None),
-    ("empty payload", _native(), b"", None),
-    ("unknown Shelly device", "shelly-nobody/status/switch:0", _j({"apower": 5}), None),
-    ("unknown Tasmota device", "tele/nobody/SENSOR", _j({"ENERGY": {"Power": 5}}), None),
-    ("unknown Zigbee device", "zigbee2mqtt/nobody", _j({"power": 5}), None),
-    ("ack garbage", "shems/hostile/dev/ack", _j({"id": [[[]]], "state": {"x": None}}), None),
-    # Needs the edge bounds to be a dead letter at all (see the module docstring).
-    ("year 0001, new home", _native("hostile-y1", "d"), _j({"power_w": 5, "ts": "0001-01-01T00:00:00Z"}),
-     EDGE),
-    ("huge valid payload (1 MB)", _native(), _j({"power_w": 5, "pad": "x" * 1_000_000}), EDGE),
-    ("10,000-char home id", _native("h" * 10_000, "d"), _j({"power_w": 5}), EDGE),
-    ("10,000-char device id", _native("hostile", "d" * 10_000), _j({"power_w": 5}), EDGE),
+     _j({"method": "NotifyStatus", "params": {"ts": 1e300, "switch:0": {"apower": [None]}}})),
+    ("invalid UTF-8", _native(), b"\xff\xfe\xfd"),
+    ("invalid UTF-8 in a string", _native(), b'{"power_w":5,"x":"\xc3\x28"}'),
+    ("huge invalid payload (2 MB)", _native(), b"a" * 2_000_000),
+    ("NaN", _native(), b'{"power_w":NaN}'),
+    ("Infinity", _native(), b'{"power_w":Infinity}'),
+    ("-Infinity", _native(), b'{"power_w":-Infinity}'),
+    ("1e400", _native(), b'{"power_w":1e400}'),
+    ("power a string", _native(), _j({"power_w": "abc"})),
+    ("power a bool list", _native(), _j({"power_w": [True]})),
+    ("power out of bounds", _native(), _j({"power_w": -1e308})),
+    ("JSON null", _native(), b"null"),
+    ("JSON string", _native(), b'"power"'),
+    ("empty payload", _native(), b""),
+    ("unknown Shelly device", "shelly-nobody/status/switch:0", _j({"apower": 5})),
+    ("unknown Tasmota device", "tele/nobody/SENSOR", _j({"ENERGY": {"Power": 5}})),
+    ("unknown Zigbee device", "zigbee2mqtt/nobody", _j({"power": 5})),
+    ("ack garbage", "shems/hostile/dev/ack", _j({"id": [[[]]], "state": {"x": None}})),
+    ("year 0001, new home", _native("hostile-y1", "d"),
+     _j({"power_w": 5, "ts": "0001-01-01T00:00:00Z"})),
+    ("huge valid payload (1 MB)", _native(), _j({"power_w": 5, "pad": "x" * 1_000_000})),
+    ("10,000-char home id", _native("h" * 10_000, "d"), _j({"power_w": 5})),
+    ("10,000-char device id", _native("hostile", "d" * 10_000), _j({"power_w": 5})),
 ]
 
 
 def _sha(payload: bytes) -> str:
     return hashlib.sha256(payload).hexdigest()
-
-
-def _corpus() -> list[tuple[str, str, bytes, str | None]]:
-    """The cases this checkout can judge strictly, plus year 0001 judged by the generic guard."""
-    return [c for c in CORPUS if c[3] is None or HAS_EDGE_BOUNDS or c[0] == "year 0001, new home"]
 
 
 def _good(start: datetime, homes: int = 4, per_home: int = 30) -> list[tuple[str, dict]]:
@@ -129,7 +112,7 @@ def any_store(request, tmp_path) -> str:
 
 
 def test_hostile_corpus_never_stops_the_flow(any_store, tmp_path, mqtt_url, topic_prefix):
-    corpus = _corpus()
+    corpus = CORPUS
     assert len(corpus) >= 30
     start = (datetime.now(timezone.utc) - timedelta(minutes=20)).replace(second=0, microsecond=0)
     good = _good(start)
@@ -147,23 +130,22 @@ def test_hostile_corpus_never_stops_the_flow(any_store, tmp_path, mqtt_url, topi
                 pub.publish(topic_prefix + case[1], case[2])
     for case in hostile:
         pub.publish(topic_prefix + case[1], case[2])
-    # A valid reading of the year-0001 device: its watermark closes the year-0001 minute now.
+    # A valid reading of the year-0001 device: were that reading let in, its minute would close
+    # now and reach the home totals within the test.
     closer = (_native("hostile-y1", "d"), {"ts": good[-1][1]["ts"], "power_w": 1.0})
     pub.publish(topic_prefix + closer[0], closer[1])
     pub.close()
 
-    strict = [c for c in corpus if c[3] is None or HAS_EDGE_BOUNDS]
-    want_hashes = {_sha(c[2]) for c in strict}
+    want_hashes = {_sha(c[2]) for c in corpus}
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         assert flow.proc.poll() is None, "the flow exited:\n" + "\n".join(flow.log_lines[-40:])
         readings, dead = _stored(any_store)
         good_stored = [r for r in readings if r.home_id.startswith("good-")]
-        guarded = HAS_EDGE_BOUNDS or any(d.step == "home_total" for d in dead)
-        if len(good_stored) >= len(good) and want_hashes <= {d.payload_sha256 for d in dead} and guarded:
+        if len(good_stored) >= len(good) and want_hashes <= {d.payload_sha256 for d in dead}:
             break
         time.sleep(0.5)
-    time.sleep(1.0)  # anything still in flight (e.g. the year-0001 minute closing) lands
+    time.sleep(1.0)  # anything still in flight lands
     assert flow.proc.poll() is None, "the flow exited:\n" + "\n".join(flow.log_lines[-40:])
     flow.stop()  # SIGTERM: exit 0
 
@@ -172,27 +154,22 @@ def test_hostile_corpus_never_stops_the_flow(any_store, tmp_path, mqtt_url, topi
     expected = {(t.split("/")[1], t.split("/")[2], datetime.fromisoformat(b["ts"])) for t, b in good}
     assert len(keys) == len(set(keys)) == len(good), (len(keys), len(set(keys)), len(good))
     assert set(keys) == expected
+
     def letters_of(topic: str, payload: bytes) -> list:
         # Matched by the whole payload's hash and by topic (a clipped topic is a prefix of it).
         return [d for d in dead if d.payload_sha256 == _sha(payload)
                 and topic.startswith(d.topic.rstrip("\u2026"))]
 
-    missing = [c[0] for c in strict if not letters_of(c[1], c[2])]
+    missing = [c[0] for c in corpus if not letters_of(c[1], c[2])]
     assert not missing, f"hostile messages not dead-lettered: {missing}"
-    for name, topic, payload, _ in strict:
+    for name, topic, payload in corpus:
         for d in letters_of(topic, payload):
             assert d.reason.strip(), name
             assert d.payload_bytes == len(payload), name
             assert len(d.payload) <= 4097, name  # a bounded prefix, never the whole payload
-    if not HAS_EDGE_BOUNDS:
-        # Before hard-edge: the year-0001 reading decodes; its minute makes the home totals raise
-        # when it closes, and the guard dead-letters that window instead of ending the process.
-        guarded = [d for d in dead if d.topic == "hostile-y1/d" and d.step == "home_total"]
-        assert guarded and guarded[0].error == "OverflowError", [(d.topic, d.step) for d in dead][-10:]
-        assert all(r.home_id == "hostile-y1" or r.home_id.startswith("good-") for r in readings)
-    else:
-        assert all(r.home_id.startswith("good-") or (r.home_id == "hostile-y1" and r.ts.year > 2000)
-                   for r in readings)
+    # No hostile reading was stored: only the good ones and the year-0001 device's valid one.
+    assert all(r.home_id.startswith("good-") or (r.home_id == "hostile-y1" and r.ts.year > 2000)
+               for r in readings)
 
     # A restart on the same recovery directory starts and runs clean: nothing replays into a
     # crash, nothing new is dead-lettered, and new readings are stored.
@@ -212,13 +189,6 @@ def test_hostile_corpus_never_stops_the_flow(any_store, tmp_path, mqtt_url, topi
     assert len(dead) == dead_before
     keys = {(r.home_id, r.device_id, r.ts) for r in readings if r.home_id.startswith("good-")}
     assert {(t.split("/")[1], t.split("/")[2], datetime.fromisoformat(b["ts"])) for t, b in later} <= keys
-
-
-def test_cases_that_wait_for_the_edge_bounds():
-    waiting = [c[0] for c in CORPUS if c[3] == EDGE]
-    if not HAS_EDGE_BOUNDS:
-        pytest.skip(f"NOT TESTED until {EDGE} is merged (bounds before parsing): {waiting}")
-    assert len(_corpus()) == len(CORPUS)  # with the bounds, every case is judged strictly
 
 
 # ---------------------------------------------------------------- backpressure while the store stalls
