@@ -118,8 +118,17 @@ _LOGGED = _OncePerKey()
 
 def count_dead_letters(worker: str, items: Iterable[object]) -> None:
     counts = Counter(metrics.dead_letter_labels(d) for d in items if isinstance(d, DeadLetter))
+    _count_labels(worker, counts)
+
+
+def _count_labels(worker: str, counts: Counter) -> None:
+    """``counts`` of ``(reason, step)`` labels into the two dead-letter counters."""
+    steps: Counter = Counter()
     for (label, step), n in counts.items():
-        metrics.DEAD_LETTERS.labels(worker=worker, reason=label, step=step).inc(n)
+        metrics.DEAD_LETTERS.labels(worker=worker, reason=label).inc(n)
+        steps[step] += n
+    for step, n in steps.items():
+        metrics.DEAD_LETTER_STEPS.labels(worker=worker, step=step).inc(n)
 
 
 def record_failed(step: str, record: object, exc: BaseException) -> DeadLetter:
@@ -286,11 +295,14 @@ class DecodeLogic(_GuardedLogic):
         counts = Counter(("decoded", item.source.value) if isinstance(item, Reading)
                          else ("dead", metrics.dead_letter_labels(item))
                          for item in out if isinstance(item, (Reading, DeadLetter)))
+        dead: Counter = Counter()
         for (what, label), n in counts.items():
             if what == "decoded":
                 metrics.READINGS_DECODED.labels(worker=self.worker, source=label).inc(n)
             else:
-                metrics.DEAD_LETTERS.labels(worker=self.worker, reason=label[0], step=label[1]).inc(n)
+                dead[label] += n
+        if dead:
+            _count_labels(self.worker, dead)
         # No vendor state to keep (e.g. native devices): drop the key to bound memory.
         return out, DISCARD if self.state is None else RETAIN
 

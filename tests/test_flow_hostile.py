@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import time
+import urllib.request
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -116,9 +118,13 @@ def test_hostile_corpus_never_stops_the_flow(any_store, tmp_path, mqtt_url, topi
     assert len(corpus) >= 30
     start = (datetime.now(timezone.utc) - timedelta(minutes=20)).replace(second=0, microsecond=0)
     good = _good(start)
+    from pipeline.broker import free_port
+
+    port = free_port()
     flow = FlowProcess(mqtt_url, any_store, topic_prefix,
                        extra_args=["--recovery-dir", str(tmp_path / "recovery"),
-                                   "--registry", str(FIXTURES / "registry.toml")])
+                                   "--registry", str(FIXTURES / "registry.toml"),
+                                   "--metrics-port", str(port)])
     flow.start()
     pub = TestPublisher()
     hostile = iter(corpus)
@@ -147,7 +153,15 @@ def test_hostile_corpus_never_stops_the_flow(any_store, tmp_path, mqtt_url, topi
         time.sleep(0.5)
     time.sleep(1.0)  # anything still in flight lands
     assert flow.proc.poll() is None, "the flow exited:\n" + "\n".join(flow.log_lines[-40:])
+    scraped = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
     flow.stop()  # SIGTERM: exit 0
+    # Dead letters are counted by a bounded code and by step, never by anything a device sent.
+    labels = re.findall(r'^shems_dead_letters_total\{reason="([^"]*)"', scraped, re.M)
+    assert labels and all(re.fullmatch(r"[a-z][a-z0-9_]{0,47}", label) for label in labels), labels
+    by_step = dict(re.findall(r'^shems_dead_letters_by_step_total\{step="([^"]*)",worker="0"\} (\S+)',
+                              scraped, re.M))
+    assert float(by_step.get("decode", 0)) >= len(corpus), by_step
+    assert _metric(scraped, "shems_dead_letters_total") == _metric(scraped, "shems_dead_letters_by_step_total")
 
     readings, dead = _stored(any_store)
     keys = [(r.home_id, r.device_id, r.ts) for r in readings if r.home_id.startswith("good-")]
