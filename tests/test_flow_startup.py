@@ -96,11 +96,13 @@ def test_unreachable_broker_is_one_line_and_exit_1_within_30_s_by_default(sqlite
 def test_unreachable_postgres_is_one_line_and_exit_1(mqtt_url):
     store = f"postgresql://postgres:{PASSWORD}@127.0.0.1:{free_port()}/shems"
     rc, stderr, elapsed = _run(mqtt_url, store)
-    _assert_one_line_error(rc, stderr, elapsed, "cannot open the store postgresql://postgres:***@")
+    # "cannot open the store ...", or "... did not answer within" where the store itself retries
+    # refused connections.
+    _assert_one_line_error(rc, stderr, elapsed, "the store postgresql://postgres:***@127.0.0.1:")
 
 
 def test_unwritable_sqlite_is_one_line_and_exit_1(mqtt_url, tmp_path: Path):
     blocker = tmp_path / "not-a-dir"
     blocker.write_text("a file where the database directory should be")
     rc, stderr, elapsed = _run(mqtt_url, f"sqlite:///{blocker}/shems.db")
-    _assert_one_line_error(rc, stderr, elapsed, "cannot open the store sqlite:///")
+    _assert_one_line_error(rc, stderr, elapsed, "the store sqlite:///")
