@@ -455,7 +455,7 @@ class SpooledMqttPartition(_Receiver, StatefulSourcePartition):
         out: list[RawMessage | DeadLetter] = []
         for msg, end in itertools.islice(self.replay, limit):
             start, self.replay_at = self.replay_at, end
-            if start == self.guard.crashed:
+            if start == self.guard.crashed or self.guard.is_poison(msg):
                 log.warning("spool_crashed_message_dead_lettered", part=self.part, offset=start,
                             topic=msg.topic[:200])
                 out.append(self.guard.dead_letter(msg))
@@ -479,6 +479,9 @@ class SpooledMqttPartition(_Receiver, StatefulSourcePartition):
         items = super()._take(limit)
         if items:
             self.emitted = items[-1][1]
+        if self.guard.poison:  # a copy the broker delivered again must not kill us again
+            return [self.guard.dead_letter(msg) if self.guard.is_poison(msg) else msg
+                    for msg, _ in items]
         return [msg for msg, _ in items]
 
     def next_awake(self) -> datetime | None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from datetime import datetime, timedelta, timezone
 
 from flows.logic import CRASH_MARKER_ENV
@@ -34,8 +35,15 @@ def test_crash_guard_counts_starts_and_names_the_message_in_hand(tmp_path):
     guard.handing(ends[2])  # ... and the process dies here
     guard = CrashGuard(tmp_path, ends[0], spool.end)
     assert guard.careful and guard.crashed == ends[2]
+    culprit = RawMessage("t/4", b"x" * 4, now)
+    assert not guard.is_poison(culprit)
+    assert guard.dead_letter(culprit).error == "crashed_worker"
     guard.settled()  # the careful replay got through
     guard.close()
+    # Any later copy of the culprit (a redelivery) is known by its content, in later starts too.
+    copy = RawMessage("t/4", b"x" * 4, now + timedelta(seconds=5))
+    assert CrashGuard(tmp_path, ends[0], spool.end).is_poison(copy)
+    assert not CrashGuard(tmp_path, ends[0], spool.end).is_poison(RawMessage("t/4", b"y", now))
     # Progress past the crash: a start from a later offset begins counting afresh.
     guard = CrashGuard(tmp_path, ends[3], spool.end)
     assert (guard.starts, guard.careful, guard.crashed) == (1, False, None)
@@ -62,17 +70,25 @@ def test_a_message_that_kills_the_process_is_dead_lettered_and_the_restarts_conv
     assert flow.proc.wait(60) == 1  # the first run dies on the poison
 
     outcomes = []
-    for _ in range(CAREFUL_AFTER_STARTS + 3):
+    logs: list[list[str]] = []
+    for _ in range(CAREFUL_AFTER_STARTS + 4):
         flow.log_lines.clear()
         flow.start(idle_exit=3, wait=False)
         rc = flow.proc.wait(120)
+        time.sleep(0.3)  # the pump thread reads the last lines
+        logs.append(list(flow.log_lines))
         outcomes.append((rc, any("spool_careful_replay" in line for line in flow.log_lines)))
         if rc == 0:
             break
-    # Died from the same offset CAREFUL_AFTER_STARTS times, then once more in the careful replay
-    # (which names the message in hand), then the next start dead-letters it and runs clean.
-    assert [rc for rc, _ in outcomes] == [1] * (CAREFUL_AFTER_STARTS + 1) + [0], outcomes
-    assert [careful for _, careful in outcomes] == [False] * CAREFUL_AFTER_STARTS + [True, True]
+    # Starts from the same offset die CAREFUL_AFTER_STARTS times; the next replays one message at
+    # a time and dies with the poison in hand; the next dead-letters it and runs clean. (One more
+    # round is allowed: a slow start may snapshot a later offset before it reaches the poison.)
+    tail = "\n".join(logs[-1][-30:])
+    assert outcomes[-1] == (0, True), (outcomes, tail)
+    assert outcomes[-2] == (1, True), outcomes
+    assert all(rc == 1 for rc, _ in outcomes[:-1]), outcomes
+    assert CAREFUL_AFTER_STARTS + 2 <= len(outcomes) <= CAREFUL_AFTER_STARTS + 3, outcomes
+    assert [careful for _, careful in outcomes[:CAREFUL_AFTER_STARTS]] == [False] * CAREFUL_AFTER_STARTS
 
     # A later start on the same recovery directory is ordinary: no careful replay, no crash.
     flow.log_lines.clear()
@@ -89,9 +105,12 @@ def test_a_message_that_kills_the_process_is_dead_lettered_and_the_restarts_conv
     expected = {(t.split("/")[1], t.split("/")[2], datetime.fromisoformat(b["ts"])) for t, b in good}
     assert len(keys) == len(set(keys)) == len(good)  # every good reading, exactly once
     assert set(keys) == expected
+    # The poison, once per copy received: the broker delivers it again when the ack of the first
+    # copy had not left the process before it died.
     crashed = [d for d in dead if d.step == "replay"]
-    assert len(crashed) == 1, dead
-    assert crashed[0].error == "crashed_worker"
-    assert crashed[0].topic == "shems/home-0/plug-0/reading"
-    assert crashed[0].payload_sha256 == hashlib.sha256(poison).hexdigest()
-    assert "died while handling this message" in crashed[0].reason
+    assert crashed and len(crashed) == len(dead), dead
+    for d in crashed:
+        assert d.error == "crashed_worker"
+        assert d.topic == "shems/home-0/plug-0/reading"
+        assert d.payload_sha256 == hashlib.sha256(poison).hexdigest()
+        assert "died while handling this message" in d.reason
