@@ -21,14 +21,17 @@ from typing import Callable, Sequence
 import bytewax.operators as op
 from bytewax.dataflow import Dataflow, Stream
 from bytewax.inputs import Source
+from bytewax.outputs import (DynamicSink, FixedPartitionedSink, StatefulSinkPartition,
+                             StatelessSinkPartition)
 
+from flows.fatal import describe, exit_now
 from flows.logic import DecodeLogic, device_window_builder, home_total_builder, insights_builder
 from pipeline import metrics
 from pipeline.config import IngestConfig, parse_mqtt_url
 from pipeline.decode import SUBSCRIPTIONS, route_key
 from pipeline.logs import get_logger
 from pipeline.insights import InsightSettings
-from pipeline.records import DeviceKind, DeviceWindow, Forecast, Reading, Tick
+from pipeline.records import DeadLetter, DeviceKind, DeviceWindow, Forecast, HomeWindow, Reading, Tick
 from pipeline.registry import Registry
 from pipeline.settings import ValidationSettings, WindowSettings
 from pipeline.tariff import TariffBook
@@ -40,8 +43,34 @@ log = get_logger(__name__)
 _UNROUTABLE = "unroutable"  # topics no decoder claims still pass through decode to be dead-lettered
 
 
+class StartupError(Exception):
+    """The flow cannot start (store or broker unreachable, refused credentials): one line, exit 1."""
+
+
+# Key functions must return a key: one that cannot read its record sends it to a key of its own,
+# where the step's guard dead-letters it (see flows/logic.py), rather than raising.
+_UNKEYABLE = "\x1funkeyable"
+
+
 def _device_key(reading: Reading) -> str:
-    return f"{reading.home_id}\x1f{reading.device_id}"
+    try:
+        return f"{reading.home_id}\x1f{reading.device_id}"
+    except Exception:  # noqa: BLE001
+        return _UNKEYABLE
+
+
+def _home_key(window) -> str:
+    try:
+        return str(window.home_id)
+    except Exception:  # noqa: BLE001
+        return _UNKEYABLE
+
+
+def _route(message) -> str:
+    try:
+        return route_key(message.topic) or _UNROUTABLE
+    except Exception:  # noqa: BLE001 - decode dead-letters what no decoder claims
+        return _UNROUTABLE
 
 
 def meter_homes(registry: Registry) -> frozenset[str]:
@@ -74,9 +103,12 @@ def aggregate_and_store(
     flush_interval_s: float,
     recoverable_partitions: int | None = None,
     insights: InsightsSetup | None = None,
+    exit_on_sink_error: bool = False,
 ) -> None:
     """Windows readings per device, totals them per home, forecasts, detects and recommends per
-    home, and sends everything to the store."""
+    home, and sends everything to the store. With ``exit_on_sink_error`` (the long-running flow)
+    an error the sink raises ends the process with one line (flows/fatal.py); without it (imports
+    run in-process too) it propagates to the caller."""
     by_device = op.key_on("by_device", readings, _device_key)
     device_out = op.key_rm(
         "device_out",
@@ -86,8 +118,8 @@ def aggregate_and_store(
     )
     split = op.branch("window_or_late", device_out, lambda x: isinstance(x, DeviceWindow))
     device_windows, late = split.trues, split.falses
-    by_home = op.key_on("by_home", device_windows, lambda w: w.home_id)
-    home_windows = op.key_rm(
+    by_home = op.key_on("by_home", device_windows, _home_key)
+    home_out = op.key_rm(
         "home_out",
         op.stateful_batch(
             "home_totals",
@@ -95,25 +127,103 @@ def aggregate_and_store(
             home_total_builder(window, meter_home_ids, flush_on_eof),
         ),
     )
+    # The steps' guards emit dead letters among their records: those go to the store, not on.
+    home_split = op.branch("home_window_or_dead_letter", home_out, lambda x: isinstance(x, HomeWindow))
+    home_windows = home_split.trues
     found = []
     if insights is not None:
         per_home = op.key_on("insights_by_home", op.merge("insight_inputs", device_windows, home_windows),
-                             lambda w: w.home_id)
+                             _home_key)
         builder = insights_builder(insights.registry, insights.default_timezone, insights.settings,
                                    insights.book, insights.live)
         insight = op.key_rm("insights_out", op.stateful_batch("insights", per_home, builder))
         if insights.keep_forecasts_from is not None:
             keep_from = insights.keep_forecasts_from
-            insight = op.filter("recent_forecasts", insight,
-                                lambda x: not isinstance(x, Forecast) or x.made_at >= keep_from)
+
+            def recent(x) -> bool:
+                try:
+                    return not isinstance(x, Forecast) or x.made_at >= keep_from
+                except Exception:  # noqa: BLE001 - let the store judge an odd forecast
+                    return True
+
+            insight = op.filter("recent_forecasts", insight, recent)
         found.append(insight)
-    to_store = op.merge("to_store", readings, device_windows, late, home_windows, *found, *side)
+    to_store = op.merge("to_store", readings, device_windows, late, home_windows, home_split.falses,
+                        *found, *side)
     if recoverable_partitions:
         keyed = op.key_on("sink_key", to_store, sink_key)
-        op.output("store", keyed, RecoverableStoreSink(store_url, recoverable_partitions, batch_rows,
-                                                       flush_interval_s))
+        sink = RecoverableStoreSink(store_url, recoverable_partitions, batch_rows, flush_interval_s)
+        if exit_on_sink_error:
+            sink = ExitOnErrorPartitionedSink(sink, store_url)
+        op.output("store", keyed, sink)
     else:
-        op.output("store", to_store, StoreSink(store_url, batch_rows, flush_interval_s))
+        sink = StoreSink(store_url, batch_rows, flush_interval_s)
+        if exit_on_sink_error:
+            sink = ExitOnErrorSink(sink, store_url)
+        op.output("store", to_store, sink)
+
+
+class _ExitOnErrorPartition(StatelessSinkPartition):
+    def __init__(self, inner, where: str) -> None:
+        self.inner, self.where = inner, where
+
+    def write_batch(self, items) -> None:
+        _or_exit(self.where, lambda: self.inner.write_batch(items))
+
+    def close(self) -> None:
+        _or_exit(self.where, self.inner.close)
+
+
+class _ExitOnErrorStatefulPartition(StatefulSinkPartition):
+    def __init__(self, inner, where: str) -> None:
+        self.inner, self.where = inner, where
+
+    def write_batch(self, items) -> None:
+        _or_exit(self.where, lambda: self.inner.write_batch(items))
+
+    def snapshot(self):
+        return _or_exit(self.where, self.inner.snapshot)
+
+    def close(self) -> None:
+        _or_exit(self.where, self.inner.close)
+
+
+def _or_exit(where: str, call):
+    try:
+        return call()
+    except Exception as exc:  # noqa: BLE001 - what the sink does not handle is not about one record
+        exit_now("store", f"{where}: {describe(exc)}")
+
+
+class ExitOnErrorSink(DynamicSink):
+    """The store sink, ending the process with one line (flows/fatal.py) for an error it raises:
+    the sink retries outages and isolates bad rows itself, so what reaches here is fatal."""
+
+    def __init__(self, inner: DynamicSink, store_url: str) -> None:
+        self.inner = inner
+        self.where = f"the store {mask_url(store_url)} failed"
+
+    def build(self, step_id: str, worker_index: int, worker_count: int):
+        part = _or_exit(self.where, lambda: self.inner.build(step_id, worker_index, worker_count))
+        return _ExitOnErrorPartition(part, self.where)
+
+
+class ExitOnErrorPartitionedSink(FixedPartitionedSink):
+    """:class:`ExitOnErrorSink` for the recoverable (partitioned) store sink."""
+
+    def __init__(self, inner: FixedPartitionedSink, store_url: str) -> None:
+        self.inner = inner
+        self.where = f"the store {mask_url(store_url)} failed"
+
+    def list_parts(self) -> list[str]:
+        return self.inner.list_parts()
+
+    def part_fn(self, item_key: str) -> int:
+        return self.inner.part_fn(item_key)
+
+    def build_part(self, step_id: str, for_part: str, resume_state):
+        part = _or_exit(self.where, lambda: self.inner.build_part(step_id, for_part, resume_state))
+        return _ExitOnErrorStatefulPartition(part, self.where)
 
 
 def build_flow(
@@ -126,8 +236,11 @@ def build_flow(
     flow = Dataflow("shems_ingest")
     incoming = op.input("mqtt", flow, source)
     tick_split = op.branch("tick_or_message", incoming, lambda x: isinstance(x, Tick))
-    ticks, messages = tick_split.trues, tick_split.falses
-    routed = op.key_on("route", messages, lambda m: route_key(m.topic) or _UNROUTABLE)
+    ticks, received = tick_split.trues, tick_split.falses
+    # The spooled source dead-letters a message that crashed the process before (flows/spool.py).
+    crashed_split = op.branch("crashed_or_message", received, lambda x: isinstance(x, DeadLetter))
+    crashed, messages = crashed_split.trues, crashed_split.falses
+    routed = op.key_on("route", messages, _route)
     validation: ValidationSettings = cfg.validation
 
     def decode_builder(resume):
@@ -137,7 +250,7 @@ def build_flow(
     split = op.branch("reading_or_dead_letter", decoded, lambda x: isinstance(x, Reading))
     aggregate_and_store(
         split.trues,
-        [split.falses, ticks],
+        [split.falses, crashed, ticks],
         store_url=cfg.store_url,
         window=cfg.window,
         meter_home_ids=meter_homes(registry),
@@ -146,12 +259,50 @@ def build_flow(
         flush_interval_s=cfg.flush_interval_s,
         recoverable_partitions=recoverable_partitions,
         insights=InsightsSetup(registry, cfg.timezone, book, live=True) if cfg.insights else None,
+        exit_on_sink_error=True,
     )
     return flow
 
 
 def load_registry(cfg: IngestConfig) -> Registry:
     return Registry.load(cfg.registry_path) if cfg.registry_path else Registry.empty()
+
+
+STARTUP_TIMEOUT_S = 12.0  # per server, so both unreachable still fail within 30 s
+
+
+def _scrub(text: str, url: str) -> str:
+    """An error message with the URL's password (if it repeats it) masked."""
+    from urllib.parse import unquote, urlsplit
+
+    try:
+        password = urlsplit(url).password
+    except ValueError:
+        password = None
+    for secret in {password, unquote(password or "")} - {None, ""}:
+        text = text.replace(secret, "***")
+    return text
+
+
+def check_store(store_url: str, timeout_s: float = STARTUP_TIMEOUT_S) -> None:
+    """Open and close the store, giving up after ``timeout_s``: at start an unreachable store is a
+    one-line error (StartupError), not minutes of retries or a driver's traceback."""
+    failure: list[BaseException] = []
+
+    def attempt() -> None:
+        try:
+            open_store(store_url).close()
+        except Exception as exc:  # noqa: BLE001 - reported below, on the caller's thread
+            failure.append(exc)
+
+    probe = threading.Thread(target=attempt, name="store-check", daemon=True)
+    probe.start()
+    probe.join(timeout_s)
+    where = mask_url(store_url)
+    if probe.is_alive():
+        raise StartupError(f"the store {where} did not answer within {timeout_s:g} s")
+    if failure:
+        raise StartupError(f"cannot open the store {where}: {_scrub(describe(failure[0]), store_url)}")
 
 
 def prepare_store(store_url: str, registry: Registry, tariffs_path: Path | None = None
@@ -183,7 +334,12 @@ def run(cfg: IngestConfig, stop_event: threading.Event | None = None) -> None:
     from flows.mqtt_source import MqttSource, SpooledMqttSource
 
     registry = load_registry(cfg)
-    book = prepare_store(cfg.store_url, registry, cfg.tariffs_path)
+    check_store(cfg.store_url, cfg.startup_timeout_s)
+    try:
+        book = prepare_store(cfg.store_url, registry, cfg.tariffs_path)
+    except Exception as exc:  # noqa: BLE001 - a schema the code cannot migrate, a refused write, ...
+        raise StartupError(f"cannot prepare the store {mask_url(cfg.store_url)}: "
+                           f"{_scrub(describe(exc), cfg.store_url)}") from None
     if cfg.insights and book is None:
         log.warning("no_tariff", detail="no tariff file given or stored: recommendations are off "
                                         "(give --tariffs FILE)")
@@ -208,6 +364,8 @@ def run(cfg: IngestConfig, stop_event: threading.Event | None = None) -> None:
         session_expiry_s=cfg.session_expiry_s,
         idle_exit_s=cfg.idle_exit_s,
         stop_event=stop_event,
+        max_buffered=cfg.max_buffered_messages,
+        connect_timeout_s=cfg.startup_timeout_s,
     )
     source = settings
     if recovery is not None:

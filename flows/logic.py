@@ -3,12 +3,21 @@
 Bytewax calls ``on_batch`` with all queued values of one key, ``on_notify`` when ``notify_at``
 has passed, ``on_eof`` at the end of input, and ``snapshot`` for recovery. The adapters only
 translate between those calls and the pure classes, and count what they see.
+
+One record never ends the process: any exception a record raises in a step becomes a
+``DeadLetter`` (the step, the exception class, a short reason, the raw payload or a bounded repr
+of the record) and the step goes on. When a record fails, it is tried once more on a fresh state:
+if it passes there, the key's state was what was broken, so that state is dead-lettered and
+replaced; if it fails again, the record itself is bad. A state that raises in ``on_notify``,
+``on_eof``, ``notify_at`` or ``snapshot`` is dead-lettered and reset the same way, so a poisoned
+state cannot crash the worker twice. Each failing key is logged once.
 """
 
 from __future__ import annotations
 
+import os
 import pickle
-from collections import Counter
+from collections import Counter, OrderedDict
 from datetime import datetime, timezone
 from typing import Callable, Iterable
 
@@ -18,6 +27,7 @@ from pipeline import metrics
 from pipeline.decode import DecoderState, decode
 from pipeline.home_total import HomeAggregator
 from pipeline.insights import HomeInsights, InsightSettings
+from pipeline.logs import get_logger
 from pipeline.records import (Anomaly, CommandAck, DeadLetter, DeviceWindow, Forecast, ForecastScore,
                               HomeWindow, LateReading, RawMessage, Reading, Recommendation)
 from pipeline.registry import Registry
@@ -25,82 +35,313 @@ from pipeline.settings import ValidationSettings, WindowSettings
 from pipeline.tariff import TariffBook
 from pipeline.windowing import DeviceWindower
 
+log = get_logger(__name__)
+
 RETAIN = StatefulBatchLogic.RETAIN
 DISCARD = StatefulBatchLogic.DISCARD
+
+# Test hook for the crash-loop guard (tests/test_spool_poison.py): a message whose payload contains
+# this marker kills the process the way a segfault or the OOM killer would, which no guard here can
+# catch. Only ever set by tests.
+CRASH_MARKER_ENV = "SHEMS_TEST_CRASH_ON_PAYLOAD"
+_CRASH_MARKER = os.environ.get(CRASH_MARKER_ENV, "").encode() or None
+
+_REPR_MAX = 2048  # characters of a record's repr kept in its dead letter
 
 
 def _now() -> datetime:
     return datetime.now(timezone.utc)
 
 
-def reason_class(reason: str) -> str:
-    """A bounded label for a free-text dead-letter reason (metrics must not explode in labels)."""
-    r = reason.lower()
-    for needle, label in (
-        ("json", "invalid_json"),
-        ("unregistered", "unregistered_device"),
-        ("not registered", "unregistered_device"),
-        ("unknown topic", "unknown_topic"),
-        ("no decoder", "unknown_topic"),
-        ("future", "future_timestamp"),
-        ("finite", "not_finite"),
-        ("bounds", "out_of_bounds"),
-        ("outside", "out_of_bounds"),
-        ("missing", "missing_field"),
-    ):
-        if needle in r:
-            return label
-    return "invalid_payload"
+def bounded_repr(obj: object, limit: int = _REPR_MAX) -> str:
+    """A prefix of ``repr(obj)`` that never raises (a dead letter must always be writable)."""
+    try:
+        text = repr(obj)
+    except Exception as exc:  # noqa: BLE001 - a broken __repr__ must not stop the dead letter
+        return f"<{type(obj).__name__}: repr failed with {type(exc).__name__}>"
+    return text if len(text) <= limit else text[:limit] + "\u2026"
 
 
-class DecodeLogic(StatefulBatchLogic):
+def _state_view(state: object) -> object:
+    """What a state holds, for a dead letter: its slots or attributes rather than an address."""
+    getstate = getattr(state, "__getstate__", None)
+    try:
+        view = getstate() if getstate is not None else None
+    except Exception:  # noqa: BLE001
+        view = None
+    if isinstance(view, dict):
+        return view
+    return getattr(state, "__dict__", state)
+
+
+def record_topic(record: object) -> str:
+    """The topic a dead letter is filed under: the message's topic, else ``home/device``."""
+    if isinstance(record, RawMessage):
+        return record.topic
+    if isinstance(record, LateReading):
+        record = record.reading
+    home = getattr(record, "home_id", None)
+    device = getattr(record, "device_id", None)
+    if isinstance(home, str) and isinstance(device, str):
+        return f"{home}/{device}"
+    if isinstance(home, str):
+        return home
+    return f"<{type(record).__name__}>"
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).splitlines()[0] if str(exc) else ""
+    return f"{type(exc).__name__}: {text[:200]}" if text else type(exc).__name__
+
+
+class _OncePerKey:
+    """Remembers the most recent keys it was asked about, so a key's failures are logged once
+    (a hostile device sending a thousand bad messages a second makes one log line, not a flood)."""
+
+    def __init__(self, capacity: int = 4096) -> None:
+        self.capacity = capacity
+        self.seen: OrderedDict[tuple[str, str], None] = OrderedDict()
+
+    def first(self, step: str, key: str) -> bool:
+        k = (step, key[:512])
+        if k in self.seen:
+            self.seen.move_to_end(k)
+            return False
+        self.seen[k] = None
+        if len(self.seen) > self.capacity:
+            self.seen.popitem(last=False)
+        return True
+
+
+_LOGGED = _OncePerKey()
+
+
+def count_dead_letters(worker: str, items: Iterable[object]) -> None:
+    counts = Counter(metrics.dead_letter_labels(d) for d in items if isinstance(d, DeadLetter))
+    _count_labels(worker, counts)
+
+
+def _count_labels(worker: str, counts: Counter) -> None:
+    """``counts`` of ``(reason, step)`` labels into the two dead-letter counters."""
+    steps: Counter = Counter()
+    for (label, step), n in counts.items():
+        metrics.DEAD_LETTERS.labels(worker=worker, reason=label).inc(n)
+        steps[step] += n
+    for step, n in steps.items():
+        metrics.DEAD_LETTER_STEPS.labels(worker=worker, step=step).inc(n)
+
+
+def record_failed(step: str, record: object, exc: BaseException) -> DeadLetter:
+    """The dead letter for one record that raised in ``step`` (logged once per key)."""
+    topic = record_topic(record)
+    if isinstance(record, RawMessage):
+        received, payload = record.received_at, record.payload
+    else:
+        received, payload = _now(), bounded_repr(record)
+    reason = f"the {step} step failed on this record: {_short(exc)}"
+    if _LOGGED.first(step, topic):
+        log.warning("record_dead_lettered", step=step, topic=topic[:200], error=type(exc).__name__,
+                    detail=_short(exc))
+    return DeadLetter.of(received, topic, payload, reason, step=step, error=type(exc).__name__)
+
+
+def state_reset(step: str, key: str, state: object, exc: BaseException, during: str) -> DeadLetter:
+    """The dead letter for a key's state that raised (it is then replaced by a fresh one)."""
+    reason = (f"the {step} state of this key raised in {during} and was reset (what it held is "
+              f"lost from aggregates; stored readings are not): {_short(exc)}")
+    if _LOGGED.first(f"{step}/state", key):
+        log.error("state_reset", step=step, key=key[:200], during=during, error=type(exc).__name__,
+                  detail=_short(exc))
+    return DeadLetter.of(_now(), key, bounded_repr(_state_view(state)), reason, step=step,
+                         error=type(exc).__name__)
+
+
+class _GuardedLogic(StatefulBatchLogic):
+    """The guards every step shares (see the module docstring). Subclasses keep their state in
+    ``self.state``, say how to make a fresh one, and handle one record at a time."""
+
+    step = ""
+    counts_own_dead_letters = True  # False where on_batch counts every dead letter it returns
+
+    def __init__(self, state, worker: str) -> None:
+        self.state = state
+        self.worker = worker
+        # A state nothing has gone into yet: a record failing on it is bad on its own, and
+        # whatever the failed attempt half-wrote is thrown away with it.
+        self.pristine = state is None
+        self.pending: list[DeadLetter] = []  # from notify_at/snapshot, which cannot return any
+
+    def fresh_state(self, record: object | None):
+        """A new state for this key (None where the state is made lazily from the first record)."""
+        raise NotImplementedError
+
+    def state_key(self) -> str:
+        return getattr(self.state, "home_id", "") or "?"
+
+    def handle(self, record) -> Iterable[object]:
+        """Feed one record to ``self.state``; returns what it emits."""
+        raise NotImplementedError
+
+    def run_records(self, records: Iterable[object]) -> list[object]:
+        out: list[object] = self.pending
+        self.pending = []
+        for record in records:
+            try:
+                out.extend(self.handle(record))
+                self.pristine = False
+            except Exception as exc:  # noqa: BLE001 - one record never ends the process
+                out.extend(self._recover(record, exc))
+        return out
+
+    def _recover(self, record, exc: Exception) -> list[object]:
+        old = self.state
+        try:
+            fresh = self.fresh_state(record)
+        except Exception:  # noqa: BLE001 - no state can be made for this record: it is bad
+            return [self._record_failed(record, exc)]
+        self.state = fresh
+        if self.pristine:
+            # It failed on a state nothing had gone into: the record is bad, and the fresh state
+            # replaces whatever the failed attempt half-wrote.
+            return [self._record_failed(record, exc)]
+        try:
+            results = list(self.handle(record))
+        except Exception:  # noqa: BLE001 - it fails on a fresh state too: the record is bad
+            self.state = old
+            return [self._record_failed(record, exc)]
+        # It passes on a fresh state: the key's state was what was broken.
+        self.pristine = False
+        dead = state_reset(self.step, record_topic(record), old, exc, "on_batch")
+        self._count(dead)
+        return [dead, *results]
+
+    def _record_failed(self, record, exc: Exception) -> DeadLetter:
+        dead = record_failed(self.step, record, exc)
+        self._count(dead)
+        return dead
+
+    def _count(self, dead: DeadLetter) -> None:
+        if self.counts_own_dead_letters:
+            count_dead_letters(self.worker, [dead])
+
+    def reset(self, exc: Exception, during: str) -> DeadLetter:
+        dead = state_reset(self.step, self.state_key(), self.state, exc, during)
+        self._count(dead)
+        self.state = self.fresh_state(None)
+        self.pristine = True
+        return dead
+
+    def guarded(self, during: str, call: Callable[[], list]) -> tuple[list, bool]:
+        """``on_notify``/``on_eof`` of the state: a state that raises is dead-lettered and dropped."""
+        out, self.pending = self.pending, []
+        try:
+            out.extend(call())
+        except Exception as exc:  # noqa: BLE001
+            out.append(self.reset(exc, during))
+            return out, DISCARD
+        return out, RETAIN
+
+    def notify_at(self) -> datetime | None:
+        try:
+            return self.next_due()
+        except Exception as exc:  # noqa: BLE001
+            self.pending.append(self.reset(exc, "notify_at"))
+            return None
+
+    def next_due(self) -> datetime | None:
+        return None
+
+    def snapshot(self):
+        try:
+            return self.dump()
+        except Exception as exc:  # noqa: BLE001 - resumes from a fresh state instead
+            self.pending.append(self.reset(exc, "snapshot"))
+            return None
+
+    def dump(self):
+        return pickle.dumps(self.state)
+
+
+class DecodeLogic(_GuardedLogic):
     """Per physical device: vendor state (e.g. Shelly's last full status) across messages."""
+
+    step = "decode"
+    counts_own_dead_letters = False
 
     def __init__(self, registry: Registry, validation: ValidationSettings, worker: str,
                  state: DecoderState | None) -> None:
+        super().__init__(state, worker)
         self.registry = registry
         self.validation = validation
-        self.state = state
-        self.worker = worker
+        self.topic = ""
+
+    def fresh_state(self, record):
+        return None  # decode makes what it needs
+
+    def state_key(self) -> str:
+        return self.topic or "?"
+
+    def handle(self, msg: RawMessage):
+        self.topic = msg.topic
+        if _CRASH_MARKER is not None and _CRASH_MARKER in msg.payload:
+            os._exit(1)
+        self.state, results = decode(self.state, msg, self.registry, self.validation)
+        return results
 
     def on_batch(self, values: list[RawMessage]
                  ) -> tuple[Iterable[Reading | DeadLetter | CommandAck], bool]:
-        out: list[Reading | DeadLetter | CommandAck] = []
-        for msg in values:
-            self.state, results = decode(self.state, msg, self.registry, self.validation)
-            out.extend(results)
+        out = self.run_records(values)
         # One counter update per label per batch, not per reading (the decode step is hot).
         counts = Counter(("decoded", item.source.value) if isinstance(item, Reading)
-                         else ("dead", reason_class(item.reason))
-                         for item in out if not isinstance(item, CommandAck))
+                         else ("dead", metrics.dead_letter_labels(item))
+                         for item in out if isinstance(item, (Reading, DeadLetter)))
+        dead: Counter = Counter()
         for (what, label), n in counts.items():
             if what == "decoded":
                 metrics.READINGS_DECODED.labels(worker=self.worker, source=label).inc(n)
             else:
-                metrics.DEAD_LETTERS.labels(worker=self.worker, reason=label).inc(n)
+                dead[label] += n
+        if dead:
+            _count_labels(self.worker, dead)
         # No vendor state to keep (e.g. native devices): drop the key to bound memory.
         return out, DISCARD if self.state is None else RETAIN
 
-    def snapshot(self) -> DecoderState | None:
+    def dump(self) -> DecoderState | None:
         return pickle.loads(pickle.dumps(self.state))
 
 
-class DeviceWindowLogic(StatefulBatchLogic):
+class DeviceWindowLogic(_GuardedLogic):
     """Per device: 1-minute event-time windows (see pipeline.windowing)."""
 
-    def __init__(self, windower: DeviceWindower, worker: str, flush_on_eof: Callable[[], bool]) -> None:
-        self.windower = windower
-        self.worker = worker
+    step = "windowing"
+
+    def __init__(self, windower: DeviceWindower | None, settings: WindowSettings, worker: str,
+                 flush_on_eof: Callable[[], bool]) -> None:
+        super().__init__(windower, worker)
+        self.settings = settings
+        if windower is None:
+            self.state = DeviceWindower(settings)
         self.flush_on_eof = flush_on_eof
+        self.now = _now()
         # Labelled children looked up once: labels() costs more than the windowing of a reading.
         self._late = metrics.LATE_READINGS.labels(worker=worker)
         self._windows = metrics.WINDOWS_EMITTED.labels(worker=worker, level="device")
+
+    @property
+    def windower(self) -> DeviceWindower:
+        return self.state
+
+    def fresh_state(self, record) -> DeviceWindower:
+        return DeviceWindower(self.settings)
+
+    def state_key(self) -> str:
+        return f"{self.state.home_id}/{self.state.device_id}"
 
     def _emit(self, output) -> list[DeviceWindow | LateReading]:
         out: list[DeviceWindow | LateReading] = list(output.windows)
         if output.late:
             self._late.inc(len(output.late))
-            size = self.windower.settings.window_s
+            size = self.state.settings.window_s
             for r in output.late:
                 epoch = int(r.ts.timestamp()) // size * size
                 out.append(LateReading(r, datetime.fromtimestamp(epoch, timezone.utc)))
@@ -108,75 +349,96 @@ class DeviceWindowLogic(StatefulBatchLogic):
             self._windows.inc(len(output.windows))
         return out
 
+    def handle(self, reading: Reading):
+        return self._emit(self.state.add(reading, self.now))
+
     def on_batch(self, values: list[Reading]):
-        now = _now()
-        out: list[DeviceWindow | LateReading] = []
-        for reading in values:
-            out.extend(self._emit(self.windower.add(reading, now)))
-        return out, RETAIN
+        self.now = _now()
+        return self.run_records(values), RETAIN
 
     def on_notify(self):
-        return self._emit(self.windower.close_due(_now())), RETAIN
+        return self.guarded("on_notify", lambda: self._emit(self.state.close_due(_now())))
 
     def on_eof(self):
         if not self.flush_on_eof():
-            return [], RETAIN
-        return self._emit(self.windower.flush()), RETAIN
+            return self.guarded("on_eof", list)
+        return self.guarded("on_eof", lambda: self._emit(self.state.flush()))
 
-    def notify_at(self) -> datetime | None:
-        return self.windower.next_due()
-
-    def snapshot(self) -> bytes:
-        return pickle.dumps(self.windower)
+    def next_due(self) -> datetime | None:
+        return self.state.next_due()
 
 
 def _bucket_of(window: DeviceWindow | HomeWindow) -> datetime:
     return window.bucket
 
 
-class HomeTotalLogic(StatefulBatchLogic):
-    """Per home: the home's total from its meters, else the sum of its devices."""
+def _in_bucket_order(values: list) -> list:
+    try:
+        return sorted(values, key=_bucket_of)
+    except Exception:  # noqa: BLE001 - an odd record is dead-lettered by the step, not here
+        return list(values)
 
-    def __init__(self, aggregator: HomeAggregator, worker: str, flush_on_eof: Callable[[], bool]) -> None:
-        self.aggregator = aggregator
-        self.worker = worker
+
+class HomeTotalLogic(_GuardedLogic):
+    """Per home: the home's total from its meters, else the sum of its devices. The aggregator is
+    made on the first window, when the home id (and whether the registry gives it a meter) is
+    known: builders are not told the key."""
+
+    step = "home_total"
+
+    def __init__(self, aggregator: HomeAggregator | None, settings: WindowSettings,
+                 meter_homes: frozenset[str], worker: str, flush_on_eof: Callable[[], bool]) -> None:
+        super().__init__(aggregator, worker)
+        self.settings = settings
+        self.meter_homes = meter_homes
         self.flush_on_eof = flush_on_eof
+        self.now = _now()
         self._windows = metrics.WINDOWS_EMITTED.labels(worker=worker, level="home")
+
+    @property
+    def aggregator(self) -> HomeAggregator | None:
+        return self.state
+
+    def fresh_state(self, record) -> HomeAggregator | None:
+        if record is None:
+            return None
+        return HomeAggregator(self.settings, known_meter=record.home_id in self.meter_homes)
 
     def _emit(self, output):
         if output.windows:
             self._windows.inc(len(output.windows))
         return list(output.windows)
 
+    def handle(self, window: DeviceWindow):
+        if self.state is None:
+            self.state = self.fresh_state(window)
+        return self._emit(self.state.add(window, self.now))
+
     def on_batch(self, values: list[DeviceWindow]):
-        now = _now()
-        out = []
+        self.now = _now()
         # A batch holds each device's windows one device after another (the per-device step emits
         # key by key): in bucket order, a meter's minutes are not judged late against an
         # appliance's later ones. The sort is stable, so a re-emitted bucket keeps its order.
-        for window in sorted(values, key=_bucket_of):
-            out.extend(self._emit(self.aggregator.add(window, now)))
-        return out, RETAIN
+        return self.run_records(_in_bucket_order(values)), RETAIN
 
     def on_notify(self):
-        return self._emit(self.aggregator.close_due(_now())), RETAIN
+        if self.state is None:
+            return self.guarded("on_notify", list)
+        return self.guarded("on_notify", lambda: self._emit(self.state.close_due(_now())))
 
     def on_eof(self):
-        if not self.flush_on_eof():
-            return [], RETAIN
-        return self._emit(self.aggregator.flush()), RETAIN
+        if self.state is None or not self.flush_on_eof():
+            return self.guarded("on_eof", list)
+        return self.guarded("on_eof", lambda: self._emit(self.state.flush()))
 
-    def notify_at(self) -> datetime | None:
-        return self.aggregator.next_due()
-
-    def snapshot(self) -> bytes:
-        return pickle.dumps(self.aggregator)
+    def next_due(self) -> datetime | None:
+        return None if self.state is None else self.state.next_due()
 
 
 def device_window_builder(settings: WindowSettings, flush_on_eof: Callable[[], bool]):
     def build(resume: bytes | None) -> DeviceWindowLogic:
-        windower = pickle.loads(resume) if resume is not None else DeviceWindower(settings)
-        return DeviceWindowLogic(windower, metrics.worker_label(), flush_on_eof)
+        windower = pickle.loads(resume) if resume is not None else None
+        return DeviceWindowLogic(windower, settings, metrics.worker_label(), flush_on_eof)
 
     return build
 
@@ -184,37 +446,10 @@ def device_window_builder(settings: WindowSettings, flush_on_eof: Callable[[], b
 def home_total_builder(settings: WindowSettings, meter_homes: frozenset[str],
                        flush_on_eof: Callable[[], bool]):
     def build(resume: bytes | None) -> HomeTotalLogic:
-        # The key is not passed to builders; the first window tells the home (see HomeTotalLogic).
         aggregator = pickle.loads(resume) if resume is not None else None
-        return _LazyHomeTotalLogic(
-            settings, meter_homes, metrics.worker_label(), flush_on_eof, aggregator
-        )
+        return HomeTotalLogic(aggregator, settings, meter_homes, metrics.worker_label(), flush_on_eof)
 
     return build
-
-
-class _LazyHomeTotalLogic(HomeTotalLogic):
-    """Builds the aggregator on the first window, when the home id (and registry meter) is known."""
-
-    def __init__(self, settings, meter_homes, worker, flush_on_eof, aggregator) -> None:
-        self.settings = settings
-        self.meter_homes = meter_homes
-        super().__init__(aggregator, worker, flush_on_eof)
-
-    def on_batch(self, values: list[DeviceWindow]):
-        if self.aggregator is None:
-            home = values[0].home_id
-            self.aggregator = HomeAggregator(self.settings, known_meter=home in self.meter_homes)
-        return super().on_batch(values)
-
-    def notify_at(self):
-        return None if self.aggregator is None else self.aggregator.next_due()
-
-    def on_notify(self):
-        return ([], RETAIN) if self.aggregator is None else super().on_notify()
-
-    def on_eof(self):
-        return ([], RETAIN) if self.aggregator is None else super().on_eof()
 
 
 class ForecastScoreBoard:
@@ -248,44 +483,50 @@ def _horizon_label(minutes: int) -> str:
 _SCORE_BOARDS: dict[str, ForecastScoreBoard] = {}
 
 
-class InsightsLogic(StatefulBatchLogic):
+class InsightsLogic(_GuardedLogic):
     """Per home: forecasts, anomalies and recommendations (see pipeline.insights)."""
+
+    step = "insights"
 
     def __init__(self, registry: Registry, default_timezone: str, settings: InsightSettings,
                  book: TariffBook | None, live: bool, state: HomeInsights | None) -> None:
+        super().__init__(state, metrics.worker_label())
         self.registry = registry
         self.default_timezone = default_timezone
         self.settings = settings
         self.book = book
         self.live = live  # wall-clock checks (silent meters) only in a live flow, not an import
-        self.state = state
-        self.worker = metrics.worker_label()
+        self.now: datetime | None = None
         self.scores = _SCORE_BOARDS.setdefault(self.worker, ForecastScoreBoard(self.worker))
 
-    def on_batch(self, values: list[DeviceWindow | HomeWindow]):
+    def fresh_state(self, record) -> HomeInsights | None:
+        if record is None:
+            return None
+        home = record.home_id
+        return HomeInsights(home, self.registry.home_timezone(home, self.default_timezone), self.settings)
+
+    def handle(self, window: DeviceWindow | HomeWindow):
         if self.state is None:
-            home = values[0].home_id
-            self.state = HomeInsights(home, self.registry.home_timezone(home, self.default_timezone),
-                                      self.settings)
-        now = _now() if self.live else None
-        out: list = []
+            self.state = self.fresh_state(window)
+        return self.state.add(window, self.book, self.now)
+
+    def on_batch(self, values: list[DeviceWindow | HomeWindow]):
+        self.now = _now() if self.live else None
         # Device and home minutes of one batch come key by key from the steps before: in bucket
         # order, every model sees time move forward.
-        for window in sorted(values, key=_bucket_of):
-            out.extend(self.state.add(window, self.book, now))
+        out = self.run_records(_in_bucket_order(values))
         self._count(out)
         return out, RETAIN
 
     def on_notify(self):
-        out = self.state.check(_now()) if self.state is not None else []
+        if self.state is None:
+            return self.guarded("on_notify", list)
+        out, keep = self.guarded("on_notify", lambda: self.state.check(_now()))
         self._count(out)
-        return out, RETAIN
+        return out, keep
 
-    def notify_at(self) -> datetime | None:
+    def next_due(self) -> datetime | None:
         return self.state.next_due() if self.state is not None and self.live else None
-
-    def snapshot(self) -> bytes:
-        return pickle.dumps(self.state)
 
     def _count(self, out: list) -> None:
         if not out:

@@ -6,6 +6,17 @@ group every worker subscribes to ``$share/<group>/<filter>`` and the broker spli
 
 The partition only receives and timestamps messages; decoding happens in a pure operator
 downstream so one bad payload can never stop the source.
+
+Backpressure: at most ``max_buffered`` received messages wait in memory for the flow. Acks are
+manual: a message is acknowledged once it is in the buffer (and, with a spool, on disk). When the
+buffer is full, newly delivered messages are held unacknowledged, and the broker, which sends only
+a bounded number of unacknowledged QoS 1 messages to a client, stops sending and queues the rest
+in our session. The network thread never blocks, so keepalive goes on while a store outage stalls
+the workers.
+
+At start-up the first connection must succeed within ``connect_timeout_s``: an unreachable broker
+or refused credentials end the process with one line (flows/fatal.py). Once connected, outages
+are ridden out by paho's reconnects.
 """
 
 from __future__ import annotations
@@ -15,6 +26,7 @@ import queue
 import sys
 import threading
 import time
+from collections import deque
 from datetime import datetime, timedelta, timezone
 from typing import Iterable, Sequence
 
@@ -31,20 +43,27 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
+from flows.fatal import before_exit, describe, exit_now
+from flows.spool import CrashGuard, Spool
 from pipeline import metrics
 from pipeline.config import MqttEndpoint
 from pipeline.logs import get_logger
-from flows.spool import Spool
-from pipeline.records import RawMessage, Tick
+from pipeline.records import DeadLetter, RawMessage, Tick
 
 log = get_logger(__name__)
 
 # Mosquitto's count of QoS>0 messages it threw away because a client's queue was full.
 SYS_DROPPED_TOPIC = "$SYS/broker/publish/messages/dropped"
 
+DEFAULT_MAX_BUFFERED = 100_000
+# Unacknowledged QoS 1 messages the broker may have in flight to us (MQTT 5 Receive Maximum): what
+# can arrive after the buffer is full, on top of it. Mosquitto's own default is 20.
+RECEIVE_MAXIMUM = 1000
+
 
 class MqttSource(DynamicSource):
-    """One MQTT subscriber per Bytewax worker; the broker's ack is automatic (at most once on crash)."""
+    """One MQTT subscriber per Bytewax worker; a message is acknowledged once buffered (at most
+    once on a crash: use SpooledMqttSource for at least once)."""
 
     def __init__(
         self,
@@ -61,6 +80,8 @@ class MqttSource(DynamicSource):
         stop_event: threading.Event | None = None,
         batch_max: int = 10_000,
         tick_s: float = 0.2,
+        max_buffered: int = DEFAULT_MAX_BUFFERED,
+        connect_timeout_s: float = 12.0,
     ) -> None:
         self.endpoint = endpoint
         self.topics = tuple(topics)
@@ -75,6 +96,12 @@ class MqttSource(DynamicSource):
         self.stop_event = stop_event or threading.Event()
         self.batch_max = batch_max
         self.tick_s = tick_s
+        self.max_buffered = max_buffered
+        self.connect_timeout_s = connect_timeout_s
+        # The broker's dropped-message count as last seen, and where to keep it across restarts
+        # (the recovery directory, when there is one): drops while the flow was down show too.
+        self.dropped_seen: int | None = None
+        self.dropped_state: Path | None = None
         # Set when input ended because it went quiet (the data is over), as opposed to a stop
         # signal (a restart is coming): only the former should flush open windows as final.
         self.went_idle = threading.Event()
@@ -100,28 +127,42 @@ class SpooledMqttSource(FixedPartitionedSource):
         return [str(i) for i in range(self.partitions)]
 
     def build_part(self, step_id: str, for_part: str, resume_state: int | None) -> "SpooledMqttPartition":
-        return SpooledMqttPartition(self.settings, int(for_part),
-                                    Spool(self.spool_root / f"part-{for_part}"), resume_state or 0)
+        self.settings.dropped_state = self.spool_root / "broker_dropped"
+        try:
+            spool = Spool(self.spool_root / f"part-{for_part}")
+        except OSError as exc:
+            exit_now("spool", f"cannot open the spool in {self.spool_root}: {describe(exc)}")
+        return SpooledMqttPartition(self.settings, int(for_part), spool, resume_state or 0)
 
 
 class _Receiver:
     """The paho client and the batching shared by both partition kinds."""
 
-    manual_ack = False
+    manual_ack = True  # acked once buffered (see the module docstring), never before
+    expect_session = False  # at the first connect: True when earlier runs left work behind
 
     def __init__(self, source: MqttSource, worker_index: int) -> None:
         self.src = source
         self.worker = str(worker_index)
         self.worker_index = worker_index
         metrics.set_worker(self.worker)
-        self.inbox: queue.SimpleQueue[RawMessage] = queue.SimpleQueue()
+        self.inbox: queue.SimpleQueue = queue.SimpleQueue()
+        # Delivered while the inbox was full: not acknowledged, so the broker stops sending more.
+        self.held: deque[tuple[RawMessage, int, int]] = deque()
+        self.lock = threading.Lock()  # the inbox bound, the held list and spool appends
+        self.paused_since: float | None = None
         self.prefix_len = len(source.topic_prefix)
         self.last_message_mono = time.monotonic()
         self.next_tick_mono = 0.0
         self.stopping = False
         self.received = 0
         self.connected = threading.Event()
+        self.ever_connected = False
+        self.refused: str | None = None  # the broker's answer to a failed first connect
+        self.data_filters = 0  # how many of the subscribed filters are data (not $SYS)
         self._received = metrics.MESSAGES_RECEIVED.labels(worker=self.worker)
+        self._buffered = metrics.SOURCE_BUFFERED.labels(worker=self.worker)
+        self._held = metrics.SOURCE_HELD.labels(worker=self.worker)
 
         client_id = f"{source.client_id_prefix}-{worker_index}"
         self.client = mqtt.Client(
@@ -139,6 +180,7 @@ class _Receiver:
         self.client.on_subscribe = self._on_subscribe
         props = Properties(PacketTypes.CONNECT)
         props.SessionExpiryInterval = source.session_expiry_s
+        props.ReceiveMaximum = RECEIVE_MAXIMUM
         self.client.connect_async(
             source.endpoint.host,
             source.endpoint.port,
@@ -147,15 +189,45 @@ class _Receiver:
             properties=props,
         )
         self.client.loop_start()
-        # Wait briefly so a flow started right before a publisher does not miss the first burst.
-        if not self.connected.wait(timeout=10):
-            log.warning("mqtt_connect_slow", endpoint=str(source.endpoint), client_id=client_id)
+        self._wait_first_connect(client_id)
+
+    def _wait_first_connect(self, client_id: str) -> None:
+        """At start-up a broker that cannot be reached, or that refuses us, ends the process:
+        an orchestrator restarting it is better than a flow that silently receives nothing."""
+        deadline = time.monotonic() + self.src.connect_timeout_s
+        while not self.connected.is_set() and self.refused is None and time.monotonic() < deadline:
+            self.connected.wait(0.05)
+        if self.connected.is_set():
+            return
+        self.stopping = True
+        self.client.loop_stop()
+        endpoint = str(self.src.endpoint)
+        if self.refused is not None:
+            exit_now("mqtt", f"the MQTT broker {endpoint} refused client {client_id}: {self.refused}")
+        exit_now("mqtt", f"cannot reach the MQTT broker {endpoint} within "
+                         f"{self.src.connect_timeout_s:g} s")
 
     # paho callbacks run on paho's network thread: keep them minimal.
     def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
         if reason_code.is_failure:
             log.error("mqtt_connect_failed", reason=str(reason_code), endpoint=str(self.src.endpoint))
+            if not self.ever_connected:
+                self.refused = str(reason_code)
             return
+        expected = self.ever_connected or self.expect_session
+        self.ever_connected = True
+        with self.lock:
+            if flags.session_present:
+                self.held.clear()  # the broker sends again what we did not acknowledge
+            else:
+                # Their packet ids belonged to the lost session: keep them, never ack them.
+                self.held = deque((msg, 0, 0) for msg, _, _ in self.held)
+        if expected and not flags.session_present:
+            metrics.MQTT_SESSIONS_LOST.inc()
+            log.warning("mqtt_session_lost", endpoint=str(self.src.endpoint), worker=self.worker,
+                        detail="the broker kept no session for this client: what it queued while "
+                               "we were away is lost (session expired, broker restarted without "
+                               "persistence, or another client took the client id)")
         plain = [self.src.topic_prefix + t for t in self.src.topics]
         shared = [f"$share/{self.src.share_group}/{f}" for f in plain] if self.src.share_group else []
         retired = [f"$share/{self.src.retired_share_group}/{f}" for f in plain] \
@@ -165,6 +237,7 @@ class _Receiver:
         if other:
             client.unsubscribe(other)
         subs = [(f, SubscribeOptions(qos=self.src.qos)) for f in filters]
+        self.data_filters = len(subs)
         if self.worker == "0":
             subs.append((SYS_DROPPED_TOPIC, SubscribeOptions(qos=0)))
         client.subscribe(subs)
@@ -176,9 +249,16 @@ class _Receiver:
         )
 
     def _on_subscribe(self, client, userdata, mid, reason_codes, properties) -> None:
-        failed = [str(rc) for rc in reason_codes if rc.is_failure]
+        # The broker's counters come last (worker 0): without them the flow still works.
+        data, counters = reason_codes[: self.data_filters], reason_codes[self.data_filters :]
+        if any(rc.is_failure for rc in counters):
+            log.warning("broker_counters_refused", topic=SYS_DROPPED_TOPIC,
+                        detail="cannot watch the broker's dropped-message count (ACL?)")
+        failed = [str(rc) for rc in data if rc.is_failure]
         if failed:
             log.error("mqtt_subscribe_failed", reasons=failed, endpoint=str(self.src.endpoint))
+            if not self.connected.is_set():
+                self.refused = f"subscription refused ({', '.join(sorted(set(failed)))})"
             return
         # Only now does the broker route messages to us (a publish racing the SUBSCRIBE is lost).
         log.info("mqtt_subscribed", worker=self.worker)
@@ -191,18 +271,76 @@ class _Receiver:
     def _on_message(self, client, userdata, message) -> None:
         topic = message.topic
         if topic.startswith("$SYS/"):
-            try:
-                metrics.BROKER_DROPPED_MESSAGES.set(float(message.payload))
-            except ValueError:
-                pass
+            self._on_broker_dropped(message.payload)
             return
-        self._accept(
-            RawMessage(topic[self.prefix_len :], message.payload, datetime.now(timezone.utc)),
-            message,
-        )
+        msg = RawMessage(topic[self.prefix_len :], message.payload, datetime.now(timezone.utc))
+        with self.lock:
+            if self.held or self.inbox.qsize() >= self.src.max_buffered:
+                self._hold(msg, message.mid, message.qos)
+                return
+            self._admit(msg, message.mid, message.qos)
 
-    def _accept(self, msg: RawMessage, message: mqtt.MQTTMessage) -> None:
+    def _on_broker_dropped(self, payload: bytes) -> None:
+        try:
+            total = int(float(payload))
+        except ValueError:
+            return
+        metrics.BROKER_DROPPED_MESSAGES.set(total)
+        src = self.src
+        if src.dropped_seen is None and src.dropped_state is not None:
+            try:
+                src.dropped_seen = int(src.dropped_state.read_text())
+            except (OSError, ValueError):
+                pass
+        before = src.dropped_seen
+        if before is None:
+            delta = 0  # the first count seen: a baseline (the broker counts since it started)
+        elif total >= before:
+            delta = total - before
+        else:
+            delta = total  # the broker restarted and counts from zero again
+        if delta > 0:
+            metrics.BROKER_DROPPED_SEEN.inc(delta)
+            log.warning("broker_dropped_messages", delta=delta, total=total,
+                        endpoint=str(src.endpoint),
+                        detail="the broker threw messages away (a client's queue was full): "
+                               "raise max_queued_messages (deploy/mosquitto/mosquitto.conf)")
+        src.dropped_seen = total
+        if src.dropped_state is not None and total != before:
+            try:
+                src.dropped_state.write_text(str(total))
+            except OSError:
+                pass
+
+    def _admit(self, msg: RawMessage, mid: int, qos: int) -> None:
+        """Into the inbox, then acknowledged (called with the lock held)."""
         self.inbox.put(msg)
+        if mid:
+            self.client.ack(mid, qos)
+
+    def _hold(self, msg: RawMessage, mid: int, qos: int) -> None:
+        if qos == 0 and len(self.held) >= RECEIVE_MAXIMUM:
+            # QoS 0 has no acknowledgement, so the broker cannot be slowed down: at most once.
+            return
+        self.held.append((msg, mid, qos))
+        self._held.set(len(self.held))
+        if self.paused_since is None:
+            self.paused_since = time.monotonic()
+            self._buffered.set(self.inbox.qsize())
+            metrics.SOURCE_PAUSES.labels(worker=self.worker).inc()
+            log.warning("mqtt_source_paused", worker=self.worker, buffered=self.inbox.qsize(),
+                        detail="the flow is behind (store outage?): no more acks, the broker queues")
+
+    def _release_held(self) -> None:
+        """Admit held messages once the flow has made room (worker thread)."""
+        with self.lock:
+            while self.held and self.inbox.qsize() < self.src.max_buffered:
+                self._admit(*self.held.popleft())
+            self._held.set(len(self.held))
+            if not self.held and self.paused_since is not None:
+                log.info("mqtt_source_resumed", worker=self.worker,
+                         paused_s=round(time.monotonic() - self.paused_since, 1))
+                self.paused_since = None
 
     def _take(self, limit: int) -> list[RawMessage]:
         out: list = []
@@ -212,10 +350,21 @@ class _Receiver:
                 out.append(get())
         except queue.Empty:
             pass
+        if self.held:
+            self._release_held()
         return out
 
     def next_batch(self) -> Iterable[RawMessage | Tick]:
+        try:
+            return self._next_batch()
+        except StopIteration:
+            raise
+        except Exception as exc:  # noqa: BLE001 - not about one message: a full disk, a bug
+            exit_now("mqtt source", f"the MQTT source failed: {describe(exc)}")
+
+    def _next_batch(self) -> Iterable[RawMessage | Tick]:
         batch: list[RawMessage | Tick] = self._take(self.src.batch_max)
+        self._buffered.set(self.inbox.qsize())
         now = time.monotonic()
         if batch:
             self.last_message_mono = now
@@ -263,42 +412,76 @@ class _Receiver:
 
 
 class MqttPartition(_Receiver, StatelessSourcePartition):
-    """paho acknowledges each message on receipt."""
+    """Acknowledges a message once it is in the in-memory buffer (at most once on a crash)."""
 
 
 class SpooledMqttPartition(_Receiver, StatefulSourcePartition):
-    """Acknowledges a message only once it is in the spool; resumes from a snapshot offset."""
+    """Acknowledges a message only once it is in the spool; resumes from a snapshot offset.
 
-    manual_ack = True
+    The spool's crash guard (flows/spool.py) knows whether earlier starts from this offset died:
+    then the replay goes one message at a time, recording which one is in hand, and a message
+    that was in hand when the process died is dead-lettered instead of replayed again."""
 
     def __init__(self, source: MqttSource, index: int, spool: Spool, resume_offset: int) -> None:
         self.spool = spool
+        self.part = index
         self.emitted = resume_offset  # spool offset just after the last message handed on
+        self.guard = CrashGuard(spool.dir, resume_offset, spool.end)
+        before_exit(self.guard.settled)  # a deliberate exit blames no message
         # Received and acknowledged before the last stop but not in a committed epoch: again.
         self.replay = spool.read_from(resume_offset, spool.end)
+        self.replay_at = resume_offset  # where the next replayed message starts
         self.replaying = resume_offset < spool.end
+        # Anything in the spool means an earlier run subscribed: the broker should know us.
+        self.expect_session = spool.end > 0
         if self.replaying:
-            log.info("spool_replay", part=index, bytes=spool.end - resume_offset)
+            log.info("spool_replay", part=index, bytes=spool.end - resume_offset,
+                     starts=self.guard.starts)
+        if self.guard.careful:
+            metrics.SPOOL_CAREFUL_REPLAYS.labels(worker=str(index)).inc()
+            log.warning("spool_careful_replay", part=index, offset=resume_offset,
+                        starts=self.guard.starts, crashed_at=self.guard.crashed,
+                        detail="earlier starts from this spool offset died: replaying one message "
+                               "at a time; the one in hand at a crash is dead-lettered")
         super().__init__(source, index)
 
-    def _accept(self, msg: RawMessage, message: mqtt.MQTTMessage) -> None:
+    def _admit(self, msg: RawMessage, mid: int, qos: int) -> None:
         end = self.spool.append(msg)
-        self.client.ack(message.mid, message.qos)
+        if mid:
+            self.client.ack(mid, qos)
         self.inbox.put((msg, end))
 
-    def _take(self, limit: int) -> list[RawMessage]:
-        if self.replaying:
-            out = []
-            for msg, end in itertools.islice(self.replay, limit):
+    def _take_replay(self, limit: int) -> list[RawMessage | DeadLetter]:
+        out: list[RawMessage | DeadLetter] = []
+        for msg, end in itertools.islice(self.replay, limit):
+            start, self.replay_at = self.replay_at, end
+            if start == self.guard.crashed or self.guard.is_poison(msg):
+                log.warning("spool_crashed_message_dead_lettered", part=self.part, offset=start,
+                            topic=msg.topic[:200])
+                out.append(self.guard.dead_letter(msg))
+            else:
+                if self.guard.careful:
+                    self.guard.handing(start)
                 out.append(msg)
-                self.emitted = end
-            if len(out) < limit:
-                self.replaying = False
+            self.emitted = end
+        if len(out) < limit:
+            self.replaying = False
+            self.guard.settled()
+        return out
+
+    def _take(self, limit: int) -> list[RawMessage | DeadLetter]:
+        if self.replaying:
+            # Careful: one at a time, so the message in hand at a crash is the one that caused it
+            # (with one worker exactly: Bytewax runs it through every step before asking again).
+            out = self._take_replay(1 if self.guard.careful else limit)
             if out:
                 return out
         items = super()._take(limit)
         if items:
             self.emitted = items[-1][1]
+        if self.guard.poison:  # a copy the broker delivered again must not kill us again
+            return [self.guard.dead_letter(msg) if self.guard.is_poison(msg) else msg
+                    for msg, _ in items]
         return [msg for msg, _ in items]
 
     def next_awake(self) -> datetime | None:
@@ -310,4 +493,6 @@ class SpooledMqttPartition(_Receiver, StatefulSourcePartition):
 
     def close(self) -> None:
         super().close()
+        self.guard.settled()  # a clean stop is no crash
+        self.guard.close()
         self.spool.close()

@@ -12,17 +12,28 @@ which is what the spool is for; a power cut can lose the last moments, as it wou
 Record layout: ``u32 length | f64 received_at (epoch s) | u16 topic length | topic | payload``.
 Segments are named by the offset of their first byte and deleted once every snapshot that could
 still be resumed from is past them.
+
+A message that kills the process (a crash no guard can catch: the OOM killer, a segfault in a
+native library) would be replayed from the spool on every start, for ever. The :class:`CrashGuard`
+beside each partition's spool counts the starts from one resume offset. After
+``CAREFUL_AFTER_STARTS`` starts from the same offset that all died, the next start replays that
+range one message at a time and records which message is in hand; if the process dies again, the
+start after that dead-letters that message (step ``replay``, error ``crashed_worker``) and goes on.
+It also remembers the message by content: the broker delivers a copy again when the ack of the
+first had not left the process before it died, and every copy is dead-lettered on sight.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import struct
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterator
 
-from pipeline.records import RawMessage
+from pipeline.records import DeadLetter, RawMessage
 
 _HEAD = struct.Struct("<IdH")
 SEGMENT_BYTES = 64 * 1024 * 1024
@@ -104,3 +115,96 @@ class Spool:
 
     def close(self) -> None:
         self.file.close()
+
+
+# Starts from one resume offset that may die before the replay goes one message at a time.
+CAREFUL_AFTER_STARTS = 2
+# Messages that killed the process, remembered by content: the broker may deliver a copy again
+# (the ack of the first may not have left the process before it died).
+POISON_KEPT = 16
+_GUARD_RECORD = 4096  # bytes: the guard file is rewritten in place, one record
+
+
+def message_digest(msg: RawMessage) -> str:
+    """Identifies a message by content (topic and payload), whichever copy of it this is."""
+    h = hashlib.sha256(msg.topic.encode("utf-8", "surrogatepass"))
+    h.update(b"\0")
+    h.update(msg.payload)
+    return h.hexdigest()
+
+
+class CrashGuard:
+    """What earlier starts of one spool partition tried (``attempts`` next to its segments):
+    ``{"resume": offset started from, "starts": how many starts from it, "in_hand": offset of the
+    message being handled in a careful replay, or null, "poison": digests of messages that killed
+    the process}``. Lost with the page cache on a power cut, which only costs one more careful
+    replay."""
+
+    FILE = "attempts"
+
+    def __init__(self, directory: Path, resume: int, spool_end: int,
+                 careful_after: int = CAREFUL_AFTER_STARTS) -> None:
+        self.path = directory / self.FILE
+        before = self._load()
+        in_hand = before.get("in_hand")
+        # A message in hand when a careful replay died, and not yet behind a snapshot.
+        self.crashed: int | None = in_hand if isinstance(in_hand, int) and in_hand >= resume else None
+        poison = before.get("poison")
+        self.poison: list[str] = [p for p in poison if isinstance(p, str)] if isinstance(poison, list) else []
+        if resume < spool_end:
+            self.starts = before.get("starts", 0) + 1 if before.get("resume") == resume else 1
+        else:
+            self.starts = 0  # nothing to replay: nothing can crash us from here
+        self.resume = resume
+        self.careful = self.starts > careful_after or self.crashed is not None
+        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        self.in_hand: int | None = None
+        self._write()
+
+    def _load(self) -> dict:
+        try:
+            data = json.loads(self.path.read_bytes().rstrip(b"\0 \n") or b"{}")
+        except (OSError, ValueError):
+            return {}
+        return data if isinstance(data, dict) else {}
+
+    def _write(self) -> None:
+        record = json.dumps({"resume": self.resume, "starts": self.starts, "in_hand": self.in_hand,
+                             "poison": self.poison})
+        # One pwrite of a fixed-size record: the file is never seen half old, half new.
+        os.pwrite(self.fd, record.encode().ljust(_GUARD_RECORD), 0)
+
+    def handing(self, offset: int) -> None:
+        """The message starting at ``offset`` is about to be handed to the flow."""
+        self.in_hand = offset
+        self._write()
+
+    def settled(self) -> None:
+        """The careful replay is over, or the flow stopped or exited deliberately: nothing in hand
+        is to blame."""
+        if self.fd >= 0:
+            self.in_hand = None
+            self._write()
+
+    def is_poison(self, msg: RawMessage) -> bool:
+        """A copy of a message that killed the process before."""
+        return bool(self.poison) and message_digest(msg) in self.poison
+
+    def dead_letter(self, msg: RawMessage) -> DeadLetter:
+        """The dead letter of the message in hand at a crash (or of a copy of one); from now on
+        every copy of it is refused."""
+        digest = message_digest(msg)
+        if digest not in self.poison:
+            self.poison = (self.poison + [digest])[-POISON_KEPT:]
+            if self.fd >= 0:
+                self._write()
+        return DeadLetter.of(
+            msg.received_at, msg.topic, msg.payload,
+            f"the process died while handling this message ({self.starts} starts from spool "
+            f"offset {self.resume} died before); it and any copy of it are not handed on again",
+            step="replay", error="crashed_worker")
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1

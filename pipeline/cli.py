@@ -218,6 +218,12 @@ def _add_run_args(p: _Parser) -> None:
           help="local time zone of homes the registry gives none (IANA name, e.g. Europe/London)")
     p.add("--no-insights", action="store_true",
           help="only ingest and aggregate: no forecasts, anomalies or recommendations")
+    p.add("--max-buffered-messages", type=positive_int, default=100_000,
+          help="received messages waiting in memory per worker; when full, the flow stops "
+               "acknowledging and the broker queues the rest (backpressure)")
+    p.add("--startup-timeout", type=positive_float, default=12.0,
+          help="seconds the store and the broker each get to answer at start before the flow exits "
+               "with an error (once running, outages are ridden out)")
 
 
 def config_from_args(args: argparse.Namespace) -> IngestConfig:
@@ -246,6 +252,8 @@ def config_from_args(args: argparse.Namespace) -> IngestConfig:
         tariffs_path=args.tariffs,
         timezone=args.timezone,
         insights=not args.no_insights,
+        max_buffered_messages=args.max_buffered_messages,
+        startup_timeout_s=args.startup_timeout,
     )
 
 
@@ -288,7 +296,13 @@ def cmd_run(args: argparse.Namespace) -> int:
         start_http_server(cfg.metrics_port)
         if not cfg.process_id:  # one reporter per cluster
             FleetHealthReporter(cfg.store_url).start()
-    run(cfg, stop_event=install_stop_handlers())
+    from flows.ingest import StartupError
+
+    try:
+        run(cfg, stop_event=install_stop_handlers())
+    except StartupError as exc:
+        print(f"shems run: error: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -318,6 +332,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         return COMMANDS[args.command](args)
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:  # noqa: BLE001 - one clear line, never a traceback
+        print(f"shems {args.command}: error: {_one_line(exc)}", file=sys.stderr)
+        return 1
+
+
+def _one_line(exc: BaseException) -> str:
+    """The innermost cause of an error, in one line (libraries such as Bytewax wrap it)."""
+    seen = set()
+    while id(exc) not in seen and (exc.__cause__ or exc.__context__) is not None:
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    lines = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
 
 
 if __name__ == "__main__":

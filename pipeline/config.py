@@ -130,6 +130,11 @@ class IngestConfig:
     tariffs_path: Path | None = None  # tariff book TOML (pipeline/tariff.py); stored on start
     timezone: str = "UTC"  # a home's local time zone when the registry names none
     insights: bool = True  # forecasts, anomalies and recommendations per home
+    # Received messages waiting in memory for the flow, per worker; beyond it the source stops
+    # acknowledging and the broker queues (flows/mqtt_source.py).
+    max_buffered_messages: int = 100_000
+    # At start, how long the store and the broker each get to answer before the flow gives up.
+    startup_timeout_s: float = 12.0
 
     @property
     def consumers(self) -> int:

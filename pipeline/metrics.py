@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import threading
 
 from prometheus_client import Counter, Gauge, Histogram
@@ -13,7 +14,18 @@ READINGS_DECODED = Counter(
     "shems_readings_decoded_total", "Readings decoded and validated", ["worker", "source"]
 )
 DEAD_LETTERS = Counter(
-    "shems_dead_letters_total", "Messages sent to the dead-letter store", ["worker", "reason"]
+    "shems_dead_letters_total",
+    "Messages and records sent to the dead-letter store, by error code (or a class of the reason "
+    "when there is none)",
+    ["worker", "reason"],
+)
+# A counter of its own rather than a label on the one above: its label set (and every dashboard,
+# alert and caller of it) stays as it was.
+DEAD_LETTER_STEPS = Counter(
+    "shems_dead_letters_by_step_total",
+    "Dead letters by the step that stopped them (decode, windowing, home_total, insights, sink, "
+    "replay, ...)",
+    ["worker", "step"],
 )
 LATE_READINGS = Counter(
     "shems_late_readings_total",
@@ -81,6 +93,68 @@ BROKER_DROPPED_MESSAGES = Gauge(
     "shems_broker_dropped_messages",
     "Mosquitto's $SYS/broker/publish/messages/dropped: QoS>0 messages lost for full queues",
 )
+BROKER_DROPPED_SEEN = Counter(
+    "shems_broker_dropped_messages_seen_total",
+    "Increases of the broker's dropped-message count seen by the flow (each one is also logged "
+    "as broker_dropped_messages)",
+)
+MQTT_SESSIONS_LOST = Counter(
+    "shems_mqtt_sessions_lost_total",
+    "Connects that found the broker-side session gone when one was expected: whatever the broker "
+    "had queued for the flow is lost",
+)
+SOURCE_BUFFERED = Gauge(
+    "shems_source_buffered_messages",
+    "Messages received and waiting for the flow in memory (bounded by --max-buffered-messages)",
+    ["worker"],
+)
+SOURCE_HELD = Gauge(
+    "shems_source_held_messages",
+    "Messages received but not acknowledged because the buffer is full (the broker queues the rest)",
+    ["worker"],
+)
+SOURCE_PAUSES = Counter(
+    "shems_source_pauses_total", "Times the source stopped acknowledging because its buffer was full",
+    ["worker"],
+)
+SPOOL_CAREFUL_REPLAYS = Counter(
+    "shems_spool_careful_replays_total",
+    "Starts that replayed the spool one message at a time because earlier starts from the same "
+    "offset died",
+    ["worker"],
+)
+
+_ERROR_CODE = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,47}")
+
+
+def reason_class(reason: str) -> str:
+    """A bounded label for a free-text dead-letter reason (metrics must not explode in labels)."""
+    r = reason.lower()
+    for needle, label in (
+        ("json", "invalid_json"),
+        ("unregistered", "unregistered_device"),
+        ("not registered", "unregistered_device"),
+        ("unknown topic", "unknown_topic"),
+        ("no decoder", "unknown_topic"),
+        ("future", "future_timestamp"),
+        ("finite", "not_finite"),
+        ("bounds", "out_of_bounds"),
+        ("outside", "out_of_bounds"),
+        ("missing", "missing_field"),
+    ):
+        if needle in r:
+            return label
+    return "invalid_payload"
+
+
+def dead_letter_labels(dead) -> tuple[str, str]:
+    """``(reason, step)`` labels of a dead letter: its error code when it has one (a short
+    identifier: a code or an exception class), else a class of its reason."""
+    error = dead.error
+    label = error if error and _ERROR_CODE.fullmatch(error) else reason_class(dead.reason)
+    step = dead.step if _ERROR_CODE.fullmatch(dead.step or "") else "other"
+    return label, step
+
 
 _worker = threading.local()
 
