@@ -237,7 +237,10 @@ class PostgresStore:
         row = self.conn.execute(
             "SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'timescaledb'), "
             "EXISTS (SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb') "
-            "AND current_setting('shared_preload_libraries') ~ 'timescaledb'").fetchone()
+            # pg_settings, not current_setting(): a role without pg_read_all_settings may not read
+            # this setting, and must get "no TimescaleDB" rather than an error.
+            "AND EXISTS (SELECT 1 FROM pg_settings WHERE name = 'shared_preload_libraries' "
+            "AND setting ~ 'timescaledb')").fetchone()
         return row[0] or row[1]
 
     # ------------------------------------------------------------------ schema
