@@ -2,7 +2,7 @@
 
     file batches (already Readings) -> device windows -> home totals -> insights -> store
 
-The file is read in time order by ``pipeline.tabular``; nothing is late, and at the end of the
+The file is read in time order by ``pipeline.ingest.tabular``; nothing is late, and at the end of the
 file every open window is flushed.
 """
 

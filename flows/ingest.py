@@ -28,13 +28,13 @@ from flows.fatal import describe, exit_now
 from flows.logic import DecodeLogic, device_window_builder, home_total_builder, insights_builder
 from pipeline import metrics
 from pipeline.config import IngestConfig, parse_mqtt_url
-from pipeline.decode import SUBSCRIPTIONS, route_key
+from pipeline.ingest.decode import SUBSCRIPTIONS, route_key
 from pipeline.logs import get_logger
-from pipeline.insights import InsightSettings
+from pipeline.insights.step import InsightSettings
 from pipeline.records import DeadLetter, DeviceKind, DeviceWindow, Forecast, HomeWindow, Reading, Tick
-from pipeline.registry import Registry
+from pipeline.ingest.registry import Registry
 from pipeline.settings import ValidationSettings, WindowSettings
-from pipeline.tariff import TariffBook
+from pipeline.energy.tariff import TariffBook
 from sinks.base import TariffRow, mask_url, open_store
 from sinks.writer import RecoverableStoreSink, StoreSink, sink_key
 

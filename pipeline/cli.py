@@ -278,8 +278,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     configure()
     cfg = config_from_args(args)
     try:  # files that are wrong say so now, not from inside a worker
-        from pipeline.registry import Registry
-        from pipeline.tariff import TariffBook
+        from pipeline.ingest.registry import Registry
+        from pipeline.energy.tariff import TariffBook
 
         if cfg.registry_path:
             Registry.load(cfg.registry_path)
@@ -291,7 +291,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if cfg.metrics_port:
         from prometheus_client import start_http_server
 
-        from pipeline.fleet_health import FleetHealthReporter
+        from pipeline.tools.fleet_health import FleetHealthReporter
 
         start_http_server(cfg.metrics_port)
         if not cfg.process_id:  # one reporter per cluster

@@ -15,7 +15,7 @@ from pipeline.cli import (COMMANDS, DEFAULT_MQTT_URL, DEFAULT_STORE_URL, _REGIST
                           store_url, timezone_name)
 
 if TYPE_CHECKING:
-    from pipeline.tabular import TableSpec
+    from pipeline.ingest.tabular import TableSpec
 
 
 def _add_table_args(p) -> None:
@@ -41,7 +41,7 @@ def _add_table_args(p) -> None:
 def table_spec(args) -> "TableSpec":
     from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-    from pipeline.tabular import TableSpec, id_problem, parse_device_cols
+    from pipeline.ingest.tabular import TableSpec, id_problem, parse_device_cols
 
     try:
         ZoneInfo(args.tz)
@@ -117,10 +117,10 @@ def cmd_import(args) -> int:
 
     from flows.batch_import import run_import
     from flows.ingest import InsightsSetup, prepare_store
-    from pipeline.registry import Registry
+    from pipeline.ingest.registry import Registry
     from pipeline.settings import ValidationSettings
-    from pipeline.tabular import ROW, check_file, dead_letters, rejected_counts, validated_batches
-    from pipeline.tariff import TariffBook
+    from pipeline.ingest.tabular import ROW, check_file, dead_letters, rejected_counts, validated_batches
+    from pipeline.energy.tariff import TariffBook
 
     # libpq waits for an unreachable host as long as TCP does (minutes); an import says so sooner.
     os.environ.setdefault("PGCONNECT_TIMEOUT", "10")
@@ -244,8 +244,8 @@ def _write_dead_letters(url: str, letters: list, chunk: int = 10_000) -> None:
 
 
 def cmd_replay(args) -> int:
-    from pipeline.mqtt_publish import Publisher
-    from pipeline.replay import replay
+    from pipeline.tools.publisher import Publisher
+    from pipeline.tools.file_replay import replay
 
     try:
         spec = table_spec(args)
@@ -268,8 +268,8 @@ def cmd_simulate(args) -> int:
     from rich.live import Live
 
     from pipeline.cli import install_stop_handlers
-    from pipeline.mqtt_publish import Publisher
-    from pipeline.simulator import run_simulation
+    from pipeline.tools.publisher import Publisher
+    from pipeline.tools.simulator import run_simulation
 
     stop = install_stop_handlers()
     publisher = Publisher(args.mqtt_url, qos=args.qos)
@@ -287,7 +287,7 @@ def cmd_simulate(args) -> int:
 
 
 def cmd_demo(args) -> int:
-    from pipeline.demo import run_demo
+    from pipeline.tools.demo import run_demo
 
     return run_demo(args.mqtt_url, args.store_url, args.homes, args.duration, args.interval,
                     args.metrics_port, args.ui_port or None)
@@ -347,11 +347,11 @@ def cmd_evaluate(args) -> int:
     from rich.console import Console
     from rich.progress import Progress
 
-    from pipeline.evaluate import evaluate_forecasts
-    from pipeline.evaluate_report import evaluation_json, print_evaluation
-    from pipeline.forecast import ForecastSettings
-    from pipeline.stuck_runs import StuckRule
-    from pipeline.tabular import readings_frame
+    from pipeline.evaluation.forecast import evaluate_forecasts
+    from pipeline.evaluation.report import evaluation_json, print_evaluation
+    from pipeline.insights.forecast import ForecastSettings
+    from pipeline.evaluation.stuck_runs import StuckRule
+    from pipeline.ingest.tabular import readings_frame
 
     console = Console(stderr=args.json)  # keep stdout's last line for the JSON
     try:
@@ -378,8 +378,8 @@ def cmd_evaluate(args) -> int:
     print_evaluation(result, console, time.monotonic() - started)
     anomaly = []
     if not args.no_anomalies:
-        from pipeline.anomaly.evaluate import run_evaluation
-        from pipeline.evaluate_report import print_anomaly_evaluation
+        from pipeline.evaluation.anomaly import run_evaluation
+        from pipeline.evaluation.report import print_anomaly_evaluation
 
         with Progress(console=console, transient=True) as bar:
             task = bar.add_task("injecting faults and detecting", total=None)
@@ -480,7 +480,7 @@ _REGISTRARS.append(_register)
 def cmd_bench(args) -> int:
     from rich.console import Console
 
-    from pipeline.bench import print_result, run_bench
+    from pipeline.tools.bench import print_result, run_bench
 
     console = Console(stderr=args.json)  # keep stdout's last line for the JSON
     result = run_bench(args.devices, args.seconds, args.rate, args.burst, args.qos, args.mqtt_url,
@@ -520,9 +520,9 @@ def cmd_plan(args) -> int:
     from datetime import datetime, timedelta
     from zoneinfo import ZoneInfo
 
-    from pipeline.optimize import PlanProblem, base_load_from_forecasts, optimize
-    from pipeline.plan_input import horizon, load_specs_from_toml, resolve_loads
-    from pipeline.tariff import price_frame
+    from pipeline.energy.optimize import PlanProblem, base_load_from_forecasts, optimize
+    from pipeline.energy.plan_input import horizon, load_specs_from_toml, resolve_loads
+    from pipeline.energy.tariff import price_frame
 
     try:
         book, home = _plan_prices(args)
@@ -557,7 +557,7 @@ def cmd_plan(args) -> int:
 def _plan_prices(args):
     from datetime import datetime, timezone
 
-    from pipeline.tariff import Tariff, TariffBook, TariffKind, load_price_file
+    from pipeline.energy.tariff import Tariff, TariffBook, TariffKind, load_price_file
 
     if args.tariffs and args.prices:
         raise ValueError("give --tariffs or --prices, not both")
@@ -635,7 +635,7 @@ def _print_plan(plan, problem, tz: str, base_note: str, tariff_note: str) -> Non
 
 
 def _load_option(value: str):
-    from pipeline.plan_input import parse_load_option
+    from pipeline.energy.plan_input import parse_load_option
 
     try:
         return parse_load_option(value)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import psycopg
 
-from pipeline.broker import free_port
+from pipeline.tools.broker import free_port
 
 PG_BIN = Path(os.environ.get("SHEMS_TEST_PG_BIN", "/usr/lib/postgresql/15/bin"))
 

@@ -6,7 +6,7 @@ from datetime import datetime, timedelta, timezone
 
 from rich.console import Console
 
-from pipeline.demo import _summary
+from pipeline.tools.demo import _summary
 from pipeline.records import HomeWindow
 from sinks.base import Batch, open_store
 

@@ -7,14 +7,14 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from pipeline.decode import SUBSCRIPTIONS, decode, route_key
-from pipeline.decode.common import DecodeError
-from pipeline.device_control import SetCommand, SwitchBoard, ack_payload
+from pipeline.ingest.decode import SUBSCRIPTIONS, decode, route_key
+from pipeline.ingest.decode.common import DecodeError
+from pipeline.energy.device_control import SetCommand, SwitchBoard, ack_payload
 from pipeline.records import (AckStatus, CommandAck, CommandState, DeadLetter, DeviceKind,
                               RawMessage)
-from pipeline.registry import Registry
+from pipeline.ingest.registry import Registry
 from pipeline.settings import ValidationSettings
-from pipeline.simulator import make_homes
+from pipeline.tools.simulator import make_homes
 
 T0 = datetime(2026, 1, 5, 18, 0, tzinfo=timezone.utc)
 

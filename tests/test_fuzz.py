@@ -24,16 +24,16 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from flows.ingest import meter_homes
-from pipeline.decode import DecoderState, decode, route_key
-from pipeline.home_total import HomeAggregator
-from pipeline.insights import HomeInsights
+from pipeline.ingest.decode import DecoderState, decode, route_key
+from pipeline.ingest.home_total import HomeAggregator
+from pipeline.insights.step import HomeInsights
 from pipeline.reasons import DeadLetterCode
 from pipeline.records import CommandAck, DeadLetter, LateReading, RawMessage, Reading
-from pipeline.registry import Registry
+from pipeline.ingest.registry import Registry
 from pipeline.settings import ValidationSettings, WindowSettings
-from pipeline.tariff import TariffBook
-from pipeline.validation import check_reading, check_ts
-from pipeline.windowing import DeviceWindower
+from pipeline.energy.tariff import TariffBook
+from pipeline.ingest.validation import check_reading, check_ts
+from pipeline.ingest.windowing import DeviceWindower
 from sinks.base import Batch, open_store
 from tests.conftest import FIXTURES
 

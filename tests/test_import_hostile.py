@@ -17,7 +17,7 @@ import polars as pl
 import pytest
 
 from pipeline.settings import ValidationSettings
-from pipeline.tabular import ROW, TableSpec, check_file, dead_letters, parse_device_cols, validated_batches
+from pipeline.ingest.tabular import ROW, TableSpec, check_file, dead_letters, parse_device_cols, validated_batches
 from sinks.base import open_store
 from tests.conftest import FIXTURES
 

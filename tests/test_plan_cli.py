@@ -184,7 +184,7 @@ def test_load_times_resolve_in_local_time_across_daylight_saving():
     from datetime import date
     from zoneinfo import ZoneInfo
 
-    from pipeline.plan_input import LoadSpec, horizon, resolve_loads
+    from pipeline.energy.plan_input import LoadSpec, horizon, resolve_loads
 
     london = ZoneInfo("Europe/London")
     [night] = resolve_loads([LoadSpec("dw", 2, "01:30", "07:00", energy_kwh=1)], date(2024, 3, 31), "Europe/London")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from datetime import datetime, timedelta, timezone
 
-from pipeline.broker import free_port
+from pipeline.tools.broker import free_port
 from sinks.base import open_store
 from tests.flowproc import FlowProcess, TestPublisher
 

@@ -13,11 +13,11 @@ import paho.mqtt.client as mqtt
 import polars as pl
 import pytest
 
-from pipeline.mqtt_publish import Publisher
+from pipeline.tools.publisher import Publisher
 from pipeline.records import DeviceKind
-from pipeline.replay import replay, schedule
-from pipeline.simulator import SimulatedHome, simulated_day
-from pipeline.tabular import TableSpec, parse_device_cols, readings_frame
+from pipeline.tools.file_replay import replay, schedule
+from pipeline.tools.simulator import SimulatedHome, simulated_day
+from pipeline.ingest.tabular import TableSpec, parse_device_cols, readings_frame
 from sinks.base import open_store
 from tests.conftest import FIXTURES
 
@@ -111,7 +111,7 @@ def test_a_wide_import_forms_every_home_minute_from_its_meter(sqlite_url):
     later ones were once dropped as late)."""
     from flows.batch_import import run_import
     from pipeline.settings import WindowSettings
-    from pipeline.tabular import iter_reading_batches
+    from pipeline.ingest.tabular import iter_reading_batches
     from tests import reference
 
     spec = refit_spec(skip_flag_col="aggregate_missing")

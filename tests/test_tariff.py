@@ -11,7 +11,7 @@ from zoneinfo import ZoneInfo
 import polars as pl
 import pytest
 
-from pipeline.tariff import (DEFAULT_HOME, TariffBook, TariffKind, book_from_mapping, load_price_file,
+from pipeline.energy.tariff import (DEFAULT_HOME, TariffBook, TariffKind, book_from_mapping, load_price_file,
                              price_frame, with_cost)
 
 UTC = timezone.utc

@@ -18,7 +18,7 @@ import ui.control
 import ui.cost
 import ui.data
 import ui.db
-from pipeline.broker import free_port
+from pipeline.tools.broker import free_port
 from pipeline.records import (AckStatus, CommandAck, CommandState, DeviceKind, DeviceWindow, HomeWindow,
                               Reading, Recommendation)
 from sinks.base import Batch, open_store

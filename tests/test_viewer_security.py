@@ -18,7 +18,7 @@ import streamlit as st
 from markdown_it import MarkdownIt
 from streamlit.testing.v1 import AppTest
 
-from pipeline.broker import free_port
+from pipeline.tools.broker import free_port
 from tests.viewer_seed import (APP, FETCH, FORMULA, HOSTILE_COMMAND, HOSTILE_DEVICES, HOSTILE_HOME,
                                HOSTILE_PASSWORD, PHISH, PLOT_LINK, SCRIPT, apply_env, seed_hostile,
                                viewer_env)

@@ -9,10 +9,10 @@ import polars as pl
 import pytest
 from hypothesis import given, settings as hsettings, strategies as st
 
-from pipeline.home_total import HomeAggregator
+from pipeline.ingest.home_total import HomeAggregator
 from pipeline.records import DeviceKind, DeviceWindow, Reading
 from pipeline.settings import WindowSettings
-from pipeline.windowing import DeviceWindower
+from pipeline.ingest.windowing import DeviceWindower
 from tests import reference
 
 T0 = datetime(2024, 3, 1, 12, 0, tzinfo=timezone.utc)

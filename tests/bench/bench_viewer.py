@@ -69,7 +69,7 @@ def minutes(now: datetime) -> pl.DataFrame:
 
 
 def load(url: str, frame: pl.DataFrame, now: datetime, console: Console) -> None:
-    from pipeline.tariff import Tariff, TariffBook, TariffKind, TouPeriod
+    from pipeline.energy.tariff import Tariff, TariffBook, TariffKind, TouPeriod
     from ui.accounts import Accounts
     from ui.auth import Role
     from ui.db import Database

@@ -23,11 +23,11 @@ import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-from pipeline.forecast import ForecastSettings, HomeForecaster
-from pipeline.insights import HomeInsights, InsightSettings
+from pipeline.insights.forecast import ForecastSettings, HomeForecaster
+from pipeline.insights.step import HomeInsights, InsightSettings
 from pipeline.settings import RecommendSettings
 from pipeline.records import DeviceKind, DeviceWindow, HomeWindow
-from pipeline.tariff import TariffBook
+from pipeline.energy.tariff import TariffBook
 
 
 def _windows(home: str, bucket: datetime, rng: random.Random) -> list[DeviceWindow | HomeWindow]:
