@@ -9,6 +9,9 @@ from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit, urlunsp
 
 from pipeline.settings import ValidationSettings, WindowSettings
 
+# The defaults every entry point shares (the CLI's flags, the viewer's settings, the demo).
+DEFAULT_MQTT_URL = "mqtt://127.0.0.1:1883"
+DEFAULT_STORE_URL = "sqlite:///.shems/shems.db"
 
 # TLS files ride in the MQTT URL's query (``mqtts://host:8883?ca_file=/etc/ca.crt``) so every
 # command, the flow's source and the viewer's command sender get them from the one URL they

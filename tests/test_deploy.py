@@ -84,7 +84,6 @@ def test_fleet_dashboard_queries_tables_that_exist():
 
 
 def _flags(command: str = "run") -> set[str]:
-    from pipeline import commands  # noqa: F401  (registers the subcommands, as `shems` does)
     from pipeline.cli import build_parser
 
     parser = build_parser()

@@ -252,7 +252,7 @@ def test_file_and_argument_errors_are_one_line(tmp_path):
     quote = tmp_path / "quote.csv"
     quote.write_text('ts,home_id,device_id,power_w\n"2024-05-01,h,d,1\n')
     assert_one_line_error(shems("import", str(quote), "--store-url", url), "cannot read")
-    # argparse's own errors (pipeline/cli.py) print the usage first; the error is still one line.
+    # argparse's own errors (pipeline/cli/args.py) print the usage first; the error is still one line.
     proc = shems("import", str(tmp_path / "missing.csv"), "--store-url", url)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert proc.stderr.splitlines()[-1].endswith(f"no such file: {tmp_path / 'missing.csv'}")

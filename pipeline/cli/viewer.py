@@ -8,10 +8,11 @@ import os
 import sys
 from pathlib import Path
 
-from pipeline.cli import (COMMANDS, DEFAULT_MQTT_URL, DEFAULT_STORE_URL, _REGISTRARS, existing_file,
-                          mqtt_url, port, store_url)
+import ui
+from pipeline.cli.args import existing_file, mqtt_url, port, store_url
+from pipeline.config import DEFAULT_MQTT_URL, DEFAULT_STORE_URL
 
-APP = Path(__file__).parent / "app.py"
+APP = Path(ui.__file__).parent / "app.py"
 
 
 def _fail(message: str, status: int = 2) -> int:
@@ -108,7 +109,7 @@ def cmd_user(args: argparse.Namespace) -> int:
     return 0
 
 
-def _register(sub) -> None:
+def register_ui(sub) -> None:
     p = sub.add_parser("ui", help="the viewer (Streamlit): sign-in, live, history, control, fleet")
     p.add("--store-url", type=store_url, default=DEFAULT_STORE_URL, help="store to show (schema created if empty)")
     p.add("--port", type=port, default=8501, help="HTTP port")
@@ -120,8 +121,10 @@ def _register(sub) -> None:
     p.add("--ssl-key-file", type=existing_file, help="private key of --ssl-cert-file (PEM)")
     p.add("--metrics-port", type=port, env="SHEMS_UI_METRICS_PORT",
           help="serve the viewer's Prometheus metrics on this port")
-    COMMANDS["ui"] = cmd_ui
+    p.set_defaults(handler=cmd_ui)
 
+
+def register_user(sub) -> None:
     p = sub.add_parser("user", help="viewer accounts: add, remove, passwd, list")
     actions = p.add_subparsers(dest="action", required=True, parser_class=type(p))
     for name, helptext in (("add", "add a user"), ("remove", "remove a user and end their sessions"),
@@ -137,7 +140,4 @@ def _register(sub) -> None:
             a.add("--role", choices=["homeowner", "operator", "admin"], default="homeowner",
                   help="homeowner: own homes only; operator: the fleet; admin: users too")
             a.add_argument("--home", action="append", help="a home of a homeowner (repeat for several)")
-    COMMANDS["user"] = cmd_user
-
-
-_REGISTRARS.append(_register)
+    p.set_defaults(handler=cmd_user)
