@@ -35,7 +35,8 @@ from pipeline.records import DeadLetter, DeviceKind, DeviceWindow, Forecast, Hom
 from pipeline.ingest.registry import Registry
 from pipeline.settings import ValidationSettings, WindowSettings
 from pipeline.energy.tariff import TariffBook
-from sinks.base import TariffRow, mask_url, open_store
+from sinks.base import TariffRow, mask_url
+from sinks.stores import open_store
 from sinks.writer import RecoverableStoreSink, StoreSink, sink_key
 
 log = get_logger(__name__)

@@ -36,7 +36,7 @@ from sinks.base import (FATAL, RECOMMENDATION_STATUSES, ROW, TABLES, TRANSIENT, 
                         StoreError, StoreUnavailable, TariffRow, mask_url)
 from sinks.sql import ANOMALY_UPSERT, COMMAND_ACK_INSERT, RECOMMENDATION_UPSERT
 from sinks.migrate import migrations
-from sinks.sqlite import dead_letter_row, device_rows
+from sinks.rows import dead_letter_row, device_rows
 
 CONNECTION_DEFAULTS = {"connect_timeout": "10", "keepalives": "1", "keepalives_idle": "30",
                        "keepalives_interval": "10", "keepalives_count": "3", "tcp_user_timeout": "60000"}

@@ -23,7 +23,8 @@ from pipeline import metrics
 from pipeline.logs import get_logger
 from pipeline.records import (Anomaly, CommandAck, DeadLetter, DeviceWindow, Forecast, ForecastScore, HomeWindow,
                               LateReading, Reading, Recommendation, Tick)
-from sinks.base import ROW, TRANSIENT, Batch, StoreError, WritableStore, mask_url, open_store
+from sinks.base import ROW, TRANSIENT, Batch, StoreError, WritableStore, mask_url
+from sinks.stores import open_store
 
 log = get_logger(__name__)
 

@@ -8,7 +8,8 @@ from rich.console import Console
 
 from pipeline.tools.demo import _summary
 from pipeline.records import HomeWindow
-from sinks.base import Batch, open_store
+from sinks.base import Batch
+from sinks.stores import open_store
 
 
 def test_a_home_exporting_pv_shows_no_import_and_a_negative_mean(tmp_path):

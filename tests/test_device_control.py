@@ -83,7 +83,8 @@ def test_acks_are_decoded_into_records_and_bad_ones_dead_lettered():
 
 
 def test_acks_are_stored_once(store_url):
-    from sinks.base import Batch, open_store
+    from sinks.base import Batch
+    from sinks.stores import open_store
 
     ack = CommandAck("h", "washer", "c-1", AckStatus.APPLIED, CommandState.OFF, T0, T0, "")
     store = open_store(store_url)

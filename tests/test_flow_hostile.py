@@ -20,7 +20,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from sinks.base import open_store
+from sinks.stores import open_store
 from tests.conftest import FIXTURES
 from tests.flowproc import FlowProcess, TestPublisher
 

@@ -34,7 +34,8 @@ from pipeline.settings import ValidationSettings, WindowSettings
 from pipeline.energy.tariff import TariffBook
 from pipeline.ingest.validation import check_reading, check_ts
 from pipeline.ingest.windowing import DeviceWindower
-from sinks.base import Batch, open_store
+from sinks.base import Batch
+from sinks.stores import open_store
 from tests.conftest import FIXTURES
 
 _SLOW_OK = [HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.large_base_example,

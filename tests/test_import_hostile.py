@@ -18,7 +18,7 @@ import pytest
 
 from pipeline.settings import ValidationSettings
 from pipeline.ingest.tabular import ROW, TableSpec, check_file, dead_letters, parse_device_cols, validated_batches
-from sinks.base import open_store
+from sinks.stores import open_store
 from tests.conftest import FIXTURES
 
 HOSTILE = FIXTURES / "import_hostile" / "hostile.csv"

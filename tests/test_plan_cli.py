@@ -149,7 +149,8 @@ def test_console_script_exit_code():
 
 def test_base_load_from_the_stores_newest_forecast(capsys, sqlite_url):
     """Runs once the store has the forecasts table (the lead's store branch); skipped before."""
-    from sinks.base import Batch, open_store
+    from sinks.base import Batch
+    from sinks.stores import open_store
 
     if "forecasts" not in Batch.__dataclass_fields__:
         pytest.skip("this branch's store has no forecasts table yet")

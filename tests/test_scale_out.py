@@ -7,7 +7,7 @@ import re
 from datetime import datetime, timedelta, timezone
 
 from pipeline.tools.broker import free_port
-from sinks.base import open_store
+from sinks.stores import open_store
 from tests.flowproc import FlowProcess, TestPublisher
 
 

@@ -19,7 +19,8 @@ import pytest
 
 from pipeline import metrics
 from pipeline.records import DeviceKind, DeviceWindow, Forecast, HomeWindow, LateReading, Reading, Source
-from sinks.base import Batch, open_store
+from sinks.base import Batch
+from sinks.stores import open_store
 from sinks.sqlite import SqliteStore
 from sinks.writer import StoreWriter
 from tests import pgcluster

@@ -18,7 +18,7 @@ from pipeline.records import DeviceKind
 from pipeline.tools.file_replay import replay, schedule
 from pipeline.tools.simulator import SimulatedHome, simulated_day
 from pipeline.ingest.tabular import TableSpec, parse_device_cols, readings_frame
-from sinks.base import open_store
+from sinks.stores import open_store
 from tests.conftest import FIXTURES
 
 REFIT = FIXTURES / "refit_house2_2h_wide.csv"

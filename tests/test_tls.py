@@ -23,7 +23,7 @@ import pytest
 
 from pipeline.tools.broker import find_mosquitto, free_port, reachable
 from pipeline.tools.publisher import Publisher
-from sinks.base import open_store
+from sinks.stores import open_store
 from tests.flowproc import FlowProcess
 from tests.tlscerts import TestCA
 

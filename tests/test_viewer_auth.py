@@ -9,7 +9,8 @@ import pytest
 
 from pipeline.records import (CommandState, DeviceKind, DeviceWindow, HomeWindow, Reading,
                               Recommendation)
-from sinks.base import Batch, open_store
+from sinks.base import Batch
+from sinks.stores import open_store
 from ui import control, data
 from ui.accounts import Accounts, SessionExpired, SignInError
 from ui.auth import AccessDenied, Principal, Role

@@ -22,7 +22,7 @@ from pipeline.energy.device_control import SetCommand, SwitchBoard, ack_payload,
 from pipeline.tools.publisher import Publisher
 from pipeline.records import CommandState, DeviceKind, Reading
 from pipeline.tools.simulator import run_simulation
-from sinks.base import open_store
+from sinks.stores import open_store
 from tests.conftest import MQTT_HOST, MQTT_PORT, PG_ADMIN_URL, _unique
 from tests.flowproc import FlowProcess
 from tests.viewer_seed import APP, apply_env, viewer_env

@@ -21,7 +21,8 @@ import ui.db
 from pipeline.tools.broker import free_port
 from pipeline.records import (AckStatus, CommandAck, CommandState, DeviceKind, DeviceWindow, HomeWindow,
                               Reading, Recommendation)
-from sinks.base import Batch, open_store
+from sinks.base import Batch
+from sinks.stores import open_store
 from ui.accounts import Accounts
 from ui.auth import AccessDenied, Principal, Role
 from ui.cost import Pricing

@@ -17,7 +17,8 @@ from flows.batch_import import run_import
 from pipeline.records import (Anomaly, AnomalyKind, Forecast, ForecastScore, Reading, Recommendation)
 from pipeline.tools.simulator import make_homes
 from pipeline.ingest.tabular import TableSpec, frame_to_readings, parse_device_cols, readings_frame
-from sinks.base import Batch, open_store
+from sinks.base import Batch
+from sinks.stores import open_store
 
 FIXTURES = Path(__file__).parent / "fixtures"
 REFIT = FIXTURES / "refit_house2_2h_wide.csv"

@@ -21,8 +21,9 @@ from typing import Any, Iterator, Mapping
 
 import polars as pl
 
-from sinks.base import mask_url, open_store
-from sinks.sqlite import to_us
+from sinks.base import mask_url
+from sinks.stores import open_store
+from sinks.rows import to_us
 
 TS = pl.Datetime("us", "UTC")
 _PARAM = re.compile(r"(?<![:\w]):([A-Za-z_]\w*)")

@@ -27,7 +27,8 @@ def one_line(exc: BaseException) -> str:
 def check_store_reachable(url: str) -> str | None:
     """None when the store answers, else why not (one line). Before any work: an import of a big
     file must not read it all to then find the store down."""
-    from sinks.base import mask_url, open_store
+    from sinks.base import mask_url
+    from sinks.stores import open_store
 
     try:
         open_store(url).close()

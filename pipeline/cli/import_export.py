@@ -149,7 +149,8 @@ def _push_summary(gateway: str, readings: int, seconds: float, ok: bool) -> None
 
 
 def _write_dead_letters(url: str, letters: list, chunk: int = 10_000) -> None:
-    from sinks.base import Batch, open_store
+    from sinks.base import Batch
+    from sinks.stores import open_store
 
     if not letters:
         return
@@ -164,7 +165,8 @@ def _write_dead_letters(url: str, letters: list, chunk: int = 10_000) -> None:
 def cmd_export(args) -> int:
     import os
 
-    from sinks.base import mask_url, open_store
+    from sinks.base import mask_url
+    from sinks.stores import open_store
     from sinks.parquet import export_parquet
 
     os.environ.setdefault("PGCONNECT_TIMEOUT", "10")

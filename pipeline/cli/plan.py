@@ -66,7 +66,8 @@ def _plan_prices(args):
 
 
 def _stored_forecasts(url: str, home: str):
-    from sinks.base import mask_url, open_store
+    from sinks.base import mask_url
+    from sinks.stores import open_store
 
     if url.startswith("sqlite:///") and not Path(url[len("sqlite:///"):]).is_file():
         raise ValueError(f"no SQLite store at {url[len('sqlite:///'):]}")

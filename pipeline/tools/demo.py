@@ -23,7 +23,8 @@ from rich.live import Live
 from rich.table import Table
 
 from pipeline.tools.broker import ensure_broker
-from sinks.base import TABLES, open_store
+from sinks.base import TABLES
+from sinks.stores import open_store
 
 SAMPLE = Path(__file__).parents[1] / "data" / "sample_home.parquet"
 DEMO_TARIFFS = Path(__file__).parents[1] / "data" / "demo_tariffs.toml"

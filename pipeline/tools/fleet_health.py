@@ -29,7 +29,7 @@ class FleetHealthReporter(threading.Thread):
         self.stopped = threading.Event()
 
     def run(self) -> None:
-        from sinks.base import open_store
+        from sinks.stores import open_store
 
         while not self.stopped.is_set():
             try:

@@ -34,7 +34,8 @@ sys.path.insert(0, str(ROOT))
 
 from pipeline.records import (Anomaly, AnomalyKind, DeviceKind, DeviceWindow, Forecast,  # noqa: E402
                               ForecastScore, HomeWindow, Reading, Recommendation, Source)
-from sinks.base import Batch, open_store  # noqa: E402
+from sinks.base import Batch
+from sinks.stores import open_store
 
 REFIT = Path("/work/shared/data/refit/refit_houses2_20_30s.parquet")
 HOME = "refit-house2"
