@@ -8,8 +8,8 @@ file every open window is flushed.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from dataclasses import replace
-from typing import Callable, Iterator
 
 import bytewax.operators as op
 from bytewax.dataflow import Dataflow

@@ -13,28 +13,40 @@ them together and runs them on Bytewax.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Callable, Sequence
 
 import bytewax.operators as op
 from bytewax.dataflow import Dataflow, Stream
 from bytewax.inputs import Source
-from bytewax.outputs import (DynamicSink, FixedPartitionedSink, StatefulSinkPartition,
-                             StatelessSinkPartition)
+from bytewax.outputs import (
+    DynamicSink,
+    FixedPartitionedSink,
+    StatefulSinkPartition,
+    StatelessSinkPartition,
+)
 
 from flows.fatal import describe, exit_now
 from flows.logic import DecodeLogic, device_window_builder, home_total_builder, insights_builder
 from pipeline import metrics
 from pipeline.config import IngestConfig, parse_mqtt_url
-from pipeline.ingest.decode import SUBSCRIPTIONS, route_key
-from pipeline.logs import get_logger
-from pipeline.insights.step import InsightSettings
-from pipeline.records import DeadLetter, DeviceKind, DeviceWindow, Forecast, HomeWindow, Reading, Tick
-from pipeline.ingest.registry import Registry
-from pipeline.settings import ValidationSettings, WindowSettings
 from pipeline.energy.tariff import TariffBook
+from pipeline.ingest.decode import SUBSCRIPTIONS, route_key
+from pipeline.ingest.registry import Registry
+from pipeline.insights.step import InsightSettings
+from pipeline.logs import get_logger
+from pipeline.records import (
+    DeadLetter,
+    DeviceKind,
+    DeviceWindow,
+    Forecast,
+    HomeWindow,
+    Reading,
+    Tick,
+)
+from pipeline.settings import ValidationSettings, WindowSettings
 from sinks.base import TariffRow, mask_url
 from sinks.stores import open_store
 from sinks.writer import RecoverableStoreSink, StoreSink, sink_key

@@ -18,22 +18,33 @@ from __future__ import annotations
 import os
 import pickle
 from collections import Counter, OrderedDict
+from collections.abc import Callable, Iterable
 from datetime import datetime, timezone
-from typing import Callable, Iterable
 
 from bytewax.operators import StatefulBatchLogic
 
 from pipeline import metrics
+from pipeline.energy.tariff import TariffBook
 from pipeline.ingest.decode import DecoderState, decode
 from pipeline.ingest.home_total import HomeAggregator
+from pipeline.ingest.registry import Registry
+from pipeline.ingest.windowing import DeviceWindower
 from pipeline.insights.step import HomeInsights, InsightSettings
 from pipeline.logs import get_logger
-from pipeline.records import (Anomaly, CommandAck, DeadLetter, DeviceWindow, Forecast, ForecastScore,
-                              HomeWindow, LateReading, RawMessage, Reading, Recommendation)
-from pipeline.ingest.registry import Registry
+from pipeline.records import (
+    Anomaly,
+    CommandAck,
+    DeadLetter,
+    DeviceWindow,
+    Forecast,
+    ForecastScore,
+    HomeWindow,
+    LateReading,
+    RawMessage,
+    Reading,
+    Recommendation,
+)
 from pipeline.settings import ValidationSettings, WindowSettings
-from pipeline.energy.tariff import TariffBook
-from pipeline.ingest.windowing import DeviceWindower
 
 log = get_logger(__name__)
 

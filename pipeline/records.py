@@ -93,7 +93,7 @@ class DeadLetter:
 
     @classmethod
     def of(cls, received_at: datetime, topic: str, payload: bytes | str, reason: str, *,
-           step: str = "decode", error: str = "") -> "DeadLetter":
+           step: str = "decode", error: str = "") -> DeadLetter:
         raw = payload if isinstance(payload, bytes) else payload.encode("utf-8", "replace")
         head = raw[: DEAD_LETTER_PAYLOAD_MAX * 4].decode("utf-8", "replace")
         return cls(

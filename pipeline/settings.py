@@ -6,7 +6,6 @@ import zlib
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
-
 # Hard limits on any time stamp the decoders produce, whatever the configuration: far enough from
 # datetime.min/max that no arithmetic downstream (windows, hours, days, a year of history,
 # time-zone offsets) can overflow. ValidationSettings.min_ts may only narrow them.

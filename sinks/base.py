@@ -7,12 +7,25 @@ aggregates are keyed by their bucket and a re-emitted window replaces the earlie
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import ContextManager, Protocol, Sequence
+from typing import Protocol
 
-from pipeline.records import (Anomaly, CommandAck, DeadLetter, DeviceInfo, DeviceWindow, Forecast, ForecastScore,
-                              HomeWindow, LateReading, Reading, Recommendation)
+from pipeline.records import (
+    Anomaly,
+    CommandAck,
+    DeadLetter,
+    DeviceInfo,
+    DeviceWindow,
+    Forecast,
+    ForecastScore,
+    HomeWindow,
+    LateReading,
+    Reading,
+    Recommendation,
+)
 
 # Same table names and columns in every store (see docs/ARCHITECTURE.md).
 TABLES = ("readings", "device_1m", "home_1m", "devices", "dead_letter", "late_readings",
@@ -160,10 +173,10 @@ class Store(Protocol):
 class WritableStore(Store, Protocol):
     """The parts of a store that the writer composes to isolate bad rows (both stores have them)."""
 
-    def transaction(self) -> ContextManager[None]:
+    def transaction(self) -> AbstractContextManager[None]:
         """One transaction: committed on normal exit, rolled back on an exception."""
 
-    def savepoint(self) -> ContextManager[None]:
+    def savepoint(self) -> AbstractContextManager[None]:
         """Inside a transaction: on an exception only what was written inside is undone."""
 
     def write_rows(self, batch: Batch) -> None:

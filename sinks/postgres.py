@@ -23,20 +23,43 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta, timezone
-from typing import Iterable, Sequence
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
-from pipeline.records import (Anomaly, AnomalyKind, DeadLetter, DeviceInfo, DeviceKind, DeviceWindow,
-                              Forecast, ForecastScore, HomeWindow, Reading, Recommendation, Source)
-from sinks.base import (FATAL, RECOMMENDATION_STATUSES, ROW, TABLES, TRANSIENT, Batch, StoredRecommendation,
-                        StoreError, StoreUnavailable, TariffRow, mask_url)
-from sinks.sql import ANOMALY_UPSERT, COMMAND_ACK_INSERT, RECOMMENDATION_UPSERT
+from pipeline.records import (
+    Anomaly,
+    AnomalyKind,
+    DeadLetter,
+    DeviceInfo,
+    DeviceKind,
+    DeviceWindow,
+    Forecast,
+    ForecastScore,
+    HomeWindow,
+    Reading,
+    Recommendation,
+    Source,
+)
+from sinks.base import (
+    FATAL,
+    RECOMMENDATION_STATUSES,
+    ROW,
+    TABLES,
+    TRANSIENT,
+    Batch,
+    StoredRecommendation,
+    StoreError,
+    StoreUnavailable,
+    TariffRow,
+    mask_url,
+)
 from sinks.migrate import migrations
 from sinks.rows import dead_letter_row, device_rows
+from sinks.sql import ANOMALY_UPSERT, COMMAND_ACK_INSERT, RECOMMENDATION_UPSERT
 
 CONNECTION_DEFAULTS = {"connect_timeout": "10", "keepalives": "1", "keepalives_idle": "30",
                        "keepalives_interval": "10", "keepalives_count": "3", "tcp_user_timeout": "60000"}

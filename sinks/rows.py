@@ -8,8 +8,13 @@ import hashlib
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 
-from pipeline.records import (DEAD_LETTER_PAYLOAD_MAX, DEAD_LETTER_REASON_MAX, DEAD_LETTER_TOPIC_MAX,
-                              DeadLetter, DeviceInfo)
+from pipeline.records import (
+    DEAD_LETTER_PAYLOAD_MAX,
+    DEAD_LETTER_REASON_MAX,
+    DEAD_LETTER_TOPIC_MAX,
+    DeadLetter,
+    DeviceInfo,
+)
 from sinks.base import Batch
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)

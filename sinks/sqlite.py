@@ -4,19 +4,40 @@ flow writes. Timestamps are stored as integer microseconds since the epoch (UTC)
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
 
-from pipeline.records import (Anomaly,
-                              AnomalyKind, DeadLetter, DeviceInfo, DeviceKind, DeviceWindow, Forecast,
-                              ForecastScore, HomeWindow, Reading, Recommendation, Source)
-from sinks.base import (FATAL, RECOMMENDATION_STATUSES, ROW, TABLES, TRANSIENT, Batch, StoredRecommendation,
-                        StoreError, TariffRow)
-from sinks.sql import ANOMALY_UPSERT, COMMAND_ACK_INSERT, RECOMMENDATION_UPSERT
+from pipeline.records import (
+    Anomaly,
+    AnomalyKind,
+    DeadLetter,
+    DeviceInfo,
+    DeviceKind,
+    DeviceWindow,
+    Forecast,
+    ForecastScore,
+    HomeWindow,
+    Reading,
+    Recommendation,
+    Source,
+)
+from sinks.base import (
+    FATAL,
+    RECOMMENDATION_STATUSES,
+    ROW,
+    TABLES,
+    TRANSIENT,
+    Batch,
+    StoredRecommendation,
+    StoreError,
+    TariffRow,
+)
 from sinks.migrate import migrations
 from sinks.rows import dead_letter_row, device_rows, from_us, to_us
+from sinks.sql import ANOMALY_UPSERT, COMMAND_ACK_INSERT, RECOMMENDATION_UPSERT
+
 
 def classify(exc: BaseException) -> str:
     """TRANSIENT, ROW or FATAL (see sinks.base) for an exception raised while writing."""

@@ -10,19 +10,34 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import fields
 from datetime import datetime, timezone
-from typing import Callable, Iterable
-
 from zlib import adler32
 
-from bytewax.outputs import DynamicSink, FixedPartitionedSink, StatefulSinkPartition, StatelessSinkPartition
+from bytewax.outputs import (
+    DynamicSink,
+    FixedPartitionedSink,
+    StatefulSinkPartition,
+    StatelessSinkPartition,
+)
 from tenacity import Retrying, retry_if_exception, stop_never, wait_exponential_jitter
 
 from pipeline import metrics
 from pipeline.logs import get_logger
-from pipeline.records import (Anomaly, CommandAck, DeadLetter, DeviceWindow, Forecast, ForecastScore, HomeWindow,
-                              LateReading, Reading, Recommendation, Tick)
+from pipeline.records import (
+    Anomaly,
+    CommandAck,
+    DeadLetter,
+    DeviceWindow,
+    Forecast,
+    ForecastScore,
+    HomeWindow,
+    LateReading,
+    Reading,
+    Recommendation,
+    Tick,
+)
 from sinks.base import ROW, TRANSIENT, Batch, StoreError, WritableStore, mask_url
 from sinks.stores import open_store
 
@@ -258,7 +273,7 @@ class StoreSink(DynamicSink):
         self.batch_rows = batch_rows
         self.flush_interval_s = flush_interval_s
 
-    def build(self, step_id: str, worker_index: int, worker_count: int) -> "StorePartition":
+    def build(self, step_id: str, worker_index: int, worker_count: int) -> StorePartition:
         metrics.set_worker(str(worker_index))
         return StorePartition(self, str(worker_index))
 
@@ -323,7 +338,7 @@ class RecoverableStoreSink(FixedPartitionedSink):
             return int(item_key[1:])
         return adler32(item_key.encode())
 
-    def build_part(self, step_id: str, for_part: str, resume_state: None) -> "RecoverableStorePartition":
+    def build_part(self, step_id: str, for_part: str, resume_state: None) -> RecoverableStorePartition:
         metrics.set_worker(for_part)
         return RecoverableStorePartition(self, for_part)
 

@@ -7,10 +7,15 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.insights.anomaly import AnomalySettings, DeviceDetector, HomeDetector
-from pipeline.evaluation.anomaly_series import DeviceSeries, device_windows, home_windows, series_from_frame
-from pipeline.records import Anomaly, DeviceWindow
+from pipeline.evaluation.anomaly_series import (
+    DeviceSeries,
+    device_windows,
+    home_windows,
+    series_from_frame,
+)
 from pipeline.ingest.tabular import TableSpec, parse_device_cols, readings_frame
+from pipeline.insights.anomaly import AnomalySettings, DeviceDetector, HomeDetector
+from pipeline.records import Anomaly, DeviceWindow
 
 FIXTURES = Path(__file__).parent / "fixtures"
 LONDON = "Europe/London"

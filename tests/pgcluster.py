@@ -40,7 +40,7 @@ class PgCluster:
             cmd = ["runuser", "-u", self.user, "--", *cmd]
         return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=True)
 
-    def init(self) -> "PgCluster":
+    def init(self) -> PgCluster:
         self._run("initdb", "-D", str(self.data), "-U", "postgres", "--auth=trust", "-E", "UTF8",
                   "--no-sync")
         with open(self.data / "postgresql.conf", "a") as conf:

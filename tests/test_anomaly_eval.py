@@ -12,9 +12,9 @@ import pytest
 
 from pipeline.evaluation.anomaly import real_high_episodes, run_evaluation
 from pipeline.evaluation.anomaly_series import DeviceSeries
+from pipeline.ingest.tabular import TableSpec, readings_frame
 from pipeline.insights.anomaly.settings import DAY, HOUR
 from pipeline.records import DeviceKind
-from pipeline.ingest.tabular import TableSpec, readings_frame
 from tests.conftest import FIXTURES
 from tests.test_forecast_eval import shems
 

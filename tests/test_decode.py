@@ -9,8 +9,8 @@ from datetime import datetime, timezone
 import pytest
 
 from pipeline.ingest.decode import DecoderState, decode, route_key
-from pipeline.records import DeadLetter, DeviceKind, RawMessage, Reading, Source
 from pipeline.ingest.registry import Registry
+from pipeline.records import DeadLetter, DeviceKind, RawMessage, Reading, Source
 from pipeline.settings import ValidationSettings
 from tests.conftest import FIXTURES
 

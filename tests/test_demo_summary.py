@@ -6,8 +6,8 @@ from datetime import datetime, timedelta, timezone
 
 from rich.console import Console
 
-from pipeline.tools.demo import _summary
 from pipeline.records import HomeWindow
+from pipeline.tools.demo import _summary
 from sinks.base import Batch
 from sinks.stores import open_store
 

@@ -17,9 +17,9 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 import pytest
 
-from pipeline.tools.broker import find_mosquitto, free_port, reachable
 from pipeline.config import parse_mqtt_url
 from pipeline.records import RawMessage
+from pipeline.tools.broker import find_mosquitto, free_port, reachable
 from tests.tlscerts import TestCA
 
 DEPLOY = Path(__file__).resolve().parent.parent / "deploy" / "mosquitto"

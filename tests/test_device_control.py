@@ -7,12 +7,11 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
+from pipeline.energy.device_control import SetCommand, SwitchBoard, ack_payload
 from pipeline.ingest.decode import SUBSCRIPTIONS, decode, route_key
 from pipeline.ingest.decode.common import DecodeError
-from pipeline.energy.device_control import SetCommand, SwitchBoard, ack_payload
-from pipeline.records import (AckStatus, CommandAck, CommandState, DeadLetter, DeviceKind,
-                              RawMessage)
 from pipeline.ingest.registry import Registry
+from pipeline.records import AckStatus, CommandAck, CommandState, DeadLetter, DeviceKind, RawMessage
 from pipeline.settings import ValidationSettings
 from pipeline.tools.simulator import make_homes
 

@@ -25,7 +25,6 @@ from tests.conftest import FIXTURES
 from tests.flowproc import FlowProcess, TestPublisher
 
 
-
 def _j(obj) -> bytes:
     return json.dumps(obj).encode()
 

@@ -24,16 +24,16 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from flows.ingest import meter_homes
+from pipeline.energy.tariff import TariffBook
 from pipeline.ingest.decode import DecoderState, decode, route_key
 from pipeline.ingest.home_total import HomeAggregator
+from pipeline.ingest.registry import Registry
+from pipeline.ingest.validation import check_reading, check_ts
+from pipeline.ingest.windowing import DeviceWindower
 from pipeline.insights.step import HomeInsights
 from pipeline.reasons import DeadLetterCode
 from pipeline.records import CommandAck, DeadLetter, LateReading, RawMessage, Reading
-from pipeline.ingest.registry import Registry
 from pipeline.settings import ValidationSettings, WindowSettings
-from pipeline.energy.tariff import TariffBook
-from pipeline.ingest.validation import check_reading, check_ts
-from pipeline.ingest.windowing import DeviceWindower
 from sinks.base import Batch
 from sinks.stores import open_store
 from tests.conftest import FIXTURES

@@ -11,13 +11,18 @@ import subprocess
 import sys
 import time
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 
 import polars as pl
-import pytest
 
+from pipeline.ingest.tabular import (
+    ROW,
+    TableSpec,
+    check_file,
+    dead_letters,
+    parse_device_cols,
+    validated_batches,
+)
 from pipeline.settings import ValidationSettings
-from pipeline.ingest.tabular import ROW, TableSpec, check_file, dead_letters, parse_device_cols, validated_batches
 from sinks.stores import open_store
 from tests.conftest import FIXTURES
 

@@ -6,9 +6,9 @@ import pickle
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+from pipeline.energy.tariff import TariffBook
 from pipeline.insights.step import HomeInsights
 from pipeline.records import DeviceKind, DeviceWindow, HomeWindow
-from pipeline.energy.tariff import TariffBook
 
 DEMO_TARIFFS = Path(__file__).resolve().parents[1] / "pipeline" / "data" / "demo_tariffs.toml"
 T0 = datetime(2026, 1, 5, tzinfo=timezone.utc)

@@ -10,7 +10,6 @@ from pipeline.tools.broker import free_port
 from sinks.stores import open_store
 from tests.flowproc import FlowProcess, TestPublisher
 
-
 START = (datetime.now(timezone.utc) - timedelta(hours=1)).replace(second=0, microsecond=0)
 
 

@@ -12,8 +12,19 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from pipeline import metrics
-from pipeline.records import (AckStatus, CommandAck, CommandState, DeadLetter, DeviceKind, DeviceWindow,
-                              ForecastScore, HomeWindow, LateReading, Reading, Source)
+from pipeline.records import (
+    AckStatus,
+    CommandAck,
+    CommandState,
+    DeadLetter,
+    DeviceKind,
+    DeviceWindow,
+    ForecastScore,
+    HomeWindow,
+    LateReading,
+    Reading,
+    Source,
+)
 from sinks.base import Batch, StoreError, StoreUnavailable
 from sinks.stores import open_store
 from sinks.writer import StoreWriter

@@ -10,9 +10,21 @@ from datetime import datetime, timedelta, timezone
 import psycopg
 import pytest
 
-from pipeline.records import (Anomaly, AnomalyKind, DeadLetter, DeviceInfo, DeviceKind, DeviceWindow,
-                              Forecast, ForecastScore, HomeWindow, LateReading, Reading,
-                              Recommendation, Source)
+from pipeline.records import (
+    Anomaly,
+    AnomalyKind,
+    DeadLetter,
+    DeviceInfo,
+    DeviceKind,
+    DeviceWindow,
+    Forecast,
+    ForecastScore,
+    HomeWindow,
+    LateReading,
+    Reading,
+    Recommendation,
+    Source,
+)
 from sinks.base import Batch, TariffRow
 from sinks.stores import open_store
 from tests.conftest import PG_ADMIN_URL

@@ -18,10 +18,18 @@ import psycopg
 import pytest
 
 from pipeline import metrics
-from pipeline.records import DeviceKind, DeviceWindow, Forecast, HomeWindow, LateReading, Reading, Source
+from pipeline.records import (
+    DeviceKind,
+    DeviceWindow,
+    Forecast,
+    HomeWindow,
+    LateReading,
+    Reading,
+    Source,
+)
 from sinks.base import Batch
-from sinks.stores import open_store
 from sinks.sqlite import SqliteStore
+from sinks.stores import open_store
 from sinks.writer import StoreWriter
 from tests import pgcluster
 from tests.conftest import MQTT_HOST, MQTT_PORT

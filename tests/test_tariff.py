@@ -11,8 +11,15 @@ from zoneinfo import ZoneInfo
 import polars as pl
 import pytest
 
-from pipeline.energy.tariff import (DEFAULT_HOME, TariffBook, TariffKind, book_from_mapping, load_price_file,
-                             price_frame, with_cost)
+from pipeline.energy.tariff import (
+    DEFAULT_HOME,
+    TariffBook,
+    TariffKind,
+    book_from_mapping,
+    load_price_file,
+    price_frame,
+    with_cost,
+)
 
 UTC = timezone.utc
 LONDON = ZoneInfo("Europe/London")

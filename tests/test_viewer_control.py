@@ -19,8 +19,8 @@ import streamlit as st
 from streamlit.testing.v1 import AppTest
 
 from pipeline.energy.device_control import SetCommand, SwitchBoard, ack_payload, ack_topic
-from pipeline.tools.publisher import Publisher
 from pipeline.records import CommandState, DeviceKind, Reading
+from pipeline.tools.publisher import Publisher
 from pipeline.tools.simulator import run_simulation
 from sinks.stores import open_store
 from tests.conftest import MQTT_HOST, MQTT_PORT, PG_ADMIN_URL, _unique

@@ -18,9 +18,17 @@ import ui.control
 import ui.cost
 import ui.data
 import ui.db
+from pipeline.records import (
+    AckStatus,
+    CommandAck,
+    CommandState,
+    DeviceKind,
+    DeviceWindow,
+    HomeWindow,
+    Reading,
+    Recommendation,
+)
 from pipeline.tools.broker import free_port
-from pipeline.records import (AckStatus, CommandAck, CommandState, DeviceKind, DeviceWindow, HomeWindow,
-                              Reading, Recommendation)
 from sinks.base import Batch
 from sinks.stores import open_store
 from ui.accounts import Accounts

@@ -14,9 +14,9 @@ from pathlib import Path
 import polars as pl
 
 from flows.batch_import import run_import
-from pipeline.records import (Anomaly, AnomalyKind, Forecast, ForecastScore, Reading, Recommendation)
-from pipeline.tools.simulator import make_homes
 from pipeline.ingest.tabular import TableSpec, frame_to_readings, parse_device_cols, readings_frame
+from pipeline.records import Anomaly, AnomalyKind, Forecast, ForecastScore, Reading, Recommendation
+from pipeline.tools.simulator import make_homes
 from sinks.base import Batch
 from sinks.stores import open_store
 
@@ -167,7 +167,14 @@ def seed_hostile(url: str, now: datetime) -> None:
     """A home whose devices call themselves markup, with anomalies, a recommendation, a command
     and a device's answer that repeat it; written straight to the store (as the flow and the
     insight jobs would). Adds homeowner ``hana`` of that home."""
-    from pipeline.records import AckStatus, CommandAck, CommandState, DeviceKind, DeviceWindow, HomeWindow
+    from pipeline.records import (
+        AckStatus,
+        CommandAck,
+        CommandState,
+        DeviceKind,
+        DeviceWindow,
+        HomeWindow,
+    )
 
     end = now.replace(second=0, microsecond=0)
     batch = Batch()

@@ -4,10 +4,10 @@ requested home to ``ui.data`` / ``ui.control`` and show the ``AccessDenied`` the
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Iterator
 
 import streamlit as st
 

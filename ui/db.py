@@ -15,15 +15,16 @@ from __future__ import annotations
 import re
 import sqlite3
 import threading
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from datetime import datetime
-from typing import Any, Iterator, Mapping
+from typing import Any
 
 import polars as pl
 
 from sinks.base import mask_url
-from sinks.stores import open_store
 from sinks.rows import to_us
+from sinks.stores import open_store
 
 TS = pl.Datetime("us", "UTC")
 _PARAM = re.compile(r"(?<![:\w]):([A-Za-z_]\w*)")
@@ -86,7 +87,7 @@ class Database:
         yield conn
 
     @contextmanager
-    def transaction(self) -> Iterator["Transaction"]:
+    def transaction(self) -> Iterator[Transaction]:
         """One transaction; SQLite takes the write lock at the start (BEGIN IMMEDIATE) so a
         check-then-insert (rate limits) cannot interleave with another writer."""
         with self.connection() as conn:

@@ -13,8 +13,13 @@ from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pipeline.config import (DEFAULT_MQTT_URL, MQTT_TLS_PARAMS, parse_mqtt_url, with_password,
-                             with_query)
+from pipeline.config import (
+    DEFAULT_MQTT_URL,
+    MQTT_TLS_PARAMS,
+    parse_mqtt_url,
+    with_password,
+    with_query,
+)
 
 if TYPE_CHECKING:
     from pipeline.ingest.tabular import TableSpec
@@ -207,7 +212,7 @@ def add_table_args(p) -> None:
     p.add("--tz", default="UTC", help="time zone of naive time stamps, e.g. Europe/London")
 
 
-def table_spec(args) -> "TableSpec":
+def table_spec(args) -> TableSpec:
     from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
     from pipeline.ingest.tabular import TableSpec, id_problem, parse_device_cols

@@ -22,9 +22,9 @@ def cmd_evaluate(args) -> int:
 
     from pipeline.evaluation.forecast import evaluate_forecasts
     from pipeline.evaluation.report import evaluation_json, print_evaluation
-    from pipeline.insights.forecast import ForecastSettings
     from pipeline.evaluation.stuck_runs import StuckRule
     from pipeline.ingest.tabular import readings_frame
+    from pipeline.insights.forecast import ForecastSettings
 
     console = Console(stderr=args.json)  # keep stdout's last line for the JSON
     try:

@@ -35,10 +35,16 @@ def cmd_import(args) -> int:
 
     from flows.batch_import import run_import
     from flows.ingest import InsightsSetup, prepare_store
-    from pipeline.ingest.registry import Registry
-    from pipeline.settings import ValidationSettings
-    from pipeline.ingest.tabular import ROW, check_file, dead_letters, rejected_counts, validated_batches
     from pipeline.energy.tariff import TariffBook
+    from pipeline.ingest.registry import Registry
+    from pipeline.ingest.tabular import (
+        ROW,
+        check_file,
+        dead_letters,
+        rejected_counts,
+        validated_batches,
+    )
+    from pipeline.settings import ValidationSettings
 
     # libpq waits for an unreachable host as long as TCP does (minutes); an import says so sooner.
     os.environ.setdefault("PGCONNECT_TIMEOUT", "10")
@@ -166,8 +172,8 @@ def cmd_export(args) -> int:
     import os
 
     from sinks.base import mask_url
-    from sinks.stores import open_store
     from sinks.parquet import export_parquet
+    from sinks.stores import open_store
 
     os.environ.setdefault("PGCONNECT_TIMEOUT", "10")
     if args.store_url.startswith("sqlite:///") and not Path(args.store_url[len("sqlite:///"):]).is_file():

@@ -4,8 +4,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pipeline.cli.args import (day, existing_file, load_option, non_negative_float, positive_float,
-                               slot_minutes, store_url, timezone_name)
+from pipeline.cli.args import (
+    day,
+    existing_file,
+    load_option,
+    non_negative_float,
+    positive_float,
+    slot_minutes,
+    store_url,
+    timezone_name,
+)
 from pipeline.cli.common import fail
 
 

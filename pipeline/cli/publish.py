@@ -5,15 +5,24 @@ from __future__ import annotations
 import time
 
 from pipeline import metrics
-from pipeline.cli.args import (add_broker_args, add_table_args, non_negative_float, port, positive_float,
-                               positive_int, qos, store_url, table_spec)
+from pipeline.cli.args import (
+    add_broker_args,
+    add_table_args,
+    non_negative_float,
+    port,
+    positive_float,
+    positive_int,
+    qos,
+    store_url,
+    table_spec,
+)
 from pipeline.cli.common import fail
 from pipeline.config import DEFAULT_MQTT_URL
 
 
 def cmd_replay(args) -> int:
-    from pipeline.tools.publisher import Publisher
     from pipeline.tools.file_replay import replay
+    from pipeline.tools.publisher import Publisher
 
     try:
         spec = table_spec(args)

@@ -6,8 +6,18 @@ import argparse
 import sys
 from pathlib import Path
 
-from pipeline.cli.args import (Parser, add_broker_args, existing_file, non_negative_float, port,
-                               positive_float, positive_int, qos, store_url, timezone_name)
+from pipeline.cli.args import (
+    Parser,
+    add_broker_args,
+    existing_file,
+    non_negative_float,
+    port,
+    positive_float,
+    positive_int,
+    qos,
+    store_url,
+    timezone_name,
+)
 from pipeline.cli.common import install_stop_handlers
 from pipeline.config import DEFAULT_STORE_URL, IngestConfig
 from pipeline.settings import WindowSettings
@@ -86,8 +96,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     configure()
     cfg = config_from_args(args)
     try:  # files that are wrong say so now, not from inside a worker
-        from pipeline.ingest.registry import Registry
         from pipeline.energy.tariff import TariffBook
+        from pipeline.ingest.registry import Registry
 
         if cfg.registry_path:
             Registry.load(cfg.registry_path)

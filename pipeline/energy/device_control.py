@@ -50,7 +50,7 @@ class SetCommand:
         return json.dumps(body, separators=(",", ":")).encode()
 
     @classmethod
-    def parse(cls, payload: bytes, received_at: datetime) -> "SetCommand":
+    def parse(cls, payload: bytes, received_at: datetime) -> SetCommand:
         """Raises DecodeError with a sentence saying what is wrong."""
         try:
             body = obj(json.loads(payload.decode("utf-8")), "set payload")

@@ -27,9 +27,10 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import Literal, Sequence
+from typing import Literal
 from zoneinfo import ZoneInfo
 
 import numpy as np
@@ -60,7 +61,7 @@ class DeferrableLoad:
 
     @staticmethod
     def from_energy(name: str, energy_kwh: float, duration: timedelta, earliest: datetime,
-                    deadline: datetime, interruptible: bool = False) -> "DeferrableLoad":
+                    deadline: datetime, interruptible: bool = False) -> DeferrableLoad:
         hours = duration / timedelta(hours=1)
         if not hours > 0:
             raise PlanError(f"load {name!r}: duration must be positive")
@@ -68,7 +69,7 @@ class DeferrableLoad:
 
     @staticmethod
     def from_profile(name: str, profile_wh: Sequence[float], slot: timedelta, earliest: datetime,
-                     deadline: datetime) -> "DeferrableLoad":
+                     deadline: datetime) -> DeferrableLoad:
         slot_h = slot / timedelta(hours=1)
         peak = max(profile_wh) / slot_h if profile_wh else 0.0
         return DeferrableLoad(name, peak, slot * len(profile_wh), earliest, deadline, False,

@@ -74,11 +74,12 @@ from __future__ import annotations
 import json
 import math
 import tomllib
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta, timezone
 from enum import Enum
 from pathlib import Path
-from typing import Iterable, Mapping, Protocol, Sequence
+from typing import Protocol
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import numpy as np
@@ -225,7 +226,7 @@ class Tariff:
         return out
 
     @staticmethod
-    def from_spec(effective_from: datetime, spec: Mapping) -> "Tariff":
+    def from_spec(effective_from: datetime, spec: Mapping) -> Tariff:
         prices = spec.get("prices")
         return Tariff(
             effective_from=_utc(effective_from),
@@ -303,7 +304,7 @@ class TariffBook:
 
     # ------------------------------------------------------------------ loading and storing
     @staticmethod
-    def from_toml(path: str | Path) -> "TariffBook":
+    def from_toml(path: str | Path) -> TariffBook:
         path = Path(path)
         try:
             data = tomllib.loads(path.read_text())
@@ -320,7 +321,7 @@ class TariffBook:
         return rows
 
     @staticmethod
-    def from_rows(rows: Iterable[TariffRowLike]) -> "TariffBook":
+    def from_rows(rows: Iterable[TariffRowLike]) -> TariffBook:
         default: list[Tariff] = []
         homes: dict[str, list[Tariff]] = {}
         for row in rows:
@@ -337,7 +338,7 @@ class TariffBook:
                             "spec": json.loads(r.spec_json)} for r in self.to_rows()])
 
     @staticmethod
-    def from_json(text: str) -> "TariffBook":
+    def from_json(text: str) -> TariffBook:
         return TariffBook.from_rows(
             TariffSpecRow(r["home_id"], datetime.fromisoformat(r["effective_from"]), json.dumps(r["spec"]))
             for r in json.loads(text))

@@ -51,22 +51,36 @@ import math
 import time
 import warnings
 import zlib
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
-from multiprocessing import get_context
 from dataclasses import dataclass, field
+from multiprocessing import get_context
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import polars as pl
 
+from pipeline.evaluation.anomaly_series import DeviceSeries, detect, series_from_frame
 from pipeline.evaluation.fridge import Drift, simulate_fridge
 from pipeline.evaluation.inject import (
-    US, Fault, add_load, derive_counter, drop, follow_power_change, glitch_counter, hold_value,
-    longest_hold_s, median_interval_s, on_periods, real_holes, reset_counter, resolution, span,
-    stretch_run, stuck_runs,
+    US,
+    Fault,
+    add_load,
+    derive_counter,
+    drop,
+    follow_power_change,
+    glitch_counter,
+    hold_value,
+    longest_hold_s,
+    median_interval_s,
+    on_periods,
+    real_holes,
+    reset_counter,
+    resolution,
+    span,
+    stretch_run,
+    stuck_runs,
 )
-from pipeline.evaluation.anomaly_series import DeviceSeries, detect, series_from_frame
 from pipeline.insights.anomaly.settings import DAY, HOUR, AnomalySettings
 from pipeline.records import Anomaly, AnomalyKind, DeviceKind
 from pipeline.settings import WindowSettings
@@ -291,7 +305,7 @@ class _HomeInjector:
 
                 def ok(t: float) -> bool:
                     i = span(meter, t, t).start
-                    return i < len(meter.power) and abs(meter.power[i]) >= floor
+                    return i < len(meter.power) and abs(meter.power[i]) >= floor  # noqa: B023 (called in this iteration only)
 
                 t = self._pick(meter, slot, slot_len, d, max_gap, ok)
                 if t is None:
@@ -597,7 +611,7 @@ def main(argv: list[str] | None = None) -> int:
             with Progress(console=console, transient=True) as bar:
                 task = bar.add_task(title, total=None)
                 result = run_evaluation(part, seed=args.seed, tz=ds.tz, workers=args.workers,
-                                        progress=lambda text: bar.update(task, description=f"{title}: {text}"))
+                                        progress=lambda text: bar.update(task, description=f"{title}: {text}"))  # noqa: B023 (runs inside this iteration)
             table = anomaly_table(result, f"{title}: {result.homes} home(s), {result.readings:,} readings, "
                                           f"{result.seconds:.0f} s, seed {args.seed}")
             console.print(table)

@@ -10,20 +10,28 @@ closed), which is what a store keyed by ``started_at`` would hold.
 from __future__ import annotations
 
 import heapq
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Iterator
 
 import numpy as np
 import polars as pl
 
+from pipeline.ingest.home_total import HomeAggregator
+from pipeline.ingest.windowing import DeviceWindower
 from pipeline.insights.anomaly.device import DeviceDetector
 from pipeline.insights.anomaly.home import HomeDetector
 from pipeline.insights.anomaly.settings import AnomalySettings
-from pipeline.ingest.home_total import HomeAggregator
-from pipeline.records import Anomaly, AnomalyKind, DeviceKind, DeviceWindow, HomeWindow, Reading, Source
+from pipeline.records import (
+    Anomaly,
+    AnomalyKind,
+    DeviceKind,
+    DeviceWindow,
+    HomeWindow,
+    Reading,
+    Source,
+)
 from pipeline.settings import WindowSettings
-from pipeline.ingest.windowing import DeviceWindower
 
 _WALL = datetime(2100, 1, 1, tzinfo=timezone.utc)  # replay: the wall clock never closes a window
 

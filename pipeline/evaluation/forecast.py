@@ -29,24 +29,24 @@ import math
 import pickle
 import statistics
 from collections import Counter
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
-from functools import partial
 from datetime import timedelta
+from functools import partial
 from multiprocessing import get_context
-from typing import Callable
 
 import numpy as np
 import polars as pl
 
+from pipeline.evaluation.replay import home_windows, split_homes
+from pipeline.evaluation.stuck_runs import StuckRule, excluded_slots, stuck_runs
 from pipeline.insights.forecast import ForecastSettings, HomeForecaster
 from pipeline.insights.forecast.calendar import LocalClock
 from pipeline.insights.forecast.models import BAND_EDGES, CANDIDATES
 from pipeline.insights.forecast.slotting import MinuteSlotter
-from pipeline.evaluation.replay import home_windows, split_homes
 from pipeline.records import Forecast
 from pipeline.settings import WindowSettings
-from pipeline.evaluation.stuck_runs import StuckRule, excluded_slots, stuck_runs
 
 DEFAULT_STUCK = StuckRule()
 DAY_AHEAD_H = 24  # the day-ahead reading: resolution 60, horizon 24 h

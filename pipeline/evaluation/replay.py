@@ -10,16 +10,16 @@ readings. Used by ``shems evaluate``.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from dataclasses import replace
-from typing import Callable, Iterator
 
 import polars as pl
 
 from pipeline.ingest.home_total import HomeAggregator
-from pipeline.records import DeviceKind, DeviceWindow, HomeWindow
-from pipeline.settings import WindowSettings
 from pipeline.ingest.tabular import frame_to_readings
 from pipeline.ingest.windowing import DeviceWindower
+from pipeline.records import DeviceKind, DeviceWindow, HomeWindow
+from pipeline.settings import WindowSettings
 
 _BATCH = 50_000
 

@@ -63,7 +63,7 @@ class Registry:
                 self._home_tz.setdefault(e.home_id, e.timezone)
 
     @classmethod
-    def empty(cls) -> "Registry":
+    def empty(cls) -> Registry:
         return cls([])
 
     def home_timezone(self, home_id: str, default: str = "UTC") -> str:
@@ -71,7 +71,7 @@ class Registry:
         return self._home_tz.get(home_id, default)
 
     @classmethod
-    def load(cls, path: str | Path) -> "Registry":
+    def load(cls, path: str | Path) -> Registry:
         path = Path(path)
         try:
             data = tomllib.loads(path.read_text())

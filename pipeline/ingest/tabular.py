@@ -28,16 +28,16 @@ there applies to imports too.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Callable, Iterator
 
 import polars as pl
 
+from pipeline.ingest.validation import check_reading, validate
 from pipeline.records import DeadLetter, DeviceKind, Reading, Source
 from pipeline.settings import ValidationSettings
-from pipeline.ingest.validation import check_reading, validate
 
 COLUMNS = ["home_id", "device_id", "kind", "ts", "power_w", "energy_wh"]
 ROW = "__row"  # 1-based number of the data row in the file (the header is not counted)
@@ -85,7 +85,7 @@ class TableSpec:
     dropped: list[int] = field(default_factory=list, compare=False)  # rejected readings per read
 
     @classmethod
-    def long(cls, **kw) -> "TableSpec":
+    def long(cls, **kw) -> TableSpec:
         return cls(layout="long", **kw)
 
 
@@ -575,10 +575,6 @@ def dead_letters(checked: CheckedFile, rejected: pl.DataFrame, received_at: date
     return [DeadLetter.of(received_at, f"import:{name}:{row}", payloads.get(row, ""),
                           f"{name} row {row}: {reason}", step="import", error=error)
             for row, error, reason in per_row.iter_rows()]
-
-
-def count_rows(path: str | Path, spec: TableSpec) -> int:
-    return readings_frame(path, spec).height
 
 
 _KIND_OF = {k.value: k for k in DeviceKind}  # a dict lookup per row, not an Enum call

@@ -58,9 +58,9 @@ import numpy as np
 import polars as pl
 
 from pipeline.energy.optimize import DeferrableLoad, PlanProblem, optimize
+from pipeline.energy.tariff import Tariff, TariffBook, TariffKind
 from pipeline.records import DeviceKind, DeviceWindow, HomeWindow, Recommendation
 from pipeline.settings import RecommendSettings, home_offset_min
-from pipeline.energy.tariff import Tariff, TariffBook, TariffKind
 
 DAYS_PER_MONTH = 365.25 / 12
 QUARTER_S = 900
@@ -307,7 +307,7 @@ class HomeRecommender:
         return out
 
     # ------------------------------------------------------------------ the kinds
-    def _standby(self, w: "_Window") -> list[Recommendation]:
+    def _standby(self, w: _Window) -> list[Recommendation]:
         s = self.settings
         base_w, night_hours = self._always_on(w)
         if night_hours < s.min_days * (s.night_end_h - s.night_start_h):
@@ -331,7 +331,7 @@ class HomeRecommender:
         return self._emit(w, "", "standby_waste", f"Cut always-on power: {base_w:.0f} W day and night",
                           detail, kwh, money, True, (base_w, price))
 
-    def _usage_increase(self, w: "_Window") -> list[Recommendation]:
+    def _usage_increase(self, w: _Window) -> list[Recommendation]:
         s = self.settings
         out = []
         for device_id, dev in sorted(self.devices.items()):
@@ -366,7 +366,7 @@ class HomeRecommender:
                               kwh, money, True, (price, per_day_recent, per_day_before))
         return out
 
-    def _peak(self, w: "_Window") -> list[Recommendation]:
+    def _peak(self, w: _Window) -> list[Recommendation]:
         s = self.settings
         prices = w.import_h
         if np.isnan(prices).any():
@@ -407,7 +407,7 @@ class HomeRecommender:
         return self._emit(w, "", "peak_reduction", f"Use less in the peak hours ({label})", detail,
                           0.0, money, False, (threshold, standby, saving))
 
-    def _always_on(self, w: "_Window") -> tuple[float, int]:
+    def _always_on(self, w: _Window) -> tuple[float, int]:
         """Always-on power (W) and the number of night hours it was taken from."""
         s = self.settings
         lows = self.home.hourly.window("low", w.first_hour, w.hours)
@@ -416,7 +416,7 @@ class HomeRecommender:
         usable = night & (minutes >= s.night_hour_min_minutes) & ~np.isnan(lows)
         return (float(np.median(lows[usable])) if usable.any() else 0.0), int(usable.sum())
 
-    def _shifts(self, w: "_Window") -> list[Recommendation]:
+    def _shifts(self, w: _Window) -> list[Recommendation]:
         """load_shift per flexible device and solar_self_consumption for the home, from the runs."""
         s = self.settings
         out: list[Recommendation] = []
@@ -446,7 +446,7 @@ class HomeRecommender:
             out += self._emit_solar(w, solar, home_days, exported[: w.hours].sum() / 1000)
         return out
 
-    def _emit_shift(self, w: "_Window", device_id: str, t: "_ShiftTotals", days: float,
+    def _emit_shift(self, w: _Window, device_id: str, t: _ShiftTotals, days: float,
                     span_h: float, into_solar: int) -> list[Recommendation]:
         saving = t.actual - t.best
         money = saving * DAYS_PER_MONTH / days
@@ -465,7 +465,7 @@ class HomeRecommender:
         return self._emit(w, device_id, "load_shift", f"Run the {_label(device_id)} at about {when}", detail,
                           0.0, money, False, (t.actual, t.best))
 
-    def _emit_solar(self, w: "_Window", t: "_ShiftTotals", days: float,
+    def _emit_solar(self, w: _Window, t: _ShiftTotals, days: float,
                     exported_kwh: float) -> list[Recommendation]:
         if days < self.settings.min_days:
             return []
@@ -487,7 +487,7 @@ class HomeRecommender:
                           f"Run the {devices} while your panels export", detail, kwh, money,
                           True, (t.actual, t.best, export_price))
 
-    def _emit(self, w: "_Window", device_id: str, kind: str, title: str, detail: str, kwh: float,
+    def _emit(self, w: _Window, device_id: str, kind: str, title: str, detail: str, kwh: float,
               money: float, saves_energy: bool, explained_by: tuple[float, ...]) -> list[Recommendation]:
         s = self.settings
         if not all(math.isfinite(v) for v in (kwh, money, *explained_by)):
@@ -522,7 +522,7 @@ class _Window:
     local_day: np.ndarray
 
     @staticmethod
-    def build(rec: HomeRecommender, tariff: Tariff, end_s: int) -> "_Window":
+    def build(rec: HomeRecommender, tariff: Tariff, end_s: int) -> _Window:
         s = rec.settings
         hours = s.window_days * 24
         ahead = int(math.ceil(max(s.shift_window_h, s.ev_shift_window_h)))

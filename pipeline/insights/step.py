@@ -15,13 +15,19 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from pipeline.energy.tariff import TariffBook
 from pipeline.insights.anomaly import AnomalySettings, DeviceDetector, HomeDetector
 from pipeline.insights.forecast import ForecastSettings, HomeForecaster
 from pipeline.insights.recommend import HomeRecommender
-from pipeline.records import (Anomaly, DeviceWindow, Forecast, ForecastScore, HomeWindow,
-                              Recommendation)
+from pipeline.records import (
+    Anomaly,
+    DeviceWindow,
+    Forecast,
+    ForecastScore,
+    HomeWindow,
+    Recommendation,
+)
 from pipeline.settings import RecommendSettings
-from pipeline.energy.tariff import TariffBook
 
 Insight = Forecast | ForecastScore | Anomaly | Recommendation
 

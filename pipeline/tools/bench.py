@@ -28,8 +28,8 @@ import psycopg
 from rich.console import Console
 from rich.table import Table
 
-from pipeline.tools.broker import free_port, start_private_broker
 from pipeline.config import parse_mqtt_url
+from pipeline.tools.broker import free_port, start_private_broker
 from pipeline.tools.publisher import Publisher
 
 ADMIN_URL = os.environ.get("SHEMS_BENCH_PG_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")

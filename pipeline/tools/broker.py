@@ -69,7 +69,7 @@ class PrivateBroker:
                 self.process.kill()
         self.workdir.cleanup()
 
-    def __enter__(self) -> "PrivateBroker":
+    def __enter__(self) -> PrivateBroker:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -95,10 +95,10 @@ def demo_sign_ins(store_url: str, homes: list[str]) -> dict[str, str]:
 
 def run_demo(mqtt_url: str, store_url: str, homes: int, duration: float | None,
              interval_s: float, metrics_port: int | None, ui_port: int | None = 8501) -> int:
-    from pipeline.tools.publisher import Publisher
-    from pipeline.tools.file_replay import replay
-    from pipeline.tools.simulator import run_simulation
     from pipeline.ingest.tabular import TableSpec
+    from pipeline.tools.file_replay import replay
+    from pipeline.tools.publisher import Publisher
+    from pipeline.tools.simulator import run_simulation
 
     console = Console()
     url, broker = ensure_broker(mqtt_url)

@@ -8,8 +8,8 @@ from pathlib import Path
 
 from rich.progress import Progress
 
-from pipeline.records import Reading
 from pipeline.ingest.tabular import TableSpec, frame_to_readings, readings_frame
+from pipeline.records import Reading
 
 
 def schedule(event_ts: list[float], speed: float, start_wall: float,

@@ -25,12 +25,12 @@ import math
 import random
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import Callable
 
-from pipeline.ingest.decode.common import DecodeError
 from pipeline.energy.device_control import SetCommand, SwitchBoard, ack_payload, ack_topic
+from pipeline.ingest.decode.common import DecodeError
 from pipeline.logs import get_logger
 from pipeline.records import CommandAck, DeviceKind, Reading, Source
 

@@ -32,8 +32,18 @@ from rich.table import Table
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from pipeline.records import (Anomaly, AnomalyKind, DeviceKind, DeviceWindow, Forecast,  # noqa: E402
-                              ForecastScore, HomeWindow, Reading, Recommendation, Source)
+from pipeline.records import (  # noqa: E402
+    Anomaly,
+    AnomalyKind,
+    DeviceKind,
+    DeviceWindow,
+    Forecast,
+    ForecastScore,
+    HomeWindow,
+    Reading,
+    Recommendation,
+    Source,
+)
 from sinks.base import Batch
 from sinks.stores import open_store
 

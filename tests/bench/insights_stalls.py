@@ -23,11 +23,11 @@ import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+from pipeline.energy.tariff import TariffBook
 from pipeline.insights.forecast import ForecastSettings, HomeForecaster
 from pipeline.insights.step import HomeInsights, InsightSettings
-from pipeline.settings import RecommendSettings
 from pipeline.records import DeviceKind, DeviceWindow, HomeWindow
-from pipeline.energy.tariff import TariffBook
+from pipeline.settings import RecommendSettings
 
 
 def _windows(home: str, bucket: datetime, rng: random.Random) -> list[DeviceWindow | HomeWindow]:

@@ -7,8 +7,8 @@ import streamlit as st
 
 from ui import data
 from ui.auth import AccessDenied
+from ui.common import home_or_stop, now, page_header, principal, refusals, timezone_for, viewer
 from ui.safe import md_escape
-from ui.common import page_header, home_or_stop, now, principal, refusals, timezone_for, viewer
 
 v = viewer()
 p = principal()

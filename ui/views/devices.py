@@ -2,7 +2,6 @@
 and check from its own readings that it did what it said."""
 
 from datetime import datetime, timedelta, timezone
-
 from zoneinfo import ZoneInfo
 
 import polars as pl
@@ -11,8 +10,8 @@ import streamlit as st
 from pipeline.records import CommandState
 from ui import control, data, metrics
 from ui.auth import AccessDenied
+from ui.common import home_or_stop, now, page_header, principal, refusals, timezone_for, viewer
 from ui.safe import md_escape
-from ui.common import page_header, home_or_stop, now, principal, refusals, timezone_for, viewer
 
 LAST = "last_command"
 

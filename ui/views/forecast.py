@@ -7,8 +7,8 @@ import polars as pl
 import streamlit as st
 
 from ui import charts, data
+from ui.common import home_or_stop, now, page_header, principal, refusals, timezone_for, viewer
 from ui.safe import md_escape
-from ui.common import page_header, home_or_stop, now, principal, refusals, timezone_for, viewer
 
 v = viewer()
 p = principal()

@@ -2,15 +2,14 @@
 
 import io
 from datetime import timedelta
-
 from zoneinfo import ZoneInfo
 
 import polars as pl
 import streamlit as st
 
 from ui import charts, data
+from ui.common import home_or_stop, now, page_header, principal, refusals, timezone_for, viewer
 from ui.safe import file_part, md_escape, spreadsheet_safe
-from ui.common import page_header, home_or_stop, now, principal, refusals, timezone_for, viewer
 
 v = viewer()
 p = principal()

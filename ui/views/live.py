@@ -6,8 +6,17 @@ import polars as pl
 import streamlit as st
 
 from ui import charts, data
+from ui.common import (
+    current_principal,
+    home_or_stop,
+    now,
+    page_header,
+    principal,
+    refusals,
+    timezone_for,
+    viewer,
+)
 from ui.safe import md_escape
-from ui.common import page_header, current_principal, home_or_stop, now, principal, refusals, timezone_for, viewer
 
 v = viewer()
 p = principal()

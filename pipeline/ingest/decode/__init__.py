@@ -19,12 +19,12 @@ from pipeline.ingest.decode.native import decode_native
 from pipeline.ingest.decode.shelly import ShellyDecoder
 from pipeline.ingest.decode.tasmota import decode_tasmota
 from pipeline.ingest.decode.zigbee2mqtt import decode_zigbee2mqtt
+from pipeline.ingest.registry import Registry
+from pipeline.ingest.validation import check_id, check_reading, check_ts
 from pipeline.logs import get_logger
 from pipeline.reasons import DeadLetterCode
 from pipeline.records import CommandAck, DeadLetter, RawMessage, Reading
-from pipeline.ingest.registry import Registry
 from pipeline.settings import ValidationSettings
-from pipeline.ingest.validation import check_id, check_reading, check_ts
 
 log = get_logger(__name__)
 

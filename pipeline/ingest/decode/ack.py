@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from pipeline.ingest.decode.common import DecodeError, shown, obj, parse_ts
+from pipeline.ingest.decode.common import DecodeError, obj, parse_ts, shown
 from pipeline.reasons import DeadLetterCode
 from pipeline.records import AckStatus, CommandAck, CommandState
 

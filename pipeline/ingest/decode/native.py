@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from pipeline.ingest.decode.common import DecodeError, shown, number, obj, parse_ts
+from pipeline.ingest.decode.common import DecodeError, number, obj, parse_ts, shown
 from pipeline.ingest.decode.units import kwh_to_wh
 from pipeline.records import DeviceKind, Reading, Source
 

@@ -16,9 +16,9 @@ from __future__ import annotations
 from datetime import datetime
 
 from pipeline.ingest.decode.common import DecodeError, number, obj, parse_ts, shown
+from pipeline.ingest.registry import Registry
 from pipeline.reasons import DeadLetterCode
 from pipeline.records import Reading, Source
-from pipeline.ingest.registry import Registry
 
 _POWER_FIELD = {"switch": "apower", "pm1": "apower", "em1": "act_power", "em": "total_act_power"}
 _ENERGY_COMPONENT = {"em": "emdata", "em1": "em1data"}

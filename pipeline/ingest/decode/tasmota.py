@@ -10,15 +10,15 @@ channels, so those readings carry no counter.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime, timezone
-from typing import Callable
 from zoneinfo import ZoneInfo
 
 from pipeline.ingest.decode.common import DecodeError, number, obj, parse_iso, shown
 from pipeline.ingest.decode.units import kwh_to_wh
+from pipeline.ingest.registry import Registry
 from pipeline.reasons import DeadLetterCode
 from pipeline.records import DeadLetter, Reading, Source
-from pipeline.ingest.registry import Registry
 
 # Tasmota's energy drivers report at most 8 phases/channels; more is not a device's frame (and
 # must not fan out into one dead letter per array element).

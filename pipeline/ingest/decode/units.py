@@ -5,8 +5,3 @@ from __future__ import annotations
 
 def kwh_to_wh(value: float) -> float:
     return value * 1000.0
-
-
-def wmin_to_wh(value: float) -> float:
-    """Shelly Gen1 and some plugs count watt-minutes."""
-    return value / 60.0

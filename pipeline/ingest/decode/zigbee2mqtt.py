@@ -13,9 +13,9 @@ from datetime import datetime
 
 from pipeline.ingest.decode.common import DecodeError, number, obj, parse_ts
 from pipeline.ingest.decode.units import kwh_to_wh
+from pipeline.ingest.registry import Registry
 from pipeline.reasons import DeadLetterCode
 from pipeline.records import Reading, Source
-from pipeline.ingest.registry import Registry
 
 
 def decode_zigbee2mqtt(name: str, data: object, received_at: datetime, registry: Registry) -> list[Reading]:

@@ -48,7 +48,3 @@ class LocalClock:
 def day_of_week(local_slot: int, res: int) -> int:
     """Monday = 0 … Sunday = 6 of a local slot number (1970-01-01 was a Thursday)."""
     return (local_slot * res // 1440 + 3) % 7
-
-
-def slot_of_day(local_slot: int, res: int) -> int:
-    return local_slot % (1440 // res)

@@ -19,12 +19,25 @@ from datetime import datetime, timedelta, timezone
 import numpy as np
 
 from pipeline.insights.forecast.calendar import LocalClock
-from pipeline.insights.forecast.features import (FEATURES, IssueContext, day_weights, feature_matrix, issue_context,
-                                        profile_stats)
+from pipeline.insights.forecast.features import (
+    FEATURES,
+    IssueContext,
+    day_weights,
+    feature_matrix,
+    issue_context,
+    profile_stats,
+)
 from pipeline.insights.forecast.history import SlotRing
 from pipeline.insights.forecast.intervals import ConformalBand
-from pipeline.insights.forecast.models import (BAND_EDGES, CANDIDATES, QuantileLinear, Selector, band_of,
-                                      bands_of, candidate_predictions)
+from pipeline.insights.forecast.models import (
+    BAND_EDGES,
+    CANDIDATES,
+    QuantileLinear,
+    Selector,
+    band_of,
+    bands_of,
+    candidate_predictions,
+)
 from pipeline.insights.forecast.scoring import PendingForecasts, ScoreBoard
 from pipeline.insights.forecast.settings import ForecastSettings
 from pipeline.records import Forecast, ForecastScore
