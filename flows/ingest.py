@@ -21,12 +21,7 @@ from pathlib import Path
 import bytewax.operators as op
 from bytewax.dataflow import Dataflow, Stream
 from bytewax.inputs import Source
-from bytewax.outputs import (
-    DynamicSink,
-    FixedPartitionedSink,
-    StatefulSinkPartition,
-    StatelessSinkPartition,
-)
+from bytewax.outputs import DynamicSink, FixedPartitionedSink, StatefulSinkPartition, StatelessSinkPartition
 
 from flows.fatal import describe, exit_now
 from flows.logic import DecodeLogic, device_window_builder, home_total_builder, insights_builder
@@ -37,15 +32,7 @@ from pipeline.ingest.decode import SUBSCRIPTIONS, route_key
 from pipeline.ingest.registry import Registry
 from pipeline.insights.step import InsightSettings
 from pipeline.logs import get_logger
-from pipeline.records import (
-    DeadLetter,
-    DeviceKind,
-    DeviceWindow,
-    Forecast,
-    HomeWindow,
-    Reading,
-    Tick,
-)
+from pipeline.records import DeadLetter, DeviceKind, DeviceWindow, Forecast, HomeWindow, Reading, Tick
 from pipeline.settings import ValidationSettings, WindowSettings
 from sinks.base import TariffRow, mask_url
 from sinks.stores import open_store

@@ -32,12 +32,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
-from bytewax.inputs import (
-    DynamicSource,
-    FixedPartitionedSource,
-    StatefulSourcePartition,
-    StatelessSourcePartition,
-)
+from bytewax.inputs import DynamicSource, FixedPartitionedSource, StatefulSourcePartition, StatelessSourcePartition
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions

@@ -15,12 +15,7 @@ from dataclasses import fields
 from datetime import datetime, timezone
 from zlib import adler32
 
-from bytewax.outputs import (
-    DynamicSink,
-    FixedPartitionedSink,
-    StatefulSinkPartition,
-    StatelessSinkPartition,
-)
+from bytewax.outputs import DynamicSink, FixedPartitionedSink, StatefulSinkPartition, StatelessSinkPartition
 from tenacity import Retrying, retry_if_exception, stop_never, wait_exponential_jitter
 
 from pipeline import metrics

@@ -7,12 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.evaluation.anomaly_series import (
-    DeviceSeries,
-    device_windows,
-    home_windows,
-    series_from_frame,
-)
+from pipeline.evaluation.anomaly_series import DeviceSeries, device_windows, home_windows, series_from_frame
 from pipeline.ingest.tabular import TableSpec, parse_device_cols, readings_frame
 from pipeline.insights.anomaly import AnomalySettings, DeviceDetector, HomeDetector
 from pipeline.records import Anomaly, DeviceWindow

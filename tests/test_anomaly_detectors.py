@@ -25,18 +25,7 @@ from pipeline.insights.anomaly import AnomalySettings, DeviceDetector, HomeDetec
 from pipeline.insights.anomaly.clock import LocalClock
 from pipeline.insights.anomaly.text import duration
 from pipeline.records import AnomalyKind, DeviceKind, HomeWindow
-from tests.anomaly_cases import (
-    BRISBANE,
-    LONDON,
-    US,
-    at,
-    copy,
-    refit,
-    run_device,
-    run_home,
-    sgsc,
-    utc,
-)
+from tests.anomaly_cases import BRISBANE, LONDON, US, at, copy, refit, run_device, run_home, sgsc, utc
 
 APRIL = "refit_house20_2014-04_4weeks.parquet"
 ALL_COLUMNS = ("aggregate_w=mains:meter,kettle_w=kettle,dishwasher_w=dishwasher,"

@@ -14,14 +14,7 @@ from datetime import datetime, timedelta, timezone
 
 import polars as pl
 
-from pipeline.ingest.tabular import (
-    ROW,
-    TableSpec,
-    check_file,
-    dead_letters,
-    parse_device_cols,
-    validated_batches,
-)
+from pipeline.ingest.tabular import ROW, TableSpec, check_file, dead_letters, parse_device_cols, validated_batches
 from pipeline.settings import ValidationSettings
 from sinks.stores import open_store
 from tests.conftest import FIXTURES

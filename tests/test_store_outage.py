@@ -18,15 +18,7 @@ import psycopg
 import pytest
 
 from pipeline import metrics
-from pipeline.records import (
-    DeviceKind,
-    DeviceWindow,
-    Forecast,
-    HomeWindow,
-    LateReading,
-    Reading,
-    Source,
-)
+from pipeline.records import DeviceKind, DeviceWindow, Forecast, HomeWindow, LateReading, Reading, Source
 from sinks.base import Batch
 from sinks.sqlite import SqliteStore
 from sinks.stores import open_store

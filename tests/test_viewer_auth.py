@@ -7,14 +7,7 @@ from datetime import datetime, timedelta, timezone
 import polars as pl
 import pytest
 
-from pipeline.records import (
-    CommandState,
-    DeviceKind,
-    DeviceWindow,
-    HomeWindow,
-    Reading,
-    Recommendation,
-)
+from pipeline.records import CommandState, DeviceKind, DeviceWindow, HomeWindow, Reading, Recommendation
 from sinks.base import Batch
 from sinks.stores import open_store
 from ui import control, data

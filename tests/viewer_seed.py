@@ -167,14 +167,7 @@ def seed_hostile(url: str, now: datetime) -> None:
     """A home whose devices call themselves markup, with anomalies, a recommendation, a command
     and a device's answer that repeat it; written straight to the store (as the flow and the
     insight jobs would). Adds homeowner ``hana`` of that home."""
-    from pipeline.records import (
-        AckStatus,
-        CommandAck,
-        CommandState,
-        DeviceKind,
-        DeviceWindow,
-        HomeWindow,
-    )
+    from pipeline.records import AckStatus, CommandAck, CommandState, DeviceKind, DeviceWindow, HomeWindow
 
     end = now.replace(second=0, microsecond=0)
     batch = Batch()

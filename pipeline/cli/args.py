@@ -13,13 +13,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pipeline.config import (
-    DEFAULT_MQTT_URL,
-    MQTT_TLS_PARAMS,
-    parse_mqtt_url,
-    with_password,
-    with_query,
-)
+from pipeline.config import DEFAULT_MQTT_URL, MQTT_TLS_PARAMS, parse_mqtt_url, with_password, with_query
 
 if TYPE_CHECKING:
     from pipeline.ingest.tabular import TableSpec

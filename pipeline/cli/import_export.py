@@ -37,13 +37,7 @@ def cmd_import(args) -> int:
     from flows.ingest import InsightsSetup, prepare_store
     from pipeline.energy.tariff import TariffBook
     from pipeline.ingest.registry import Registry
-    from pipeline.ingest.tabular import (
-        ROW,
-        check_file,
-        dead_letters,
-        rejected_counts,
-        validated_batches,
-    )
+    from pipeline.ingest.tabular import ROW, check_file, dead_letters, rejected_counts, validated_batches
     from pipeline.settings import ValidationSettings
 
     # libpq waits for an unreachable host as long as TCP does (minutes); an import says so sooner.

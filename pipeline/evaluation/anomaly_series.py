@@ -22,15 +22,7 @@ from pipeline.ingest.windowing import DeviceWindower
 from pipeline.insights.anomaly.device import DeviceDetector
 from pipeline.insights.anomaly.home import HomeDetector
 from pipeline.insights.anomaly.settings import AnomalySettings
-from pipeline.records import (
-    Anomaly,
-    AnomalyKind,
-    DeviceKind,
-    DeviceWindow,
-    HomeWindow,
-    Reading,
-    Source,
-)
+from pipeline.records import Anomaly, AnomalyKind, DeviceKind, DeviceWindow, HomeWindow, Reading, Source
 from pipeline.settings import WindowSettings
 
 _WALL = datetime(2100, 1, 1, tzinfo=timezone.utc)  # replay: the wall clock never closes a window

@@ -19,14 +19,7 @@ from pipeline.energy.tariff import TariffBook
 from pipeline.insights.anomaly import AnomalySettings, DeviceDetector, HomeDetector
 from pipeline.insights.forecast import ForecastSettings, HomeForecaster
 from pipeline.insights.recommend import HomeRecommender
-from pipeline.records import (
-    Anomaly,
-    DeviceWindow,
-    Forecast,
-    ForecastScore,
-    HomeWindow,
-    Recommendation,
-)
+from pipeline.records import Anomaly, DeviceWindow, Forecast, ForecastScore, HomeWindow, Recommendation
 from pipeline.settings import RecommendSettings
 
 Insight = Forecast | ForecastScore | Anomaly | Recommendation

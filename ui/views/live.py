@@ -6,16 +6,7 @@ import polars as pl
 import streamlit as st
 
 from ui import charts, data
-from ui.common import (
-    current_principal,
-    home_or_stop,
-    now,
-    page_header,
-    principal,
-    refusals,
-    timezone_for,
-    viewer,
-)
+from ui.common import current_principal, home_or_stop, now, page_header, principal, refusals, timezone_for, viewer
 from ui.safe import md_escape
 
 v = viewer()
