@@ -34,7 +34,7 @@ from pipeline.insights.step import InsightSettings
 from pipeline.logs import get_logger
 from pipeline.records import DeadLetter, DeviceKind, DeviceWindow, Forecast, HomeWindow, Reading, Tick
 from pipeline.settings import ValidationSettings, WindowSettings
-from sinks.base import TariffRow, mask_url
+from sinks.base import mask_url
 from sinks.stores import open_store
 from sinks.writer import RecoverableStoreSink, StoreSink, sink_key
 
@@ -317,8 +317,7 @@ def prepare_store(store_url: str, registry: Registry, tariffs_path: Path | None 
         store.migrate()
         store.upsert_devices(registry.device_infos())
         if book is not None:
-            store.upsert_tariffs([TariffRow(r.home_id, r.effective_from, r.spec_json)
-                                  for r in book.to_rows()])
+            store.upsert_tariffs(book.to_rows())
             return book
         rows = store.tariffs()
         return TariffBook.from_rows(rows) if rows else None

@@ -142,6 +142,16 @@ class HomeWindow:
 
 
 @dataclass(frozen=True, slots=True)
+class TariffRow:
+    """One entry of a tariff history, as the tariffs table stores it and
+    ``pipeline.energy.tariff.TariffBook`` reads and writes it; ``home_id == "*"`` is the default for every home."""
+
+    home_id: str
+    effective_from: datetime
+    spec_json: str
+
+
+@dataclass(frozen=True, slots=True)
 class DeviceInfo:
     """A row of the ``devices`` table: what the registry or first sight tells about a device."""
 

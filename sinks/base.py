@@ -25,6 +25,7 @@ from pipeline.records import (
     LateReading,
     Reading,
     Recommendation,
+    TariffRow,  # the one tariff row type; stores read and write it
 )
 
 # Same table names and columns in every store (see docs/ARCHITECTURE.md).
@@ -59,15 +60,6 @@ class StoredRecommendation:
     status: str
     status_changed_at: datetime | None
     status_changed_by: str | None
-
-
-@dataclass(frozen=True, slots=True)
-class TariffRow:
-    """One entry of a tariff history; ``home_id == "*"`` is the default for every home."""
-
-    home_id: str
-    effective_from: datetime
-    spec_json: str
 
 
 @dataclass(slots=True)

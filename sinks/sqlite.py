@@ -9,6 +9,7 @@ from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 
+from pipeline.config import sqlite_path
 from pipeline.records import (
     Anomaly,
     AnomalyKind,
@@ -64,7 +65,7 @@ def classify(exc: BaseException) -> str:
 class SqliteStore:
     def __init__(self, url: str, busy_timeout_s: float = 30.0) -> None:
         self.url = url
-        path = url[len("sqlite:///"):]
+        path = sqlite_path(url)
         if not path:
             raise ValueError("SQLite URL needs a path: sqlite:///relative.db or sqlite:////absolute.db")
         self.path = Path(path)

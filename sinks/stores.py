@@ -3,6 +3,7 @@ and ``sinks.base`` stays the interface alone."""
 
 from __future__ import annotations
 
+from pipeline.config import store_kind
 from sinks.base import Store, mask_url
 
 
@@ -12,11 +13,12 @@ def open_store(url: str) -> Store:
     Raises :class:`StoreUnavailable` when the store cannot be reached within its start-up
     deadline and :class:`StoreError` when it refuses us (credentials, missing database), each
     with a one-line message."""
-    if url.startswith("sqlite://"):
+    kind = store_kind(url)
+    if kind == "sqlite":
         from sinks.sqlite import SqliteStore
 
         return SqliteStore(url)
-    if url.startswith(("postgresql://", "postgres://")):
+    if kind == "postgres":
         from sinks.postgres import PostgresStore
 
         return PostgresStore(url)

@@ -16,7 +16,7 @@ import numpy as np
 import polars as pl
 
 from pipeline.energy.tariff import TariffBook, history_prices, price_frame
-from sinks.base import TariffRow
+from pipeline.records import TariffRow
 
 
 @dataclass(frozen=True)

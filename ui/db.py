@@ -22,6 +22,7 @@ from typing import Any
 
 import polars as pl
 
+from pipeline.config import sqlite_path, store_kind
 from sinks.base import mask_url
 from sinks.rows import to_us
 from sinks.stores import open_store
@@ -35,7 +36,7 @@ Params = Mapping[str, Any]
 class Database:
     def __init__(self, url: str, *, migrate: bool = True) -> None:
         self.url = url
-        self.dialect = "sqlite" if url.startswith("sqlite:") else "postgres"
+        self.dialect = "sqlite" if store_kind(url) == "sqlite" else "postgres"
         store = open_store(url)  # validates the URL the same way the flow does
         try:
             if migrate:
@@ -80,7 +81,7 @@ class Database:
             return
         conn = getattr(self._local, "conn", None)
         if conn is None:
-            conn = sqlite3.connect(self.url[len("sqlite:///"):], timeout=30, isolation_level=None,
+            conn = sqlite3.connect(sqlite_path(self.url), timeout=30, isolation_level=None,
                                    check_same_thread=False)
             conn.execute("PRAGMA busy_timeout=30000")
             self._local.conn = conn

@@ -13,7 +13,15 @@ from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pipeline.config import DEFAULT_MQTT_URL, MQTT_TLS_PARAMS, parse_mqtt_url, with_password, with_query
+from pipeline.config import (
+    DEFAULT_MQTT_URL,
+    MQTT_TLS_PARAMS,
+    check_store_url,
+    parse_mqtt_url,
+    store_kind,
+    with_password,
+    with_query,
+)
 
 if TYPE_CHECKING:
     from pipeline.ingest.tabular import TableSpec
@@ -28,17 +36,10 @@ def mqtt_url(value: str) -> str:
 
 
 def store_url(value: str) -> str:
-    if value.startswith("sqlite://"):
-        if not value.startswith("sqlite:///") or len(value) <= len("sqlite:///"):
-            raise argparse.ArgumentTypeError(
-                "SQLite URL needs a path: sqlite:///relative.db or sqlite:////absolute/path.db"
-            )
-        return value
-    if value.startswith(("postgresql://", "postgres://")):
-        return value
-    raise argparse.ArgumentTypeError(
-        f"unsupported store URL scheme in {value.split('://')[0]!r}: use sqlite:///path.db or postgresql://..."
-    )
+    try:
+        return check_store_url(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def positive_float(value: str) -> float:
@@ -134,7 +135,7 @@ def resolve_secret_files(ns: argparse.Namespace) -> None:
     password_file = getattr(ns, "store_password_file", None)
     if password_file:
         url = getattr(ns, "store_url", None) or ""
-        if not url.startswith(("postgresql://", "postgres://")):
+        if store_kind(url) != "postgres":
             raise ValueError("--store-password-file needs a postgresql:// store URL")
         ns.store_url = with_password(url, read_secret(password_file))
 

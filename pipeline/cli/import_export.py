@@ -10,7 +10,7 @@ from pathlib import Path
 from pipeline import metrics
 from pipeline.cli.args import add_table_args, existing_file, port, store_url, table_spec
 from pipeline.cli.common import check_store_reachable, fail, one_line
-from pipeline.config import DEFAULT_STORE_URL
+from pipeline.config import DEFAULT_STORE_URL, sqlite_path, store_kind
 
 
 def _printable(text: str) -> str:
@@ -170,8 +170,8 @@ def cmd_export(args) -> int:
     from sinks.stores import open_store
 
     os.environ.setdefault("PGCONNECT_TIMEOUT", "10")
-    if args.store_url.startswith("sqlite:///") and not Path(args.store_url[len("sqlite:///"):]).is_file():
-        return fail(f"no SQLite store at {args.store_url[len('sqlite:///'):]}")
+    if store_kind(args.store_url) == "sqlite" and not Path(sqlite_path(args.store_url)).is_file():
+        return fail(f"no SQLite store at {sqlite_path(args.store_url)}")
     try:
         store = open_store(args.store_url)
     except Exception as exc:  # the driver's error: refused, timed out, wrong password

@@ -15,6 +15,7 @@ from pipeline.cli.args import (
     timezone_name,
 )
 from pipeline.cli.common import fail
+from pipeline.config import sqlite_path, store_kind
 
 
 def cmd_plan(args) -> int:
@@ -77,8 +78,8 @@ def _stored_forecasts(url: str, home: str):
     from sinks.base import mask_url
     from sinks.stores import open_store
 
-    if url.startswith("sqlite:///") and not Path(url[len("sqlite:///"):]).is_file():
-        raise ValueError(f"no SQLite store at {url[len('sqlite:///'):]}")
+    if store_kind(url) == "sqlite" and not Path(sqlite_path(url)).is_file():
+        raise ValueError(f"no SQLite store at {sqlite_path(url)}")
     store = open_store(url)
     try:
         try:

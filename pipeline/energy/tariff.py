@@ -58,7 +58,7 @@ TOML format (``deploy/tariffs.example.toml`` is a complete example)::
     kind = "dynamic"
     price_file = "agile-2024.csv"    # relative to the TOML file
 
-Stored form: :meth:`TariffBook.to_rows` gives one :class:`TariffSpecRow` per tariff
+Stored form: :meth:`TariffBook.to_rows` gives one :class:`TariffRow` per tariff
 (``home_id`` ``"*"`` for the default, ``effective_from``, ``spec_json``) for a
 ``tariffs(home_id, effective_from, spec_json)`` table, and :meth:`TariffBook.from_rows` rebuilds
 the book from such rows.
@@ -79,11 +79,12 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta, timezone
 from enum import Enum
 from pathlib import Path
-from typing import Protocol
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import numpy as np
 import polars as pl
+
+from pipeline.records import TariffRow
 
 DEFAULT_HOME = "*"
 _MINUTES_PER_DAY = 1440
@@ -246,21 +247,6 @@ class Tariff:
         )
 
 
-class TariffRowLike(Protocol):
-    home_id: str
-    effective_from: datetime
-    spec_json: str
-
-
-@dataclass(frozen=True, slots=True)
-class TariffSpecRow:
-    """One stored tariff: the row of a ``tariffs(home_id, effective_from, spec_json)`` table."""
-
-    home_id: str  # "*" for the default
-    effective_from: datetime
-    spec_json: str
-
-
 @dataclass(frozen=True)
 class TariffBook:
     """The default tariff history plus per-home histories (each sorted by ``effective_from``)."""
@@ -314,14 +300,14 @@ class TariffBook:
             raise ValueError(f"cannot read tariff file {path}: {exc.strerror}") from None
         return book_from_mapping(data, base_dir=path.parent, source=str(path))
 
-    def to_rows(self) -> list[TariffSpecRow]:
-        rows = [TariffSpecRow(DEFAULT_HOME, t.effective_from, json.dumps(t.spec())) for t in self.default]
+    def to_rows(self) -> list[TariffRow]:
+        rows = [TariffRow(DEFAULT_HOME, t.effective_from, json.dumps(t.spec())) for t in self.default]
         for home, history in sorted(self.homes.items()):
-            rows += [TariffSpecRow(home, t.effective_from, json.dumps(t.spec())) for t in history]
+            rows += [TariffRow(home, t.effective_from, json.dumps(t.spec())) for t in history]
         return rows
 
     @staticmethod
-    def from_rows(rows: Iterable[TariffRowLike]) -> TariffBook:
+    def from_rows(rows: Iterable[TariffRow]) -> TariffBook:
         default: list[Tariff] = []
         homes: dict[str, list[Tariff]] = {}
         for row in rows:
@@ -340,7 +326,7 @@ class TariffBook:
     @staticmethod
     def from_json(text: str) -> TariffBook:
         return TariffBook.from_rows(
-            TariffSpecRow(r["home_id"], datetime.fromisoformat(r["effective_from"]), json.dumps(r["spec"]))
+            TariffRow(r["home_id"], datetime.fromisoformat(r["effective_from"]), json.dumps(r["spec"]))
             for r in json.loads(text))
 
 
