@@ -52,9 +52,7 @@ import time
 import warnings
 import zlib
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
-from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
@@ -81,6 +79,7 @@ from pipeline.evaluation.inject import (
     stretch_run,
     stuck_runs,
 )
+from pipeline.evaluation.pool import spawn_pool
 from pipeline.insights.anomaly.settings import DAY, HOUR, AnomalySettings
 from pipeline.records import Anomaly, AnomalyKind, DeviceKind
 from pipeline.settings import WindowSettings
@@ -143,9 +142,7 @@ def run_evaluation(readings: pl.DataFrame, seed: int = 0, tz: str = "UTC",
     jobs = [(home, series, seed, tz, settings, window_settings, warmup_days, fridge)
             for home, series in sorted(by_home.items())]
     if workers > 1 and len(jobs) > 1:
-        # Spawned, not forked: a fork copies polars' (and rich's) threads' locks in whatever state
-        # they are, and the children can wait on them forever.
-        with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
+        with spawn_pool(workers) as pool:
             results = []
             for n, result in enumerate(pool.map(_evaluate_home, *zip(*jobs))):
                 results.append(result)

@@ -30,15 +30,15 @@ import pickle
 import statistics
 from collections import Counter
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import as_completed
 from dataclasses import dataclass, field
 from datetime import timedelta
 from functools import partial
-from multiprocessing import get_context
 
 import numpy as np
 import polars as pl
 
+from pipeline.evaluation.pool import spawn_pool
 from pipeline.evaluation.replay import home_windows, split_homes
 from pipeline.evaluation.stuck_runs import StuckRule, excluded_slots, stuck_runs
 from pipeline.insights.forecast import ForecastSettings, HomeForecaster
@@ -132,8 +132,7 @@ def evaluate_forecasts(frame: pl.DataFrame, settings: ForecastSettings,
         for home_id, readings in homes:
             collect(*_evaluate_home(home_id, readings, settings, horizons_h, stuck, window, on_rows))
     else:
-        # spawn, not fork: polars' thread pool does not survive a fork.
-        with ProcessPoolExecutor(min(jobs, len(homes)), mp_context=get_context("spawn")) as pool:
+        with spawn_pool(min(jobs, len(homes))) as pool:
             futures = {pool.submit(_evaluate_home, home_id, readings, settings, horizons_h, stuck,
                                    window): readings.height for home_id, readings in homes}
             for future in as_completed(futures):

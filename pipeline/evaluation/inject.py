@@ -26,6 +26,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from pipeline.evaluation.anomaly_series import DeviceSeries
+from pipeline.evaluation.stuck_runs import INJECTION_RULE, StuckRule, held_runs
 from pipeline.records import AnomalyKind
 
 US = 1_000_000
@@ -129,20 +130,14 @@ def real_holes(series: DeviceSeries) -> list[tuple[float, float]]:
     return [(series.ts[k] / US, series.ts[k + 1] / US) for k in i]
 
 
-def stuck_runs(series: DeviceSeries, min_s: float = 3600.0, min_readings: int = 12) -> list[tuple[float, float, float]]:
-    """(start, end, value) of each run of one non-zero value held for ``min_s`` over
-    ``min_readings`` readings or more."""
-    p = series.power
-    if len(p) < min_readings:
+def stuck_runs(series: DeviceSeries, rule: StuckRule = INJECTION_RULE) -> list[tuple[float, float, float]]:
+    """(start, end, value) in epoch seconds of each real stuck run of the device (the one rule of
+    ``pipeline.evaluation.stuck_runs``); its last reading stands for one interval after it."""
+    runs = held_runs(series.ts, series.power, rule)
+    if not runs:
         return []
-    change = np.flatnonzero(np.diff(p) != 0)
-    firsts = np.concatenate([[0], change + 1])
-    lasts = np.concatenate([change, [len(p) - 1]])
-    out = []
-    for a, b in zip(firsts, lasts):
-        if p[a] != 0 and b - a + 1 >= min_readings and (series.ts[b] - series.ts[a]) / US >= min_s:
-            out.append((series.ts[a] / US, series.ts[b] / US + median_interval_s(series), float(p[a])))
-    return out
+    interval = median_interval_s(series)
+    return [(series.ts[a] / US, series.ts[b] / US + interval, float(series.power[a])) for a, b in runs]
 
 
 def longest_hold_s(series: DeviceSeries, min_value: float, below_s: float) -> float:
