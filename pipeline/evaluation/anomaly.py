@@ -41,7 +41,8 @@ defined above: ``real_high_episodes``, an offline rule, blind to the detector's 
 HIGH_CONSUMPTION faults. ``real_found`` says how many of them the detector found. Injected faults
 keep clear of all of them.
 
-``python -m pipeline.evaluation.anomaly`` prints the table for each dataset in /work/shared/data.
+``python -m pipeline.evaluation.anomaly --data DIR`` prints the table for each dataset in DIR
+(refit/, ukdale/, sgsc/ as the shared data folder holds them).
 """
 
 from __future__ import annotations
@@ -537,7 +538,7 @@ def score(injected: list[Fault], real: list[Fault], detections: list[Anomaly],
     return rows
 
 
-# ---------------------------------------------------------------- the datasets in /work/shared/data
+# ---------------------------------------------------------------- the datasets of a shared data folder
 
 
 @dataclass(frozen=True)
@@ -589,7 +590,7 @@ def main(argv: list[str] | None = None) -> int:
     from pipeline.ingest.tabular import TableSpec, readings_frame
 
     parser = argparse.ArgumentParser(prog="python -m pipeline.evaluation.anomaly", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data", default="/work/shared/data", help="folder with refit/, ukdale/, sgsc/")
+    parser.add_argument("--data", required=True, help="folder with refit/, ukdale/, sgsc/")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--only", help="evaluate only datasets whose name contains this")
     parser.add_argument("--workers", type=int, default=1, help="homes evaluated in parallel processes")
