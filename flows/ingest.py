@@ -27,7 +27,7 @@ from flows.fatal import describe, exit_now
 from flows.logic import DecodeLogic, device_window_builder, home_total_builder, insights_builder
 from pipeline import metrics
 from pipeline.config import IngestConfig, parse_mqtt_url
-from pipeline.energy.tariff import TariffBook
+from pipeline.energy.tariff import TariffBook, book_from_toml
 from pipeline.ingest.decode import SUBSCRIPTIONS, route_key
 from pipeline.ingest.registry import Registry
 from pipeline.insights.step import InsightSettings
@@ -311,7 +311,7 @@ def prepare_store(store_url: str, registry: Registry, tariffs_path: Path | None 
 
     Returns the tariff book: the file's when one is given (it is stored, so the viewer prices
     with the same tariffs), else the one stored earlier, else None."""
-    book = TariffBook.from_toml(tariffs_path) if tariffs_path else None
+    book = book_from_toml(tariffs_path) if tariffs_path else None
     store = open_store(store_url)
     try:
         store.migrate()

@@ -24,7 +24,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from flows.ingest import meter_homes
-from pipeline.energy.tariff import TariffBook
+from pipeline.energy.tariff import book_from_toml
 from pipeline.ingest.decode import DecoderState, decode, route_key
 from pipeline.ingest.home_total import HomeAggregator
 from pipeline.ingest.registry import Registry
@@ -59,7 +59,7 @@ REG = Registry.load(FIXTURES / "registry.toml")
 METER_HOMES = meter_homes(REG)
 V = ValidationSettings()
 W = WindowSettings()
-BOOK = TariffBook.from_toml(FIXTURES.parent.parent / "pipeline" / "data" / "demo_tariffs.toml")
+BOOK = book_from_toml(FIXTURES.parent.parent / "pipeline" / "data" / "demo_tariffs.toml")
 NOW = datetime(2024, 2, 1, 8, 16, tzinfo=timezone.utc)
 CODES = {c.value for c in DeadLetterCode}
 SEEDS = sorted((FIXTURES / "payloads").glob("*.json"))

@@ -35,7 +35,7 @@ def cmd_import(args) -> int:
 
     from flows.batch_import import run_import
     from flows.ingest import InsightsSetup, prepare_store
-    from pipeline.energy.tariff import TariffBook
+    from pipeline.energy.tariff import book_from_toml
     from pipeline.ingest.registry import Registry
     from pipeline.ingest.tabular import ROW, check_file, dead_letters, rejected_counts, validated_batches
     from pipeline.settings import ValidationSettings
@@ -55,7 +55,7 @@ def cmd_import(args) -> int:
     try:
         spec = table_spec(args)
         if args.tariffs:
-            TariffBook.from_toml(args.tariffs)  # a wrong file says so before any work is done
+            book_from_toml(args.tariffs)  # a wrong file says so before any work is done
     except ValueError as exc:
         return fail(str(exc))
     if args.metrics_port:

@@ -60,12 +60,12 @@ def cmd_plan(args) -> int:
 def _plan_prices(args):
     from datetime import datetime, timezone
 
-    from pipeline.energy.tariff import Tariff, TariffBook, TariffKind, load_price_file
+    from pipeline.energy.tariff import Tariff, TariffBook, TariffKind, book_from_toml, load_price_file
 
     if args.tariffs and args.prices:
         raise ValueError("give --tariffs or --prices, not both")
     if args.tariffs:
-        return TariffBook.from_toml(args.tariffs), args.home or "*"
+        return book_from_toml(args.tariffs), args.home or "*"
     if not args.prices:
         raise ValueError("no prices: give --tariffs FILE (a tariff book) or --prices FILE (ts, import_price[, export_price])")
     series = load_price_file(args.prices)

@@ -96,13 +96,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     configure()
     cfg = config_from_args(args)
     try:  # files that are wrong say so now, not from inside a worker
-        from pipeline.energy.tariff import TariffBook
+        from pipeline.energy.tariff import book_from_toml
         from pipeline.ingest.registry import Registry
 
         if cfg.registry_path:
             Registry.load(cfg.registry_path)
         if cfg.tariffs_path:
-            TariffBook.from_toml(cfg.tariffs_path)
+            book_from_toml(cfg.tariffs_path)
     except ValueError as exc:
         print(f"shems run: error: {exc}", file=sys.stderr)
         return 2

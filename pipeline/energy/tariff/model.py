@@ -73,12 +73,10 @@ from __future__ import annotations
 
 import json
 import math
-import tomllib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import datetime, timedelta, timezone
 from enum import Enum
-from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import numpy as np
@@ -289,16 +287,6 @@ class TariffBook:
         return history[-1].timezone if history else "UTC"
 
     # ------------------------------------------------------------------ loading and storing
-    @staticmethod
-    def from_toml(path: str | Path) -> TariffBook:
-        path = Path(path)
-        try:
-            data = tomllib.loads(path.read_text())
-        except tomllib.TOMLDecodeError as exc:
-            raise ValueError(f"{path}: not valid TOML: {exc}") from None
-        except OSError as exc:
-            raise ValueError(f"cannot read tariff file {path}: {exc.strerror}") from None
-        return book_from_mapping(data, base_dir=path.parent, source=str(path))
 
     def to_rows(self) -> list[TariffRow]:
         rows = [TariffRow(DEFAULT_HOME, t.effective_from, json.dumps(t.spec())) for t in self.default]
@@ -393,190 +381,6 @@ def with_cost(frame: pl.DataFrame, book: TariffBook) -> pl.DataFrame:
     cost = energy / 1000.0 * np.where(energy >= 0, imp, exp)
     return frame.with_columns(pl.Series("import_price", imp), pl.Series("export_price", exp),
                               pl.Series("cost", cost))
-
-
-# ---------------------------------------------------------------------- price files
-
-def load_price_file(path: str | Path) -> PriceSeries:
-    """A dynamic price file: ``ts, import_price[, export_price]`` on a regular 15/30/60-min grid."""
-    path = Path(path)
-    try:
-        frame = pl.read_parquet(path) if path.suffix.lower() in (".parquet", ".pq") else pl.read_csv(
-            path, try_parse_dates=False)
-    except (OSError, pl.exceptions.PolarsError) as exc:
-        raise ValueError(f"cannot read price file {path}: {exc}") from None
-    missing = {"ts", "import_price"} - set(frame.columns)
-    if missing:
-        raise ValueError(f"price file {path} needs the columns ts, import_price[, export_price]; "
-                         f"missing {sorted(missing)}")
-    if frame.height == 0:
-        raise ValueError(f"price file {path} has no rows")
-    ts = frame["ts"]
-    if ts.dtype == pl.String:
-        try:
-            ts = _parse_times(ts)
-        except pl.exceptions.PolarsError:
-            raise ValueError(f"price file {path}: ts must be ISO times, e.g. 2024-01-01T00:00:00Z") from None
-    if not isinstance(ts.dtype, pl.Datetime):
-        raise ValueError(f"price file {path}: ts must be a time, not {ts.dtype}")
-    secs = _utc_series(ts).dt.epoch("s").to_numpy()
-    steps = np.diff(secs)
-    if len(secs) > 1:
-        if (steps <= 0).any():
-            bad = int(np.flatnonzero(steps <= 0)[0]) + 1
-            raise ValueError(f"price file {path}: times must increase (row {bad + 1})")
-        step = int(steps[0])
-        if step not in _DYNAMIC_STEPS_S:
-            raise ValueError(f"price file {path}: step {step // 60} min; use 15, 30 or 60 minutes")
-        if (steps != step).any():
-            bad = int(np.flatnonzero(steps != step)[0]) + 1
-            raise ValueError(f"price file {path}: irregular step at row {bad + 1} "
-                             f"({_iso(int(secs[bad]))}); every step must be {step // 60} min")
-    else:
-        step = 3600
-    series = {}
-    for col in ("import_price", "export_price"):
-        if col not in frame.columns:
-            continue
-        try:
-            values = frame[col].cast(pl.Float64).to_numpy()
-        except pl.exceptions.PolarsError:
-            raise ValueError(f"price file {path}: {col} must be numbers") from None
-        if not np.isfinite(values).all():
-            bad = int(np.flatnonzero(~np.isfinite(values))[0])
-            raise ValueError(f"price file {path}: {col} is missing or not finite at row {bad + 1}")
-        series[col] = tuple(float(v) for v in values)
-    return PriceSeries(int(secs[0]), step, series["import_price"], series.get("export_price"))
-
-
-# ---------------------------------------------------------------------- TOML parsing
-
-def book_from_mapping(data: Mapping, base_dir: Path = Path("."), source: str = "tariffs") -> TariffBook:
-    """A book from parsed TOML (see the module docstring for the format)."""
-    allowed = {"currency", "timezone", "tariff", "home"}
-    unknown = set(data) - allowed
-    if unknown:
-        raise ValueError(f"{source}: unknown keys {sorted(unknown)}; expected {sorted(allowed)}")
-    currency = data.get("currency")
-    if not isinstance(currency, str) or not currency:
-        raise ValueError(f"{source}: set currency, e.g. currency = \"GBP\"")
-    zone = data.get("timezone", "UTC")
-    _check_zone(zone, source)
-    default = _sorted(_parse_tariff(t, currency, zone, base_dir, f"{source}: tariff #{i + 1}")
-                      for i, t in enumerate(data.get("tariff", ())))
-    homes: dict[str, tuple[Tariff, ...]] = {}
-    for home, spec in (data.get("home") or {}).items():
-        if not isinstance(spec, Mapping):
-            raise ValueError(f"{source}: [home.{home}] must be a table")
-        extra = set(spec) - {"timezone", "tariff"}
-        if extra:
-            raise ValueError(f"{source}: [home.{home}] has unknown keys {sorted(extra)}")
-        home_zone = spec.get("timezone", zone)
-        _check_zone(home_zone, f"{source}: [home.{home}]")
-        if not spec.get("tariff"):
-            raise ValueError(f"{source}: [home.{home}] needs at least one [[home.{home}.tariff]]")
-        homes[home] = _sorted(_parse_tariff(t, currency, home_zone, base_dir,
-                                            f"{source}: home {home} tariff #{i + 1}")
-                              for i, t in enumerate(spec["tariff"]))
-    if not default and not homes:
-        raise ValueError(f"{source}: no [[tariff]] entries")
-    return TariffBook(currency, default, homes)
-
-
-_TARIFF_KEYS = {"name", "effective_from", "kind", "import_price", "export_price", "period",
-                "price_file", "timezone"}
-_PERIOD_KEYS = {"name", "start", "end", "import_price", "export_price", "days", "months"}
-
-
-def _parse_tariff(spec: Mapping, currency: str, zone: str, base_dir: Path, where: str) -> Tariff:
-    unknown = set(spec) - _TARIFF_KEYS
-    if unknown:
-        raise ValueError(f"{where}: unknown keys {sorted(unknown)}; expected some of {sorted(_TARIFF_KEYS)}")
-    zone = spec.get("timezone", zone)
-    _check_zone(zone, where)
-    if "effective_from" not in spec:
-        raise ValueError(f"{where}: effective_from is required (a date, or a date-time with offset)")
-    try:
-        kind = TariffKind(spec.get("kind", "flat"))
-    except ValueError:
-        raise ValueError(f"{where}: kind must be flat, tou or dynamic, not {spec.get('kind')!r}") from None
-    effective = _effective_from(spec["effective_from"], zone, where)
-    imp = _price(spec, "import_price", where, required=kind == TariffKind.FLAT)
-    periods = tuple(_parse_period(p, where) for p in spec.get("period", ()))
-    if kind != TariffKind.TOU and periods:
-        raise ValueError(f"{where}: periods belong to kind = \"tou\"")
-    prices = None
-    if kind == TariffKind.DYNAMIC:
-        if "price_file" not in spec:
-            raise ValueError(f"{where}: a dynamic tariff needs price_file")
-        prices = load_price_file(base_dir / spec["price_file"])
-    elif "price_file" in spec:
-        raise ValueError(f"{where}: price_file belongs to kind = \"dynamic\"")
-    try:
-        return Tariff(effective, kind, currency, zone, str(spec.get("name", "")), imp,
-                      _price(spec, "export_price", where) or 0.0, periods, prices)
-    except ValueError as exc:
-        raise ValueError(f"{where}: {exc}") from None
-
-
-def _parse_period(spec: Mapping, where: str) -> TouPeriod:
-    unknown = set(spec) - _PERIOD_KEYS
-    if unknown:
-        raise ValueError(f"{where}: period has unknown keys {sorted(unknown)}")
-    name = str(spec.get("name", ""))
-    where = f"{where} period {name!r}" if name else f"{where} period"
-    for key in ("start", "end", "import_price"):
-        if key not in spec:
-            raise ValueError(f"{where}: {key} is required")
-    try:
-        start, end = _minutes(spec["start"]), _minutes(spec["end"])
-    except ValueError as exc:
-        raise ValueError(f"{where}: {exc}") from None
-    if start == end:
-        raise ValueError(f"{where}: start and end are equal; a period must have a length")
-    days = spec.get("days", "all")
-    if isinstance(days, str):
-        if days not in _DAY_SETS:
-            raise ValueError(f"{where}: days must be all, weekdays, weekends or a list of day names")
-        day_idx = tuple(_DAY_SETS[days])
-    else:
-        try:
-            day_idx = tuple(sorted({_DAY_NAMES.index(str(d).lower()[:3]) for d in days}))
-        except ValueError:
-            raise ValueError(f"{where}: unknown day in {days!r}; use mon, tue, ... sun") from None
-    months = tuple(sorted(set(spec.get("months", ()))))
-    if any(not isinstance(m, int) or not 1 <= m <= 12 for m in months):
-        raise ValueError(f"{where}: months must be numbers 1-12")
-    return TouPeriod(name or _hhmm(start), start, end, _price(spec, "import_price", where, True),
-                     day_idx, months, _price(spec, "export_price", where))
-
-
-def _price(spec: Mapping, key: str, where: str, required: bool = False) -> float | None:
-    if key not in spec:
-        if required:
-            raise ValueError(f"{where}: {key} is required (currency per kWh)")
-        return None
-    value = spec[key]
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ValueError(f"{where}: {key} must be a number (currency per kWh), not {value!r}")
-    return float(value)
-
-
-def _effective_from(value, zone: str, where: str) -> datetime:
-    if isinstance(value, str):
-        try:
-            value = date.fromisoformat(value) if len(value) == 10 else datetime.fromisoformat(value)
-        except ValueError:
-            raise ValueError(f"{where}: effective_from {value!r} is not a date or ISO date-time") from None
-    if isinstance(value, datetime):
-        if value.tzinfo is None:
-            raise ValueError(f"{where}: effective_from {value} needs an offset (e.g. Z), "
-                             "or give a bare date for local midnight")
-        return _utc(value)
-    if isinstance(value, date):
-        return datetime.combine(value, time(0), ZoneInfo(zone)).astimezone(timezone.utc)
-    raise ValueError(f"{where}: effective_from must be a date or a date-time, not {value!r}")
-
 
 # ---------------------------------------------------------------------- helpers
 
