@@ -1,6 +1,7 @@
 """The layer rule of docs/ARCHITECTURE.md, read from the source: every import of every module of
 pipeline/, flows/, sinks/ and ui/ (module level and inside functions alike, since a deferred
-import is still a dependency) is parsed with ``ast``, and the test fails on
+import is still a dependency; not those under ``if TYPE_CHECKING:``, which never run) is parsed
+with ``ast``, and the test fails on
 
 - an import cycle among the project's modules;
 - a module of the pure core (pipeline/ except pipeline/cli and pipeline/tools) importing the
@@ -40,7 +41,12 @@ def imports_of(name: str, path: Path, known: set[str]) -> set[str]:
     """Every module ``name`` imports; ``from a import b`` counts as ``a.b`` when that is a module."""
     package = name if path.name == "__init__.py" else name.rpartition(".")[0]
     found: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+    tree = ast.parse(path.read_text(), str(path))
+    type_only = {id(n) for block in ast.walk(tree) if isinstance(block, ast.If) and _is_type_checking(block.test)
+                 for stmt in block.body for n in ast.walk(stmt)}
+    for node in ast.walk(tree):
+        if id(node) in type_only:
+            continue
         if isinstance(node, ast.Import):
             found.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom):
@@ -53,6 +59,11 @@ def imports_of(name: str, path: Path, known: set[str]) -> set[str]:
                 candidate = f"{source}.{alias.name}"
                 found.add(candidate if candidate in known else source)
     return found
+
+
+def _is_type_checking(test: ast.expr) -> bool:
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
 
 
 @pytest.fixture(scope="module")
@@ -112,6 +123,7 @@ def test_the_rule_catches_a_crossing(tmp_path):
     """The walker itself: a core module that imports a store is found, through a deferred import."""
     fake = tmp_path / "pipeline" / "bad.py"
     fake.parent.mkdir()
-    fake.write_text("def f():\n    from sinks.stores import open_store\n    import socket\n")
+    fake.write_text("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    import ui.app\n"
+                    "def f():\n    from sinks.stores import open_store\n    import socket\n")
     found = imports_of("pipeline.bad", fake, {"sinks.stores"})
-    assert found == {"sinks.stores", "socket"}
+    assert found == {"typing", "sinks.stores", "socket"}
