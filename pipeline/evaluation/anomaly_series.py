@@ -25,8 +25,6 @@ from pipeline.insights.anomaly.settings import AnomalySettings
 from pipeline.records import Anomaly, AnomalyKind, DeviceKind, DeviceWindow, HomeWindow, Reading, Source
 from pipeline.settings import WindowSettings
 
-_WALL = datetime(2100, 1, 1, tzinfo=timezone.utc)  # replay: the wall clock never closes a window
-
 
 @dataclass
 class DeviceSeries:
@@ -64,23 +62,23 @@ def series_from_frame(frame: pl.DataFrame) -> list[DeviceSeries]:
 
 
 def device_windows(series: DeviceSeries, settings: WindowSettings = WindowSettings()) -> list[DeviceWindow]:
-    windower = DeviceWindower(settings)
+    windower = DeviceWindower(settings.event_time_only())
     out: list[DeviceWindow] = []
     for reading in series.readings():
-        out.extend(windower.add(reading, _WALL).windows)
+        out.extend(windower.add(reading, reading.ts).windows)
     out.extend(windower.flush().windows)
     return out
 
 
 def home_windows(windows: list[list[DeviceWindow]], settings: WindowSettings = WindowSettings(),
                  known_meter: bool = False) -> list[HomeWindow]:
-    aggregator = HomeAggregator(settings, known_meter=known_meter)
+    aggregator = HomeAggregator(settings.event_time_only(), known_meter=known_meter)
     if known_meter:
         # A meter home's total is its meters' sum: other windows cannot change it, so skip them.
         windows = [ws for ws in windows if ws and ws[0].kind == DeviceKind.METER]
     out: list[HomeWindow] = []
     for window in heapq.merge(*windows, key=lambda w: w.bucket):
-        out.extend(aggregator.add(window, _WALL).windows)
+        out.extend(aggregator.add(window, window.bucket).windows)
     out.extend(aggregator.flush().windows)
     return out
 

@@ -11,7 +11,6 @@ readings. Used by ``shems evaluate``.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import replace
 
 import polars as pl
 
@@ -38,7 +37,7 @@ def split_homes(frame: pl.DataFrame, meters_only: bool = True) -> list[tuple[str
 def home_windows(readings: pl.DataFrame, window: WindowSettings | None = None,
                  on_rows: Callable[[int], None] = lambda n: None) -> Iterator[HomeWindow]:
     """One home's total minutes, in the order the flow would emit them (re-emissions included)."""
-    window = replace(window or WindowSettings(), idle_close_s=1e12)  # event time only
+    window = (window or WindowSettings()).event_time_only()
     has_meter = bool((readings["kind"] == DeviceKind.METER.value).any())
     aggregator = HomeAggregator(window, known_meter=has_meter)
     windowers: dict[str, DeviceWindower] = {}
