@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import argparse
 import os
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from pipeline.config import (
     DEFAULT_MQTT_URL,
@@ -25,6 +26,8 @@ from pipeline.config import (
 
 if TYPE_CHECKING:
     from pipeline.ingest.tabular import TableSpec
+
+Number = TypeVar("Number", int, float)
 
 
 def mqtt_url(value: str) -> str:
@@ -42,34 +45,27 @@ def store_url(value: str) -> str:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
-def positive_float(value: str) -> float:
+def _number(value: str, parse: Callable[[str], Number], noun: str, bound: str,
+            within: Callable[[Number], bool]) -> Number:
     try:
-        f = float(value)
+        n = parse(value)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {value!r}") from None
-    if not f > 0:
-        raise argparse.ArgumentTypeError(f"expected a number > 0, got {value!r}")
-    return f
+        raise argparse.ArgumentTypeError(f"expected {noun}, got {value!r}") from None
+    if not within(n):
+        raise argparse.ArgumentTypeError(f"expected {noun} {bound}, got {value!r}")
+    return n
+
+
+def positive_float(value: str) -> float:
+    return _number(value, float, "a number", "> 0", lambda f: f > 0)
 
 
 def non_negative_float(value: str) -> float:
-    try:
-        f = float(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {value!r}") from None
-    if f < 0:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {value!r}")
-    return f
+    return _number(value, float, "a number", ">= 0", lambda f: not f < 0)  # as before, NaN passes
 
 
 def positive_int(value: str) -> int:
-    try:
-        i = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {value!r}") from None
-    if i <= 0:
-        raise argparse.ArgumentTypeError(f"expected a whole number > 0, got {value!r}")
-    return i
+    return _number(value, int, "a whole number", "> 0", lambda i: i > 0)
 
 
 def port(value: str) -> int:
