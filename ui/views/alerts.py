@@ -7,15 +7,11 @@ import streamlit as st
 
 from ui import data
 from ui.auth import AccessDenied
-from ui.common import home_or_stop, now, page_header, principal, refusals, timezone_for, viewer
+from ui.common import home_page, now, refusals
 from ui.safe import md_escape
 
-v = viewer()
-p = principal()
-home = home_or_stop(v, p)
-page_header("Alerts", home)
+v, p, home, tz = home_page("Alerts")
 with refusals():
-    tz = timezone_for(v, p, home)
     found = data.anomalies(v.db, p, home, now())
     recs = data.recommendations(v.db, p, home)
 

@@ -10,17 +10,13 @@ import streamlit as st
 from pipeline.records import CommandState
 from ui import control, data, metrics
 from ui.auth import AccessDenied
-from ui.common import home_or_stop, now, page_header, principal, refusals, timezone_for, viewer
+from ui.common import home_page, now, refusals
 from ui.safe import md_escape
 
 LAST = "last_command"
 
-v = viewer()
-p = principal()
-home = home_or_stop(v, p)
-page_header("Devices", home)
+v, p, home, tz = home_page("Devices")
 with refusals():
-    tz = timezone_for(v, p, home)
     devices = data.devices_now(v.db, p, home)
     drawing = control.switched_off_but_drawing(devices, v.db, p, home, v.settings.off_threshold_w)
 zone = ZoneInfo(tz)

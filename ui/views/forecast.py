@@ -7,15 +7,11 @@ import polars as pl
 import streamlit as st
 
 from ui import charts, data
-from ui.common import home_or_stop, now, page_header, principal, refusals, timezone_for, viewer
+from ui.common import home_page, now, refusals
 from ui.safe import md_escape
 
-v = viewer()
-p = principal()
-home = home_or_stop(v, p)
-page_header("Forecast", home)
+v, p, home, tz = home_page("Forecast")
 with refusals():
-    tz = timezone_for(v, p, home)
     resolutions = data.forecast_resolutions(v.db, p, home)
 if not resolutions:
     st.info("No forecast for this home yet: the forecaster needs some history first.")

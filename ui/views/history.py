@@ -8,15 +8,10 @@ import polars as pl
 import streamlit as st
 
 from ui import charts, data
-from ui.common import home_or_stop, now, page_header, principal, refusals, timezone_for, viewer
+from ui.common import home_page, now, refusals
 from ui.safe import file_part, md_escape, spreadsheet_safe
 
-v = viewer()
-p = principal()
-home = home_or_stop(v, p)
-page_header("History", home)
-with refusals():
-    tz = timezone_for(v, p, home)
+v, p, home, tz = home_page("History")
 
 today = now().astimezone(ZoneInfo(tz)).date()
 c1, c2 = st.columns([2, 1])
