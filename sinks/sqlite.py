@@ -9,6 +9,7 @@ from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 
+import sinks.rows as table_rows
 from pipeline.config import sqlite_path
 from pipeline.records import (
     Anomaly,
@@ -171,20 +172,17 @@ class SqliteStore:
             # (NaN) must fail, to be isolated and dead-lettered, not silently dropped.
             c.executemany(
                 "INSERT INTO readings VALUES (?,?,?,?,?,?,?) ON CONFLICT DO NOTHING",
-                [(r.home_id, r.device_id, to_us(r.ts), r.power_w, r.energy_wh, r.voltage_v,
-                  r.current_a) for r in batch.readings],
+                [table_rows.reading_row(r, to_us) for r in batch.readings],
             )
         if batch.device_windows:
             c.executemany(
                 "INSERT OR REPLACE INTO device_1m VALUES (?,?,?,?,?,?,?,?,?)",
-                [(w.home_id, w.device_id, to_us(w.bucket), w.kind.value, w.mean_power_w,
-                  w.min_power_w, w.max_power_w, w.energy_wh, w.samples) for w in batch.device_windows],
+                [table_rows.device_window_row(w, to_us) for w in batch.device_windows],
             )
         if batch.home_windows:
             c.executemany(
                 "INSERT OR REPLACE INTO home_1m VALUES (?,?,?,?,?,?,?)",
-                [(w.home_id, to_us(w.bucket), w.mean_power_w, w.min_power_w, w.max_power_w,
-                  w.energy_wh, w.samples) for w in batch.home_windows],
+                [table_rows.home_window_row(w, to_us) for w in batch.home_windows],
             )
         self._refresh_hourly(batch)
         if batch.dead_letters:
@@ -196,36 +194,27 @@ class SqliteStore:
         if batch.late_readings:
             c.executemany(
                 "INSERT INTO late_readings VALUES (?,?,?,?) ON CONFLICT DO NOTHING",
-                [(x.reading.home_id, x.reading.device_id, to_us(x.reading.ts), to_us(x.bucket))
-                 for x in batch.late_readings],
+                [table_rows.late_reading_row(x, to_us) for x in batch.late_readings],
             )
         if batch.forecasts:
             c.executemany(
                 "INSERT OR REPLACE INTO forecasts VALUES (?,?,?,?,?,?,?,?,?)",
-                [(f.home_id, f.resolution_min, to_us(f.made_at), to_us(f.target_ts), f.horizon_min,
-                  f.yhat_w, f.lower_w, f.upper_w, f.model) for f in batch.forecasts],
+                [table_rows.forecast_row(f, to_us) for f in batch.forecasts],
             )
         if batch.forecast_scores:
             c.executemany(
                 "INSERT OR REPLACE INTO forecast_scores VALUES (?,?,?,?,?,?,?,?,?,?)",
-                [(s.home_id, s.resolution_min, s.horizon_min, s.model, s.n, s.mae_w,
-                  s.naive_day_mae_w, s.naive_week_mae_w, s.coverage, to_us(s.updated_at))
-                 for s in batch.forecast_scores],
+                [table_rows.forecast_score_row(s, to_us) for s in batch.forecast_scores],
             )
         if batch.anomalies:
             c.executemany(ANOMALY_UPSERT.replace("%s", "?"),
-                          [(a.home_id, a.device_id, a.kind.value, to_us(a.started_at),
-                            to_us(a.ended_at) if a.ended_at else None, a.score, a.message)
-                           for a in batch.anomalies])
+                          [table_rows.anomaly_row(a, to_us) for a in batch.anomalies])
         if batch.recommendations:
             c.executemany(RECOMMENDATION_UPSERT.replace("%s", "?"),
-                          [(r.home_id, r.kind, r.device_id, to_us(r.created_at), to_us(r.created_at),
-                            r.title, r.detail, r.kwh_per_month, r.money_per_month, r.currency)
-                           for r in batch.recommendations])
+                          [table_rows.recommendation_row(r, to_us) for r in batch.recommendations])
         if batch.command_acks:
             c.executemany(COMMAND_ACK_INSERT.replace("%s", "?"),
-                          [(a.command_id, a.status.value, a.home_id, a.device_id, a.state.value,
-                            to_us(a.ts), to_us(a.received_at), a.message) for a in batch.command_acks])
+                          [table_rows.command_ack_row(a, to_us) for a in batch.command_acks])
         self._upsert_devices(device_rows(batch))
 
     def _refresh_hourly(self, batch: Batch) -> None:
