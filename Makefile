@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 
-.PHONY: demo test venv services bench clean
+.PHONY: demo test lint venv services bench clean
 
 $(STAMP): pyproject.toml
 	@bash scripts/ensure_python.sh $(PYTHON)
@@ -24,7 +24,11 @@ demo: venv
 	@bash scripts/ensure_services.sh mosquitto
 	$(BIN)/shems demo $(if $(DURATION),--duration $(DURATION),)
 
-test: venv services
+# Static checks first: they take seconds, the suite takes minutes.
+lint: venv
+	$(BIN)/python -m ruff check .
+
+test: lint services
 	@bash scripts/ensure_tools.sh
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 

@@ -2,14 +2,13 @@
 
     file batches (already Readings) -> device windows -> home totals -> insights -> store
 
-The file is read in time order by ``pipeline.tabular``; nothing is late, and at the end of the
+The file is read in time order by ``pipeline.ingest.tabular``; nothing is late, and at the end of the
 file every open window is flushed.
 """
 
 from __future__ import annotations
 
-from dataclasses import replace
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 import bytewax.operators as op
 from bytewax.dataflow import Dataflow
@@ -52,9 +51,8 @@ class ReadingBatchSource(FixedPartitionedSource):
 def build_import_flow(source: ReadingBatchSource, store_url: str,
                       window: WindowSettings | None = None, meter_home_ids: frozenset[str] = frozenset(),
                       batch_rows: int = 20_000, insights: InsightsSetup | None = None) -> Dataflow:
-    # A file is in time order and complete: windows close on event time alone, never on the
-    # wall clock (a fast import would otherwise close windows that are still being filled).
-    window = replace(window or WindowSettings(), idle_close_s=1e8)  # ~3 years: never
+    # A file is in time order and complete: windows close on event time alone.
+    window = (window or WindowSettings()).event_time_only()
     flow = Dataflow("shems_import")
     readings = op.input("file", flow, source)
     aggregate_and_store(

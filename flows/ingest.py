@@ -13,29 +13,29 @@ them together and runs them on Bytewax.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Callable, Sequence
 
 import bytewax.operators as op
 from bytewax.dataflow import Dataflow, Stream
 from bytewax.inputs import Source
-from bytewax.outputs import (DynamicSink, FixedPartitionedSink, StatefulSinkPartition,
-                             StatelessSinkPartition)
+from bytewax.outputs import DynamicSink, FixedPartitionedSink, StatefulSinkPartition, StatelessSinkPartition
 
 from flows.fatal import describe, exit_now
 from flows.logic import DecodeLogic, device_window_builder, home_total_builder, insights_builder
 from pipeline import metrics
 from pipeline.config import IngestConfig, parse_mqtt_url
-from pipeline.decode import SUBSCRIPTIONS, route_key
+from pipeline.energy.tariff import TariffBook, book_from_toml
+from pipeline.ingest.decode import SUBSCRIPTIONS, route_key
+from pipeline.ingest.registry import Registry
+from pipeline.insights.step import InsightSettings
 from pipeline.logs import get_logger
-from pipeline.insights import InsightSettings
 from pipeline.records import DeadLetter, DeviceKind, DeviceWindow, Forecast, HomeWindow, Reading, Tick
-from pipeline.registry import Registry
 from pipeline.settings import ValidationSettings, WindowSettings
-from pipeline.tariff import TariffBook
-from sinks.base import TariffRow, mask_url, open_store
+from sinks.base import mask_url
+from sinks.stores import open_store
 from sinks.writer import RecoverableStoreSink, StoreSink, sink_key
 
 log = get_logger(__name__)
@@ -311,14 +311,13 @@ def prepare_store(store_url: str, registry: Registry, tariffs_path: Path | None 
 
     Returns the tariff book: the file's when one is given (it is stored, so the viewer prices
     with the same tariffs), else the one stored earlier, else None."""
-    book = TariffBook.from_toml(tariffs_path) if tariffs_path else None
+    book = book_from_toml(tariffs_path) if tariffs_path else None
     store = open_store(store_url)
     try:
         store.migrate()
         store.upsert_devices(registry.device_infos())
         if book is not None:
-            store.upsert_tariffs([TariffRow(r.home_id, r.effective_from, r.spec_json)
-                                  for r in book.to_rows()])
+            store.upsert_tariffs(book.to_rows())
             return book
         rows = store.tariffs()
         return TariffBook.from_rows(rows) if rows else None

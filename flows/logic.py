@@ -18,22 +18,33 @@ from __future__ import annotations
 import os
 import pickle
 from collections import Counter, OrderedDict
+from collections.abc import Callable, Iterable
 from datetime import datetime, timezone
-from typing import Callable, Iterable
 
 from bytewax.operators import StatefulBatchLogic
 
 from pipeline import metrics
-from pipeline.decode import DecoderState, decode
-from pipeline.home_total import HomeAggregator
-from pipeline.insights import HomeInsights, InsightSettings
+from pipeline.energy.tariff import TariffBook
+from pipeline.ingest.decode import DecoderState, decode
+from pipeline.ingest.home_total import HomeAggregator
+from pipeline.ingest.registry import Registry
+from pipeline.ingest.windowing import DeviceWindower
+from pipeline.insights.step import HomeInsights, InsightSettings
 from pipeline.logs import get_logger
-from pipeline.records import (Anomaly, CommandAck, DeadLetter, DeviceWindow, Forecast, ForecastScore,
-                              HomeWindow, LateReading, RawMessage, Reading, Recommendation)
-from pipeline.registry import Registry
+from pipeline.records import (
+    Anomaly,
+    CommandAck,
+    DeadLetter,
+    DeviceWindow,
+    Forecast,
+    ForecastScore,
+    HomeWindow,
+    LateReading,
+    RawMessage,
+    Reading,
+    Recommendation,
+)
 from pipeline.settings import ValidationSettings, WindowSettings
-from pipeline.tariff import TariffBook
-from pipeline.windowing import DeviceWindower
 
 log = get_logger(__name__)
 
@@ -311,7 +322,7 @@ class DecodeLogic(_GuardedLogic):
 
 
 class DeviceWindowLogic(_GuardedLogic):
-    """Per device: 1-minute event-time windows (see pipeline.windowing)."""
+    """Per device: 1-minute event-time windows (see pipeline.ingest.windowing)."""
 
     step = "windowing"
 
@@ -484,7 +495,7 @@ _SCORE_BOARDS: dict[str, ForecastScoreBoard] = {}
 
 
 class InsightsLogic(_GuardedLogic):
-    """Per home: forecasts, anomalies and recommendations (see pipeline.insights)."""
+    """Per home: forecasts, anomalies and recommendations (see pipeline.insights.step)."""
 
     step = "insights"
 

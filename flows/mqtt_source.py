@@ -27,18 +27,12 @@ import sys
 import threading
 import time
 from collections import deque
+from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta, timezone
-from typing import Iterable, Sequence
-
-import paho.mqtt.client as mqtt
 from pathlib import Path
 
-from bytewax.inputs import (
-    DynamicSource,
-    FixedPartitionedSource,
-    StatefulSourcePartition,
-    StatelessSourcePartition,
-)
+import paho.mqtt.client as mqtt
+from bytewax.inputs import DynamicSource, FixedPartitionedSource, StatefulSourcePartition, StatelessSourcePartition
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
@@ -106,7 +100,7 @@ class MqttSource(DynamicSource):
         # signal (a restart is coming): only the former should flush open windows as final.
         self.went_idle = threading.Event()
 
-    def build(self, step_id: str, worker_index: int, worker_count: int) -> "MqttPartition":
+    def build(self, step_id: str, worker_index: int, worker_count: int) -> MqttPartition:
         return MqttPartition(self, worker_index)
 
 
@@ -126,7 +120,7 @@ class SpooledMqttSource(FixedPartitionedSource):
     def list_parts(self) -> list[str]:
         return [str(i) for i in range(self.partitions)]
 
-    def build_part(self, step_id: str, for_part: str, resume_state: int | None) -> "SpooledMqttPartition":
+    def build_part(self, step_id: str, for_part: str, resume_state: int | None) -> SpooledMqttPartition:
         self.settings.dropped_state = self.spool_root / "broker_dropped"
         try:
             spool = Spool(self.spool_root / f"part-{for_part}")

@@ -29,9 +29,9 @@ import hashlib
 import json
 import os
 import struct
+from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Iterator
 
 from pipeline.records import DeadLetter, RawMessage
 

@@ -9,6 +9,41 @@ from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit, urlunsp
 
 from pipeline.settings import ValidationSettings, WindowSettings
 
+# The defaults every entry point shares (the CLI's flags, the viewer's settings, the demo).
+DEFAULT_MQTT_URL = "mqtt://127.0.0.1:1883"
+DEFAULT_STORE_URL = "sqlite:///.shems/shems.db"
+
+# ----- store URLs: sqlite:///relative.db, sqlite:////absolute.db or postgresql://user@host/db -----
+
+SQLITE_PREFIX = "sqlite:///"
+POSTGRES_PREFIXES = ("postgresql://", "postgres://")
+
+
+def store_kind(url: str) -> str | None:
+    """"sqlite", "postgres", or None for a URL no store takes."""
+    if url.startswith("sqlite://"):
+        return "sqlite"
+    if url.startswith(POSTGRES_PREFIXES):
+        return "postgres"
+    return None
+
+
+def sqlite_path(url: str) -> str:
+    """The file of a sqlite:/// URL ("" when it names none)."""
+    return url[len(SQLITE_PREFIX):]
+
+
+def check_store_url(url: str) -> str:
+    """The URL if a store takes it, else ValueError with a sentence a user can act on."""
+    kind = store_kind(url)
+    if kind == "sqlite" and (not url.startswith(SQLITE_PREFIX) or not sqlite_path(url)):
+        raise ValueError("SQLite URL needs a path: sqlite:///relative.db or sqlite:////absolute/path.db")
+    if kind is None:
+        raise ValueError(
+            f"unsupported store URL scheme in {url.split('://')[0]!r}: use sqlite:///path.db or postgresql://..."
+        )
+    return url
+
 
 # TLS files ride in the MQTT URL's query (``mqtts://host:8883?ca_file=/etc/ca.crt``) so every
 # command, the flow's source and the viewer's command sender get them from the one URL they

@@ -93,7 +93,7 @@ class DeadLetter:
 
     @classmethod
     def of(cls, received_at: datetime, topic: str, payload: bytes | str, reason: str, *,
-           step: str = "decode", error: str = "") -> "DeadLetter":
+           step: str = "decode", error: str = "") -> DeadLetter:
         raw = payload if isinstance(payload, bytes) else payload.encode("utf-8", "replace")
         head = raw[: DEAD_LETTER_PAYLOAD_MAX * 4].decode("utf-8", "replace")
         return cls(
@@ -139,6 +139,16 @@ class HomeWindow:
     max_power_w: float
     energy_wh: float
     samples: int
+
+
+@dataclass(frozen=True, slots=True)
+class TariffRow:
+    """One entry of a tariff history, as the tariffs table stores it and
+    ``pipeline.energy.tariff.TariffBook`` reads and writes it; ``home_id == "*"`` is the default for every home."""
+
+    home_id: str
+    effective_from: datetime
+    spec_json: str
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
-
 
 # Hard limits on any time stamp the decoders produce, whatever the configuration: far enough from
 # datetime.min/max that no arithmetic downstream (windows, hours, days, a year of history,
@@ -78,6 +77,17 @@ class WindowSettings:
     home_grace_windows: int = 2
     # A closed home minute is kept this long so a late device minute can still amend it.
     home_retention_windows: int = 10
+
+    def event_time_only(self) -> WindowSettings:
+        """These settings for a replay or an import: windows close on event time alone, never on
+        the wall clock (a fast replay would otherwise close windows still being filled). The one
+        way every replay switches the wall clock off (``shems import``, ``shems evaluate``, the
+        anomaly evaluation's series)."""
+        return replace(self, idle_close_s=EVENT_TIME_ONLY_IDLE_S)
+
+
+# ~3 years: an idle close never fires, and the wall time it would fire at is still a valid datetime.
+EVENT_TIME_ONLY_IDLE_S = 1e8
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,12 +7,26 @@ aggregates are keyed by their bucket and a re-emitted window replaces the earlie
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import ContextManager, Protocol, Sequence
+from typing import Protocol
 
-from pipeline.records import (Anomaly, CommandAck, DeadLetter, DeviceInfo, DeviceWindow, Forecast, ForecastScore,
-                              HomeWindow, LateReading, Reading, Recommendation)
+from pipeline.records import (
+    Anomaly,
+    CommandAck,
+    DeadLetter,
+    DeviceInfo,
+    DeviceWindow,
+    Forecast,
+    ForecastScore,
+    HomeWindow,
+    LateReading,
+    Reading,
+    Recommendation,
+    TariffRow,  # the one tariff row type; stores read and write it
+)
 
 # Same table names and columns in every store (see docs/ARCHITECTURE.md).
 TABLES = ("readings", "device_1m", "home_1m", "devices", "dead_letter", "late_readings",
@@ -46,15 +60,6 @@ class StoredRecommendation:
     status: str
     status_changed_at: datetime | None
     status_changed_by: str | None
-
-
-@dataclass(frozen=True, slots=True)
-class TariffRow:
-    """One entry of a tariff history; ``home_id == "*"`` is the default for every home."""
-
-    home_id: str
-    effective_from: datetime
-    spec_json: str
 
 
 @dataclass(slots=True)
@@ -160,10 +165,10 @@ class Store(Protocol):
 class WritableStore(Store, Protocol):
     """The parts of a store that the writer composes to isolate bad rows (both stores have them)."""
 
-    def transaction(self) -> ContextManager[None]:
+    def transaction(self) -> AbstractContextManager[None]:
         """One transaction: committed on normal exit, rolled back on an exception."""
 
-    def savepoint(self) -> ContextManager[None]:
+    def savepoint(self) -> AbstractContextManager[None]:
         """Inside a transaction: on an exception only what was written inside is undone."""
 
     def write_rows(self, batch: Batch) -> None:
@@ -184,22 +189,3 @@ def mask_url(url: str) -> str:
     from pipeline.logs import mask_secrets
 
     return mask_secrets(url)
-
-
-def open_store(url: str) -> Store:
-    """Open a store by URL: ``sqlite:///path.db`` or ``postgresql://...``.
-
-    Raises :class:`StoreUnavailable` when the store cannot be reached within its start-up
-    deadline and :class:`StoreError` when it refuses us (credentials, missing database), each
-    with a one-line message."""
-    if url.startswith("sqlite://"):
-        from sinks.sqlite import SqliteStore
-
-        return SqliteStore(url)
-    if url.startswith(("postgresql://", "postgres://")):
-        from sinks.postgres import PostgresStore
-
-        return PostgresStore(url)
-    raise ValueError(
-        f"unsupported store URL {mask_url(url)!r}: use sqlite:///path.db or postgresql://..."
-    )

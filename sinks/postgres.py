@@ -23,20 +23,44 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta, timezone
-from typing import Iterable, Sequence
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
-from pipeline.records import (Anomaly, AnomalyKind, DeadLetter, DeviceInfo, DeviceKind, DeviceWindow,
-                              Forecast, ForecastScore, HomeWindow, Reading, Recommendation, Source)
-from sinks.base import (FATAL, RECOMMENDATION_STATUSES, ROW, TABLES, TRANSIENT, Batch, StoredRecommendation,
-                        StoreError, StoreUnavailable, TariffRow, mask_url)
-from sinks.sql import ANOMALY_UPSERT, COMMAND_ACK_INSERT, RECOMMENDATION_UPSERT
+import sinks.rows as table_rows
+from pipeline.records import (
+    Anomaly,
+    AnomalyKind,
+    DeadLetter,
+    DeviceInfo,
+    DeviceKind,
+    DeviceWindow,
+    Forecast,
+    ForecastScore,
+    HomeWindow,
+    Reading,
+    Recommendation,
+    Source,
+)
+from sinks.base import (
+    FATAL,
+    RECOMMENDATION_STATUSES,
+    ROW,
+    TABLES,
+    TRANSIENT,
+    Batch,
+    StoredRecommendation,
+    StoreError,
+    StoreUnavailable,
+    TariffRow,
+    mask_url,
+)
 from sinks.migrate import migrations
-from sinks.sqlite import dead_letter_row, device_rows
+from sinks.rows import dead_letter_row, device_rows
+from sinks.sql import ANOMALY_UPSERT, COMMAND_ACK_INSERT, RECOMMENDATION_UPSERT
 
 CONNECTION_DEFAULTS = {"connect_timeout": "10", "keepalives": "1", "keepalives_idle": "30",
                        "keepalives_interval": "10", "keepalives_count": "3", "tcp_user_timeout": "60000"}
@@ -288,14 +312,12 @@ class PostgresStore:
             cur.execute(_STAGING)
             if batch.readings:
                 self._copy(cur, "stage_readings", _READING_TYPES,
-                           ((r.home_id, r.device_id, r.ts, r.power_w, r.energy_wh, r.voltage_v,
-                             r.current_a) for r in batch.readings))
+                           (table_rows.reading_row(r) for r in batch.readings))
                 cur.execute("INSERT INTO readings SELECT * FROM stage_readings ON CONFLICT DO NOTHING")
             if batch.device_windows:
                 windows = _last_by_key(batch.device_windows, lambda w: (w.home_id, w.device_id, w.bucket))
                 self._copy(cur, "stage_device_1m", _DEVICE_1M_TYPES,
-                           ((w.home_id, w.device_id, w.bucket, w.kind.value, w.mean_power_w,
-                             w.min_power_w, w.max_power_w, w.energy_wh, _int4(w.samples)) for w in windows))
+                           (table_rows.device_window_row(w, count=_int4) for w in windows))
                 cur.execute(
                     "INSERT INTO device_1m SELECT * FROM stage_device_1m "
                     "ON CONFLICT (home_id, device_id, bucket) DO UPDATE SET kind = excluded.kind, "
@@ -305,8 +327,7 @@ class PostgresStore:
             if batch.home_windows:
                 windows = _last_by_key(batch.home_windows, lambda w: (w.home_id, w.bucket))
                 self._copy(cur, "stage_home_1m", _HOME_1M_TYPES,
-                           ((w.home_id, w.bucket, w.mean_power_w, w.min_power_w, w.max_power_w,
-                             w.energy_wh, _int4(w.samples)) for w in windows))
+                           (table_rows.home_window_row(w, count=_int4) for w in windows))
                 cur.execute(
                     "INSERT INTO home_1m SELECT * FROM stage_home_1m "
                     "ON CONFLICT (home_id, bucket) DO UPDATE SET "
@@ -324,14 +345,12 @@ class PostgresStore:
             if batch.late_readings:
                 cur.executemany(
                     "INSERT INTO late_readings VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING",
-                    [(x.reading.home_id, x.reading.device_id, x.reading.ts, x.bucket)
-                     for x in batch.late_readings])
+                    [table_rows.late_reading_row(x) for x in batch.late_readings])
             if batch.forecasts:
                 forecasts = _last_by_key(batch.forecasts, lambda f: (f.home_id, f.resolution_min,
                                                                      f.made_at, f.target_ts))
                 self._copy(cur, "stage_forecasts", _FORECAST_TYPES,
-                           ((f.home_id, _int4(f.resolution_min), f.made_at, f.target_ts, _int4(f.horizon_min),
-                             f.yhat_w, f.lower_w, f.upper_w, f.model) for f in forecasts))
+                           (table_rows.forecast_row(f, count=_int4) for f in forecasts))
                 cur.execute(
                     "INSERT INTO forecasts SELECT * FROM stage_forecasts "
                     "ON CONFLICT (home_id, resolution_min, made_at, target_ts) DO UPDATE SET "
@@ -347,23 +366,16 @@ class PostgresStore:
                     "naive_day_mae_w = excluded.naive_day_mae_w, "
                     "naive_week_mae_w = excluded.naive_week_mae_w, coverage = excluded.coverage, "
                     "updated_at = excluded.updated_at",
-                    [(x.home_id, x.resolution_min, x.horizon_min, x.model, x.n, x.mae_w,
-                      x.naive_day_mae_w, x.naive_week_mae_w, x.coverage, x.updated_at)
-                     for x in scores])
+                    [table_rows.forecast_score_row(x) for x in scores])
             if batch.anomalies:
                 cur.executemany(ANOMALY_UPSERT,
-                                [(a.home_id, a.device_id, a.kind.value, a.started_at, a.ended_at,
-                                  a.score, a.message) for a in batch.anomalies])
+                                [table_rows.anomaly_row(a) for a in batch.anomalies])
             if batch.recommendations:
                 cur.executemany(RECOMMENDATION_UPSERT,
-                                [(r.home_id, r.kind, r.device_id, r.created_at, r.created_at,
-                                  r.title, r.detail, r.kwh_per_month, r.money_per_month,
-                                  r.currency) for r in batch.recommendations])
+                                [table_rows.recommendation_row(r) for r in batch.recommendations])
             if batch.command_acks:
                 cur.executemany(COMMAND_ACK_INSERT,
-                                [(a.command_id, a.status.value, a.home_id, a.device_id,
-                                  a.state.value, a.ts, a.received_at, a.message)
-                                 for a in batch.command_acks])
+                                [table_rows.command_ack_row(a) for a in batch.command_acks])
             self._upsert_devices(cur, device_rows(batch))
 
     def after_commit(self, batch: Batch) -> None:

@@ -3,57 +3,42 @@ flow writes. Timestamps are stored as integer microseconds since the epoch (UTC)
 
 from __future__ import annotations
 
-import hashlib
 import sqlite3
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, Sequence
 
-from pipeline.records import (DEAD_LETTER_PAYLOAD_MAX, DEAD_LETTER_REASON_MAX, DEAD_LETTER_TOPIC_MAX, Anomaly,
-                              AnomalyKind, DeadLetter, DeviceInfo, DeviceKind, DeviceWindow, Forecast,
-                              ForecastScore, HomeWindow, Reading, Recommendation, Source)
-from sinks.base import (FATAL, RECOMMENDATION_STATUSES, ROW, TABLES, TRANSIENT, Batch, StoredRecommendation,
-                        StoreError, TariffRow)
-from sinks.sql import ANOMALY_UPSERT, COMMAND_ACK_INSERT, RECOMMENDATION_UPSERT
+import sinks.rows as table_rows
+from pipeline.config import sqlite_path
+from pipeline.records import (
+    Anomaly,
+    AnomalyKind,
+    DeadLetter,
+    DeviceInfo,
+    DeviceKind,
+    DeviceWindow,
+    Forecast,
+    ForecastScore,
+    HomeWindow,
+    Reading,
+    Recommendation,
+    Source,
+)
+from sinks.base import (
+    FATAL,
+    RECOMMENDATION_STATUSES,
+    ROW,
+    TABLES,
+    TRANSIENT,
+    Batch,
+    StoredRecommendation,
+    StoreError,
+    TariffRow,
+)
 from sinks.migrate import migrations
-
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
-
-
-def to_us(ts: datetime) -> int:
-    return (ts - _EPOCH) // timedelta(microseconds=1)
-
-
-def from_us(us: int | None) -> datetime | None:
-    return None if us is None else _EPOCH + timedelta(microseconds=us)
-
-
-def payload_hash(payload: str) -> str:
-    return hashlib.sha256(payload.encode("utf-8", "replace")).hexdigest()
-
-
-def dead_letter_hash(d: DeadLetter) -> str:
-    """The SHA-256 of the whole original payload (the stored payload may be only its prefix)."""
-    return d.payload_sha256 or payload_hash(d.payload)
-
-
-def _storable(text: object, limit: int) -> str:
-    """Any value as text of at most ``limit`` characters that UTF-8 can encode (a lone surrogate
-    would make the driver refuse the whole row)."""
-    text = text if isinstance(text, str) else repr(text)
-    if len(text) > limit:
-        text = text[:limit] + "\u2026"
-    return text.encode("utf-8", "replace").decode("utf-8")
-
-
-def dead_letter_row(d: DeadLetter, fix_text: Callable[[str], str] = lambda t: t) -> tuple:
-    """A dead letter's column values, bounded again here: the table must accept whatever a dead
-    letter holds, even one built without DeadLetter.of (its unique index has to fit the topic)."""
-    return (d.received_at, fix_text(_storable(d.topic, DEAD_LETTER_TOPIC_MAX)),
-            fix_text(_storable(d.payload, DEAD_LETTER_PAYLOAD_MAX)),
-            fix_text(_storable(d.reason, DEAD_LETTER_REASON_MAX)), dead_letter_hash(d),
-            fix_text(_storable(d.step, 40)), fix_text(_storable(d.error, 200)), int(d.payload_bytes))
+from sinks.rows import dead_letter_row, device_rows, from_us, to_us
+from sinks.sql import ANOMALY_UPSERT, COMMAND_ACK_INSERT, RECOMMENDATION_UPSERT
 
 
 def classify(exc: BaseException) -> str:
@@ -78,24 +63,10 @@ def classify(exc: BaseException) -> str:
     return FATAL
 
 
-def device_rows(batch: Batch) -> list[DeviceInfo]:
-    """Registry entries of the batch plus one summary per device seen in its readings."""
-    seen: dict[tuple[str, str], DeviceInfo] = {}
-    for r in batch.readings:
-        key = (r.home_id, r.device_id)
-        info = seen.get(key)
-        if info is None:
-            seen[key] = DeviceInfo(r.home_id, r.device_id, r.kind, r.source, r.ts, r.ts)
-        elif r.ts < info.first_seen or r.ts > info.last_seen:
-            seen[key] = DeviceInfo(r.home_id, r.device_id, r.kind, r.source,
-                                   min(info.first_seen, r.ts), max(info.last_seen, r.ts))
-    return list(batch.devices) + list(seen.values())
-
-
 class SqliteStore:
     def __init__(self, url: str, busy_timeout_s: float = 30.0) -> None:
         self.url = url
-        path = url[len("sqlite:///"):]
+        path = sqlite_path(url)
         if not path:
             raise ValueError("SQLite URL needs a path: sqlite:///relative.db or sqlite:////absolute.db")
         self.path = Path(path)
@@ -201,20 +172,17 @@ class SqliteStore:
             # (NaN) must fail, to be isolated and dead-lettered, not silently dropped.
             c.executemany(
                 "INSERT INTO readings VALUES (?,?,?,?,?,?,?) ON CONFLICT DO NOTHING",
-                [(r.home_id, r.device_id, to_us(r.ts), r.power_w, r.energy_wh, r.voltage_v,
-                  r.current_a) for r in batch.readings],
+                [table_rows.reading_row(r, to_us) for r in batch.readings],
             )
         if batch.device_windows:
             c.executemany(
                 "INSERT OR REPLACE INTO device_1m VALUES (?,?,?,?,?,?,?,?,?)",
-                [(w.home_id, w.device_id, to_us(w.bucket), w.kind.value, w.mean_power_w,
-                  w.min_power_w, w.max_power_w, w.energy_wh, w.samples) for w in batch.device_windows],
+                [table_rows.device_window_row(w, to_us) for w in batch.device_windows],
             )
         if batch.home_windows:
             c.executemany(
                 "INSERT OR REPLACE INTO home_1m VALUES (?,?,?,?,?,?,?)",
-                [(w.home_id, to_us(w.bucket), w.mean_power_w, w.min_power_w, w.max_power_w,
-                  w.energy_wh, w.samples) for w in batch.home_windows],
+                [table_rows.home_window_row(w, to_us) for w in batch.home_windows],
             )
         self._refresh_hourly(batch)
         if batch.dead_letters:
@@ -226,36 +194,27 @@ class SqliteStore:
         if batch.late_readings:
             c.executemany(
                 "INSERT INTO late_readings VALUES (?,?,?,?) ON CONFLICT DO NOTHING",
-                [(x.reading.home_id, x.reading.device_id, to_us(x.reading.ts), to_us(x.bucket))
-                 for x in batch.late_readings],
+                [table_rows.late_reading_row(x, to_us) for x in batch.late_readings],
             )
         if batch.forecasts:
             c.executemany(
                 "INSERT OR REPLACE INTO forecasts VALUES (?,?,?,?,?,?,?,?,?)",
-                [(f.home_id, f.resolution_min, to_us(f.made_at), to_us(f.target_ts), f.horizon_min,
-                  f.yhat_w, f.lower_w, f.upper_w, f.model) for f in batch.forecasts],
+                [table_rows.forecast_row(f, to_us) for f in batch.forecasts],
             )
         if batch.forecast_scores:
             c.executemany(
                 "INSERT OR REPLACE INTO forecast_scores VALUES (?,?,?,?,?,?,?,?,?,?)",
-                [(s.home_id, s.resolution_min, s.horizon_min, s.model, s.n, s.mae_w,
-                  s.naive_day_mae_w, s.naive_week_mae_w, s.coverage, to_us(s.updated_at))
-                 for s in batch.forecast_scores],
+                [table_rows.forecast_score_row(s, to_us) for s in batch.forecast_scores],
             )
         if batch.anomalies:
             c.executemany(ANOMALY_UPSERT.replace("%s", "?"),
-                          [(a.home_id, a.device_id, a.kind.value, to_us(a.started_at),
-                            to_us(a.ended_at) if a.ended_at else None, a.score, a.message)
-                           for a in batch.anomalies])
+                          [table_rows.anomaly_row(a, to_us) for a in batch.anomalies])
         if batch.recommendations:
             c.executemany(RECOMMENDATION_UPSERT.replace("%s", "?"),
-                          [(r.home_id, r.kind, r.device_id, to_us(r.created_at), to_us(r.created_at),
-                            r.title, r.detail, r.kwh_per_month, r.money_per_month, r.currency)
-                           for r in batch.recommendations])
+                          [table_rows.recommendation_row(r, to_us) for r in batch.recommendations])
         if batch.command_acks:
             c.executemany(COMMAND_ACK_INSERT.replace("%s", "?"),
-                          [(a.command_id, a.status.value, a.home_id, a.device_id, a.state.value,
-                            to_us(a.ts), to_us(a.received_at), a.message) for a in batch.command_acks])
+                          [table_rows.command_ack_row(a, to_us) for a in batch.command_acks])
         self._upsert_devices(device_rows(batch))
 
     def _refresh_hourly(self, batch: Batch) -> None:

@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import fields
 from datetime import datetime, timezone
-from typing import Callable, Iterable
-
 from zlib import adler32
 
 from bytewax.outputs import DynamicSink, FixedPartitionedSink, StatefulSinkPartition, StatelessSinkPartition
@@ -21,9 +20,21 @@ from tenacity import Retrying, retry_if_exception, stop_never, wait_exponential_
 
 from pipeline import metrics
 from pipeline.logs import get_logger
-from pipeline.records import (Anomaly, CommandAck, DeadLetter, DeviceWindow, Forecast, ForecastScore, HomeWindow,
-                              LateReading, Reading, Recommendation, Tick)
-from sinks.base import ROW, TRANSIENT, Batch, StoreError, WritableStore, mask_url, open_store
+from pipeline.records import (
+    Anomaly,
+    CommandAck,
+    DeadLetter,
+    DeviceWindow,
+    Forecast,
+    ForecastScore,
+    HomeWindow,
+    LateReading,
+    Reading,
+    Recommendation,
+    Tick,
+)
+from sinks.base import ROW, TRANSIENT, Batch, StoreError, WritableStore, mask_url
+from sinks.stores import open_store
 
 log = get_logger(__name__)
 
@@ -257,7 +268,7 @@ class StoreSink(DynamicSink):
         self.batch_rows = batch_rows
         self.flush_interval_s = flush_interval_s
 
-    def build(self, step_id: str, worker_index: int, worker_count: int) -> "StorePartition":
+    def build(self, step_id: str, worker_index: int, worker_count: int) -> StorePartition:
         metrics.set_worker(str(worker_index))
         return StorePartition(self, str(worker_index))
 
@@ -322,7 +333,7 @@ class RecoverableStoreSink(FixedPartitionedSink):
             return int(item_key[1:])
         return adler32(item_key.encode())
 
-    def build_part(self, step_id: str, for_part: str, resume_state: None) -> "RecoverableStorePartition":
+    def build_part(self, step_id: str, for_part: str, resume_state: None) -> RecoverableStorePartition:
         metrics.set_worker(for_part)
         return RecoverableStorePartition(self, for_part)
 

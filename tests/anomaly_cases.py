@@ -7,10 +7,10 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.anomaly import AnomalySettings, DeviceDetector, HomeDetector
-from pipeline.anomaly.series import DeviceSeries, device_windows, home_windows, series_from_frame
+from pipeline.evaluation.anomaly_series import DeviceSeries, device_windows, home_windows, series_from_frame
+from pipeline.ingest.tabular import TableSpec, parse_device_cols, readings_frame
+from pipeline.insights.anomaly import AnomalySettings, DeviceDetector, HomeDetector
 from pipeline.records import Anomaly, DeviceWindow
-from pipeline.tabular import TableSpec, parse_device_cols, readings_frame
 
 FIXTURES = Path(__file__).parent / "fixtures"
 LONDON = "Europe/London"

@@ -34,7 +34,7 @@ class FlowProcess:
     _seen: int = 0
 
     def start(self, idle_exit: float | None = None, timeout: float = 60.0,
-              wait: bool = True) -> "FlowProcess":
+              wait: bool = True) -> FlowProcess:
         cmd = [
             sys.executable, "-m", "pipeline.cli", "run",
             "--mqtt-url", self.mqtt_url,
@@ -82,7 +82,7 @@ class FlowProcess:
             rc = self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
             self.kill()
-            raise RuntimeError("flow did not exit:\n" + "\n".join(self.log_lines[-40:]))
+            raise RuntimeError("flow did not exit:\n" + "\n".join(self.log_lines[-40:])) from None
         time.sleep(0.1)  # let the pump thread collect the last lines
         if rc != 0:
             raise RuntimeError(f"flow exited {rc}:\n" + "\n".join(self.log_lines[-60:]))

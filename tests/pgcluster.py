@@ -15,7 +15,7 @@ from pathlib import Path
 
 import psycopg
 
-from pipeline.broker import free_port
+from pipeline.tools.broker import free_port
 
 PG_BIN = Path(os.environ.get("SHEMS_TEST_PG_BIN", "/usr/lib/postgresql/15/bin"))
 
@@ -40,7 +40,7 @@ class PgCluster:
             cmd = ["runuser", "-u", self.user, "--", *cmd]
         return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=True)
 
-    def init(self) -> "PgCluster":
+    def init(self) -> PgCluster:
         self._run("initdb", "-D", str(self.data), "-U", "postgres", "--auth=trust", "-E", "UTF8",
                   "--no-sync")
         with open(self.data / "postgresql.conf", "a") as conf:

@@ -10,18 +10,22 @@ from datetime import datetime, timedelta, timezone
 import numpy as np
 import pytest
 
-from pipeline.anomaly import AnomalySettings, DeviceDetector, HomeDetector
-from pipeline.anomaly.clock import LocalClock
-from pipeline.anomaly.fridge import Drift, simulate_fridge
-from pipeline.anomaly.inject import (
-    add_load, derive_counter, drop, glitch_counter, on_periods, reset_counter, stretch_run,
+from pipeline.evaluation.anomaly_series import DeviceSeries, device_windows, home_windows
+from pipeline.evaluation.fridge import Drift, simulate_fridge
+from pipeline.evaluation.inject import (
+    add_load,
+    derive_counter,
+    drop,
+    glitch_counter,
+    on_periods,
+    reset_counter,
+    stretch_run,
 )
-from pipeline.anomaly.series import DeviceSeries, device_windows, home_windows
-from pipeline.anomaly.text import duration
+from pipeline.insights.anomaly import AnomalySettings, DeviceDetector, HomeDetector
+from pipeline.insights.anomaly.clock import LocalClock
+from pipeline.insights.anomaly.text import duration
 from pipeline.records import AnomalyKind, DeviceKind, HomeWindow
-from tests.anomaly_cases import (
-    BRISBANE, LONDON, US, at, copy, refit, run_device, run_home, sgsc, utc,
-)
+from tests.anomaly_cases import BRISBANE, LONDON, US, at, copy, refit, run_device, run_home, sgsc, utc
 
 APRIL = "refit_house20_2014-04_4weeks.parquet"
 ALL_COLUMNS = ("aggregate_w=mains:meter,kettle_w=kettle,dishwasher_w=dishwasher,"

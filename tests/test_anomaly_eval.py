@@ -10,11 +10,11 @@ from datetime import datetime, timezone
 import numpy as np
 import pytest
 
-from pipeline.anomaly.evaluate import real_high_episodes, run_evaluation
-from pipeline.anomaly.series import DeviceSeries
-from pipeline.anomaly.settings import DAY, HOUR
+from pipeline.evaluation.anomaly import real_high_episodes, run_evaluation
+from pipeline.evaluation.anomaly_series import DeviceSeries
+from pipeline.ingest.tabular import TableSpec, readings_frame
+from pipeline.insights.anomaly.settings import DAY, HOUR
 from pipeline.records import DeviceKind
-from pipeline.tabular import TableSpec, readings_frame
 from tests.conftest import FIXTURES
 from tests.test_forecast_eval import shems
 

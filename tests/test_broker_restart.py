@@ -13,8 +13,8 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from pipeline.broker import find_mosquitto, free_port, reachable
-from sinks.base import open_store
+from pipeline.tools.broker import find_mosquitto, free_port, reachable
+from sinks.stores import open_store
 from tests.flowproc import FlowProcess, TestPublisher
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.broker import free_port
+from pipeline.tools.broker import free_port
 from tests.conftest import FIXTURES
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -8,9 +8,9 @@ from datetime import datetime, timezone
 
 import pytest
 
-from pipeline.decode import DecoderState, decode, route_key
+from pipeline.ingest.decode import DecoderState, decode, route_key
+from pipeline.ingest.registry import Registry
 from pipeline.records import DeadLetter, DeviceKind, RawMessage, Reading, Source
-from pipeline.registry import Registry
 from pipeline.settings import ValidationSettings
 from tests.conftest import FIXTURES
 

@@ -6,9 +6,10 @@ from datetime import datetime, timedelta, timezone
 
 from rich.console import Console
 
-from pipeline.demo import _summary
 from pipeline.records import HomeWindow
-from sinks.base import Batch, open_store
+from pipeline.tools.demo import _summary
+from sinks.base import Batch
+from sinks.stores import open_store
 
 
 def test_a_home_exporting_pv_shows_no_import_and_a_negative_mean(tmp_path):

@@ -84,7 +84,6 @@ def test_fleet_dashboard_queries_tables_that_exist():
 
 
 def _flags(command: str = "run") -> set[str]:
-    from pipeline import commands  # noqa: F401  (registers the subcommands, as `shems` does)
     from pipeline.cli import build_parser
 
     parser = build_parser()
@@ -129,7 +128,7 @@ def test_kubernetes_manifests_validate_against_the_schemas():
     kinds = {d["kind"] for _, d in docs}
     assert {"StatefulSet", "Deployment", "HorizontalPodAutoscaler", "Service", "ConfigMap", "Secret",
             "PodDisruptionBudget"} <= kinds
-    for name, doc in docs:
+    for _name, doc in docs:
         kubernetes_validate.validate(doc, "1.30.0", strict=True)
     config = next(d for _, d in docs if d["kind"] == "ConfigMap")
     assert {k for k in config["data"] if k.startswith("SHEMS_")} <= _flags()

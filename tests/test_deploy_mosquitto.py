@@ -17,9 +17,9 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 import pytest
 
-from pipeline.broker import find_mosquitto, free_port, reachable
 from pipeline.config import parse_mqtt_url
 from pipeline.records import RawMessage
+from pipeline.tools.broker import find_mosquitto, free_port, reachable
 from tests.tlscerts import TestCA
 
 DEPLOY = Path(__file__).resolve().parent.parent / "deploy" / "mosquitto"
@@ -255,7 +255,7 @@ def test_service_accounts_have_no_home_topics(broker):
 
 
 def test_the_tls_listeners_carry_a_home_reading_to_the_flow(broker):
-    from pipeline.mqtt_publish import Publisher
+    from pipeline.tools.publisher import Publisher
 
     part, disconnects = _flow_source(broker.services_tls, prefix="shems-tls", tls_ca=broker.ca)
     try:
@@ -286,7 +286,7 @@ def _conf_values(text: str, keys) -> dict[str, str]:
 
 
 def test_the_demo_and_test_brokers_get_the_queue_settings_deploy_recommends():
-    from pipeline.broker import QUEUE_SETTINGS
+    from pipeline.tools.broker import QUEUE_SETTINGS
 
     keys = ("max_queued_messages", "max_queued_bytes")
     recommended = _conf_values((DEPLOY / "mosquitto.conf").read_text(), keys)
@@ -302,7 +302,7 @@ def _queued_for_offline_client(port: int, count: int) -> int:
     from paho.mqtt.packettypes import PacketTypes
     from paho.mqtt.properties import Properties
 
-    from pipeline.mqtt_publish import Publisher
+    from pipeline.tools.publisher import Publisher
 
     client_id, topic = f"offline-{uuid.uuid4().hex[:8]}", f"queue-{uuid.uuid4().hex[:8]}/reading"
     got, subscribed = [], threading.Event()
@@ -339,7 +339,7 @@ def _queued_for_offline_client(port: int, count: int) -> int:
 
 
 def test_the_private_broker_keeps_an_offline_clients_queue_past_debians_1000():
-    from pipeline.broker import start_private_broker
+    from pipeline.tools.broker import start_private_broker
 
     with start_private_broker() as broker:
         assert _queued_for_offline_client(broker.port, 2500) == 2500

@@ -7,14 +7,13 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from pipeline.decode import SUBSCRIPTIONS, decode, route_key
-from pipeline.decode.common import DecodeError
-from pipeline.device_control import SetCommand, SwitchBoard, ack_payload
-from pipeline.records import (AckStatus, CommandAck, CommandState, DeadLetter, DeviceKind,
-                              RawMessage)
-from pipeline.registry import Registry
+from pipeline.energy.device_control import SetCommand, SwitchBoard, ack_payload
+from pipeline.ingest.decode import SUBSCRIPTIONS, decode, route_key
+from pipeline.ingest.decode.common import DecodeError
+from pipeline.ingest.registry import Registry
+from pipeline.records import AckStatus, CommandAck, CommandState, DeadLetter, DeviceKind, RawMessage
 from pipeline.settings import ValidationSettings
-from pipeline.simulator import make_homes
+from pipeline.tools.simulator import make_homes
 
 T0 = datetime(2026, 1, 5, 18, 0, tzinfo=timezone.utc)
 
@@ -83,7 +82,8 @@ def test_acks_are_decoded_into_records_and_bad_ones_dead_lettered():
 
 
 def test_acks_are_stored_once(store_url):
-    from sinks.base import Batch, open_store
+    from sinks.base import Batch
+    from sinks.stores import open_store
 
     ack = CommandAck("h", "washer", "c-1", AckStatus.APPLIED, CommandState.OFF, T0, T0, "")
     store = open_store(store_url)

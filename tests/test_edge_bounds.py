@@ -11,12 +11,12 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from pipeline.decode import DecoderState, decode
+from pipeline.ingest.decode import DecoderState, decode
+from pipeline.ingest.registry import Registry
+from pipeline.ingest.validation import validate
 from pipeline.reasons import MESSAGES, DeadLetterCode
 from pipeline.records import CommandAck, DeadLetter, RawMessage, Reading
-from pipeline.registry import Registry
 from pipeline.settings import TS_CEILING, TS_FLOOR, ValidationSettings
-from pipeline.validation import validate
 from tests.conftest import FIXTURES
 
 REG = Registry.load(FIXTURES / "registry.toml")

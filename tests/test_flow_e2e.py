@@ -17,7 +17,7 @@ import pytest
 
 from pipeline.records import DeviceKind
 from pipeline.settings import WindowSettings
-from sinks.base import open_store
+from sinks.stores import open_store
 from tests import reference
 from tests.conftest import FIXTURES
 from tests.flowproc import FlowProcess, TestPublisher

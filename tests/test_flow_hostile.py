@@ -20,10 +20,9 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from sinks.base import open_store
+from sinks.stores import open_store
 from tests.conftest import FIXTURES
 from tests.flowproc import FlowProcess, TestPublisher
-
 
 
 def _j(obj) -> bytes:
@@ -118,7 +117,7 @@ def test_hostile_corpus_never_stops_the_flow(any_store, tmp_path, mqtt_url, topi
     assert len(corpus) >= 30
     start = (datetime.now(timezone.utc) - timedelta(minutes=20)).replace(second=0, microsecond=0)
     good = _good(start)
-    from pipeline.broker import free_port
+    from pipeline.tools.broker import free_port
 
     port = free_port()
     flow = FlowProcess(mqtt_url, any_store, topic_prefix,
@@ -223,7 +222,7 @@ def test_a_stalled_store_pauses_the_source_and_loses_nothing(spooled, sqlite_url
 
     from flows.mqtt_source import RECEIVE_MAXIMUM
     from flows.spool import Spool
-    from pipeline.broker import free_port
+    from pipeline.tools.broker import free_port
 
     bound = 100
     port = free_port()
@@ -371,7 +370,7 @@ def test_the_flow_warns_of_broker_drops_and_of_a_lost_session(sqlite_url, tmp_pa
     from paho.mqtt.packettypes import PacketTypes
     from paho.mqtt.properties import Properties
 
-    from pipeline.broker import find_mosquitto, free_port, reachable
+    from pipeline.tools.broker import find_mosquitto, free_port, reachable
 
     if find_mosquitto() is None:
         pytest.fail("mosquitto is not installed")

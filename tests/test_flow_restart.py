@@ -11,7 +11,7 @@ import polars as pl
 import pytest
 
 from pipeline.settings import WindowSettings
-from sinks.base import open_store
+from sinks.stores import open_store
 from tests import reference
 from tests.flowproc import FlowProcess, TestPublisher, broker_dropped
 

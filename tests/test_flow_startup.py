@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.broker import find_mosquitto, free_port, reachable
+from pipeline.tools.broker import find_mosquitto, free_port, reachable
 from tests.flowproc import ROOT
 
 PASSWORD = "s3cret-flow-pw"

@@ -11,14 +11,14 @@ from datetime import datetime, timedelta, timezone
 import numpy as np
 import pytest
 
-from pipeline.evaluate import evaluate_forecasts
-from pipeline.forecast import ForecastSettings, HomeForecaster
-from pipeline.forecast.features import FEATURES
-from pipeline.forecast.models import QuantileLinear
-from pipeline.forecast.slotting import MinuteSlotter
-from pipeline.operator_replay import home_windows, split_homes
+from pipeline.evaluation.forecast import evaluate_forecasts
+from pipeline.evaluation.replay import home_windows, split_homes
+from pipeline.ingest.tabular import TableSpec, readings_frame
+from pipeline.insights.forecast import ForecastSettings, HomeForecaster
+from pipeline.insights.forecast.features import FEATURES
+from pipeline.insights.forecast.models import QuantileLinear
+from pipeline.insights.forecast.slotting import MinuteSlotter
 from pipeline.records import Forecast, ForecastScore, HomeWindow
-from pipeline.tabular import TableSpec, readings_frame
 from tests.conftest import FIXTURES
 
 SGSC = FIXTURES / "sgsc_10006486_8weeks.csv"

@@ -11,10 +11,10 @@ from datetime import datetime, timedelta, timezone
 import polars as pl
 import pytest
 
-from pipeline.evaluate import DAY_AHEAD_H, evaluate_forecasts
-from pipeline.forecast import ForecastSettings
-from pipeline.stuck_runs import StuckRule, excluded_slots, stuck_runs
-from pipeline.tabular import TableSpec, parse_device_cols, readings_frame
+from pipeline.evaluation.forecast import DAY_AHEAD_H, evaluate_forecasts
+from pipeline.evaluation.stuck_runs import StuckRule, excluded_slots, stuck_runs
+from pipeline.ingest.tabular import TableSpec, parse_device_cols, readings_frame
+from pipeline.insights.forecast import ForecastSettings
 from tests.conftest import FIXTURES
 
 SGSC = FIXTURES / "sgsc_10006486_8weeks.csv"

@@ -9,11 +9,11 @@ from datetime import datetime, timezone
 import numpy as np
 import polars as pl
 
-from pipeline.forecast.calendar import LocalClock, day_of_week
-from pipeline.forecast.history import SlotRing
-from pipeline.forecast.slotting import MinuteSlotter
-from pipeline.operator_replay import home_windows, split_homes
-from pipeline.tabular import TableSpec, parse_device_cols, readings_frame
+from pipeline.evaluation.replay import home_windows, split_homes
+from pipeline.ingest.tabular import TableSpec, parse_device_cols, readings_frame
+from pipeline.insights.forecast.calendar import LocalClock, day_of_week
+from pipeline.insights.forecast.history import SlotRing
+from pipeline.insights.forecast.slotting import MinuteSlotter
 from tests.conftest import FIXTURES
 
 HOUR = 60 * 24 * 19_000  # an hour boundary (2022-01-08 00:00 UTC), in epoch minutes

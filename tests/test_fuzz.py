@@ -24,17 +24,18 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from flows.ingest import meter_homes
-from pipeline.decode import DecoderState, decode, route_key
-from pipeline.home_total import HomeAggregator
-from pipeline.insights import HomeInsights
+from pipeline.energy.tariff import book_from_toml
+from pipeline.ingest.decode import DecoderState, decode, route_key
+from pipeline.ingest.home_total import HomeAggregator
+from pipeline.ingest.registry import Registry
+from pipeline.ingest.validation import check_reading, check_ts
+from pipeline.ingest.windowing import DeviceWindower
+from pipeline.insights.step import HomeInsights
 from pipeline.reasons import DeadLetterCode
 from pipeline.records import CommandAck, DeadLetter, LateReading, RawMessage, Reading
-from pipeline.registry import Registry
 from pipeline.settings import ValidationSettings, WindowSettings
-from pipeline.tariff import TariffBook
-from pipeline.validation import check_reading, check_ts
-from pipeline.windowing import DeviceWindower
-from sinks.base import Batch, open_store
+from sinks.base import Batch
+from sinks.stores import open_store
 from tests.conftest import FIXTURES
 
 _SLOW_OK = [HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.large_base_example,
@@ -58,7 +59,7 @@ REG = Registry.load(FIXTURES / "registry.toml")
 METER_HOMES = meter_homes(REG)
 V = ValidationSettings()
 W = WindowSettings()
-BOOK = TariffBook.from_toml(FIXTURES.parent.parent / "pipeline" / "data" / "demo_tariffs.toml")
+BOOK = book_from_toml(FIXTURES.parent.parent / "pipeline" / "data" / "demo_tariffs.toml")
 NOW = datetime(2024, 2, 1, 8, 16, tzinfo=timezone.utc)
 CODES = {c.value for c in DeadLetterCode}
 SEEDS = sorted((FIXTURES / "payloads").glob("*.json"))

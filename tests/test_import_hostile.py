@@ -11,14 +11,12 @@ import subprocess
 import sys
 import time
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 
 import polars as pl
-import pytest
 
+from pipeline.ingest.tabular import ROW, TableSpec, check_file, dead_letters, parse_device_cols, validated_batches
 from pipeline.settings import ValidationSettings
-from pipeline.tabular import ROW, TableSpec, check_file, dead_letters, parse_device_cols, validated_batches
-from sinks.base import open_store
+from sinks.stores import open_store
 from tests.conftest import FIXTURES
 
 HOSTILE = FIXTURES / "import_hostile" / "hostile.csv"
@@ -252,7 +250,7 @@ def test_file_and_argument_errors_are_one_line(tmp_path):
     quote = tmp_path / "quote.csv"
     quote.write_text('ts,home_id,device_id,power_w\n"2024-05-01,h,d,1\n')
     assert_one_line_error(shems("import", str(quote), "--store-url", url), "cannot read")
-    # argparse's own errors (pipeline/cli.py) print the usage first; the error is still one line.
+    # argparse's own errors (pipeline/cli/args.py) print the usage first; the error is still one line.
     proc = shems("import", str(tmp_path / "missing.csv"), "--store-url", url)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert proc.stderr.splitlines()[-1].endswith(f"no such file: {tmp_path / 'missing.csv'}")

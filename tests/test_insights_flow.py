@@ -13,7 +13,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from sinks.base import open_store
+from sinks.stores import open_store
 from tests.conftest import FIXTURES
 from tests.flowproc import FlowProcess, TestPublisher
 

@@ -6,9 +6,9 @@ import pickle
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-from pipeline.insights import HomeInsights
+from pipeline.energy.tariff import book_from_toml
+from pipeline.insights.step import HomeInsights
 from pipeline.records import DeviceKind, DeviceWindow, HomeWindow
-from pipeline.tariff import TariffBook
 
 DEMO_TARIFFS = Path(__file__).resolve().parents[1] / "pipeline" / "data" / "demo_tariffs.toml"
 T0 = datetime(2026, 1, 5, tzinfo=timezone.utc)
@@ -34,7 +34,7 @@ def test_without_a_tariff_no_recommender_state_is_kept():
 
 
 def test_a_tariff_makes_the_recommender_and_it_survives_pickling():
-    book = TariffBook.from_toml(DEMO_TARIFFS)
+    book = book_from_toml(DEMO_TARIFFS)
     insights = HomeInsights("h1", "Europe/London")
     feed(insights, book)
     assert insights.recommender is not None

@@ -8,10 +8,11 @@ import urllib.request
 from datetime import datetime, timedelta, timezone
 
 from pipeline import metrics
-from pipeline.broker import free_port
-from pipeline.fleet_health import FleetHealthReporter, count_silent
 from pipeline.records import DeviceInfo, DeviceKind, Reading, Source
-from sinks.base import Batch, open_store
+from pipeline.tools.broker import free_port
+from pipeline.tools.fleet_health import FleetHealthReporter, count_silent
+from sinks.base import Batch
+from sinks.stores import open_store
 from tests.flowproc import FlowProcess, TestPublisher
 
 

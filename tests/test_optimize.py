@@ -10,7 +10,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from pipeline.optimize import (DeferrableLoad, PlanError, PlanProblem, base_load_from_forecasts, optimize)
+from pipeline.energy.optimize import DeferrableLoad, PlanError, PlanProblem, base_load_from_forecasts, optimize
 from pipeline.records import Forecast
 
 UTC = timezone.utc

@@ -149,7 +149,8 @@ def test_console_script_exit_code():
 
 def test_base_load_from_the_stores_newest_forecast(capsys, sqlite_url):
     """Runs once the store has the forecasts table (the lead's store branch); skipped before."""
-    from sinks.base import Batch, open_store
+    from sinks.base import Batch
+    from sinks.stores import open_store
 
     if "forecasts" not in Batch.__dataclass_fields__:
         pytest.skip("this branch's store has no forecasts table yet")
@@ -184,7 +185,7 @@ def test_load_times_resolve_in_local_time_across_daylight_saving():
     from datetime import date
     from zoneinfo import ZoneInfo
 
-    from pipeline.plan_input import LoadSpec, horizon, resolve_loads
+    from pipeline.energy.plan_input import LoadSpec, horizon, resolve_loads
 
     london = ZoneInfo("Europe/London")
     [night] = resolve_loads([LoadSpec("dw", 2, "01:30", "07:00", energy_kwh=1)], date(2024, 3, 31), "Europe/London")

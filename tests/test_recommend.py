@@ -18,10 +18,10 @@ import numpy as np
 import polars as pl
 import pytest
 
+from pipeline.energy.tariff import PriceSeries, Tariff, TariffBook, TariffKind, book_from_mapping
+from pipeline.insights.recommend import DAYS_PER_MONTH, HomeRecommender, is_flexible
 from pipeline.records import DeviceKind, DeviceWindow, HomeWindow
-from pipeline.recommend import DAYS_PER_MONTH, HomeRecommender, is_flexible
 from pipeline.settings import RecommendSettings
-from pipeline.tariff import PriceSeries, Tariff, TariffBook, TariffKind, book_from_mapping
 
 FIXTURE = Path(__file__).parent / "fixtures" / "refit_house2_4weeks_1min.parquet"
 UTC = timezone.utc

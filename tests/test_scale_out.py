@@ -6,10 +6,9 @@ from __future__ import annotations
 import re
 from datetime import datetime, timedelta, timezone
 
-from pipeline.broker import free_port
-from sinks.base import open_store
+from pipeline.tools.broker import free_port
+from sinks.stores import open_store
 from tests.flowproc import FlowProcess, TestPublisher
-
 
 START = (datetime.now(timezone.utc) - timedelta(hours=1)).replace(second=0, microsecond=0)
 

@@ -13,7 +13,6 @@ import psycopg
 import pytest
 import structlog
 
-import pipeline.commands  # noqa: F401  (registers ui and the other subcommands)
 from pipeline import logs
 from pipeline.cli import build_parser
 from pipeline.config import parse_mqtt_url

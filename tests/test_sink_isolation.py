@@ -12,9 +12,21 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from pipeline import metrics
-from pipeline.records import (AckStatus, CommandAck, CommandState, DeadLetter, DeviceKind, DeviceWindow,
-                              ForecastScore, HomeWindow, LateReading, Reading, Source)
-from sinks.base import Batch, StoreError, StoreUnavailable, open_store
+from pipeline.records import (
+    AckStatus,
+    CommandAck,
+    CommandState,
+    DeadLetter,
+    DeviceKind,
+    DeviceWindow,
+    ForecastScore,
+    HomeWindow,
+    LateReading,
+    Reading,
+    Source,
+)
+from sinks.base import Batch, StoreError, StoreUnavailable
+from sinks.stores import open_store
 from sinks.writer import StoreWriter
 
 T0 = datetime(2024, 6, 1, 10, 0, tzinfo=timezone.utc)

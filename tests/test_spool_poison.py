@@ -14,7 +14,7 @@ from datetime import datetime, timedelta, timezone
 from flows.logic import CRASH_MARKER_ENV
 from flows.spool import CAREFUL_AFTER_STARTS, CrashGuard, Spool
 from pipeline.records import RawMessage
-from sinks.base import open_store
+from sinks.stores import open_store
 from tests.flowproc import FlowProcess, TestPublisher
 
 MARKER = "CRASH-ME-f81d"

@@ -10,10 +10,23 @@ from datetime import datetime, timedelta, timezone
 import psycopg
 import pytest
 
-from pipeline.records import (Anomaly, AnomalyKind, DeadLetter, DeviceInfo, DeviceKind, DeviceWindow,
-                              Forecast, ForecastScore, HomeWindow, LateReading, Reading,
-                              Recommendation, Source)
-from sinks.base import Batch, TariffRow, open_store
+from pipeline.records import (
+    Anomaly,
+    AnomalyKind,
+    DeadLetter,
+    DeviceInfo,
+    DeviceKind,
+    DeviceWindow,
+    Forecast,
+    ForecastScore,
+    HomeWindow,
+    LateReading,
+    Reading,
+    Recommendation,
+    Source,
+)
+from sinks.base import Batch, TariffRow
+from sinks.stores import open_store
 from tests.conftest import PG_ADMIN_URL
 
 T0 = datetime(2024, 6, 1, 10, 0, tzinfo=timezone.utc)

@@ -19,8 +19,9 @@ import pytest
 
 from pipeline import metrics
 from pipeline.records import DeviceKind, DeviceWindow, Forecast, HomeWindow, LateReading, Reading, Source
-from sinks.base import Batch, open_store
+from sinks.base import Batch
 from sinks.sqlite import SqliteStore
+from sinks.stores import open_store
 from sinks.writer import StoreWriter
 from tests import pgcluster
 from tests.conftest import MQTT_HOST, MQTT_PORT

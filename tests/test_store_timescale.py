@@ -15,7 +15,8 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from pipeline.records import DeviceKind, DeviceWindow, HomeWindow, Reading
-from sinks.base import Batch, open_store
+from sinks.base import Batch
+from sinks.stores import open_store
 from tests.conftest import NO_TIMESCALE, TIMESCALE_ADMIN_URL
 
 RECENT = (datetime.now(timezone.utc) - timedelta(days=2)).replace(minute=0, second=0, microsecond=0)

@@ -13,12 +13,12 @@ import paho.mqtt.client as mqtt
 import polars as pl
 import pytest
 
-from pipeline.mqtt_publish import Publisher
+from pipeline.ingest.tabular import TableSpec, parse_device_cols, readings_frame
 from pipeline.records import DeviceKind
-from pipeline.replay import replay, schedule
-from pipeline.simulator import SimulatedHome, simulated_day
-from pipeline.tabular import TableSpec, parse_device_cols, readings_frame
-from sinks.base import open_store
+from pipeline.tools.file_replay import replay, schedule
+from pipeline.tools.publisher import Publisher
+from pipeline.tools.simulator import SimulatedHome, simulated_day
+from sinks.stores import open_store
 from tests.conftest import FIXTURES
 
 REFIT = FIXTURES / "refit_house2_2h_wide.csv"
@@ -110,8 +110,8 @@ def test_a_wide_import_forms_every_home_minute_from_its_meter(sqlite_url):
     the per-device steps hand their windows on (a meter's minutes arriving after an appliance's
     later ones were once dropped as late)."""
     from flows.batch_import import run_import
+    from pipeline.ingest.tabular import iter_reading_batches
     from pipeline.settings import WindowSettings
-    from pipeline.tabular import iter_reading_batches
     from tests import reference
 
     spec = refit_spec(skip_flag_col="aggregate_missing")

@@ -21,9 +21,10 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from pipeline.broker import find_mosquitto, free_port, reachable
-from pipeline.mqtt_publish import Publisher
-from sinks.base import StoreError, open_store
+from pipeline.tools.broker import find_mosquitto, free_port, reachable
+from pipeline.tools.publisher import Publisher
+from sinks.base import StoreError
+from sinks.stores import open_store
 from tests.flowproc import FlowProcess
 from tests.tlscerts import TestCA
 

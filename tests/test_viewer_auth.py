@@ -7,9 +7,9 @@ from datetime import datetime, timedelta, timezone
 import polars as pl
 import pytest
 
-from pipeline.records import (CommandState, DeviceKind, DeviceWindow, HomeWindow, Reading,
-                              Recommendation)
-from sinks.base import Batch, open_store
+from pipeline.records import CommandState, DeviceKind, DeviceWindow, HomeWindow, Reading, Recommendation
+from sinks.base import Batch
+from sinks.stores import open_store
 from ui import control, data
 from ui.accounts import Accounts, SessionExpired, SignInError
 from ui.auth import AccessDenied, Principal, Role
@@ -313,7 +313,7 @@ def test_base_load_is_the_quiet_hours_floor():
 
 
 def test_costs_follow_the_stores_time_of_use_tariff_per_device(db, store_url):
-    from pipeline.tariff import Tariff, TariffBook, TariffKind, TouPeriod
+    from pipeline.energy.tariff import Tariff, TariffBook, TariffKind, TouPeriod
     from ui.cost import load_pricing
 
     batch = Batch(readings=[Reading("a", "mains", T0, 500.0, kind=DeviceKind.METER),

@@ -12,9 +12,18 @@ from datetime import datetime, timezone
 import pytest
 from playwright.sync_api import expect, sync_playwright
 
-from tests.viewer_seed import (FETCH, HOSTILE_HOME, HOSTILE_PASSWORD, OWN_HOME, PASSWORDS, PHISH,
-                               SCRIPT, seed, seed_hostile)
-from pipeline.broker import free_port
+from pipeline.tools.broker import free_port
+from tests.viewer_seed import (
+    FETCH,
+    HOSTILE_HOME,
+    HOSTILE_PASSWORD,
+    OWN_HOME,
+    PASSWORDS,
+    PHISH,
+    SCRIPT,
+    seed,
+    seed_hostile,
+)
 from tests.viewer_server import ROOT, ViewerServer
 
 ARTIFACTS = ROOT / "tests" / "artifacts"

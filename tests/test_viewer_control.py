@@ -18,11 +18,11 @@ import pytest
 import streamlit as st
 from streamlit.testing.v1 import AppTest
 
-from pipeline.device_control import SetCommand, SwitchBoard, ack_payload, ack_topic
-from pipeline.mqtt_publish import Publisher
+from pipeline.energy.device_control import SetCommand, SwitchBoard, ack_payload, ack_topic
 from pipeline.records import CommandState, DeviceKind, Reading
-from pipeline.simulator import run_simulation
-from sinks.base import open_store
+from pipeline.tools.publisher import Publisher
+from pipeline.tools.simulator import run_simulation
+from sinks.stores import open_store
 from tests.conftest import MQTT_HOST, MQTT_PORT, PG_ADMIN_URL, _unique
 from tests.flowproc import FlowProcess
 from tests.viewer_seed import APP, apply_env, viewer_env

@@ -11,24 +11,34 @@ from types import ModuleType
 
 import pytest
 
+import pipeline.cli.viewer
 import ui.accounts
 import ui.charts
-import ui.commands
 import ui.control
 import ui.cost
 import ui.data
 import ui.db
-from pipeline.broker import free_port
-from pipeline.records import (AckStatus, CommandAck, CommandState, DeviceKind, DeviceWindow, HomeWindow,
-                              Reading, Recommendation)
-from sinks.base import Batch, open_store
+from pipeline.records import (
+    AckStatus,
+    CommandAck,
+    CommandState,
+    DeviceKind,
+    DeviceWindow,
+    HomeWindow,
+    Reading,
+    Recommendation,
+)
+from pipeline.tools.broker import free_port
+from sinks.base import Batch
+from sinks.stores import open_store
 from ui.accounts import Accounts
 from ui.auth import AccessDenied, Principal, Role
 from ui.cost import Pricing
 from ui.db import Database
 from ui.settings import ViewerSettings
 
-LAYERS: list[ModuleType] = [ui.data, ui.control, ui.db, ui.cost, ui.commands, ui.accounts, ui.charts]
+LAYERS: list[ModuleType] = [ui.data, ui.control, ui.db, ui.cost, pipeline.cli.viewer, ui.accounts,
+                          ui.charts]
 T0 = datetime(2026, 3, 2, 12, 0, tzinfo=timezone.utc)
 NOW = T0 + timedelta(minutes=10)
 PRICING = Pricing("GBP", 0.30, "flat 0.30 GBP/kWh")
@@ -76,8 +86,10 @@ NO_PRINCIPAL = {
     "ui.cost.load_pricing": "the tariff book, server side; never shown except through a checked read",
     "ui.cost.Pricing.price": "pure: prices a frame already read under a check",
     "ui.cost.Pricing.mean_import_price": "pure: the in-memory book, for a home history() checked",
-    "ui.commands.cmd_ui": "the `shems ui` command line: starts the server",
-    "ui.commands.cmd_user": "the `shems user` command line: whoever runs it owns the store",
+    "pipeline.cli.viewer.cmd_ui": "the `shems ui` command line: starts the server",
+    "pipeline.cli.viewer.cmd_user": "the `shems user` command line: whoever runs it owns the store",
+    "pipeline.cli.viewer.register_ui": "adds the `shems ui` parser: no data",
+    "pipeline.cli.viewer.register_user": "adds the `shems user` parser: no data",
     **{f"ui.accounts.{n}": "accounts, sessions and sign-in: the identity the checks rely on; the "
        "Users page calls require_admin before any of them"
        for n in ("utcnow", "validate_username", "validate_password", "Accounts.add_user",

@@ -17,8 +17,18 @@ from streamlit.testing.v1 import AppTest
 
 from tests import reference
 from tests.conftest import PG_ADMIN_URL, _unique
-from tests.viewer_seed import (APP, OTHER_ANOMALY, OTHER_HOME, OTHER_RECOMMENDATION, OWN_HOME,
-                               PASSWORDS, apply_env, refit_readings, seed, viewer_env)
+from tests.viewer_seed import (
+    APP,
+    OTHER_ANOMALY,
+    OTHER_HOME,
+    OTHER_RECOMMENDATION,
+    OWN_HOME,
+    PASSWORDS,
+    apply_env,
+    refit_readings,
+    seed,
+    viewer_env,
+)
 from ui.accounts import Accounts
 from ui.db import Database
 

@@ -18,10 +18,22 @@ import streamlit as st
 from markdown_it import MarkdownIt
 from streamlit.testing.v1 import AppTest
 
-from pipeline.broker import free_port
-from tests.viewer_seed import (APP, FETCH, FORMULA, HOSTILE_COMMAND, HOSTILE_DEVICES, HOSTILE_HOME,
-                               HOSTILE_PASSWORD, PHISH, PLOT_LINK, SCRIPT, apply_env, seed_hostile,
-                               viewer_env)
+from pipeline.tools.broker import free_port
+from tests.viewer_seed import (
+    APP,
+    FETCH,
+    FORMULA,
+    HOSTILE_COMMAND,
+    HOSTILE_DEVICES,
+    HOSTILE_HOME,
+    HOSTILE_PASSWORD,
+    PHISH,
+    PLOT_LINK,
+    SCRIPT,
+    apply_env,
+    seed_hostile,
+    viewer_env,
+)
 from tests.viewer_server import ViewerServer
 from ui.accounts import LOCAL_CLIENT, Accounts, SignInError
 from ui.auth import Role
@@ -272,8 +284,9 @@ class Clock:
 @pytest.fixture
 def accounts(store_url, monkeypatch):
     # Real Argon2id at its lowest cost: these tests verify hundreds of passwords.
-    import ui.accounts
     from argon2 import PasswordHasher
+
+    import ui.accounts
 
     cheap = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
     monkeypatch.setattr(ui.accounts, "_HASHER", cheap)
@@ -454,7 +467,7 @@ def test_uploads_without_the_xsrf_token_are_refused(server):
 
 
 def test_a_websocket_from_another_origin_is_refused(server):
-    from websockets.exceptions import InvalidStatus, ConnectionClosed
+    from websockets.exceptions import ConnectionClosed, InvalidStatus
     from websockets.sync.client import connect
 
     stream = f"ws://127.0.0.1:{server.port}/_stcore/stream"

@@ -7,12 +7,14 @@ from datetime import datetime, timedelta, timezone
 
 import polars as pl
 import pytest
-from hypothesis import given, settings as hsettings, strategies as st
+from hypothesis import given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
 
-from pipeline.home_total import HomeAggregator
+from pipeline.ingest.home_total import HomeAggregator
+from pipeline.ingest.windowing import DeviceWindower
 from pipeline.records import DeviceKind, DeviceWindow, Reading
 from pipeline.settings import WindowSettings
-from pipeline.windowing import DeviceWindower
 from tests import reference
 
 T0 = datetime(2024, 3, 1, 12, 0, tzinfo=timezone.utc)

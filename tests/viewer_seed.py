@@ -14,10 +14,11 @@ from pathlib import Path
 import polars as pl
 
 from flows.batch_import import run_import
-from pipeline.records import (Anomaly, AnomalyKind, Forecast, ForecastScore, Reading, Recommendation)
-from pipeline.simulator import make_homes
-from pipeline.tabular import TableSpec, frame_to_readings, parse_device_cols, readings_frame
-from sinks.base import Batch, open_store
+from pipeline.ingest.tabular import TableSpec, frame_to_readings, parse_device_cols, readings_frame
+from pipeline.records import Anomaly, AnomalyKind, Forecast, ForecastScore, Reading, Recommendation
+from pipeline.tools.simulator import make_homes
+from sinks.base import Batch
+from sinks.stores import open_store
 
 FIXTURES = Path(__file__).parent / "fixtures"
 REFIT = FIXTURES / "refit_house2_2h_wide.csv"
@@ -104,7 +105,7 @@ def seed(url: str, now: datetime | None = None, sim_days: float = 2.0) -> Seeded
                            "Charging at 02:00 instead of 18:00 saves the peak price difference.",
                            0.0, 12.5, "GBP"),
         ])
-    from pipeline.tariff import Tariff, TariffBook, TariffKind, TouPeriod
+    from pipeline.energy.tariff import Tariff, TariffBook, TariffKind, TouPeriod
 
     economy7 = Tariff(datetime(2013, 1, 1, tzinfo=timezone.utc), TariffKind.TOU, "GBP",
                       "Europe/London", "Economy 7", 0.28,

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import streamlit as st
 
+from ui import metrics
 from ui.accounts import SignInError
 from ui.auth import Role
 from ui.common import HOME, NOTICE, PRINCIPAL, TOKEN, current_principal, requested_home, viewer
-from ui import metrics
 from ui.data import homes_for
 from ui.safe import md_escape
 

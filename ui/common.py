@@ -4,10 +4,10 @@ requested home to ``ui.data`` / ``ui.control`` and show the ``AccessDenied`` the
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Iterator
 
 import streamlit as st
 
@@ -122,3 +122,16 @@ def timezone_for(v: Viewer, p: Principal, home: str) -> str:
 def page_header(title: str, home: str | None = None) -> None:
     """The page's title; the home id comes from the URL, so it is escaped like any other input."""
     st.title(title if home is None else f"{title} · {md_escape(home)}")
+
+
+def home_page(title: str) -> tuple[Viewer, Principal, str, str]:
+    """How every page of one home starts: the viewer, the signed-in principal, the home they may
+    see (else the page stops), the page's title, and the home's time zone (a refusal stops the
+    page)."""
+    v = viewer()
+    p = principal()
+    home = home_or_stop(v, p)
+    page_header(title, home)
+    with refusals():
+        tz = timezone_for(v, p, home)
+    return v, p, home, tz

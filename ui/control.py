@@ -15,7 +15,7 @@ from datetime import datetime, timedelta, timezone
 
 import polars as pl
 
-from pipeline.device_control import SWITCHABLE_KINDS, SetCommand, set_topic
+from pipeline.energy.device_control import SWITCHABLE_KINDS, SetCommand, set_topic
 from pipeline.records import CommandState
 from ui.accounts import Accounts
 from ui.auth import AccessDenied, Principal, require_home
@@ -85,7 +85,7 @@ def send_command(db: Database, accounts: Accounts, settings: ViewerSettings, pri
 
 
 def _publish(settings: ViewerSettings, command: Command) -> None:
-    from pipeline.mqtt_publish import Publisher
+    from pipeline.tools.publisher import Publisher
 
     publisher = Publisher(settings.mqtt_url)
     try:

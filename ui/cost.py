@@ -1,4 +1,4 @@
-"""Money: prices energy frames with the store's tariff book (``pipeline.tariff``).
+"""Money: prices energy frames with the store's tariff book (``pipeline.energy.tariff``).
 
 ``Pricing.price`` takes a frame with ``home_id``, ``bucket`` (start, UTC) and ``energy_wh`` and adds
 ``import_price``, ``export_price`` (per kWh) and ``cost``; negative energy (export) is credited at
@@ -15,8 +15,8 @@ from datetime import datetime, timedelta, timezone
 import numpy as np
 import polars as pl
 
-from pipeline.tariff import TariffBook, history_prices, price_frame
-from sinks.base import TariffRow
+from pipeline.energy.tariff import TariffBook, history_prices, price_frame
+from pipeline.records import TariffRow
 
 
 @dataclass(frozen=True)

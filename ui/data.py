@@ -17,7 +17,7 @@ from zoneinfo import ZoneInfo
 
 import polars as pl
 
-from pipeline.device_control import SWITCHABLE_KINDS
+from pipeline.energy.device_control import SWITCHABLE_KINDS
 from pipeline.records import DeviceKind
 from ui.accounts import Accounts
 from ui.auth import Principal, require_admin, require_fleet, require_home, require_owner

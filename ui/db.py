@@ -15,14 +15,17 @@ from __future__ import annotations
 import re
 import sqlite3
 import threading
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from datetime import datetime
-from typing import Any, Iterator, Mapping
+from typing import Any
 
 import polars as pl
 
-from sinks.base import mask_url, open_store
-from sinks.sqlite import to_us
+from pipeline.config import sqlite_path, store_kind
+from sinks.base import mask_url
+from sinks.rows import to_us
+from sinks.stores import open_store
 
 TS = pl.Datetime("us", "UTC")
 _PARAM = re.compile(r"(?<![:\w]):([A-Za-z_]\w*)")
@@ -33,7 +36,7 @@ Params = Mapping[str, Any]
 class Database:
     def __init__(self, url: str, *, migrate: bool = True) -> None:
         self.url = url
-        self.dialect = "sqlite" if url.startswith("sqlite:") else "postgres"
+        self.dialect = "sqlite" if store_kind(url) == "sqlite" else "postgres"
         store = open_store(url)  # validates the URL the same way the flow does
         try:
             if migrate:
@@ -78,14 +81,14 @@ class Database:
             return
         conn = getattr(self._local, "conn", None)
         if conn is None:
-            conn = sqlite3.connect(self.url[len("sqlite:///"):], timeout=30, isolation_level=None,
+            conn = sqlite3.connect(sqlite_path(self.url), timeout=30, isolation_level=None,
                                    check_same_thread=False)
             conn.execute("PRAGMA busy_timeout=30000")
             self._local.conn = conn
         yield conn
 
     @contextmanager
-    def transaction(self) -> Iterator["Transaction"]:
+    def transaction(self) -> Iterator[Transaction]:
         """One transaction; SQLite takes the write lock at the start (BEGIN IMMEDIATE) so a
         check-then-insert (rate limits) cannot interleave with another writer."""
         with self.connection() as conn:

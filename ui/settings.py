@@ -7,7 +7,7 @@ import os
 from dataclasses import dataclass, field, fields
 from datetime import timedelta
 
-from pipeline.cli import DEFAULT_MQTT_URL, DEFAULT_STORE_URL
+from pipeline.config import DEFAULT_MQTT_URL, DEFAULT_STORE_URL
 
 
 @dataclass(frozen=True, slots=True)

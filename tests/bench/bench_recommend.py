@@ -20,9 +20,9 @@ import polars as pl
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
+from pipeline.energy.tariff import book_from_mapping  # noqa: E402
+from pipeline.insights.recommend import HomeRecommender  # noqa: E402
 from pipeline.records import DeviceKind, DeviceWindow, HomeWindow  # noqa: E402
-from pipeline.recommend import HomeRecommender  # noqa: E402
-from pipeline.tariff import book_from_mapping  # noqa: E402
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "refit_house2_4weeks_1min.parquet"
 DEVICES = ("kettle", "dishwasher", "washing_machine", "microwave")

@@ -23,7 +23,7 @@ import polars as pl
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from pipeline.tariff import PriceSeries, Tariff, TariffBook, TariffKind, book_from_mapping, with_cost  # noqa: E402
+from pipeline.energy.tariff import PriceSeries, Tariff, TariffBook, TariffKind, book_from_mapping, with_cost  # noqa: E402
 
 UTC = timezone.utc
 START = datetime(2024, 1, 1, tzinfo=UTC)

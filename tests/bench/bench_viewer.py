@@ -32,9 +32,20 @@ from rich.table import Table
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from pipeline.records import (Anomaly, AnomalyKind, DeviceKind, DeviceWindow, Forecast,  # noqa: E402
-                              ForecastScore, HomeWindow, Reading, Recommendation, Source)
-from sinks.base import Batch, open_store  # noqa: E402
+from pipeline.records import (  # noqa: E402
+    Anomaly,
+    AnomalyKind,
+    DeviceKind,
+    DeviceWindow,
+    Forecast,
+    ForecastScore,
+    HomeWindow,
+    Reading,
+    Recommendation,
+    Source,
+)
+from sinks.base import Batch
+from sinks.stores import open_store
 
 REFIT = Path("/work/shared/data/refit/refit_houses2_20_30s.parquet")
 HOME = "refit-house2"
@@ -69,7 +80,7 @@ def minutes(now: datetime) -> pl.DataFrame:
 
 
 def load(url: str, frame: pl.DataFrame, now: datetime, console: Console) -> None:
-    from pipeline.tariff import Tariff, TariffBook, TariffKind, TouPeriod
+    from pipeline.energy.tariff import Tariff, TariffBook, TariffKind, TouPeriod
     from ui.accounts import Accounts
     from ui.auth import Role
     from ui.db import Database

@@ -23,11 +23,11 @@ import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-from pipeline.forecast import ForecastSettings, HomeForecaster
-from pipeline.insights import HomeInsights, InsightSettings
-from pipeline.settings import RecommendSettings
+from pipeline.energy.tariff import TariffBook, book_from_toml
+from pipeline.insights.forecast import ForecastSettings, HomeForecaster
+from pipeline.insights.step import HomeInsights, InsightSettings
 from pipeline.records import DeviceKind, DeviceWindow, HomeWindow
-from pipeline.tariff import TariffBook
+from pipeline.settings import RecommendSettings
 
 
 def _windows(home: str, bucket: datetime, rng: random.Random) -> list[DeviceWindow | HomeWindow]:
@@ -54,7 +54,7 @@ def main() -> None:
     parser.add_argument("--only", choices=("boundary", "staggered"), help="run one of the two")
     args = parser.parse_args()
     start = datetime.fromisoformat(args.start).astimezone(timezone.utc)
-    book = TariffBook.from_toml(args.tariffs) if args.tariffs else None
+    book = book_from_toml(args.tariffs) if args.tariffs else None
     worst = {}
     for mode in [args.only] if args.only else ["boundary", "staggered"]:
         worst[mode] = _run(args.homes, args.hours, start, mode == "staggered", book)

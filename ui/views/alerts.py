@@ -7,15 +7,11 @@ import streamlit as st
 
 from ui import data
 from ui.auth import AccessDenied
+from ui.common import home_page, now, refusals
 from ui.safe import md_escape
-from ui.common import page_header, home_or_stop, now, principal, refusals, timezone_for, viewer
 
-v = viewer()
-p = principal()
-home = home_or_stop(v, p)
-page_header("Alerts", home)
+v, p, home, tz = home_page("Alerts")
 with refusals():
-    tz = timezone_for(v, p, home)
     found = data.anomalies(v.db, p, home, now())
     recs = data.recommendations(v.db, p, home)
 

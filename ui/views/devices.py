@@ -2,7 +2,6 @@
 and check from its own readings that it did what it said."""
 
 from datetime import datetime, timedelta, timezone
-
 from zoneinfo import ZoneInfo
 
 import polars as pl
@@ -11,17 +10,13 @@ import streamlit as st
 from pipeline.records import CommandState
 from ui import control, data, metrics
 from ui.auth import AccessDenied
+from ui.common import home_page, now, refusals
 from ui.safe import md_escape
-from ui.common import page_header, home_or_stop, now, principal, refusals, timezone_for, viewer
 
 LAST = "last_command"
 
-v = viewer()
-p = principal()
-home = home_or_stop(v, p)
-page_header("Devices", home)
+v, p, home, tz = home_page("Devices")
 with refusals():
-    tz = timezone_for(v, p, home)
     devices = data.devices_now(v.db, p, home)
     drawing = control.switched_off_but_drawing(devices, v.db, p, home, v.settings.off_threshold_w)
 zone = ZoneInfo(tz)

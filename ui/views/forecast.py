@@ -7,15 +7,11 @@ import polars as pl
 import streamlit as st
 
 from ui import charts, data
+from ui.common import home_page, now, refusals
 from ui.safe import md_escape
-from ui.common import page_header, home_or_stop, now, principal, refusals, timezone_for, viewer
 
-v = viewer()
-p = principal()
-home = home_or_stop(v, p)
-page_header("Forecast", home)
+v, p, home, tz = home_page("Forecast")
 with refusals():
-    tz = timezone_for(v, p, home)
     resolutions = data.forecast_resolutions(v.db, p, home)
 if not resolutions:
     st.info("No forecast for this home yet: the forecaster needs some history first.")

@@ -2,22 +2,16 @@
 
 import io
 from datetime import timedelta
-
 from zoneinfo import ZoneInfo
 
 import polars as pl
 import streamlit as st
 
 from ui import charts, data
+from ui.common import home_page, now, refusals
 from ui.safe import file_part, md_escape, spreadsheet_safe
-from ui.common import page_header, home_or_stop, now, principal, refusals, timezone_for, viewer
 
-v = viewer()
-p = principal()
-home = home_or_stop(v, p)
-page_header("History", home)
-with refusals():
-    tz = timezone_for(v, p, home)
+v, p, home, tz = home_page("History")
 
 today = now().astimezone(ZoneInfo(tz)).date()
 c1, c2 = st.columns([2, 1])

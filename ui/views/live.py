@@ -6,15 +6,10 @@ import polars as pl
 import streamlit as st
 
 from ui import charts, data
+from ui.common import current_principal, home_page, now, refusals
 from ui.safe import md_escape
-from ui.common import page_header, current_principal, home_or_stop, now, principal, refusals, timezone_for, viewer
 
-v = viewer()
-p = principal()
-home = home_or_stop(v, p)
-page_header("Live", home)
-with refusals():
-    tz = timezone_for(v, p, home)
+v, p, home, tz = home_page("Live")
 
 
 @st.fragment(run_every=v.settings.live_refresh_s)

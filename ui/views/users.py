@@ -5,8 +5,8 @@ import streamlit as st
 
 from ui import data
 from ui.auth import Role, require_admin
-from ui.safe import md_escape
 from ui.common import principal, refusals, viewer
+from ui.safe import md_escape
 
 v = viewer()
 p = principal()

@@ -1,0 +1,265 @@
+"""Argument types and shared options of the ``shems`` command line, in one place.
+
+Every flag can also be given as an environment variable ``SHEMS_<FLAG>`` (``--mqtt-url`` is
+``SHEMS_MQTT_URL``); a flag on the command line wins. Each type raises ArgumentTypeError with a
+sentence a user can act on, which argparse prints as one line and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Callable
+from datetime import timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, TypeVar
+
+from pipeline.config import (
+    DEFAULT_MQTT_URL,
+    MQTT_TLS_PARAMS,
+    check_store_url,
+    parse_mqtt_url,
+    store_kind,
+    with_password,
+    with_query,
+)
+
+if TYPE_CHECKING:
+    from pipeline.ingest.tabular import TableSpec
+
+Number = TypeVar("Number", int, float)
+
+
+def mqtt_url(value: str) -> str:
+    try:
+        parse_mqtt_url(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return value
+
+
+def store_url(value: str) -> str:
+    try:
+        return check_store_url(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _number(value: str, parse: Callable[[str], Number], noun: str, bound: str,
+            within: Callable[[Number], bool]) -> Number:
+    try:
+        n = parse(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected {noun}, got {value!r}") from None
+    if not within(n):
+        raise argparse.ArgumentTypeError(f"expected {noun} {bound}, got {value!r}")
+    return n
+
+
+def positive_float(value: str) -> float:
+    return _number(value, float, "a number", "> 0", lambda f: f > 0)
+
+
+def non_negative_float(value: str) -> float:
+    return _number(value, float, "a number", ">= 0", lambda f: not f < 0)  # as before, NaN passes
+
+
+def positive_int(value: str) -> int:
+    return _number(value, int, "a whole number", "> 0", lambda i: i > 0)
+
+
+def port(value: str) -> int:
+    i = positive_int(value)
+    if i > 65535:
+        raise argparse.ArgumentTypeError(f"port must be 1-65535, got {value!r}")
+    return i
+
+
+def existing_file(value: str) -> Path:
+    p = Path(value)
+    if not p.is_file():
+        raise argparse.ArgumentTypeError(f"no such file: {value}")
+    return p
+
+
+def timezone_name(value: str) -> str:
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise argparse.ArgumentTypeError(f"unknown time zone {value!r} (e.g. Europe/London)") from None
+    return value
+
+
+def qos(value: str) -> int:
+    if value not in ("0", "1", "2"):
+        raise argparse.ArgumentTypeError(f"QoS must be 0, 1 or 2, got {value!r}")
+    return int(value)
+
+
+def read_secret(path: str | Path) -> str:
+    """A secret mounted as a file (Docker/Kubernetes secrets): its text without the final newline."""
+    try:
+        value = Path(path).read_text().rstrip("\r\n")
+    except OSError as exc:
+        raise ValueError(f"cannot read the secret file {path}: {exc.strerror or exc}") from None
+    if not value:
+        raise ValueError(f"the secret file {path} is empty")
+    return value
+
+
+def resolve_secret_files(ns: argparse.Namespace) -> None:
+    """Fold the TLS and password-file flags into the URLs they belong to, so everything downstream
+    (the flow's workers, the viewer's child process, the publishers) needs only the URL. The
+    password is read here, never passed on a command line."""
+    url = getattr(ns, "mqtt_url", None)
+    tls_files = {key: str(getattr(ns, f"mqtt_{key}")) for key in MQTT_TLS_PARAMS
+                 if getattr(ns, f"mqtt_{key}", None)}
+    password_file = getattr(ns, "mqtt_password_file", None)
+    if (tls_files or password_file) and not url:
+        raise ValueError("--mqtt-ca-file/--mqtt-cert-file/--mqtt-key-file/--mqtt-password-file need --mqtt-url")
+    if url:
+        if tls_files:
+            if not url.startswith(("mqtts://", "ssl://")):
+                raise ValueError("--mqtt-ca-file/--mqtt-cert-file/--mqtt-key-file need an mqtts:// URL")
+            url = with_query(url, **tls_files)
+        if password_file:
+            url = with_password(url, read_secret(password_file))
+        parse_mqtt_url(url)
+        ns.mqtt_url = url
+    password_file = getattr(ns, "store_password_file", None)
+    if password_file:
+        url = getattr(ns, "store_url", None) or ""
+        if store_kind(url) != "postgres":
+            raise ValueError("--store-password-file needs a postgresql:// store URL")
+        ns.store_url = with_password(url, read_secret(password_file))
+
+
+class Parser(argparse.ArgumentParser):
+    def add(self, *flags: str, env: str | None = None, default=None, help: str = "", **kw):
+        """add_argument with the SHEMS_* environment variable as the default; ``SHEMS_<FLAG>_FILE``
+        names a file holding the value instead (how Docker and Kubernetes mount secrets)."""
+        long = next(f for f in flags if f.startswith("--"))
+        env = env or "SHEMS_" + long[2:].upper().replace("-", "_")
+        if env in os.environ and kw.get("action") not in ("store_true", "store_false"):
+            default = os.environ[env]
+        elif kw.get("action") == "store_true" and env in os.environ:
+            default = os.environ[env].lower() in ("1", "true", "yes", "on")
+        elif f"{env}_FILE" in os.environ and kw.get("action") is None:
+            try:
+                default = read_secret(os.environ[f"{env}_FILE"])
+            except ValueError as exc:
+                self.error(f"{env}_FILE: {exc}")
+        action = self.add_argument(*flags, default=default, help=f"{help} [env {env}]", **kw)
+        # Every command that reaches a broker or a store takes the same TLS and secret options,
+        # without each command's registrar having to remember them.
+        if long == "--mqtt-url":
+            self.add("--mqtt-ca-file", type=existing_file,
+                     help="CA certificate(s) the broker's certificate must chain to (mqtts://; "
+                          "default: the system's CAs); the host name is always checked")
+            self.add("--mqtt-cert-file", type=existing_file, help="client certificate (PEM), with --mqtt-key-file")
+            self.add("--mqtt-key-file", type=existing_file, help="private key of --mqtt-cert-file (PEM)")
+            self.add("--mqtt-password-file", type=existing_file,
+                     help="file holding the broker password (the URL names the user)")
+        elif long == "--store-url":
+            self.add("--store-password-file", type=existing_file,
+                     help="file holding the PostgreSQL password (the URL names the user; TLS via "
+                          "?sslmode=verify-full&sslrootcert=ca.crt)")
+        return action
+
+    def parse_known_args(self, args=None, namespace=None):
+        namespace, rest = super().parse_known_args(args, namespace)
+        try:
+            resolve_secret_files(namespace)
+        except ValueError as exc:
+            self.error(str(exc))
+        return namespace, rest
+
+
+def add_broker_args(p: Parser) -> None:
+    p.add("--mqtt-url", type=mqtt_url, default=DEFAULT_MQTT_URL,
+          help="broker, mqtt://[user:pass@]host[:port] or mqtts:// for TLS")
+    p.add("--topic-prefix", default="", help="prepended to every topic (multi-tenant brokers, tests)")
+
+
+def add_table_args(p) -> None:
+    p.add_argument("file", type=existing_file, help="CSV or Parquet file")
+    p.add("--layout", choices=["long", "wide", "interval"], default="long",
+          help="long: one reading per row; wide: one column per device (REFIT, UK-DALE); "
+               "interval: energy per interval in kWh (SGSC)")
+    p.add("--ts-col", default=None, help="time column (default: ts, or timestamp for wide files)")
+    p.add("--home-col", default="home_id", help="home column")
+    p.add("--home-id", default=None, help="a fixed home id when the file has no home column")
+    p.add("--device-col", default="device_id", help="device column (long layout)")
+    p.add("--power-col", default="power_w", help="power column in W (long layout)")
+    p.add("--energy-col", default="energy_wh", help="cumulative energy column in Wh (long layout)")
+    p.add("--device-cols", default=None,
+          help="wide layout: column=device[:kind],... e.g. aggregate_w=mains:meter,kettle_w=kettle")
+    p.add("--skip-flag-col", default=None, help="boolean column marking filled-in rows to drop")
+    p.add("--interval-kwh", default=None, help="interval layout: the kWh-per-interval column")
+    p.add("--interval-minutes", type=positive_float, default=30.0, help="interval length")
+    p.add("--interval-end", action="store_true", help="interval time stamps mark the END of the interval")
+    p.add("--tz", default="UTC", help="time zone of naive time stamps, e.g. Europe/London")
+
+
+def table_spec(args) -> TableSpec:
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    from pipeline.ingest.tabular import TableSpec, id_problem, parse_device_cols
+
+    try:
+        ZoneInfo(args.tz)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"unknown time zone {args.tz!r}") from None
+    if args.home_id is not None and (problem := id_problem("--home-id", args.home_id)):
+        raise ValueError(problem)
+    return TableSpec(
+        layout=args.layout,
+        ts_col=args.ts_col or ("timestamp" if args.layout == "wide" else "ts"),
+        home_col=None if args.home_id else args.home_col,
+        home_id=args.home_id,
+        device_col=args.device_col,
+        power_col=args.power_col,
+        energy_col=args.energy_col,
+        device_cols=parse_device_cols(args.device_cols or "") if args.layout == "wide" else (),
+        skip_flag_col=args.skip_flag_col,
+        interval_kwh_col=args.interval_kwh,
+        interval=timedelta(minutes=args.interval_minutes),
+        interval_end=args.interval_end,
+        tz=args.tz,
+    )
+
+
+def horizon_list(value: str) -> tuple[float, ...]:
+    try:
+        hours = tuple(float(v) for v in value.split(",") if v.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected hours separated by commas, e.g. 1,6,12,24; got {value!r}") from None
+    if not hours or any(not 0 < h <= 24 for h in hours):
+        raise argparse.ArgumentTypeError(f"horizons must be hours in (0, 24], got {value!r}")
+    return hours
+
+
+def load_option(value: str):
+    from pipeline.energy.plan_input import parse_load_option
+
+    try:
+        return parse_load_option(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def day(value: str):
+    from datetime import date
+
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a date YYYY-MM-DD, got {value!r}") from None
+
+
+def slot_minutes(value: str) -> int:
+    if value not in ("15", "30", "60"):
+        raise argparse.ArgumentTypeError(f"slot must be 15, 30 or 60 minutes, got {value!r}")
+    return int(value)

@@ -1,0 +1,38 @@
+"""``shems bench``: benchmarks against a real broker and store."""
+
+from __future__ import annotations
+
+from pipeline.cli.args import mqtt_url, positive_float, positive_int, qos
+
+
+def cmd_bench(args) -> int:
+    from rich.console import Console
+
+    from pipeline.tools.bench import print_result, run_bench
+
+    console = Console(stderr=args.json)  # keep stdout's last line for the JSON
+    result = run_bench(args.devices, args.seconds, args.rate, args.burst, args.qos, args.mqtt_url,
+                       args.store_url, args.workers, args.processes, args.naive_burst, console,
+                       insights=not args.no_insights)
+    print_result(result, console, args.json)
+    return 0
+
+
+def register(sub) -> None:
+    bench = sub.add_parser("bench", help="benchmarks")
+    kinds = bench.add_subparsers(dest="bench", required=True, parser_class=type(bench))
+    p = kinds.add_parser("ingest", help="publish -> committed rate and latency against real broker and store")
+    p.add("--devices", type=positive_int, default=10_000, help="fleet size")
+    p.add("--seconds", type=positive_float, default=20.0, help="length of the paced latency phase")
+    p.add("--rate", type=positive_float, default=5000.0, help="readings/s in the paced phase")
+    p.add("--burst", type=positive_int, default=None, help="messages in the throughput burst (default max(50000, 5 x devices))")
+    p.add("--naive-burst", type=positive_int, default=None, help="messages for the naive baseline (default min(burst, 20000))")
+    p.add("--qos", type=qos, default=1, help="QoS of every measurement")
+    p.add("--mqtt-url", type=mqtt_url, default=None, help="broker (default: a private Mosquitto without queue limits)")
+    p.add("--store-url", default=None, help="PostgreSQL store (default: a fresh database, dropped after)")
+    p.add("--workers", "-w", type=positive_int, default=1, help="Bytewax workers per flow process")
+    p.add("--processes", "-p", type=positive_int, default=1, help="flow processes (a Bytewax cluster)")
+    p.add("--no-insights", action="store_true",
+          help="run the flow without forecasts, anomalies and recommendations (the ingest core alone)")
+    p.add("--json", action="store_true", help="end with one JSON line")
+    p.set_defaults(handler=cmd_bench)

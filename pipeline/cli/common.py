@@ -1,0 +1,51 @@
+"""What every subcommand's handler shares: one-line errors, the store check, stop signals."""
+
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+
+
+def fail(message: str) -> int:
+    print(f"shems: error: {message}", file=sys.stderr)
+    return 2
+
+
+def one_line(exc: BaseException) -> str:
+    """An exception as one line: the innermost cause (Bytewax wraps an operator's error in its
+    own), first line only, with any password in a URL masked."""
+    from sinks.base import mask_url
+
+    while exc.__cause__ is not None:
+        exc = exc.__cause__
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    text = lines[0] if lines else type(exc).__name__
+    return " ".join(mask_url(word) if "://" in word else word for word in text.split(" "))
+
+
+def check_store_reachable(url: str) -> str | None:
+    """None when the store answers, else why not (one line). Before any work: an import of a big
+    file must not read it all to then find the store down."""
+    from sinks.base import mask_url
+    from sinks.stores import open_store
+
+    try:
+        open_store(url).close()
+    except Exception as exc:  # the driver's error: refused, timed out, wrong password, bad path
+        return f"cannot open the store {mask_url(url)}: {one_line(exc)}"
+    return None
+
+
+def install_stop_handlers() -> threading.Event:
+    """SIGINT/SIGTERM ask the flow to stop cleanly: drain, commit, keep the broker session."""
+    stop = threading.Event()
+
+    def handler(signum, frame):
+        if stop.is_set():  # a second Ctrl-C means: now
+            raise KeyboardInterrupt
+        stop.set()
+
+    signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, handler)
+    return stop

@@ -1,0 +1,130 @@
+"""``shems run``: the ingest flow."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from pipeline.cli.args import (
+    Parser,
+    add_broker_args,
+    existing_file,
+    non_negative_float,
+    port,
+    positive_float,
+    positive_int,
+    qos,
+    store_url,
+    timezone_name,
+)
+from pipeline.cli.common import install_stop_handlers
+from pipeline.config import DEFAULT_STORE_URL, IngestConfig
+from pipeline.settings import WindowSettings
+
+
+def add_run_args(p: Parser) -> None:
+    add_broker_args(p)
+    p.add("--store-url", type=store_url, default=DEFAULT_STORE_URL,
+          help="sqlite:///path.db (embedded default) or postgresql://user@host/db")
+    p.add("--registry", type=existing_file, help="device registry TOML (vendor topics to homes/devices)")
+    p.add("--idle-exit", type=positive_float, help="stop after this many seconds without a message")
+    p.add("--metrics-port", type=port, help="serve Prometheus metrics on this port")
+    p.add("--recovery-dir", type=Path, help="Bytewax recovery snapshots: window state survives restarts")
+    p.add("--workers", "-w", type=positive_int, default=1, help="Bytewax workers in this process")
+    p.add("--process-id", "-i", type=int, help="this process's index in a Bytewax cluster")
+    p.add("--addresses", "-a", help="cluster addresses host:port;host:port (one per process)")
+    p.add("--share-group", default="shems",
+          help="MQTT 5 shared-subscription group, used when workers x processes > 1 ('' for none)")
+    p.add("--client-id-prefix", default="shems-ingest",
+          help="MQTT client id prefix; keep it stable so the broker keeps the session")
+    p.add("--qos", type=qos, default=1, help="subscription QoS")
+    p.add("--allowed-lateness", type=non_negative_float, default=WindowSettings().allowed_lateness_s,
+          help="seconds a reading may lag the newest of its device and still be aggregated")
+    p.add("--batch-rows", type=positive_int, default=5000, help="rows per store transaction")
+    p.add("--flush-interval", type=positive_float, default=0.5,
+          help="longest a row waits before its batch is committed (s)")
+    p.add("--tariffs", type=existing_file,
+          help="tariff book TOML (deploy/tariffs.example.toml); without it, the stored one is used")
+    p.add("--timezone", type=timezone_name, default="UTC",
+          help="local time zone of homes the registry gives none (IANA name, e.g. Europe/London)")
+    p.add("--no-insights", action="store_true",
+          help="only ingest and aggregate: no forecasts, anomalies or recommendations")
+    p.add("--max-buffered-messages", type=positive_int, default=100_000,
+          help="received messages waiting in memory per worker; when full, the flow stops "
+               "acknowledging and the broker queues the rest (backpressure)")
+    p.add("--startup-timeout", type=positive_float, default=12.0,
+          help="seconds the store and the broker each get to answer at start before the flow exits "
+               "with an error (once running, outages are ridden out)")
+
+
+def config_from_args(args: argparse.Namespace) -> IngestConfig:
+    from dataclasses import replace
+
+    addresses = tuple(a for a in (args.addresses or "").split(";") if a)
+    if addresses and args.process_id is None:
+        raise SystemExit("shems run: --addresses needs --process-id")
+    return IngestConfig(
+        mqtt_url=args.mqtt_url,
+        store_url=args.store_url,
+        registry_path=args.registry,
+        topic_prefix=args.topic_prefix,
+        share_group=args.share_group or None,
+        client_id_prefix=args.client_id_prefix,
+        qos=args.qos,
+        idle_exit_s=args.idle_exit,
+        metrics_port=args.metrics_port,
+        recovery_dir=args.recovery_dir,
+        workers=args.workers,
+        process_id=args.process_id,
+        addresses=addresses,
+        batch_rows=args.batch_rows,
+        flush_interval_s=args.flush_interval,
+        window=replace(WindowSettings(), allowed_lateness_s=args.allowed_lateness),
+        tariffs_path=args.tariffs,
+        timezone=args.timezone,
+        insights=not args.no_insights,
+        max_buffered_messages=args.max_buffered_messages,
+        startup_timeout_s=args.startup_timeout,
+    )
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from flows.ingest import run
+    from pipeline.logs import configure
+
+    configure()
+    cfg = config_from_args(args)
+    try:  # files that are wrong say so now, not from inside a worker
+        from pipeline.energy.tariff import book_from_toml
+        from pipeline.ingest.registry import Registry
+
+        if cfg.registry_path:
+            Registry.load(cfg.registry_path)
+        if cfg.tariffs_path:
+            book_from_toml(cfg.tariffs_path)
+    except ValueError as exc:
+        print(f"shems run: error: {exc}", file=sys.stderr)
+        return 2
+    if cfg.metrics_port:
+        from prometheus_client import start_http_server
+
+        from pipeline.tools.fleet_health import FleetHealthReporter
+
+        start_http_server(cfg.metrics_port)
+        if not cfg.process_id:  # one reporter per cluster
+            FleetHealthReporter(cfg.store_url).start()
+    from flows.ingest import StartupError
+
+    try:
+        run(cfg, stop_event=install_stop_handlers())
+    except StartupError as exc:
+        print(f"shems run: error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def register(sub) -> None:
+    p = sub.add_parser("run", help="run the ingest flow (MQTT -> windows -> store)")
+    add_run_args(p)
+    p.set_defaults(handler=cmd_run)

@@ -1,0 +1,143 @@
+"""``shems ui`` (the viewer) and ``shems user add/remove/passwd/list`` (its accounts)."""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import os
+import sys
+from pathlib import Path
+
+import ui
+from pipeline.cli.args import existing_file, mqtt_url, port, store_url
+from pipeline.config import DEFAULT_MQTT_URL, DEFAULT_STORE_URL
+
+APP = Path(ui.__file__).parent / "app.py"
+
+
+def _fail(message: str, status: int = 2) -> int:
+    print(f"shems: error: {message}", file=sys.stderr)
+    return status
+
+
+def cmd_ui(args: argparse.Namespace) -> int:
+    """Create or upgrade the schema, then become the Streamlit server (exec: signals reach it)."""
+    from sinks.base import mask_url
+    from ui.db import Database
+
+    try:
+        Database(args.store_url, migrate=True).close()
+    except Exception as exc:  # unreachable database, bad path: say so instead of a traceback
+        return _fail(f"cannot open the store {mask_url(args.store_url)}: {exc}")
+    if bool(args.ssl_cert_file) != bool(args.ssl_key_file):
+        return _fail("HTTPS needs both --ssl-cert-file and --ssl-key-file")
+    env = dict(os.environ, SHEMS_STORE_URL=args.store_url, SHEMS_MQTT_URL=args.mqtt_url,
+               SHEMS_TOPIC_PREFIX=args.topic_prefix, SHEMS_UI_METRICS_PORT=str(args.metrics_port or 0))
+    argv = [sys.executable, "-m", "streamlit", "run", str(APP),
+            "--server.port", str(args.port), "--server.address", args.address,
+            "--server.headless", "true", "--browser.gatherUsageStats", "false",
+            "--server.fileWatcherType", "none", "--client.toolbarMode", "viewer",
+            "--theme.base", "light",
+            # Stated, not left to defaults or a stray .streamlit/config.toml: uploads and other
+            # POSTs need the XSRF cookie's token, and the WebSocket only takes this origin.
+            "--server.enableXsrfProtection", "true", "--server.enableCORS", "true"]
+    scheme = "http"
+    if args.ssl_cert_file:
+        scheme = "https"
+        argv += ["--server.sslCertFile", str(args.ssl_cert_file),
+                 "--server.sslKeyFile", str(args.ssl_key_file)]
+    print(f"shems viewer on {scheme}://{args.address}:{args.port} (store {mask_url(args.store_url)})",
+          flush=True)
+    os.execve(sys.executable, argv, env)
+    return 0  # not reached
+
+
+def _read_password(args: argparse.Namespace) -> str:
+    if args.password_stdin:
+        return sys.stdin.readline().rstrip("\n")
+    if not sys.stdin.isatty():
+        raise ValueError("no terminal to ask for the password: pipe it in with --password-stdin")
+    first = getpass.getpass("Password: ")
+    if getpass.getpass("Again: ") != first:
+        raise ValueError("the two passwords differ")
+    return first
+
+
+def _accounts(url: str):
+    from ui.accounts import Accounts
+    from ui.db import Database
+
+    return Accounts(Database(url, migrate=True))
+
+
+def _who() -> str:
+    try:
+        return f"cli:{getpass.getuser()}"
+    except Exception:  # no user name in a container
+        return "cli"
+
+
+def cmd_user(args: argparse.Namespace) -> int:
+    from ui.auth import Role
+
+    try:
+        accounts = _accounts(args.store_url)
+    except Exception as exc:
+        from sinks.base import mask_url
+
+        return _fail(f"cannot open the store {mask_url(args.store_url)}: {exc}")
+    try:
+        if args.action == "add":
+            accounts.add_user(args.name, _read_password(args), Role(args.role), args.home or (),
+                              by=_who())
+            print(f"added {args.name} ({args.role}{': ' + ', '.join(args.home) if args.home else ''})")
+        elif args.action == "remove":
+            if not accounts.remove_user(args.name, by=_who()):
+                return _fail(f"no user {args.name!r}", 1)
+            print(f"removed {args.name}")
+        elif args.action == "passwd":
+            if not accounts.set_password(args.name, _read_password(args), by=_who()):
+                return _fail(f"no user {args.name!r}", 1)
+            print(f"password of {args.name} changed; their sessions ended")
+        else:
+            for user in accounts.users():
+                print(f"{user.username}\t{user.role.value}\t{','.join(user.homes)}")
+    except ValueError as exc:
+        return _fail(str(exc))
+    finally:
+        accounts.db.close()
+    return 0
+
+
+def register_ui(sub) -> None:
+    p = sub.add_parser("ui", help="the viewer (Streamlit): sign-in, live, history, control, fleet")
+    p.add("--store-url", type=store_url, default=DEFAULT_STORE_URL, help="store to show (schema created if empty)")
+    p.add("--port", type=port, default=8501, help="HTTP port")
+    p.add("--address", default="127.0.0.1", help="address to listen on (0.0.0.0 for all)")
+    p.add("--mqtt-url", type=mqtt_url, default=DEFAULT_MQTT_URL, help="broker for device commands")
+    p.add("--topic-prefix", default="", help="prepended to command topics (as for `shems run`)")
+    p.add("--ssl-cert-file", type=existing_file,
+          help="serve HTTPS with this certificate (PEM, chain included); with --ssl-key-file")
+    p.add("--ssl-key-file", type=existing_file, help="private key of --ssl-cert-file (PEM)")
+    p.add("--metrics-port", type=port, env="SHEMS_UI_METRICS_PORT",
+          help="serve the viewer's Prometheus metrics on this port")
+    p.set_defaults(handler=cmd_ui)
+
+
+def register_user(sub) -> None:
+    p = sub.add_parser("user", help="viewer accounts: add, remove, passwd, list")
+    actions = p.add_subparsers(dest="action", required=True, parser_class=type(p))
+    for name, helptext in (("add", "add a user"), ("remove", "remove a user and end their sessions"),
+                           ("passwd", "set a user's password (ends their sessions)"),
+                           ("list", "list users, roles and homes")):
+        a = actions.add_parser(name, help=helptext)
+        a.add("--store-url", type=store_url, default=DEFAULT_STORE_URL, help="store holding the users")
+        if name != "list":
+            a.add_argument("name", help="user name")
+        if name in ("add", "passwd"):
+            a.add("--password-stdin", action="store_true", help="read the password from standard input")
+        if name == "add":
+            a.add("--role", choices=["homeowner", "operator", "admin"], default="homeowner",
+                  help="homeowner: own homes only; operator: the fleet; admin: users too")
+            a.add_argument("--home", action="append", help="a home of a homeowner (repeat for several)")
+    p.set_defaults(handler=cmd_user)

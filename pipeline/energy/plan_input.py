@@ -1,0 +1,157 @@
+"""What `shems plan` reads: deferrable loads from a TOML file or ``--load`` options, and the
+planning horizon they span.
+
+``--load name,kwh,hours,earliest,deadline`` (e.g. ``dishwasher,1.2,2,19:00,07:00``). A loads
+TOML file holds any number of::
+
+    [[load]]
+    name = "dishwasher"
+    energy_kwh = 1.2          # or power_w = 600
+    hours = 2                 # how long it runs
+    earliest = "19:00"        # local time on the planning day, or an ISO date-time with offset
+    deadline = "07:00"        # at or before `earliest`: the next day
+    interruptible = false     # true: may pause between slots (an EV charger)
+"""
+
+from __future__ import annotations
+
+import math
+import tomllib
+from dataclasses import dataclass
+from datetime import date, datetime, time, timedelta, timezone
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+from pipeline.energy.optimize import DeferrableLoad
+
+
+@dataclass(frozen=True, slots=True)
+class LoadSpec:
+    """A load as the user wrote it; times are resolved against a day and a time zone later."""
+
+    name: str
+    hours: float
+    earliest: str
+    deadline: str
+    energy_kwh: float | None = None
+    power_w: float | None = None
+    interruptible: bool = False
+
+
+def parse_load_option(text: str) -> LoadSpec:
+    parts = [p.strip() for p in text.split(",")]
+    if len(parts) != 5 or not parts[0]:
+        raise ValueError(f"--load {text!r}: expected name,kwh,hours,earliest,deadline "
+                         "e.g. dishwasher,1.2,2,19:00,07:00")
+    name, kwh, hours, earliest, deadline = parts
+    spec = LoadSpec(name, _positive(hours, f"--load {name}: hours"), earliest, deadline,
+                    energy_kwh=_positive(kwh, f"--load {name}: kwh"))
+    _check_time(spec.earliest, f"--load {name}: earliest")
+    _check_time(spec.deadline, f"--load {name}: deadline")
+    return spec
+
+
+_LOAD_KEYS = {"name", "energy_kwh", "power_w", "hours", "earliest", "deadline", "interruptible"}
+
+
+def load_specs_from_toml(path: Path) -> list[LoadSpec]:
+    try:
+        data = tomllib.loads(Path(path).read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise ValueError(f"{path}: not valid TOML: {exc}") from None
+    except OSError as exc:
+        raise ValueError(f"cannot read loads file {path}: {exc.strerror}") from None
+    entries = data.get("load")
+    if not entries or not isinstance(entries, list):
+        raise ValueError(f"{path}: no [[load]] entries")
+    specs = []
+    for i, entry in enumerate(entries):
+        where = f"{path}: load #{i + 1}"
+        unknown = set(entry) - _LOAD_KEYS
+        if unknown:
+            raise ValueError(f"{where}: unknown keys {sorted(unknown)}; expected some of {sorted(_LOAD_KEYS)}")
+        for key in ("name", "hours", "earliest", "deadline"):
+            if key not in entry:
+                raise ValueError(f"{where}: {key} is required")
+        where = f"{path}: load {entry['name']!r}"
+        if ("energy_kwh" in entry) == ("power_w" in entry):
+            raise ValueError(f"{where}: give either energy_kwh or power_w")
+        for key in ("earliest", "deadline"):
+            _check_time(str(entry[key]), f"{where}: {key}")
+        specs.append(LoadSpec(
+            str(entry["name"]), _positive(entry["hours"], f"{where}: hours"), str(entry["earliest"]),
+            str(entry["deadline"]),
+            energy_kwh=_positive(entry["energy_kwh"], f"{where}: energy_kwh") if "energy_kwh" in entry else None,
+            power_w=_positive(entry["power_w"], f"{where}: power_w") if "power_w" in entry else None,
+            interruptible=bool(entry.get("interruptible", False))))
+    return specs
+
+
+def resolve_loads(specs: list[LoadSpec], day: date, tz: str) -> tuple[DeferrableLoad, ...]:
+    """Loads with aware times: HH:MM is on ``day`` in ``tz``; a deadline at or before the
+    earliest start is on the next day."""
+    zone = ZoneInfo(tz)
+    loads = []
+    for s in specs:
+        earliest = _resolve(s.earliest, day, zone)
+        deadline = _resolve(s.deadline, day, zone)
+        if _is_clock(s.deadline) and deadline <= earliest:
+            deadline = _resolve(s.deadline, day + timedelta(days=1), zone)
+        duration = timedelta(hours=s.hours)
+        if s.energy_kwh is not None:
+            loads.append(DeferrableLoad.from_energy(s.name, s.energy_kwh, duration, earliest, deadline,
+                                                    s.interruptible))
+        else:
+            loads.append(DeferrableLoad(s.name, float(s.power_w), duration, earliest, deadline,
+                                        s.interruptible))
+    return tuple(loads)
+
+
+def horizon(loads: tuple[DeferrableLoad, ...], slot: timedelta) -> tuple[datetime, int]:
+    """The slot-aligned (UTC epoch) span from the earliest start to the last deadline."""
+    slot_s = slot.total_seconds()
+    first = min(load.earliest for load in loads).timestamp()
+    last = max(load.deadline for load in loads).timestamp()
+    start_s = math.floor(first / slot_s) * slot_s
+    n = math.ceil((last - start_s) / slot_s)
+    return datetime.fromtimestamp(start_s, timezone.utc), n
+
+
+def _is_clock(text: str) -> bool:
+    return len(text) <= 5 and ":" in text
+
+
+def _check_time(text: str, where: str) -> None:
+    try:
+        _resolve(text, date(2000, 1, 1), ZoneInfo("UTC"))
+    except ValueError as exc:
+        raise ValueError(f"{where}: {exc}") from None
+
+
+def _resolve(text: str, day: date, zone: ZoneInfo) -> datetime:
+    if _is_clock(text):
+        try:
+            hh, mm = text.split(":")
+            clock = time(int(hh), int(mm))
+        except ValueError:
+            raise ValueError(f"{text!r} is not a time HH:MM") from None
+        # A wall time skipped by a spring-forward change is read with the offset before the
+        # change (zoneinfo's fold=0): 01:30 on that day in London is 02:30 BST.
+        return datetime.combine(day, clock, zone).astimezone(timezone.utc)
+    try:
+        ts = datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError(f"{text!r} is not HH:MM or an ISO date-time") from None
+    if ts.tzinfo is None:
+        raise ValueError(f"{text!r} needs an offset (e.g. +01:00), or use HH:MM for local time")
+    return ts.astimezone(timezone.utc)
+
+
+def _positive(value, where: str) -> float:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{where} must be a number, not {value!r}") from None
+    if not (number > 0 and math.isfinite(number)):
+        raise ValueError(f"{where} must be a number > 0, not {value!r}")
+    return number

@@ -1,0 +1,148 @@
+"""Shelly Gen2/Gen3 (RPC over MQTT).
+
+* ``<id>/events/rpc``: ``{"method": "NotifyStatus", "params": {"ts": <epoch s>, "switch:0": {...}}}``.
+  A ``NotifyStatus`` carries only the fields that changed, so it is merged onto the last full
+  status of that component (``NotifyFullStatus`` and status frames supply full ones).
+* ``<id>/status/<component>``: the component's full status; it has no time stamp, so the time of
+  receipt is used.
+
+Components: ``switch:N`` and ``pm1:N`` (``apower`` W, ``aenergy.total`` Wh, ``voltage``,
+``current``), ``em1:N`` (``act_power``), ``em:N`` (``total_act_power``, with its energy counter
+``total_act`` Wh in ``emdata:N``). Channel N picks the registry entry.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from pipeline.ingest.decode.common import DecodeError, number, obj, parse_ts, shown
+from pipeline.ingest.registry import Registry
+from pipeline.reasons import DeadLetterCode
+from pipeline.records import Reading, Source
+
+_POWER_FIELD = {"switch": "apower", "pm1": "apower", "em1": "act_power", "em": "total_act_power"}
+_ENERGY_COMPONENT = {"em": "emdata", "em1": "em1data"}
+# Only the components and fields the readings are made of are kept between messages: the state
+# of a device stays a few small dicts whatever it sends (other components: sys, wifi, input, ...
+# carry no measurement).
+_TRACKED = frozenset(_POWER_FIELD) | frozenset(_ENERGY_COMPONENT.values())
+_KEPT_FIELDS = frozenset({"apower", "act_power", "total_act_power", "voltage", "current",
+                          "a_voltage", "a_current", "total_act"})
+_MAX_CHANNEL = 255  # Shelly devices have at most a handful of channels
+
+
+def _split(component: str) -> tuple[str, int] | None:
+    name, _, index = component.partition(":")
+    # ASCII digits only: str.isdigit also accepts e.g. "²", which int() refuses.
+    if not (0 < len(index) <= 3 and index.isascii() and index.isdigit()):
+        return None
+    return name, int(index)
+
+
+def _tracked(component: str) -> bool:
+    parts = _split(component)
+    return parts is not None and parts[0] in _TRACKED and parts[1] <= _MAX_CHANNEL
+
+
+def _measured(value: object, where: str) -> bool:
+    if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+        raise DecodeError(f"{where} must be a number, got {shown(value)}")
+    return True
+
+
+def _kept(component: str, update: dict) -> dict:
+    """The measured fields of a status or update, checked before they reach the state, so a bad
+    frame is refused whole and cannot poison the state for the frames after it."""
+    out: dict = {}
+    for key, value in update.items():
+        if key in _KEPT_FIELDS and _measured(value, f"{component}.{key}"):
+            out[key] = value
+        elif key == "aenergy":
+            energy = obj(value, f"{component}.aenergy")
+            if "total" in energy and _measured(energy["total"], f"{component}.aenergy.total"):
+                out[key] = {"total": energy["total"]}
+            else:
+                out[key] = {}
+    return out
+
+
+def _merge(base: dict, update: dict) -> dict:
+    """A NotifyStatus carries only what changed: merged one level into ``aenergy``."""
+    out = dict(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = {**out[key], **value}
+        else:
+            out[key] = value
+    return out
+
+
+class ShellyDecoder:
+    """State per Shelly device: the last full status of each component."""
+
+    def __init__(self) -> None:
+        self.components: dict[str, dict] = {}
+
+    def _reading(self, shelly_id: str, component: str, ts: datetime, registry: Registry) -> Reading | None:
+        parts = _split(component)
+        if parts is None or parts[0] not in _POWER_FIELD:
+            return None
+        name, channel = parts
+        status = self.components.get(component, {})
+        power = number(status, _POWER_FIELD[name], path=f"{component}.")
+        if power is None:
+            return None
+        entry = registry.lookup(Source.SHELLY, shelly_id, channel)
+        if entry is None:
+            raise DecodeError(f"unregistered shelly device {shelly_id} channel {channel}: "
+                              f"add it to the registry", DeadLetterCode.UNREGISTERED_DEVICE)
+        if name in _ENERGY_COMPONENT:
+            data = self.components.get(f"{_ENERGY_COMPONENT[name]}:{channel}", {})
+            energy = number(data, "total_act", path=f"{_ENERGY_COMPONENT[name]}:{channel}.")
+        else:
+            energy = number(obj(status.get("aenergy", {}), f"{component}.aenergy"), "total",
+                            path=f"{component}.aenergy.")
+        voltage_field, current_field = ("a_voltage", "a_current") if name == "em" else ("voltage", "current")
+        return Reading(
+            home_id=entry.home_id,
+            device_id=entry.device_id,
+            ts=ts,
+            power_w=power,
+            energy_wh=energy,
+            voltage_v=number(status, voltage_field, path=f"{component}."),
+            current_a=number(status, current_field, path=f"{component}."),
+            kind=entry.kind,
+            source=Source.SHELLY,
+        )
+
+    def on_rpc(self, shelly_id: str, data: object, received_at: datetime, registry: Registry) -> list[Reading]:
+        frame = obj(data, "Shelly RPC frame")
+        method = frame.get("method")
+        if method not in ("NotifyStatus", "NotifyFullStatus"):
+            return []  # events, responses: nothing to measure
+        params = obj(frame.get("params"), "params")
+        ts = parse_ts(params.get("ts"), received_at, "params.ts")
+        updates = {component: _kept(component, obj(update, component))
+                   for component, update in params.items() if _tracked(component)}
+        for component, update in updates.items():
+            if method == "NotifyFullStatus":
+                self.components[component] = update
+            else:
+                self.components[component] = _merge(self.components.get(component, {}), update)
+        touched = list(updates)
+        # An energy-only update (emdata) still yields a reading of its meter.
+        for component in list(touched):
+            name, channel = _split(component)
+            for power_name, energy_name in _ENERGY_COMPONENT.items():
+                if name == energy_name and f"{power_name}:{channel}" not in touched:
+                    touched.append(f"{power_name}:{channel}")
+        readings = [self._reading(shelly_id, c, ts, registry) for c in touched]
+        return [r for r in readings if r is not None]
+
+    def on_status(self, shelly_id: str, component: str, data: object, received_at: datetime,
+                  registry: Registry) -> list[Reading]:
+        if not _tracked(component):
+            return []  # sys, wifi, cloud, input, ...: no measurements
+        self.components[component] = _kept(component, obj(data, f"{component} status"))
+        reading = self._reading(shelly_id, component, received_at, registry)
+        return [reading] if reading else []

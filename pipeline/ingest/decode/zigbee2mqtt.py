@@ -1,0 +1,43 @@
+"""Zigbee2MQTT device state on ``zigbee2mqtt/<friendly name>``: ``power`` W, ``energy`` kWh,
+``voltage`` V, ``current`` A, and ``last_seen`` (ISO 8601 or epoch ms, per Zigbee2MQTT's
+``last_seen`` setting) as the time stamp when present.
+
+A Zigbee network carries many devices that measure no power (sensors, lights): their messages are
+not errors and yield nothing. A device that does report power but is not in the registry is
+dead-lettered, so no measurement is silently dropped.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from pipeline.ingest.decode.common import DecodeError, number, obj, parse_ts
+from pipeline.ingest.decode.units import kwh_to_wh
+from pipeline.ingest.registry import Registry
+from pipeline.reasons import DeadLetterCode
+from pipeline.records import Reading, Source
+
+
+def decode_zigbee2mqtt(name: str, data: object, received_at: datetime, registry: Registry) -> list[Reading]:
+    if name == "bridge":
+        return []
+    body = obj(data, "Zigbee2MQTT state")
+    power = number(body, "power")
+    if power is None:
+        return []
+    entry = registry.lookup(Source.ZIGBEE2MQTT, name, None)
+    if entry is None:
+        raise DecodeError(f"unregistered zigbee2mqtt device {name}: add it to the registry",
+                          DeadLetterCode.UNREGISTERED_DEVICE)
+    energy = number(body, "energy")
+    return [Reading(
+        home_id=entry.home_id,
+        device_id=entry.device_id,
+        ts=parse_ts(body.get("last_seen"), received_at, "last_seen"),
+        power_w=power,
+        energy_wh=kwh_to_wh(energy) if energy is not None else None,
+        voltage_v=number(body, "voltage"),
+        current_a=number(body, "current"),
+        kind=entry.kind,
+        source=Source.ZIGBEE2MQTT,
+    )]

@@ -1,0 +1,128 @@
+"""The device registry: which vendor device (topic id and channel) is which home's which device.
+
+A TOML file, stored in the ``devices`` table on start::
+
+    [[device]]
+    source = "shelly"                        # shelly | tasmota | zigbee2mqtt | native
+    vendor_id = "shellyplus1pm-a8032ab12345"  # the id in the device's topics
+    channel = 0                              # optional: switch:N / em:N / Tasmota array index
+    home_id = "home-1"
+    device_id = "heat-pump"
+    kind = "appliance"                       # meter | appliance | pv | battery | ev
+    timezone = "Europe/London"               # optional (default UTC): Tasmota reports local time
+
+    [[home]]                                 # optional: a home's local time zone, for
+    home_id = "home-1"                       # profiles, tariffs and daily recommendations
+    timezone = "Europe/London"
+
+Native devices (``shems/<home>/<device>/reading``) need no entry: they register on first sight.
+A home without a ``[[home]]`` entry takes the time zone of its registered devices, else the
+flow's ``--timezone``.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pipeline.records import DeviceInfo, DeviceKind, Source
+
+
+@dataclass(frozen=True, slots=True)
+class RegistryEntry:
+    source: Source
+    vendor_id: str
+    channel: int | None
+    home_id: str
+    device_id: str
+    kind: DeviceKind
+    timezone: str = "UTC"
+
+
+def _check_timezone(tz: object, where: str) -> str:
+    if not isinstance(tz, str):
+        raise ValueError(f"{where}: 'timezone' must be a string such as 'Europe/London'")
+    try:
+        ZoneInfo(tz)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"{where}: unknown time zone {tz!r}") from None
+    return tz
+
+
+class Registry:
+    """Lookup by (source, vendor id, channel). Picklable: Bytewax operators close over it."""
+
+    def __init__(self, entries: list[RegistryEntry], home_timezones: dict[str, str] | None = None) -> None:
+        self._entries = entries
+        self._index = {(e.source, e.vendor_id, e.channel): e for e in entries}
+        self._home_tz = dict(home_timezones or {})
+        for e in entries:
+            if e.timezone != "UTC":
+                self._home_tz.setdefault(e.home_id, e.timezone)
+
+    @classmethod
+    def empty(cls) -> Registry:
+        return cls([])
+
+    def home_timezone(self, home_id: str, default: str = "UTC") -> str:
+        """The home's IANA time zone: its [[home]] entry, else its devices', else ``default``."""
+        return self._home_tz.get(home_id, default)
+
+    @classmethod
+    def load(cls, path: str | Path) -> Registry:
+        path = Path(path)
+        try:
+            data = tomllib.loads(path.read_text())
+        except tomllib.TOMLDecodeError as exc:
+            raise ValueError(f"{path}: not valid TOML: {exc}") from None
+        raw = data.get("device", [])
+        if not isinstance(raw, list):
+            raise ValueError(f"{path}: expected [[device]] tables")
+        entries = []
+        for i, item in enumerate(raw, start=1):
+            where = f"{path}: device #{i}"
+            for key in ("source", "vendor_id", "home_id", "device_id"):
+                if not isinstance(item.get(key), str) or not item[key]:
+                    raise ValueError(f"{where}: '{key}' is required and must be a non-empty string")
+            try:
+                source = Source(item["source"])
+            except ValueError:
+                raise ValueError(f"{where}: unknown source {item['source']!r} "
+                                 f"(shelly, tasmota, zigbee2mqtt or native)") from None
+            try:
+                kind = DeviceKind(item.get("kind", "appliance"))
+            except ValueError:
+                raise ValueError(f"{where}: unknown kind {item.get('kind')!r} "
+                                 f"(meter, appliance, pv, battery or ev)") from None
+            channel = item.get("channel")
+            if channel is not None and (not isinstance(channel, int) or channel < 0):
+                raise ValueError(f"{where}: 'channel' must be a whole number >= 0")
+            tz = _check_timezone(item.get("timezone", "UTC"), where)
+            entries.append(RegistryEntry(source, item["vendor_id"], channel, item["home_id"],
+                                         item["device_id"], kind, tz))
+        homes = data.get("home", [])
+        if not isinstance(homes, list):
+            raise ValueError(f"{path}: expected [[home]] tables")
+        home_tz = {}
+        for i, item in enumerate(homes, start=1):
+            where = f"{path}: home #{i}"
+            if not isinstance(item.get("home_id"), str) or not item["home_id"]:
+                raise ValueError(f"{where}: 'home_id' is required and must be a non-empty string")
+            home_tz[item["home_id"]] = _check_timezone(item.get("timezone"), where)
+        return cls(entries, home_tz)
+
+    def lookup(self, source: Source, vendor_id: str, channel: int | None) -> RegistryEntry | None:
+        entry = self._index.get((source, vendor_id, channel))
+        if entry is None and channel in (None, 0):
+            # A single-channel device may be registered with or without channel 0.
+            entry = self._index.get((source, vendor_id, 0 if channel is None else None))
+        return entry
+
+    def entries(self) -> list[RegistryEntry]:
+        return list(self._entries)
+
+    def device_infos(self) -> list[DeviceInfo]:
+        return [DeviceInfo(e.home_id, e.device_id, e.kind, e.source, vendor_id=e.vendor_id,
+                           channel=e.channel, timezone=e.timezone) for e in self._entries]

@@ -1,0 +1,92 @@
+"""What the flow learns about one home, in one picklable state object.
+
+The flow keys the 1-minute device and home windows by home and hands each to
+:class:`HomeInsights`, which feeds them to the home's forecaster, its anomaly detectors (one for
+the home's total, one per device) and its recommender, and returns what they produce:
+``Forecast``, ``ForecastScore``, ``Anomaly`` and ``Recommendation`` records for the store.
+
+One state per home (rather than one step per model) keeps the routing to a single key and the
+recovery snapshot of a home in one piece; the models inside stay independent and testable alone.
+The tariff book is configuration: it is passed to every call and never pickled.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from pipeline.energy.tariff import TariffBook
+from pipeline.insights.anomaly import AnomalySettings, DeviceDetector, HomeDetector
+from pipeline.insights.forecast import ForecastSettings, HomeForecaster
+from pipeline.insights.recommend import HomeRecommender
+from pipeline.records import Anomaly, DeviceWindow, Forecast, ForecastScore, HomeWindow, Recommendation
+from pipeline.settings import RecommendSettings
+
+Insight = Forecast | ForecastScore | Anomaly | Recommendation
+
+
+@dataclass(frozen=True, slots=True)
+class InsightSettings:
+    anomaly: AnomalySettings = field(default_factory=AnomalySettings)
+    recommend: RecommendSettings = field(default_factory=RecommendSettings)
+    forecasts: bool = True
+    anomalies: bool = True
+    recommendations: bool = True
+
+
+class HomeInsights:
+    """The forecaster, anomaly detectors and recommender of one home."""
+
+    def __init__(self, home_id: str, timezone: str = "UTC",
+                 settings: InsightSettings | None = None) -> None:
+        self.home_id = home_id
+        self.timezone = timezone
+        self.settings = settings or InsightSettings()
+        self.forecaster = HomeForecaster(home_id, ForecastSettings(timezone=timezone))
+        self.home_detector = HomeDetector(self.settings.anomaly, timezone)
+        self.device_detectors: dict[str, DeviceDetector] = {}
+        # Made on the first window that can be priced: without a tariff book it would only hold
+        # about 30 KB of empty history per home.
+        self.recommender: HomeRecommender | None = None
+
+    def add(self, window: DeviceWindow | HomeWindow, book: TariffBook | None,
+            now_wall: datetime | None = None) -> list[Insight]:
+        """Feed one window. ``now_wall`` is the wall clock in a live flow (a device heard from
+        again closes its SILENT anomaly at that time); None when replaying history. Without a
+        tariff book nothing can be priced, so no recommendation is made."""
+        s = self.settings
+        out: list[Insight] = []
+        recommend = s.recommendations and book is not None
+        if isinstance(window, HomeWindow):
+            if s.forecasts:
+                out.extend(self.forecaster.add(window))
+            if s.anomalies:
+                out.extend(self.home_detector.add(window))
+            if recommend:
+                out.extend(self._recommender().add_home_window(window, book))
+            return out
+        if s.anomalies:
+            detector = self.device_detectors.get(window.device_id)
+            if detector is None:
+                detector = self.device_detectors[window.device_id] = DeviceDetector(s.anomaly, self.timezone)
+            out.extend(detector.add(window, now_wall))
+        if recommend:
+            out.extend(self._recommender().add_device_window(window, book))
+        return out
+
+    def _recommender(self) -> HomeRecommender:
+        if self.recommender is None:
+            self.recommender = HomeRecommender(self.home_id, self.settings.recommend)
+        return self.recommender
+
+    def next_due(self) -> datetime | None:
+        """When :meth:`check` may have something to say (a device may have gone silent)."""
+        due = [d for d in (det.next_due() for det in self.device_detectors.values()) if d is not None]
+        return min(due) if due else None
+
+    def check(self, now_wall: datetime) -> list[Anomaly]:
+        """Wall-clock checks: devices (meters) that stopped reporting."""
+        out: list[Anomaly] = []
+        for detector in self.device_detectors.values():
+            out.extend(detector.check(now_wall))
+        return out

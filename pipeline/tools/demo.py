@@ -1,0 +1,203 @@
+"""`shems demo`: everything on embedded defaults, with live counts and a summary at the end.
+
+A broker is started when none is reachable; the flow runs as a child process (`shems run`) into
+SQLite; a bundled day of real household data is replayed (shifted so it ends now) and simulated
+homes publish live readings beside it, obeying commands from the viewer (`shems ui`, a second
+child process) for which a demo homeowner and a demo operator are created.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import threading
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+from pipeline.tools.broker import ensure_broker
+from sinks.base import TABLES
+from sinks.stores import open_store
+
+SAMPLE = Path(__file__).parents[1] / "data" / "sample_home.parquet"
+DEMO_TARIFFS = Path(__file__).parents[1] / "data" / "demo_tariffs.toml"
+
+
+def _counts_table(counts: dict[str, int], previous: dict[str, int], elapsed: float) -> Table:
+    table = Table(title=f"shems demo — {elapsed:5.0f} s (Ctrl-C to stop)")
+    table.add_column("table")
+    table.add_column("rows", justify="right")
+    table.add_column("new/s", justify="right")
+    for name in TABLES:
+        now, before = counts.get(name, 0), previous.get(name, 0)
+        table.add_row(name, f"{now:,}", f"{max(0, now - before):,}")
+    return table
+
+
+def _summary(store_url: str, console: Console) -> None:
+    store = open_store(store_url)
+    try:
+        counts = store.counts()
+        homes: dict[str, tuple[float, int, float]] = {}
+        for w in store.home_windows():
+            kwh, minutes, watts = homes.get(w.home_id, (0.0, 0, 0.0))
+            homes[w.home_id] = (kwh + w.energy_wh / 1000, minutes + 1, watts + w.mean_power_w)
+        dead = store.dead_letters()
+    finally:
+        store.close()
+    table = Table(title="summary: energy per home (stored 1-minute aggregates)")
+    table.add_column("home")
+    table.add_column("minutes", justify="right")
+    table.add_column("kWh imported", justify="right")
+    # A home with PV exporting at midday imports nothing: its mean power says why.
+    table.add_column("mean W (- = export)", justify="right")
+    for home, (kwh, minutes, watts) in sorted(homes.items()):
+        table.add_row(home, str(minutes), f"{kwh:.3f}", f"{watts / minutes:,.0f}")
+    console.print(table)
+    console.print(", ".join(f"{k}: {v:,}" for k, v in counts.items()))
+    if dead:
+        console.print(f"{len(dead)} dead letters, e.g. {dead[-1].reason!r}")
+
+
+DEMO_HOMEOWNER = "demo-home"
+DEMO_OPERATOR = "demo-operator"
+SAMPLE_HOME = "refit-house2"
+
+
+def demo_sign_ins(store_url: str, homes: list[str]) -> dict[str, str]:
+    """Create (or reset) the demo's sign-ins with fresh random passwords; returns name -> password.
+    Also brings the schema up to date before the flow and the viewer start."""
+    from ui.accounts import Accounts
+    from ui.auth import Role
+    from ui.db import Database
+
+    db = Database(store_url, migrate=True)
+    passwords = {DEMO_HOMEOWNER: secrets.token_urlsafe(9), DEMO_OPERATOR: secrets.token_urlsafe(9)}
+    try:
+        accounts = Accounts(db)
+        for name, role, owned in ((DEMO_HOMEOWNER, Role.HOMEOWNER, homes), (DEMO_OPERATOR, Role.OPERATOR, [])):
+            if accounts.principal(name) is None:
+                accounts.add_user(name, passwords[name], role, owned, by="demo")
+            else:
+                accounts.set_password(name, passwords[name], by="demo")
+                accounts.set_access(name, role, owned, by="demo")
+    finally:
+        db.close()
+    return passwords
+
+
+def run_demo(mqtt_url: str, store_url: str, homes: int, duration: float | None,
+             interval_s: float, metrics_port: int | None, ui_port: int | None = 8501) -> int:
+    from pipeline.ingest.tabular import TableSpec
+    from pipeline.tools.file_replay import replay
+    from pipeline.tools.publisher import Publisher
+    from pipeline.tools.simulator import run_simulation
+
+    console = Console()
+    url, broker = ensure_broker(mqtt_url)
+    if broker:
+        console.print(f"no broker at {mqtt_url}: started a private Mosquitto at {url}")
+    stop = threading.Event()
+    cmd = [sys.executable, "-m", "pipeline.cli", "run", "--mqtt-url", url, "--store-url", store_url,
+           "--client-id-prefix", "shems-demo", "--tariffs", str(DEMO_TARIFFS),
+           "--timezone", "Europe/London"]
+    if metrics_port:
+        cmd += ["--metrics-port", str(metrics_port)]
+    log_path = Path(".shems/demo-flow.log")
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    from pipeline.tools.simulator import make_homes
+
+    passwords = demo_sign_ins(store_url, [make_homes(1)[0].home_id, SAMPLE_HOME])
+    with open(log_path, "w") as log:
+        flow = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
+                                env=dict(os.environ, PYTHONUNBUFFERED="1"))
+    console.print(f"flow started (pid {flow.pid}, log {log_path}); store {store_url}")
+    viewer = None
+    if ui_port:
+        ui_log = Path(".shems/demo-viewer.log")
+        with open(ui_log, "w") as log:
+            viewer = subprocess.Popen(
+                [sys.executable, "-m", "pipeline.cli", "ui", "--store-url", store_url,
+                 "--mqtt-url", url, "--port", str(ui_port)],
+                stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ, PYTHONUNBUFFERED="1"))
+        console.print(f"[bold]viewer: http://127.0.0.1:{ui_port}[/] (pid {viewer.pid}, log {ui_log})")
+        console.print(f"  sign in as [bold]{DEMO_HOMEOWNER}[/] / [bold]{passwords[DEMO_HOMEOWNER]}[/] "
+                      f"(homeowner of {make_homes(1)[0].home_id} and {SAMPLE_HOME}; switch its "
+                      "fridge off on the Devices page)")
+        console.print(f"  or as [bold]{DEMO_OPERATOR}[/] / [bold]{passwords[DEMO_OPERATOR]}[/] "
+                      "(operator: every home and the fleet)")
+    if metrics_port:
+        console.print(f"metrics: http://127.0.0.1:{metrics_port}/metrics")
+    time.sleep(2.0)  # let the flow subscribe before the first publish
+    publisher = Publisher(url)
+    threads = [
+        threading.Thread(
+            target=replay,
+            kwargs=dict(path=SAMPLE, spec=TableSpec.long(), publisher=publisher, speed=0,
+                        topic_prefix="", progress=False, shift_to_now=True,
+                        max_rate=800.0),
+            daemon=True,
+        ),
+        threading.Thread(
+            target=run_simulation,
+            kwargs=dict(publisher=publisher, homes=homes, interval_s=interval_s,
+                        duration_s=duration, topic_prefix="", seed=1, stop_event=stop),
+            daemon=True,
+        ),
+    ]
+    for t in threads:
+        t.start()
+
+    def on_signal(signum, frame):
+        stop.set()
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    started = time.monotonic()
+    previous: dict[str, int] = {}
+    try:
+        with Live(console=console, refresh_per_second=2) as live:
+            while not stop.is_set():
+                elapsed = time.monotonic() - started
+                if duration is not None and elapsed >= duration:
+                    break
+                if flow.poll() is not None:
+                    console.print(f"[red]the flow exited ({flow.returncode}); see {log_path}")
+                    break
+                try:
+                    store = open_store(store_url)
+                    counts = store.counts()
+                    store.close()
+                except Exception:  # the flow may still be creating the schema
+                    counts = {}
+                live.update(_counts_table(counts, previous, elapsed))
+                previous = counts
+                stop.wait(1.0)
+    finally:
+        stop.set()
+        publisher.close()
+        if viewer is not None and viewer.poll() is None:
+            viewer.send_signal(signal.SIGTERM)
+            try:
+                viewer.wait(15)
+            except subprocess.TimeoutExpired:
+                viewer.kill()
+        if flow.poll() is None:
+            flow.send_signal(signal.SIGTERM)
+            try:
+                flow.wait(60)
+            except subprocess.TimeoutExpired:
+                flow.kill()
+        if broker:
+            broker.stop()
+    console.print()
+    _summary(store_url, console)
+    console.print(f"[bold]done[/] at {datetime.now(timezone.utc):%H:%M:%S} UTC")
+    return 0 if flow.returncode in (0, None) else 1

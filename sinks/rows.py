@@ -1,0 +1,132 @@
+"""Row helpers both stores share: timestamps as integer microseconds, payload hashes, and the
+column values of the records whose rows are the same in either store. The viewer reads
+timestamps through here too, so neither it nor one store imports the other store."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from datetime import datetime, timedelta, timezone
+
+from pipeline.records import (
+    DEAD_LETTER_PAYLOAD_MAX,
+    DEAD_LETTER_REASON_MAX,
+    DEAD_LETTER_TOPIC_MAX,
+    Anomaly,
+    CommandAck,
+    DeadLetter,
+    DeviceInfo,
+    DeviceWindow,
+    Forecast,
+    ForecastScore,
+    HomeWindow,
+    LateReading,
+    Reading,
+    Recommendation,
+)
+from sinks.base import Batch
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+
+def to_us(ts: datetime) -> int:
+    return (ts - _EPOCH) // timedelta(microseconds=1)
+
+
+def from_us(us: int | None) -> datetime | None:
+    return None if us is None else _EPOCH + timedelta(microseconds=us)
+
+
+def payload_hash(payload: str) -> str:
+    return hashlib.sha256(payload.encode("utf-8", "replace")).hexdigest()
+
+
+def dead_letter_hash(d: DeadLetter) -> str:
+    """The SHA-256 of the whole original payload (the stored payload may be only its prefix)."""
+    return d.payload_sha256 or payload_hash(d.payload)
+
+
+def _storable(text: object, limit: int) -> str:
+    """Any value as text of at most ``limit`` characters that UTF-8 can encode (a lone surrogate
+    would make the driver refuse the whole row)."""
+    text = text if isinstance(text, str) else repr(text)
+    if len(text) > limit:
+        text = text[:limit] + "\u2026"
+    return text.encode("utf-8", "replace").decode("utf-8")
+
+
+def dead_letter_row(d: DeadLetter, fix_text: Callable[[str], str] = lambda t: t) -> tuple:
+    """A dead letter's column values, bounded again here: the table must accept whatever a dead
+    letter holds, even one built without DeadLetter.of (its unique index has to fit the topic)."""
+    return (d.received_at, fix_text(_storable(d.topic, DEAD_LETTER_TOPIC_MAX)),
+            fix_text(_storable(d.payload, DEAD_LETTER_PAYLOAD_MAX)),
+            fix_text(_storable(d.reason, DEAD_LETTER_REASON_MAX)), dead_letter_hash(d),
+            fix_text(_storable(d.step, 40)), fix_text(_storable(d.error, 200)), int(d.payload_bytes))
+
+
+def device_rows(batch: Batch) -> list[DeviceInfo]:
+    """Registry entries of the batch plus one summary per device seen in its readings."""
+    seen: dict[tuple[str, str], DeviceInfo] = {}
+    for r in batch.readings:
+        key = (r.home_id, r.device_id)
+        info = seen.get(key)
+        if info is None:
+            seen[key] = DeviceInfo(r.home_id, r.device_id, r.kind, r.source, r.ts, r.ts)
+        elif r.ts < info.first_seen or r.ts > info.last_seen:
+            seen[key] = DeviceInfo(r.home_id, r.device_id, r.kind, r.source,
+                                   min(info.first_seen, r.ts), max(info.last_seen, r.ts))
+    return list(batch.devices) + list(seen.values())
+
+
+# ----- one row tuple per record kind, in the tables' column order. Each store passes how it
+# writes a time stamp (SQLite: integer microseconds; PostgreSQL: the datetime) and a count
+# (PostgreSQL checks it fits an int4 column).
+
+def _same(value):
+    return value
+
+
+def reading_row(r: Reading, ts: Callable[[datetime], object] = _same) -> tuple:
+    return (r.home_id, r.device_id, ts(r.ts), r.power_w, r.energy_wh, r.voltage_v, r.current_a)
+
+
+def device_window_row(w: DeviceWindow, ts: Callable[[datetime], object] = _same,
+                      count: Callable[[int], int] = _same) -> tuple:
+    return (w.home_id, w.device_id, ts(w.bucket), w.kind.value, w.mean_power_w, w.min_power_w,
+            w.max_power_w, w.energy_wh, count(w.samples))
+
+
+def home_window_row(w: HomeWindow, ts: Callable[[datetime], object] = _same,
+                    count: Callable[[int], int] = _same) -> tuple:
+    return (w.home_id, ts(w.bucket), w.mean_power_w, w.min_power_w, w.max_power_w, w.energy_wh,
+            count(w.samples))
+
+
+def late_reading_row(x: LateReading, ts: Callable[[datetime], object] = _same) -> tuple:
+    return (x.reading.home_id, x.reading.device_id, ts(x.reading.ts), ts(x.bucket))
+
+
+def forecast_row(f: Forecast, ts: Callable[[datetime], object] = _same,
+                 count: Callable[[int], int] = _same) -> tuple:
+    return (f.home_id, count(f.resolution_min), ts(f.made_at), ts(f.target_ts), count(f.horizon_min),
+            f.yhat_w, f.lower_w, f.upper_w, f.model)
+
+
+def forecast_score_row(x: ForecastScore, ts: Callable[[datetime], object] = _same) -> tuple:
+    return (x.home_id, x.resolution_min, x.horizon_min, x.model, x.n, x.mae_w, x.naive_day_mae_w,
+            x.naive_week_mae_w, x.coverage, ts(x.updated_at))
+
+
+def anomaly_row(a: Anomaly, ts: Callable[[datetime], object] = _same) -> tuple:
+    return (a.home_id, a.device_id, a.kind.value, ts(a.started_at),
+            None if a.ended_at is None else ts(a.ended_at), a.score, a.message)
+
+
+def recommendation_row(r: Recommendation, ts: Callable[[datetime], object] = _same) -> tuple:
+    return (r.home_id, r.kind, r.device_id, ts(r.created_at), ts(r.created_at), r.title, r.detail,
+            r.kwh_per_month, r.money_per_month, r.currency)
+
+
+def command_ack_row(a: CommandAck, ts: Callable[[datetime], object] = _same) -> tuple:
+    return (a.command_id, a.status.value, a.home_id, a.device_id, a.state.value, ts(a.ts),
+            ts(a.received_at), a.message)
