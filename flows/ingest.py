@@ -23,6 +23,7 @@ from bytewax.dataflow import Dataflow, Stream
 from bytewax.inputs import Source
 from bytewax.outputs import DynamicSink, FixedPartitionedSink, StatefulSinkPartition, StatelessSinkPartition
 
+from flows import snapshot_compat
 from flows.fatal import describe, exit_now
 from flows.logic import DecodeLogic, device_window_builder, home_total_builder, insights_builder
 from pipeline import metrics
@@ -349,6 +350,7 @@ def run(cfg: IngestConfig, stop_event: threading.Event | None = None) -> None:
             # One partition per worker of the whole cluster is Bytewax's recommended layout.
             init_db_dir(cfg.recovery_dir, cfg.consumers)
         recovery = RecoveryConfig(cfg.recovery_dir)
+        snapshot_compat.install()  # snapshots written before the layer move name old modules
     settings = MqttSource(
         parse_mqtt_url(cfg.mqtt_url),
         SUBSCRIPTIONS,

@@ -1,0 +1,87 @@
+"""Recovery snapshots written before the layer move still load.
+
+Bytewax keeps each step's state pickled in ``--recovery-dir``; a pickle names classes by module
+path, and the layer move (issue 11) changed those paths (``pipeline.windowing`` is now
+``pipeline.ingest.windowing``, ``pipeline.recommend`` a package, ...). Without this, upgrading a
+running fleet would fail on its first restart, or lose every home's learned state. Each old module
+name resolves, lazily, to the modules that now hold its names; nothing here is imported by the core.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+import sys
+import types
+from collections.abc import Callable
+
+# Module paths before the move -> where their contents live now.
+LEGACY_MODULES: dict[str, str] = {
+    "pipeline.decode": "pipeline.ingest.decode",
+    "pipeline.validation": "pipeline.ingest.validation",
+    "pipeline.registry": "pipeline.ingest.registry",
+    "pipeline.windowing": "pipeline.ingest.windowing",
+    "pipeline.home_total": "pipeline.ingest.home_total",
+    "pipeline.tabular": "pipeline.ingest.tabular",
+    "pipeline.insights": "pipeline.insights.step",
+    "pipeline.forecast": "pipeline.insights.forecast",
+    "pipeline.anomaly": "pipeline.insights.anomaly",
+    "pipeline.recommend": "pipeline.insights.recommend",
+    "pipeline.tariff": "pipeline.energy.tariff",
+    "pipeline.optimize": "pipeline.energy.optimize",
+    "pipeline.plan_input": "pipeline.energy.plan_input",
+    "pipeline.device_control": "pipeline.energy.device_control",
+}
+
+
+def _candidates(target: str) -> list[str]:
+    """The target module and, for a package, every module inside it."""
+    module = importlib.import_module(target)
+    names = [target]
+    if hasattr(module, "__path__"):
+        names += [m.name for m in pkgutil.walk_packages(module.__path__, target + ".")]
+    return names
+
+
+def _finder(targets: list[str]) -> Callable[[str], object]:
+    def find(name: str) -> object:
+        for target in targets:
+            module = importlib.import_module(target)
+            if name in vars(module):
+                return vars(module)[name]
+        raise AttributeError(f"no {name!r} in any of {targets}")
+
+    return find
+
+
+def _alias(old: str, targets: list[str]) -> None:
+    existing = sys.modules.get(old)
+    if existing is None:
+        try:
+            existing = importlib.import_module(old)
+        except ImportError:
+            existing = None
+    if existing is None:
+        alias = types.ModuleType(old, f"legacy alias for {targets[0]} (old recovery snapshots)")
+        alias.__getattr__ = _finder(targets)  # type: ignore[method-assign]
+        sys.modules[old] = alias
+    elif "__getattr__" not in vars(existing):
+        # A name that is now a package of its own (pipeline.insights): its old classes resolve
+        # through a module-level __getattr__, which only runs for names the package lacks.
+        existing.__getattr__ = _finder(targets)  # type: ignore[method-assign]
+
+
+_installed = False
+
+
+def install() -> None:
+    """Make every old module path (and its submodules) resolve; safe to call more than once."""
+    global _installed
+    if _installed:
+        return
+    for old, new in LEGACY_MODULES.items():
+        targets = _candidates(new)
+        _alias(old, targets)
+        for sub in targets[1:]:
+            _alias(old + sub[len(new):], [sub])
+    _installed = True
