@@ -228,7 +228,15 @@ def test_live_page_shows_power_today_and_that_the_data_is_stale(seeded):
     # The REFIT slice ends 20 minutes before the seed: stale against a 10-minute limit.
     assert shown(at.warning[0].value).startswith("Stale data: the newest reading is 2")
     devices = at.dataframe[0].value
-    assert {"mains", "kettle", "unmetered"} <= set(devices["device_id"])
+    assert {"mains", "kettle"} <= set(devices["device_id"])
+    assert not devices["kWh today"].isna().any()  # a device idle since midnight shows 0, not blank
+    # The unmetered band is a row only once the home used energy today (not so just after
+    # midnight, as the seeded slice ends 20 minutes before the seed).
+    tz = home_timezone_of(seeded, OWN_HOME)
+    midnight = datetime.combine(datetime.now(timezone.utc).astimezone(ZoneInfo(tz)).date(),
+                                datetime.min.time(), ZoneInfo(tz)).astimezone(timezone.utc)
+    used_today = refit_minutes(seeded).filter(pl.col("bucket") >= midnight).height > 0
+    assert ("unmetered" in set(devices["device_id"])) == used_today
     assert len(charts(at)) == 2
 
 

@@ -322,7 +322,9 @@ def live(db: Database, principal: Principal, home_id: str, now: datetime, tz: st
                       {"bucket": TS, "mean_power_w": pl.Float64})
     newest = devices["last_seen"].max()
     unmetered = per_device.filter(pl.col("device_id") == UNMETERED)
-    rows = devices.join(per_device, on="device_id", how="left")
+    # A device that used nothing since midnight used 0 kWh today (not "unknown").
+    rows = devices.join(per_device, on="device_id", how="left").with_columns(
+        pl.col("today_kwh").fill_null(0.0), pl.col("today_cost").fill_null(0.0))
     if not unmetered.is_empty():
         rows = pl.concat([rows, unmetered.with_columns(
             pl.lit(UNMETERED).alias("kind"), pl.lit(None, TS).alias("last_seen"),
