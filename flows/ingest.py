@@ -6,16 +6,16 @@
     readings, windows, late readings, home totals, insights, dead letters -> store (batched,
     idempotent)
 
-Every step is a pure function or a pure state object from ``pipeline``; this module only wires
-them together and runs them on Bytewax.
+Every step is a pure function or a pure state object from ``pipeline``, grouped into composite
+operators with typed outputs (flows/operators.py); this module only wires them to the MQTT source
+and the store and runs them on Bytewax.
 """
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 import bytewax.operators as op
@@ -25,75 +25,33 @@ from bytewax.outputs import DynamicSink, FixedPartitionedSink, StatefulSinkParti
 
 from flows import snapshot_compat
 from flows.fatal import describe, exit_now
-from flows.logic import DecodeLogic, device_window_builder, home_total_builder, insights_builder
-from pipeline import metrics
+from flows.operators import MOVED_STEPS, InsightsSetup, aggregate, decode_messages, derive_insights
 from pipeline.config import IngestConfig, parse_mqtt_url
 from pipeline.energy.tariff import TariffBook, book_from_toml
-from pipeline.ingest.decode import SUBSCRIPTIONS, route_key
+from pipeline.ingest.decode import SUBSCRIPTIONS
 from pipeline.ingest.registry import Registry
-from pipeline.insights.step import InsightSettings
 from pipeline.logs import get_logger
-from pipeline.records import DeadLetter, DeviceKind, DeviceWindow, Forecast, HomeWindow, Reading, Tick
-from pipeline.settings import ValidationSettings, WindowSettings
+from pipeline.records import DeadLetter, DeviceKind, Reading, Tick
+from pipeline.settings import WindowSettings
 from sinks.base import mask_url
 from sinks.stores import open_store
 from sinks.writer import RecoverableStoreSink, StoreSink, sink_key
 
 log = get_logger(__name__)
 
-_UNROUTABLE = "unroutable"  # topics no decoder claims still pass through decode to be dead-lettered
+FLOW_ID = "shems_ingest"  # recovery snapshots are filed under step ids that start with it
 
 
 class StartupError(Exception):
     """The flow cannot start (store or broker unreachable, refused credentials): one line, exit 1."""
 
 
-# Key functions must return a key: one that cannot read its record sends it to a key of its own,
-# where the step's guard dead-letters it (see flows/logic.py), rather than raising.
-_UNKEYABLE = "\x1funkeyable"
-
-
-def _device_key(reading: Reading) -> str:
-    try:
-        return f"{reading.home_id}\x1f{reading.device_id}"
-    except Exception:  # noqa: BLE001
-        return _UNKEYABLE
-
-
-def _home_key(window) -> str:
-    try:
-        return str(window.home_id)
-    except Exception:  # noqa: BLE001
-        return _UNKEYABLE
-
-
-def _route(message) -> str:
-    try:
-        return route_key(message.topic) or _UNROUTABLE
-    except Exception:  # noqa: BLE001 - decode dead-letters what no decoder claims
-        return _UNROUTABLE
-
-
 def meter_homes(registry: Registry) -> frozenset[str]:
     return frozenset(e.home_id for e in registry.entries() if e.kind == DeviceKind.METER)
 
 
-@dataclass(frozen=True)
-class InsightsSetup:
-    """What the per-home insights step needs besides the windows (configuration, not state)."""
-
-    registry: Registry  # home time zones
-    default_timezone: str
-    book: TariffBook | None  # None: no tariff configured, so no recommendations
-    live: bool  # wall-clock checks (silent meters); off when importing history
-    settings: InsightSettings = field(default_factory=InsightSettings)
-    # Forecasts issued before this are not stored (an import of years would store millions of
-    # forecasts of the past); scores, anomalies and recommendations are.
-    keep_forecasts_from: datetime | None = None
-
-
 def aggregate_and_store(
-    readings: Stream,
+    readings: Stream[Reading],
     side: Sequence[Stream],
     *,
     store_url: str,
@@ -110,47 +68,13 @@ def aggregate_and_store(
     home, and sends everything to the store. With ``exit_on_sink_error`` (the long-running flow)
     an error the sink raises ends the process with one line (flows/fatal.py); without it (imports
     run in-process too) it propagates to the caller."""
-    by_device = op.key_on("by_device", readings, _device_key)
-    device_out = op.key_rm(
-        "device_out",
-        op.stateful_batch(
-            "device_windows", by_device, device_window_builder(window, flush_on_eof)
-        ),
-    )
-    split = op.branch("window_or_late", device_out, lambda x: isinstance(x, DeviceWindow))
-    device_windows, late = split.trues, split.falses
-    by_home = op.key_on("by_home", device_windows, _home_key)
-    home_out = op.key_rm(
-        "home_out",
-        op.stateful_batch(
-            "home_totals",
-            by_home,
-            home_total_builder(window, meter_home_ids, flush_on_eof),
-        ),
-    )
-    # The steps' guards emit dead letters among their records: those go to the store, not on.
-    home_split = op.branch("home_window_or_dead_letter", home_out, lambda x: isinstance(x, HomeWindow))
-    home_windows = home_split.trues
-    found = []
+    windows = aggregate("aggregate", readings, window, meter_home_ids, flush_on_eof)
+    found: list[Stream] = []
     if insights is not None:
-        per_home = op.key_on("insights_by_home", op.merge("insight_inputs", device_windows, home_windows),
-                             _home_key)
-        builder = insights_builder(insights.registry, insights.default_timezone, insights.settings,
-                                   insights.book, insights.live)
-        insight = op.key_rm("insights_out", op.stateful_batch("insights", per_home, builder))
-        if insights.keep_forecasts_from is not None:
-            keep_from = insights.keep_forecasts_from
-
-            def recent(x) -> bool:
-                try:
-                    return not isinstance(x, Forecast) or x.made_at >= keep_from
-                except Exception:  # noqa: BLE001 - let the store judge an odd forecast
-                    return True
-
-            insight = op.filter("recent_forecasts", insight, recent)
-        found.append(insight)
-    to_store = op.merge("to_store", readings, device_windows, late, home_windows, home_split.falses,
-                        *found, *side)
+        derived = derive_insights("derive_insights", windows.device_windows, windows.home_windows, insights)
+        found += [derived.insights, derived.dead_letters]
+    to_store = op.merge("to_store", readings, windows.device_windows, windows.late, windows.home_windows,
+                        windows.dead_letters, *found, *side)
     if recoverable_partitions:
         keyed = op.key_on("sink_key", to_store, sink_key)
         sink = RecoverableStoreSink(store_url, recoverable_partitions, batch_rows, flush_interval_s)
@@ -234,24 +158,17 @@ def build_flow(
     book: TariffBook | None = None,
 ) -> Dataflow:
     """The MQTT ingest flow over any source of RawMessage and Tick records."""
-    flow = Dataflow("shems_ingest")
+    flow = Dataflow(FLOW_ID)
     incoming = op.input("mqtt", flow, source)
     tick_split = op.branch("tick_or_message", incoming, lambda x: isinstance(x, Tick))
     ticks, received = tick_split.trues, tick_split.falses
     # The spooled source dead-letters a message that crashed the process before (flows/spool.py).
     crashed_split = op.branch("crashed_or_message", received, lambda x: isinstance(x, DeadLetter))
     crashed, messages = crashed_split.trues, crashed_split.falses
-    routed = op.key_on("route", messages, _route)
-    validation: ValidationSettings = cfg.validation
-
-    def decode_builder(resume):
-        return DecodeLogic(registry, validation, metrics.worker_label(), resume)
-
-    decoded = op.key_rm("decoded", op.stateful_batch("decode", routed, decode_builder))
-    split = op.branch("reading_or_dead_letter", decoded, lambda x: isinstance(x, Reading))
+    decoded = decode_messages("decode_messages", messages, registry, cfg.validation)
     aggregate_and_store(
-        split.trues,
-        [split.falses, crashed, ticks],
+        decoded.readings,
+        [decoded.dead_letters, decoded.acks, crashed, ticks],
         store_url=cfg.store_url,
         window=cfg.window,
         meter_home_ids=meter_homes(registry),
@@ -351,6 +268,9 @@ def run(cfg: IngestConfig, stop_event: threading.Event | None = None) -> None:
             init_db_dir(cfg.recovery_dir, cfg.consumers)
         recovery = RecoveryConfig(cfg.recovery_dir)
         snapshot_compat.install()  # snapshots written before the layer move name old modules
+        # ... and file the state of steps now inside operators under their old step ids.
+        snapshot_compat.rename_steps(cfg.recovery_dir, {f"{FLOW_ID}.{old}": f"{FLOW_ID}.{new}"
+                                                        for old, new in MOVED_STEPS.items()})
     settings = MqttSource(
         parse_mqtt_url(cfg.mqtt_url),
         SUBSCRIPTIONS,

@@ -1,0 +1,177 @@
+"""The ingest flow's composite operators (Bytewax ``@operator``), each with typed output streams.
+
+    decode_messages: RawMessage -> readings | dead letters | command acks (per physical device)
+    aggregate:       readings -> device minutes | late readings | home minutes | dead letters
+    derive_insights: device and home minutes -> forecasts, scores, anomalies, recommendations
+                     | dead letters (per home)
+
+None of them touches a store or a broker: the flow (flows/ingest.py) merges their outputs into
+the store sink, so each can be run in process with ``bytewax.testing`` and a test sink.
+
+Bytewax names an inner step ``<flow>.<operator>.<step>``, and recovery snapshots are filed under
+those ids: a snapshot written before a step moved into an operator is renamed at start
+(``flows.snapshot_compat.rename_steps``, from :data:`MOVED_STEPS`), or its state would be dropped.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import bytewax.operators as op
+from bytewax.dataflow import Stream, operator
+
+from flows.logic import DecodeLogic, device_window_builder, home_total_builder, insights_builder
+from pipeline import metrics
+from pipeline.energy.tariff import TariffBook
+from pipeline.ingest.decode import route_key
+from pipeline.ingest.registry import Registry
+from pipeline.insights.step import InsightSettings
+from pipeline.records import (
+    Anomaly,
+    CommandAck,
+    DeadLetter,
+    DeviceWindow,
+    Forecast,
+    ForecastScore,
+    HomeWindow,
+    LateReading,
+    RawMessage,
+    Reading,
+    Recommendation,
+)
+from pipeline.settings import ValidationSettings, WindowSettings
+
+# Where each stateful step's snapshots were filed before it moved into an operator (the flow id
+# is added by the caller): old step id -> operator and step it lives in now.
+MOVED_STEPS: dict[str, str] = {
+    "decode": "decode_messages.decode",
+    "device_windows": "aggregate.device_windows",
+    "home_totals": "aggregate.home_totals",
+    "insights": "derive_insights.insights",
+}
+
+_UNROUTABLE = "unroutable"  # topics no decoder claims still pass through decode to be dead-lettered
+
+# Key functions must return a key: one that cannot read its record sends it to a key of its own,
+# where the step's guard dead-letters it (see flows/logic.py), rather than raising.
+_UNKEYABLE = "\x1funkeyable"
+
+
+def _device_key(reading: Reading) -> str:
+    try:
+        return f"{reading.home_id}\x1f{reading.device_id}"
+    except Exception:  # noqa: BLE001
+        return _UNKEYABLE
+
+
+def _home_key(window: DeviceWindow | HomeWindow) -> str:
+    try:
+        return str(window.home_id)
+    except Exception:  # noqa: BLE001
+        return _UNKEYABLE
+
+
+def _route(message: RawMessage) -> str:
+    try:
+        return route_key(message.topic) or _UNROUTABLE
+    except Exception:  # noqa: BLE001 - decode dead-letters what no decoder claims
+        return _UNROUTABLE
+
+
+@dataclass(frozen=True)
+class DecodeOut:
+    readings: Stream[Reading]
+    dead_letters: Stream[DeadLetter]
+    acks: Stream[CommandAck]
+
+
+@operator
+def decode_messages(step_id: str, messages: Stream[RawMessage], registry: Registry,
+                    validation: ValidationSettings) -> DecodeOut:
+    """Decodes and validates messages per physical device (vendor state such as Shelly's last
+    full status is kept per device); what fails becomes a dead letter with its reason."""
+    routed = op.key_on("route", messages, _route)
+
+    def decode_builder(resume):
+        return DecodeLogic(registry, validation, metrics.worker_label(), resume)
+
+    decoded = op.key_rm("decoded", op.stateful_batch("decode", routed, decode_builder))
+    split = op.branch("reading_or_dead_letter", decoded, lambda x: isinstance(x, Reading))
+    rest = op.branch("ack_or_dead_letter", split.falses, lambda x: isinstance(x, CommandAck))
+    return DecodeOut(split.trues, rest.falses, rest.trues)
+
+
+@dataclass(frozen=True)
+class AggregateOut:
+    device_windows: Stream[DeviceWindow]
+    late: Stream[LateReading]
+    home_windows: Stream[HomeWindow]
+    dead_letters: Stream[DeadLetter]
+
+
+@operator
+def aggregate(step_id: str, readings: Stream[Reading], window: WindowSettings,
+              meter_home_ids: frozenset[str], flush_on_eof) -> AggregateOut:
+    """Windows readings per device into minutes, then totals the minutes per home (from the
+    home's meters, else the sum of its devices). ``flush_on_eof()`` says whether the open
+    minutes are emitted as final at the end of input."""
+    by_device = op.key_on("by_device", readings, _device_key)
+    device_out = op.key_rm(
+        "device_out",
+        op.stateful_batch("device_windows", by_device, device_window_builder(window, flush_on_eof)),
+    )
+    split = op.branch("window_or_late", device_out, lambda x: isinstance(x, DeviceWindow))
+    # The steps' guards emit dead letters among their records.
+    late_split = op.branch("late_or_dead_letter", split.falses, lambda x: isinstance(x, LateReading))
+    by_home = op.key_on("by_home", split.trues, _home_key)
+    home_out = op.key_rm(
+        "home_out",
+        op.stateful_batch("home_totals", by_home, home_total_builder(window, meter_home_ids, flush_on_eof)),
+    )
+    home_split = op.branch("home_window_or_dead_letter", home_out, lambda x: isinstance(x, HomeWindow))
+    dead = op.merge("dead_letters", late_split.falses, home_split.falses)
+    return AggregateOut(split.trues, late_split.trues, home_split.trues, dead)
+
+
+@dataclass(frozen=True)
+class InsightsSetup:
+    """What the per-home insights step needs besides the windows (configuration, not state)."""
+
+    registry: Registry  # home time zones
+    default_timezone: str
+    book: TariffBook | None  # None: no tariff configured, so no recommendations
+    live: bool  # wall-clock checks (silent meters); off when importing history
+    settings: InsightSettings = field(default_factory=InsightSettings)
+    # Forecasts issued before this are not stored (an import of years would store millions of
+    # forecasts of the past); scores, anomalies and recommendations are.
+    keep_forecasts_from: datetime | None = None
+
+
+@dataclass(frozen=True)
+class InsightsOut:
+    insights: Stream[Forecast | ForecastScore | Anomaly | Recommendation]
+    dead_letters: Stream[DeadLetter]
+
+
+@operator
+def derive_insights(step_id: str, device_windows: Stream[DeviceWindow], home_windows: Stream[HomeWindow],
+                    setup: InsightsSetup) -> InsightsOut:
+    """Forecasts, scores, anomalies and recommendations per home from its device and home minutes."""
+    per_home = op.key_on("insights_by_home", op.merge("insight_inputs", device_windows, home_windows),
+                         _home_key)
+    builder = insights_builder(setup.registry, setup.default_timezone, setup.settings, setup.book,
+                               setup.live)
+    found = op.key_rm("insights_out", op.stateful_batch("insights", per_home, builder))
+    if setup.keep_forecasts_from is not None:
+        keep_from = setup.keep_forecasts_from
+
+        def recent(x) -> bool:
+            try:
+                return not isinstance(x, Forecast) or x.made_at >= keep_from
+            except Exception:  # noqa: BLE001 - let the store judge an odd forecast
+                return True
+
+        found = op.filter("recent_forecasts", found, recent)
+    split = op.branch("insight_or_dead_letter", found, lambda x: not isinstance(x, DeadLetter))
+    return InsightsOut(split.trues, split.falses)
