@@ -27,6 +27,7 @@ demo: venv
 # Static checks first: they take seconds, the suite takes minutes.
 lint: venv
 	$(BIN)/python -m ruff check .
+	$(BIN)/python -m mypy
 
 test: lint services
 	@bash scripts/ensure_tools.sh
@@ -36,4 +37,4 @@ bench: venv services
 	$(BIN)/shems bench ingest --devices 10000 --seconds 20
 
 clean:
-	rm -rf $(VENV) .shems .pytest_cache .hypothesis
+	rm -rf $(VENV) .shems .pytest_cache .hypothesis .mypy_cache

@@ -30,6 +30,7 @@ from collections import deque
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from typing import Any
 
 import paho.mqtt.client as mqtt
 from bytewax.inputs import DynamicSource, FixedPartitionedSource, StatefulSourcePartition, StatelessSourcePartition
@@ -43,6 +44,10 @@ from pipeline import metrics
 from pipeline.config import MqttEndpoint
 from pipeline.logs import get_logger
 from pipeline.records import DeadLetter, RawMessage, Tick
+
+# What the sources hand the flow: messages, dead letters (a poison message replayed after a
+# crash) and ticks (the clock, so windows close while no message comes).
+SourceItem = RawMessage | DeadLetter | Tick
 
 log = get_logger(__name__)
 
@@ -336,8 +341,13 @@ class _Receiver:
                          paused_s=round(time.monotonic() - self.paused_since, 1))
                 self.paused_since = None
 
-    def _take(self, limit: int) -> list[RawMessage]:
-        out: list = []
+    def _take(self, limit: int) -> list[SourceItem]:
+        return self._drain(limit)
+
+    def _drain(self, limit: int) -> list[Any]:
+        """Up to ``limit`` inbox items: messages, or for the spooled source (message, spool
+        position) pairs."""
+        out: list[Any] = []
         get = self.inbox.get_nowait
         try:
             for _ in range(limit):
@@ -348,7 +358,7 @@ class _Receiver:
             self._release_held()
         return out
 
-    def next_batch(self) -> Iterable[RawMessage | Tick]:
+    def next_batch(self) -> Iterable[SourceItem]:
         try:
             return self._next_batch()
         except StopIteration:
@@ -356,8 +366,8 @@ class _Receiver:
         except Exception as exc:  # noqa: BLE001 - not about one message: a full disk, a bug
             exit_now("mqtt source", f"the MQTT source failed: {describe(exc)}")
 
-    def _next_batch(self) -> Iterable[RawMessage | Tick]:
-        batch: list[RawMessage | Tick] = self._take(self.src.batch_max)
+    def _next_batch(self) -> Iterable[SourceItem]:
+        batch = self._take(self.src.batch_max)
         self._buffered.set(self.inbox.qsize())
         now = time.monotonic()
         if batch:
@@ -445,8 +455,8 @@ class SpooledMqttPartition(_Receiver, StatefulSourcePartition):
             self.client.ack(mid, qos)
         self.inbox.put((msg, end))
 
-    def _take_replay(self, limit: int) -> list[RawMessage | DeadLetter]:
-        out: list[RawMessage | DeadLetter] = []
+    def _take_replay(self, limit: int) -> list[SourceItem]:
+        out: list[SourceItem] = []
         for msg, end in itertools.islice(self.replay, limit):
             start, self.replay_at = self.replay_at, end
             if start == self.guard.crashed or self.guard.is_poison(msg):
@@ -463,14 +473,14 @@ class SpooledMqttPartition(_Receiver, StatefulSourcePartition):
             self.guard.settled()
         return out
 
-    def _take(self, limit: int) -> list[RawMessage | DeadLetter]:
+    def _take(self, limit: int) -> list[SourceItem]:
         if self.replaying:
             # Careful: one at a time, so the message in hand at a crash is the one that caused it
             # (with one worker exactly: Bytewax runs it through every step before asking again).
             out = self._take_replay(1 if self.guard.careful else limit)
             if out:
                 return out
-        items = super()._take(limit)
+        items: list[tuple[RawMessage, int]] = self._drain(limit)
         if items:
             self.emitted = items[-1][1]
         if self.guard.poison:  # a copy the broker delivered again must not kill us again

@@ -99,6 +99,7 @@ class Store(Protocol):
     """What the flow, the importer, the benchmark and the viewer need from a store."""
 
     url: str  # as given, for display only after secrets are masked (see mask_url)
+    has_timescale: bool  # hypertables and continuous aggregates (PostgreSQL with TimescaleDB only)
 
     def migrate(self) -> None:
         """Create or upgrade the schema to the newest version; safe to call on every start."""

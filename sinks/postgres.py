@@ -25,6 +25,7 @@ import os
 import time
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta, timezone
+from typing import Any
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
@@ -154,6 +155,14 @@ _DEVICE_1M_TYPES = ["text", "text", "timestamptz", "text", "float8", "float8", "
 _HOME_1M_TYPES = ["text", "timestamptz", "float8", "float8", "float8", "float8", "int4"]
 _FORECAST_TYPES = ["text", "int4", "timestamptz", "timestamptz", "int4", "float8", "float8", "float8", "text"]
 
+def _one_row(cur: psycopg.Cursor) -> tuple[Any, ...]:
+    """The row of a query that always returns exactly one (an aggregate, EXISTS)."""
+    row = cur.fetchone()
+    if row is None:
+        raise RuntimeError("a one-row query returned no row")
+    return row
+
+
 _UPSERT_DEVICES = """
 INSERT INTO devices AS d (home_id, device_id, kind, source, first_seen, last_seen, vendor_id, channel, timezone)
 VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)
@@ -264,8 +273,9 @@ class PostgresStore:
             # pg_settings, not current_setting(): a role without pg_read_all_settings may not read
             # this setting, and must get "no TimescaleDB" rather than an error.
             "AND EXISTS (SELECT 1 FROM pg_settings WHERE name = 'shared_preload_libraries' "
-            "AND setting ~ 'timescaledb')").fetchone()
-        return row[0] or row[1]
+            "AND setting ~ 'timescaledb')")
+        available = _one_row(row)
+        return available[0] or available[1]
 
     # ------------------------------------------------------------------ schema
     def migrate(self) -> None:
@@ -298,7 +308,7 @@ class PostgresStore:
 
     @property
     def schema_version(self) -> int:
-        return self.conn.execute("SELECT coalesce(max(version), 0) FROM schema_migrations").fetchone()[0]
+        return _one_row(self.conn.execute("SELECT coalesce(max(version), 0) FROM schema_migrations"))[0]
 
     # ------------------------------------------------------------------ writes
     def write(self, batch: Batch) -> None:
@@ -436,7 +446,8 @@ class PostgresStore:
                  d.vendor_id, d.channel, d.timezone) for d in devices]
         if rows:
             # Sorted so concurrent writers lock device rows in the same order (no deadlocks).
-            cur.executemany(_UPSERT_DEVICES, sorted(rows, key=lambda r: (r[0], r[1])))
+            ordered = sorted(rows, key=lambda r: (r[0], r[1]))
+            cur.executemany(_UPSERT_DEVICES, ordered)
 
     def upsert_devices(self, devices: Sequence[DeviceInfo]) -> None:
         with self.conn.transaction(), self.conn.cursor() as cur:
@@ -444,7 +455,7 @@ class PostgresStore:
 
     # ------------------------------------------------------------------ reads
     def counts(self) -> dict[str, int]:
-        return {t: self.conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in TABLES}
+        return {t: _one_row(self.conn.execute(f"SELECT count(*) FROM {t}"))[0] for t in TABLES}
 
     def readings(self, home_id: str | None = None, start: datetime | None = None,
                  end: datetime | None = None) -> list[Reading]:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
+from typing import overload
 
 from pipeline.records import (
     DEAD_LETTER_PAYLOAD_MAX,
@@ -33,6 +34,10 @@ def to_us(ts: datetime) -> int:
     return (ts - _EPOCH) // timedelta(microseconds=1)
 
 
+@overload
+def from_us(us: int) -> datetime: ...
+@overload
+def from_us(us: None) -> None: ...
 def from_us(us: int | None) -> datetime | None:
     return None if us is None else _EPOCH + timedelta(microseconds=us)
 
@@ -72,7 +77,9 @@ def device_rows(batch: Batch) -> list[DeviceInfo]:
         info = seen.get(key)
         if info is None:
             seen[key] = DeviceInfo(r.home_id, r.device_id, r.kind, r.source, r.ts, r.ts)
-        elif r.ts < info.first_seen or r.ts > info.last_seen:
+            continue
+        assert info.first_seen is not None and info.last_seen is not None  # made above from a reading
+        if r.ts < info.first_seen or r.ts > info.last_seen:
             seen[key] = DeviceInfo(r.home_id, r.device_id, r.kind, r.source,
                                    min(info.first_seen, r.ts), max(info.last_seen, r.ts))
     return list(batch.devices) + list(seen.values())

@@ -287,7 +287,8 @@ class SqliteStore:
 
     def readings(self, home_id: str | None = None, start: datetime | None = None,
                  end: datetime | None = None) -> list[Reading]:
-        sql, args = "SELECT r.*, d.kind, d.source FROM readings r LEFT JOIN devices d USING (home_id, device_id) WHERE 1=1", []
+        sql = "SELECT r.*, d.kind, d.source FROM readings r LEFT JOIN devices d USING (home_id, device_id) WHERE 1=1"
+        args: list[str | int] = []
         if home_id is not None:
             sql += " AND r.home_id = ?"
             args.append(home_id)
@@ -359,7 +360,8 @@ class SqliteStore:
         where, args = ("WHERE home_id = ?", [home_id]) if home_id else ("", [])
         rows = self.conn.execute(
             f"SELECT * FROM forecast_scores {where} ORDER BY home_id, resolution_min, horizon_min", args)
-        return [ForecastScore(*row[:9], from_us(row[9])) for row in rows]
+        return [ForecastScore(h, r, hz, model, n, mae, day, week, cov, from_us(at))
+                for h, r, hz, model, n, mae, day, week, cov, at, *_ in rows]
 
     def anomalies(self, home_id: str | None = None, open_only: bool = False) -> list[Anomaly]:
         sql, args = "SELECT * FROM anomalies WHERE 1=1", []

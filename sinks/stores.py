@@ -4,10 +4,10 @@ and ``sinks.base`` stays the interface alone."""
 from __future__ import annotations
 
 from pipeline.config import store_kind
-from sinks.base import Store, mask_url
+from sinks.base import WritableStore, mask_url
 
 
-def open_store(url: str) -> Store:
+def open_store(url: str) -> WritableStore:
     """Open a store by URL: ``sqlite:///path.db`` or ``postgresql://...``.
 
     Raises :class:`StoreUnavailable` when the store cannot be reached within its start-up

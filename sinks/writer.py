@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import fields
 from datetime import datetime, timezone
+from typing import Protocol, cast
 from zlib import adler32
 
 from bytewax.outputs import DynamicSink, FixedPartitionedSink, StatefulSinkPartition, StatelessSinkPartition
@@ -76,7 +77,7 @@ class BatchBuffer:
                 self.oldest = self.clock()
 
     def due(self) -> bool:
-        if self.rows == 0:
+        if self.rows == 0 or self.oldest is None:  # oldest is set with the first row
             return False
         return self.rows >= self.batch_rows or self.clock() - self.oldest >= self.flush_interval_s
 
@@ -302,6 +303,10 @@ class StorePartition(_BufferedStore, StatelessSinkPartition):
     pass
 
 
+class _OfHome(Protocol):
+    home_id: str
+
+
 def sink_key(item: object) -> str:
     """Routing key for the recoverable sink: ticks go to the partition of their source."""
     if isinstance(item, Tick):
@@ -310,7 +315,7 @@ def sink_key(item: object) -> str:
         return item.topic
     if isinstance(item, LateReading):
         return item.reading.home_id
-    return item.home_id  # readings, windows, forecasts, anomalies, recommendations, acks
+    return cast(_OfHome, item).home_id  # readings, windows, forecasts, anomalies, recommendations, acks
 
 
 class RecoverableStoreSink(FixedPartitionedSink):

@@ -260,8 +260,8 @@ class Accounts:
                 {"u": key, "f": False, "since": since})]
             waits.append(_backoff(name_failures, s.signin_name_free_failures,
                                   s.signin_name_max_delay_s, now))
-        waits = [w for w in waits if w is not None]
-        return max(waits) if waits else None
+        known_waits = [w for w in waits if w is not None]
+        return max(known_waits) if known_waits else None
 
     def _forget_old_attempts(self, tx: Transaction, now: datetime) -> None:
         """Failures matter only within the window, successes while they make an address known:
@@ -323,5 +323,5 @@ def _backoff(failures: list[datetime], free: int, cap_s: float,
     return left if left > timedelta(0) else None
 
 
-def _from_us(us: int | None) -> datetime:
+def _from_us(us: int) -> datetime:
     return datetime(1970, 1, 1, tzinfo=timezone.utc) + timedelta(microseconds=int(us))

@@ -6,6 +6,7 @@ so every device id, model name or currency goes through ``plot_escape`` on its w
 
 from __future__ import annotations
 
+import numpy as np
 import plotly.graph_objects as go
 import polars as pl
 
@@ -87,7 +88,7 @@ def daily_heatmap(profile: pl.DataFrame) -> go.Figure:
     wide = (profile.pivot(on="hour", index="day", values="mean_w", aggregate_function="mean")
             .sort("day"))
     hours = sorted(int(h) for h in wide.columns if h != "day")
-    z = wide.select([str(h) for h in hours]).to_numpy() if hours else [[]]
+    z: np.ndarray | list[list[float]] = wide.select([str(h) for h in hours]).to_numpy() if hours else [[]]
     fig = go.Figure(go.Heatmap(x=hours, y=[str(d) for d in wide["day"].to_list()], z=z,
                                colorscale="YlOrRd", colorbar=dict(title="W"),
                                hovertemplate="%{y} %{x}:00 — %{z:.0f} W<extra></extra>"))

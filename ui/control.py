@@ -19,7 +19,7 @@ from pipeline.energy.device_control import SWITCHABLE_KINDS, SetCommand, set_top
 from pipeline.records import CommandState
 from ui.accounts import Accounts
 from ui.auth import AccessDenied, Principal, require_home
-from ui.db import TS, Database
+from ui.db import TS, Database, Schema
 from ui.settings import ViewerSettings
 
 
@@ -97,7 +97,7 @@ def _publish(settings: ViewerSettings, command: Command) -> None:
         publisher.client.disconnect()
 
 
-ACK_SCHEMA = {"status": pl.Utf8, "state": pl.Utf8, "ts": TS, "message": pl.Utf8}
+ACK_SCHEMA: Schema = {"status": pl.Utf8, "state": pl.Utf8, "ts": TS, "message": pl.Utf8}
 
 
 def command_status(db: Database, principal: Principal, command_id: str, now: datetime,
@@ -109,7 +109,7 @@ def command_status(db: Database, principal: Principal, command_id: str, now: dat
         raise AccessDenied(f"No command {command_id!r}.")
     cid, home_id, device_id, state, run_at, by, at = rows[0]
     require_home(principal, home_id)
-    command = Command(cid, home_id, device_id, CommandState(state), _dt(run_at), by, _dt(at))
+    command = Command(cid, home_id, device_id, CommandState(state), _dt(run_at), by, _at(at))
     acks = db.frame(f"SELECT status, state, {db.us('ts')} AS ts, message FROM command_acks "
                     "WHERE command_id = :c ORDER BY ts", {"c": command_id}, ACK_SCHEMA)
     applied = acks.filter(pl.col("status") == "applied")
@@ -118,7 +118,7 @@ def command_status(db: Database, principal: Principal, command_id: str, now: dat
         row = db.rows(f"SELECT {db.us('ts')}, power_w FROM readings WHERE home_id = :h "
                       "AND device_id = :d AND ts > :t ORDER BY ts DESC LIMIT 1",
                       {"h": home_id, "d": device_id, "t": applied["ts"][0]})
-        after = (_dt(row[0][0]), float(row[0][1])) if row else None
+        after = (_at(row[0][0]), float(row[0][1])) if row else None
     return command, assess(command, acks, after, now, settings.ack_timeout_s,
                            settings.off_threshold_w)
 
@@ -164,7 +164,7 @@ def assess(command: Command, acks: pl.DataFrame, reading_after: tuple[datetime, 
                          f"{device} is {what}: {power:,.0f} W at {ts:%H:%M:%S} UTC.", True)
 
 
-COMMANDS_SCHEMA = {"command_id": pl.Utf8, "device_id": pl.Utf8, "state": pl.Utf8, "run_at": TS,
+COMMANDS_SCHEMA: Schema = {"command_id": pl.Utf8, "device_id": pl.Utf8, "state": pl.Utf8, "run_at": TS,
                    "issued_by": pl.Utf8, "issued_at": TS, "answer": pl.Utf8, "answered_at": TS}
 
 
@@ -199,4 +199,8 @@ def switched_off_but_drawing(devices: pl.DataFrame, db: Database, principal: Pri
 
 
 def _dt(us: int | None) -> datetime | None:
-    return None if us is None else datetime(1970, 1, 1, tzinfo=timezone.utc) + timedelta(microseconds=int(us))
+    return None if us is None else _at(us)
+
+
+def _at(us: int) -> datetime:
+    return datetime(1970, 1, 1, tzinfo=timezone.utc) + timedelta(microseconds=int(us))

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
+from typing import cast
 
 import numpy as np
 import polars as pl
@@ -52,7 +53,8 @@ class Pricing:
             week = price_frame(self.book, home_id, now, now + timedelta(days=7), timedelta(minutes=15))
         except ValueError:  # no tariff covers the coming week (a dynamic file ended)
             return self.flat_price_per_kwh
-        return float(week["import_price"].mean())
+        # polars types an aggregate as any literal; a Float64 column's mean is a float
+        return float(cast(float, week["import_price"].mean()))
 
 
 def load_pricing(db, settings) -> Pricing:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta, timezone
+from typing import cast
 from zoneinfo import ZoneInfo
 
 import polars as pl
@@ -22,7 +23,7 @@ from pipeline.records import DeviceKind
 from ui.accounts import Accounts
 from ui.auth import Principal, require_admin, require_fleet, require_home, require_owner
 from ui.cost import Pricing
-from ui.db import TS, Database
+from ui.db import TS, Database, Schema
 
 UNMETERED = "unmetered"  # the band: the meter's total minus its sub-metered devices
 RESOLUTIONS: dict[str, int] = {"1 min": 60, "15 min": 900, "1 hour": 3600, "1 day": 86400}
@@ -48,7 +49,7 @@ def home_timezone(db: Database, principal: Principal, home_id: str, fallback: st
     return rows[0][0] if rows else fallback
 
 
-DEVICE_SCHEMA = {"device_id": pl.Utf8, "kind": pl.Utf8, "last_seen": TS, "power_w": pl.Float64}
+DEVICE_SCHEMA: Schema = {"device_id": pl.Utf8, "kind": pl.Utf8, "last_seen": TS, "power_w": pl.Float64}
 
 
 def devices_now(db: Database, principal: Principal, home_id: str) -> pl.DataFrame:
@@ -85,7 +86,7 @@ def _bucket_us(db: Database, column: str, step_s: int) -> str:
 # each device's time range instead of scanning the home's whole history for the bucket range.
 _HOME_DEVICES = "home_id = :h AND device_id IN (SELECT device_id FROM devices WHERE home_id = :h)"
 
-USAGE_SCHEMA = {"device_id": pl.Utf8, "kind": pl.Utf8, "bucket": TS, "wh": pl.Float64,
+USAGE_SCHEMA: Schema = {"device_id": pl.Utf8, "kind": pl.Utf8, "bucket": TS, "wh": pl.Float64,
                 "minutes": pl.Int64}
 
 
@@ -275,7 +276,8 @@ def base_load(hourly: pl.DataFrame, min_hours: int = 24) -> float | None:
     full = hourly.filter(pl.col("minutes") >= 45)
     if full.height < min_hours:
         return None
-    return float(full["mean_w"].quantile(0.05, "linear"))
+    quietest = full["mean_w"].quantile(0.05, "linear")
+    return None if quietest is None else float(quietest)
 
 
 # ---------------------------------------------------------------------------- live
@@ -320,7 +322,7 @@ def live(db: Database, principal: Principal, home_id: str, now: datetime, tz: st
                       "WHERE home_id = :h AND bucket >= :s ORDER BY bucket",
                       {"h": home_id, "s": now - timedelta(hours=2)},
                       {"bucket": TS, "mean_power_w": pl.Float64})
-    newest = devices["last_seen"].max()
+    newest = cast(datetime | None, devices["last_seen"].max())  # a TS column
     unmetered = per_device.filter(pl.col("device_id") == UNMETERED)
     # A device that used nothing since midnight used 0 kWh today (not "unknown").
     rows = devices.join(per_device, on="device_id", how="left").with_columns(
@@ -389,7 +391,7 @@ def forecast(db: Database, principal: Principal, home_id: str, resolution_min: i
     done = (rows.join(actual, left_on="target_ts", right_on="bucket", how="inner")
             .filter((pl.col("target_ts") + pl.duration(minutes=resolution_min) <= now)
                     & (pl.col("minutes") >= 0.75 * resolution_min)))
-    error = None if done.is_empty() else float((done["yhat_w"] - done["mean_w"]).abs().mean())
+    error = None if done.is_empty() else float(cast(float, (done["yhat_w"] - done["mean_w"]).abs().mean()))
     model = rows["model"][0] if rows.height else ""
     return ForecastView(home_id, resolution_min, made_at, model, rows.drop("model"),
                         actual.drop("minutes"), scores, error)
@@ -397,7 +399,7 @@ def forecast(db: Database, principal: Principal, home_id: str, resolution_min: i
 
 # ---------------------------------------------------------------------------- alerts
 
-ANOMALY_SCHEMA = {"device_id": pl.Utf8, "kind": pl.Utf8, "started_at": TS, "ended_at": TS,
+ANOMALY_SCHEMA: Schema = {"device_id": pl.Utf8, "kind": pl.Utf8, "started_at": TS, "ended_at": TS,
                   "score": pl.Float64, "message": pl.Utf8}
 
 
@@ -413,7 +415,7 @@ def anomalies(db: Database, principal: Principal, home_id: str, now: datetime,
     ).with_columns(pl.col("ended_at").is_null().alias("open"))
 
 
-RECOMMENDATION_SCHEMA = {"kind": pl.Utf8, "device_id": pl.Utf8, "title": pl.Utf8, "detail": pl.Utf8,
+RECOMMENDATION_SCHEMA: Schema = {"kind": pl.Utf8, "device_id": pl.Utf8, "title": pl.Utf8, "detail": pl.Utf8,
                          "kwh_per_month": pl.Float64, "money_per_month": pl.Float64,
                          "currency": pl.Utf8, "status": pl.Utf8, "status_changed_by": pl.Utf8,
                          "status_changed_at": TS}
@@ -523,7 +525,7 @@ def fleet(db: Database, principal: Principal, now: datetime, stale_after_s: floa
     fresh_homes = homes.filter(pl.col("fresh"))
     return Fleet(
         now, homes, float(fresh_homes["power_w"].sum()), demand,
-        forecast.drop("homes"), int(forecast["homes"].max() or 0) if forecast.height else 0,
+        forecast.drop("homes"), int(cast(int | None, forecast["homes"].max()) or 0) if forecast.height else 0,
         silent, open_anomalies, recent / 300.0, _dt(newest), _dt(newest_minute), int(dead_hour),
         reasons)
 
@@ -534,7 +536,7 @@ def _dt(us: int | None) -> datetime | None:
 
 # ---------------------------------------------------------------------------- audit
 
-AUDIT_SCHEMA = {"at": TS, "username": pl.Utf8, "action": pl.Utf8, "home_id": pl.Utf8,
+AUDIT_SCHEMA: Schema = {"at": TS, "username": pl.Utf8, "action": pl.Utf8, "home_id": pl.Utf8,
                 "device_id": pl.Utf8, "detail": pl.Utf8}
 
 

@@ -31,6 +31,9 @@ TS = pl.Datetime("us", "UTC")
 _PARAM = re.compile(r"(?<![:\w]):([A-Za-z_]\w*)")
 
 Params = Mapping[str, Any]
+# A column's type as queries name it: a class (pl.Utf8) or a parametrised instance (TS).
+ColumnType = pl.DataType | type[pl.DataType]
+Schema = Mapping[str, ColumnType]
 
 
 class Database:
@@ -106,7 +109,7 @@ class Database:
 
     # ------------------------------------------------------------------ one-shot statements
     def frame(self, sql: str, params: Params | None = None,
-              schema: Mapping[str, pl.DataType] | None = None) -> pl.DataFrame:
+              schema: Schema | None = None) -> pl.DataFrame:
         with self.connection() as conn:
             return Transaction(self, conn).frame(sql, params, schema)
 
@@ -144,7 +147,7 @@ class Transaction:
         return self._cursor(sql, params).rowcount
 
     def frame(self, sql: str, params: Params | None = None,
-              schema: Mapping[str, pl.DataType] | None = None) -> pl.DataFrame:
+              schema: Schema | None = None) -> pl.DataFrame:
         cur = self._cursor(sql, params)
         names = [d[0] for d in cur.description]
         rows = cur.fetchall()

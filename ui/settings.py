@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field, fields
 from datetime import timedelta
+from typing import Any
 
 from pipeline.config import DEFAULT_MQTT_URL, DEFAULT_STORE_URL
 
@@ -76,7 +77,7 @@ def env_name(field_name: str) -> str:
 def load_settings(environ: dict[str, str] | None = None) -> ViewerSettings:
     """Settings from the environment; a malformed number raises ValueError naming the variable."""
     environ = dict(os.environ) if environ is None else environ
-    values: dict[str, object] = {}
+    values: dict[str, Any] = {}
     for f in fields(ViewerSettings):
         name = env_name(f.name)
         if name not in environ and f.name in _SECRETS and name + "_FILE" in environ:
@@ -90,7 +91,7 @@ def load_settings(environ: dict[str, str] | None = None) -> ViewerSettings:
         if name not in environ:
             continue
         raw = environ[name]
-        kind = type(f.default)
+        kind: type[Any] = type(f.default)
         try:
             values[f.name] = kind(raw) if kind is not str else raw
         except ValueError:

@@ -51,9 +51,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _innermost_error(exc: BaseException) -> str:
     """The innermost cause of an error, in one line (libraries such as Bytewax wrap it)."""
     seen = set()
-    while id(exc) not in seen and (exc.__cause__ or exc.__context__) is not None:
+    while id(exc) not in seen and (inner := exc.__cause__ or exc.__context__) is not None:
         seen.add(id(exc))
-        exc = exc.__cause__ or exc.__context__
+        exc = inner
     lines = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
 

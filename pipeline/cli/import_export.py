@@ -6,6 +6,7 @@ import sys
 import time
 from datetime import timedelta
 from pathlib import Path
+from typing import cast
 
 from pipeline import metrics
 from pipeline.cli.args import add_table_args, existing_file, port, store_url, table_spec
@@ -96,7 +97,7 @@ def cmd_import(args) -> int:
         # History trains the same per-home models the flow runs; only the last two days of its
         # hourly forecasts are kept (years of forecasts of the past would swamp the store).
         insights = InsightsSetup(Registry.empty(), args.tz, book, live=False,
-                                 keep_forecasts_from=frame["ts"].max() - timedelta(days=2))
+                                 keep_forecasts_from=cast(datetime, frame["ts"].max()) - timedelta(days=2))
     imported = 0
 
     def on_batch(n: int) -> None:
@@ -105,7 +106,7 @@ def cmd_import(args) -> int:
         bar.update(task, advance=n)
         metrics.IMPORTED_READINGS.inc(n)
 
-    late_rejects: list[tuple[int, str]] = []
+    late_rejects: list[tuple[int, str, str]] = []  # (row, error code, reason)
     started, ok = time.monotonic(), False
     try:
         with Progress() as bar:

@@ -264,17 +264,17 @@ def _layout(p: PlanProblem, load: DeferrableLoad) -> _Layout:
         used = np.minimum(slot_h, hours - slot_h * np.arange(n_slots))
         energies = load.power_w * used
         powers = np.full(n_slots, load.power_w)
-    options = []
+    fitting: list[_Option] = []
     for s in range(first_ok, p.slots - len(energies) + 1):
         if p.slot_start(s) + load.duration > load.deadline:
             break
-        options.append(_Option(np.arange(s, s + len(energies)), energies, powers))
-    if not options:
+        fitting.append(_Option(np.arange(s, s + len(energies)), energies, powers))
+    if not fitting:
         raise PlanError(f"load {load.name!r} ({_hours(load.duration)}) does not fit between its earliest "
                         f"start {_at(p, load.earliest)} and deadline {_at(p, load.deadline)} inside the "
                         f"horizon {_at(p, p.start)} to {_at(p, p.slot_start(p.slots))} "
                         f"(starts are on {_minutes(p.slot)} slots)")
-    return _Layout(load, tuple(options), 1)
+    return _Layout(load, tuple(fitting), 1)
 
 
 def _headroom(p: PlanProblem) -> np.ndarray:

@@ -102,6 +102,7 @@ def resolve_loads(specs: list[LoadSpec], day: date, tz: str) -> tuple[Deferrable
             loads.append(DeferrableLoad.from_energy(s.name, s.energy_kwh, duration, earliest, deadline,
                                                     s.interruptible))
         else:
+            assert s.power_w is not None  # the parser requires energy_kwh or power_w
             loads.append(DeferrableLoad(s.name, float(s.power_w), duration, earliest, deadline,
                                         s.interruptible))
     return tuple(loads)

@@ -100,9 +100,9 @@ def detect(series: list[DeviceSeries], tz: str = "UTC",
         for window in windows:
             keep(detector.add(window))
         homes.setdefault(s.home_id, []).append(windows)
-    for home, windows in homes.items():
+    for home, devices in homes.items():
         has_meter = any(s.kind == DeviceKind.METER for s in series if s.home_id == home)
-        detector = HomeDetector(settings, tz)
-        for window in home_windows(windows, window_settings, known_meter=has_meter):
-            keep(detector.add(window))
+        home_detector = HomeDetector(settings, tz)
+        for home_window in home_windows(devices, window_settings, known_meter=has_meter):
+            keep(home_detector.add(home_window))
     return sorted(final.values(), key=lambda a: (a.home_id, a.device_id, a.kind.value, a.started_at))

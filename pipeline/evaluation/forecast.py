@@ -34,6 +34,7 @@ from concurrent.futures import as_completed
 from dataclasses import dataclass, field
 from datetime import timedelta
 from functools import partial
+from typing import cast
 
 import numpy as np
 import polars as pl
@@ -191,7 +192,7 @@ def _horizons_for(res: int, horizons_h: tuple[float, ...], settings: ForecastSet
 def _usual_step(readings: pl.DataFrame) -> timedelta:
     steps = readings["ts"].diff().drop_nulls()
     steps = steps.filter(steps > timedelta(0))
-    return steps.median() if steps.len() else timedelta(minutes=1)
+    return cast(timedelta, steps.median()) if steps.len() else timedelta(minutes=1)  # a Duration column
 
 
 def _band_label(band: int) -> str:
@@ -213,8 +214,13 @@ def _score(home_id: str, res: int, horizon: int, forecasts: list[Forecast], actu
         day, week = by_local.get(local - per_day), by_local.get(local - 7 * per_day)
         if day is None or week is None:
             continue
-        y.append(value), f.append(fc.yhat_w), lo.append(fc.lower_w), hi.append(fc.upper_w)
-        nd.append(day), nw.append(week), models.append(fc.model)
+        y.append(value)
+        f.append(fc.yhat_w)
+        lo.append(fc.lower_w)
+        hi.append(fc.upper_w)
+        nd.append(day)
+        nw.append(week)
+        models.append(fc.model)
     if not y:
         return None
     y_, f_, nd_, nw_ = (np.array(a) for a in (y, f, nd, nw))

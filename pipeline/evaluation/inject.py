@@ -93,13 +93,20 @@ def reset_counter(series: DeviceSeries, at: float) -> float:
     """From the first reading at or after ``at`` the counter restarts from about zero; returns the
     time of the reading that confirms the reset (the second below the old value)."""
     i = span(series, at, at).start
-    series.energy[i:] -= series.energy[i - 1]
+    energy = _counter(series)
+    energy[i:] -= energy[i - 1]
     return series.ts[min(i + 1, len(series.ts) - 1)] / US
 
 
 def glitch_counter(series: DeviceSeries, at: float) -> None:
     i = span(series, at, at).start
-    series.energy[i] = 0.0
+    _counter(series)[i] = 0.0
+
+
+def _counter(series: DeviceSeries) -> np.ndarray:
+    if series.energy is None:
+        raise ValueError(f"{series.home_id}/{series.device_id} has no energy counter to fault")
+    return series.energy
 
 
 def on_periods(series: DeviceSeries, on_w: float, bridge_s: float) -> list[tuple[int, int]]:

@@ -28,7 +28,7 @@ there applies to imports too.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -162,7 +162,7 @@ def _shown_names(names) -> str:
     return text if len(text) <= 300 else text[:300] + "\u2026"
 
 
-def _require(schema: pl.Schema, columns: list[str | None], path: Path) -> None:
+def _require(schema: pl.Schema, columns: Sequence[str | None], path: Path) -> None:
     have = set(schema.names()) - {ROW}
     missing = [c for c in columns if c and c not in have]
     if missing:
@@ -282,13 +282,18 @@ def _parsed(path: Path, spec: TableSpec, ragged: dict[int, str] | None = None) -
         lf = lf.filter(~pl.col(ROW).is_in(list(ragged)))
     schema = lf.collect_schema()
     home_cols = [] if spec.home_id else [spec.home_col]
-    _require(schema, [spec.ts_col] + home_cols, path)
+    _require(schema, [spec.ts_col, *home_cols], path)
     used = {ROW, spec.ts_col, spec.home_col, spec.device_col, spec.power_col, spec.energy_col, spec.kind_col,
             spec.skip_flag_col, spec.interval_kwh_col, *(d.column for d in spec.device_cols)}
     # Read once, then parse the time column once for all the devices of a wide row.
     frame = lf.select([c for c in schema.names() if c in used]).collect()
     lf = _with_timestamps(frame, spec.ts_col, spec.tz).lazy()
-    home = pl.lit(spec.home_id) if spec.home_id else pl.col(spec.home_col).cast(pl.Utf8)
+    if spec.home_id:
+        home = pl.lit(spec.home_id)
+    elif spec.home_col:
+        home = pl.col(spec.home_col).cast(pl.Utf8)
+    else:
+        raise ValueError("a table needs a home column or a fixed home id")
     ts = pl.col("__ts")
     common = [
         pl.col(ROW),
@@ -311,22 +316,22 @@ def _parsed(path: Path, spec: TableSpec, ragged: dict[int, str] | None = None) -
 
     if spec.layout == "long":
         _require(schema, [spec.device_col, spec.power_col], path)
-        has_energy = spec.energy_col in schema
-        has_kind = spec.kind_col in schema
-        kind = (pl.col(spec.kind_col).cast(pl.Utf8).str.strip_chars() if has_kind
+        energy_col = spec.energy_col if spec.energy_col in schema else None
+        kind_col = spec.kind_col if spec.kind_col in schema else None
+        kind = (pl.col(kind_col).cast(pl.Utf8).str.strip_chars() if kind_col is not None
                 else pl.lit(None, pl.Utf8))
         return lf.select(
             *common,
             pl.col(spec.device_col).cast(pl.Utf8).alias("device_id"),
             kind.alias("kind"),
             *value_cells(spec.power_col, "power_w"),
-            *(value_cells(spec.energy_col, "energy_wh") if has_energy else no_energy),
+            *(value_cells(energy_col, "energy_wh") if energy_col is not None else no_energy),
             no_interval,
         )
     if spec.layout == "wide":
         if not spec.device_cols:
             raise ValueError("the wide layout needs --device-cols column=device[:kind],...")
-        _require(schema, [d.column for d in spec.device_cols] + [spec.skip_flag_col], path)
+        _require(schema, [*(d.column for d in spec.device_cols), spec.skip_flag_col], path)
         if spec.skip_flag_col:
             flag = _flag(spec.skip_flag_col, schema[spec.skip_flag_col])
             # Rows the publisher marks as filled in are not readings at all: dropped, not rejected.
@@ -446,7 +451,8 @@ def _finish(good: pl.DataFrame) -> pl.DataFrame:
     return _kind_filled(good).sort(["ts", "home_id", "device_id"]).select(COLUMNS + [ROW])
 
 
-def _collect(path: Path, spec: TableSpec, *columns: pl.Expr) -> tuple[pl.DataFrame, dict[int, str], int]:
+def _collect(path: Path, spec: TableSpec,
+             *columns: pl.Expr | list[pl.Expr]) -> tuple[pl.DataFrame, dict[int, str], int]:
     """(the parsed frame with ``columns`` added, rows with more fields than the header, data rows).
 
     A CSV row with too many fields makes polars refuse the whole file; it is read again with
@@ -494,7 +500,7 @@ class CheckedFile:
     ragged: dict[int, str] = field(default_factory=dict)  # rows with too many fields: their text
 
 
-_REJECTED_SCHEMA = {ROW: pl.UInt32, "error": pl.Utf8, "reason": pl.Utf8}
+_REJECTED_SCHEMA = pl.Schema({ROW: pl.UInt32, "error": pl.Utf8, "reason": pl.Utf8})
 
 
 def check_file(path: str | Path, spec: TableSpec, received_at: datetime,

@@ -56,22 +56,22 @@ class HomeInsights:
         tariff book nothing can be priced, so no recommendation is made."""
         s = self.settings
         out: list[Insight] = []
-        recommend = s.recommendations and book is not None
+        priced_by = book if s.recommendations else None
         if isinstance(window, HomeWindow):
             if s.forecasts:
                 out.extend(self.forecaster.add(window))
             if s.anomalies:
                 out.extend(self.home_detector.add(window))
-            if recommend:
-                out.extend(self._recommender().add_home_window(window, book))
+            if priced_by is not None:
+                out.extend(self._recommender().add_home_window(window, priced_by))
             return out
         if s.anomalies:
             detector = self.device_detectors.get(window.device_id)
             if detector is None:
                 detector = self.device_detectors[window.device_id] = DeviceDetector(s.anomaly, self.timezone)
             out.extend(detector.add(window, now_wall))
-        if recommend:
-            out.extend(self._recommender().add_device_window(window, book))
+        if priced_by is not None:
+            out.extend(self._recommender().add_device_window(window, priced_by))
         return out
 
     def _recommender(self) -> HomeRecommender:

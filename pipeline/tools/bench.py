@@ -204,7 +204,9 @@ class Flow:
 
 
 def _count(conn: psycopg.Connection) -> int:
-    return conn.execute("SELECT count(*) FROM readings").fetchone()[0]
+    row = conn.execute("SELECT count(*) FROM readings").fetchone()
+    assert row is not None  # count(*) always returns a row
+    return row[0]
 
 
 def measure_shems(flow_url: str, store_url: str, qos: int, prefix: str, messages, devices: int,
@@ -296,7 +298,11 @@ def _percentiles_by_minute(samples: list[tuple[float, float]]) -> list[tuple[int
     by_minute: dict[int, list[float]] = {}
     for at, lat in samples:
         by_minute.setdefault(int(at // 60), []).append(lat)
-    return [(minute, *(round(v, 1) for v in _p50_p99(values))) for minute, values in sorted(by_minute.items())]
+    return [(minute, *_rounded(_p50_p99(values))) for minute, values in sorted(by_minute.items())]
+
+
+def _rounded(pair: tuple[float, float]) -> tuple[float, float]:
+    return round(pair[0], 1), round(pair[1], 1)
 
 
 def _p50_p99(values: list[float]) -> tuple[float, float]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import cast
 
 from rich.progress import Progress
 
@@ -45,7 +46,8 @@ def replay(path: str | Path, spec: TableSpec, publisher, speed: float, topic_pre
         return 0
     if shift_to_now:
         now = datetime.now(timezone.utc)
-        anchor = frame["ts"].max() if speed in (0, float("inf")) else frame["ts"].min()
+        # a non-empty datetime column: polars types its extremes as any literal
+        anchor = cast(datetime, frame["ts"].max() if speed in (0, float("inf")) else frame["ts"].min())
         frame = frame.with_columns(frame["ts"] + (now - anchor))
     readings: list[Reading] = frame_to_readings(frame)
     times = schedule([r.ts.timestamp() for r in readings], speed, time.monotonic(), max_rate)

@@ -77,6 +77,8 @@ class Publisher:
         self.client.message_callback_add(topic_filter, lambda client, userdata, msg: on_message(msg))
         result, mid = self.client.subscribe(topic_filter, qos=qos)
         self._subscriptions[topic_filter] = qos
+        if mid is None:  # paho gives no message id when the request was not sent
+            raise TimeoutError(f"the broker did not confirm the subscription to {topic_filter!r}")
         event = threading.Event()
         with self._sub_lock:
             if mid in self._suback_early:  # the SUBACK beat us here

@@ -82,7 +82,7 @@ def show_status() -> None:
 
 if st.session_state.get(LAST):
     with refusals():
-        _, first = control.command_status(v.db, p, st.session_state[LAST], now(), v.settings)
+        _command, first = control.command_status(v.db, p, st.session_state[LAST], now(), v.settings)
     polling = not first.final
     st.session_state["last_command_polling"] = polling
     st.fragment(show_status, run_every=1.0 if polling else None)()

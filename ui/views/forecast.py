@@ -1,6 +1,7 @@
 """Forecast: the next 24 hours with their interval, what happened so far, and how good the model
 has been against the naive baselines."""
 
+from typing import cast
 from zoneinfo import ZoneInfo
 
 import polars as pl
@@ -33,11 +34,11 @@ m2.metric("Error so far", "—" if view.error_so_far_w is None else f"{view.erro
           help="Mean absolute error of this forecast over the slots already measured.")
 if view.scores.height:
     s = view.scores
-    n = s["n"].sum()
+    n = cast(int, s["n"].sum())  # an Int64 column
     model = float((s["mae_w"] * s["n"]).sum() / n) if n else None
     baseline = float((s["naive_day_mae_w"] * s["n"]).sum() / n) if n else None
     m3.metric("Recent error (all horizons)", "—" if model is None else f"{model:,.0f} W",
-              None if not baseline else f"{model / baseline - 1:+.0%} vs same time yesterday",
+              None if model is None or not baseline else f"{model / baseline - 1:+.0%} vs same time yesterday",
               delta_color="inverse",
               help="Scored as actuals arrive; the baseline repeats the same slot of the day before.")
 if age_h > 2:

@@ -173,6 +173,7 @@ class Tariff:
         """
         n = len(ts)
         if self.kind == TariffKind.FLAT:
+            assert self.import_price is not None  # __post_init__ refuses a flat tariff without one
             return np.full(n, float(self.import_price)), np.full(n, self.export_price)
         if self.kind == TariffKind.TOU:
             imp_table, exp_table = _tou_tables(self)

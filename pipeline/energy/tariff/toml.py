@@ -8,6 +8,7 @@ import tomllib
 from collections.abc import Mapping
 from datetime import date, datetime, time, timezone
 from pathlib import Path
+from typing import Literal, overload
 from zoneinfo import ZoneInfo
 
 from pipeline.energy.tariff.model import (
@@ -137,6 +138,10 @@ def _parse_period(spec: Mapping, where: str) -> TouPeriod:
                      day_idx, months, _price(spec, "export_price", where))
 
 
+@overload
+def _price(spec: Mapping, key: str, where: str, required: Literal[True]) -> float: ...
+@overload
+def _price(spec: Mapping, key: str, where: str, required: bool = False) -> float | None: ...
 def _price(spec: Mapping, key: str, where: str, required: bool = False) -> float | None:
     if key not in spec:
         if required:

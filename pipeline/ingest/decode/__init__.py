@@ -9,6 +9,7 @@ then the vendor decoder, then the reading's values.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import orjson
@@ -94,7 +95,8 @@ def _too_deep(data: object, limit: int) -> bool:
     stack = [(data, 1)]
     while stack:
         value, depth = stack.pop()
-        children = value.values() if isinstance(value, dict) else value
+        # the data itself may be a scalar (a JSON string full of brackets): it has no children
+        children = value.values() if isinstance(value, dict) else value if isinstance(value, list) else ()
         if depth > limit:
             return True
         stack.extend((child, depth + 1) for child in children if isinstance(child, (dict, list)))
@@ -156,7 +158,7 @@ def _decode(state: DecoderState | None, msg: RawMessage, registry: Registry,
             raise DecodeError(f"payload is {len(msg.payload)} bytes "
                               f"(limit {validation.max_payload_bytes})", DeadLetterCode.TOO_LARGE)
         data = _parse(msg.payload, validation)
-        results: list[Reading | DeadLetter | CommandAck]
+        results: Sequence[Reading | DeadLetter | CommandAck]
         if kind.startswith("ack/"):
             results = [decode_ack(parts[1], parts[2], data, msg.received_at)]
         elif kind.startswith("native/"):

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 from datetime import datetime, timezone, tzinfo
-from typing import Any
+from typing import Any, Literal, overload
 
 from pipeline.reasons import DeadLetterCode
 from pipeline.settings import TS_CEILING, TS_FLOOR
@@ -25,6 +25,10 @@ class DecodeError(Exception):
         self.code = code
 
 
+@overload
+def number(obj: dict, field: str, *, required: Literal[True], path: str = "") -> float: ...
+@overload
+def number(obj: dict, field: str, *, required: bool = False, path: str = "") -> float | None: ...
 def number(obj: dict, field: str, *, required: bool = False, path: str = "") -> float | None:
     name = f"{path}{field}"
     value = obj.get(field)

@@ -25,7 +25,7 @@ def decode_native(home_id: str, device_id: str, data: object, received_at: datet
         raise DecodeError(f"kind {shown(kind_value)} is not one of {_KINDS}") from None
     energy = number(body, "energy_wh")
     if energy is None and body.get("energy_kwh") is not None:
-        energy = kwh_to_wh(number(body, "energy_kwh"))
+        energy = kwh_to_wh(number(body, "energy_kwh", required=True))  # present: checked above
     return Reading(
         home_id=home_id,
         device_id=device_id,

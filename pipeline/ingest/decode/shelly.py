@@ -132,7 +132,9 @@ class ShellyDecoder:
         touched = list(updates)
         # An energy-only update (emdata) still yields a reading of its meter.
         for component in list(touched):
-            name, channel = _split(component)
+            parts = _split(component)
+            assert parts is not None  # only _tracked components are kept, and they split
+            name, channel = parts
             for power_name, energy_name in _ENERGY_COMPONENT.items():
                 if name == energy_name and f"{power_name}:{channel}" not in touched:
                     touched.append(f"{power_name}:{channel}")

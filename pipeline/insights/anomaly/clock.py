@@ -29,13 +29,15 @@ class LocalClock:
         return {"tz": self.tz}
 
     def __setstate__(self, state: dict) -> None:
-        self.__init__(state["tz"])
+        type(self).__init__(self, state["tz"])
 
     def offset_s(self, ts: float) -> float:
         block = int(ts // _BLOCK_S)
         if block != self._block:
             start = datetime.fromtimestamp(block * _BLOCK_S, self._zone)
-            self._offset = start.utcoffset().total_seconds()
+            offset = start.utcoffset()
+            assert offset is not None  # an aware time: made in a zone
+            self._offset = offset.total_seconds()
             self._block = block
         return self._offset
 

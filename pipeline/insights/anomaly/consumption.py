@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from river import stats
 
+from pipeline.insights.anomaly.learned import learned
 from pipeline.insights.anomaly.settings import HOUR, AnomalySettings
 from pipeline.insights.anomaly.subject import Subject
 from pipeline.insights.anomaly.text import energy
@@ -48,7 +49,7 @@ class HourOfDayProfile:
         """The highest usual high of this hour and its neighbours; None until this hour is learned."""
         if self.counts[hour] < min_count:
             return None
-        return max(self.slots[h % 24].get() for h in (hour - 1, hour, hour + 1)
+        return max(learned(self.slots[h % 24]) for h in (hour - 1, hour, hour + 1)
                    if self.counts[h % 24] >= min_count)
 
 
@@ -150,6 +151,7 @@ class HighConsumption:
 
     def _close(self, subject: Subject, ts: float) -> Anomaly:
         start = self.open_start
+        assert start is not None  # closing an open anomaly
         end = self.last_above + self.settings.window_s if self.last_above is not None else ts
         end = max(end, start + self.settings.window_s)
         message = (f"Your {subject.name} used far more than usual from {subject.when(start)} to "

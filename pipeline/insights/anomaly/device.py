@@ -29,6 +29,7 @@ from pipeline.insights.anomaly.clock import LocalClock
 from pipeline.insights.anomaly.counter import CounterBackwards
 from pipeline.insights.anomaly.duty import DutyCycle
 from pipeline.insights.anomaly.flat import FlatLine
+from pipeline.insights.anomaly.learned import learned
 from pipeline.insights.anomaly.runs import LongRunning
 from pipeline.insights.anomaly.settings import AnomalySettings
 from pipeline.insights.anomaly.silence import Silence
@@ -80,7 +81,7 @@ class DeviceDetector:
         self.standby.update(window.mean_power_w)
         self.windows += 1
         if self.windows % 32 == 1:  # standby moves slowly; refreshed every 32 windows
-            self._on_w = max(self.settings.on_min_w, 2 * self.standby.get())
+            self._on_w = max(self.settings.on_min_w, 2 * learned(self.standby))
         return out
 
     def next_due(self) -> datetime | None:

@@ -19,6 +19,7 @@ from collections import deque
 
 from river import stats
 
+from pipeline.insights.anomaly.learned import learned
 from pipeline.insights.anomaly.settings import HOUR, AnomalySettings
 from pipeline.insights.anomaly.subject import Subject
 from pipeline.insights.anomaly.text import percent
@@ -64,7 +65,7 @@ class DutyCycle:
         s = self.settings
         if self.learned_hours < s.duty_warmup_hours:
             return False
-        usual = self.usual.get()
+        usual = learned(self.usual)
         return s.duty_range[0] <= usual <= s.duty_range[1] and self.cycles.get() >= s.duty_min_cycles_per_h
 
     def _finish_hour(self, subject: Subject) -> list[Anomaly]:
@@ -72,18 +73,20 @@ class DutyCycle:
         if self.hour_windows < s.duty_min_windows_per_h:
             self.hours.clear()  # a gap: the horizon restarts
             return []
+        hour = self.hour
+        assert hour is not None  # called when a counted hour ends
         duty = self.hour_on / self.hour_windows
-        if self.hours and self.hours[-1][0] != self.hour - 1:
+        if self.hours and self.hours[-1][0] != hour - 1:
             self.hours.clear()
-        self.hours.append((self.hour, duty))
+        self.hours.append((hour, duty))
         if len(self.hours) < s.duty_horizon_h:
             return []
         recent = sum(d for _, d in self.hours) / len(self.hours)
-        end_of_hour = (self.hour + 1) * HOUR
+        end_of_hour = (hour + 1) * HOUR
         out: list[Anomaly] = []
         if self.open_start is None and self.learned_hours:
-            usual = self.usual.get()
-            margin = max(s.duty_min_shift, s.duty_mad_factor * self.spread.get())
+            usual = learned(self.usual)
+            margin = max(s.duty_min_shift, s.duty_mad_factor * learned(self.spread))
             if self.is_cycling() and abs(recent - usual) > margin:
                 up = recent > usual
                 # The drift began with the first hour of the horizon already off by half the margin.
@@ -108,7 +111,7 @@ class DutyCycle:
                                            self.open_score, self._message(subject, worst, end)))
                 self.open_start = None
         if self.open_start is None or end_of_hour - self.open_start > s.learn_pause_max_s:
-            usual = self.usual.get() if self.learned_hours else recent
+            usual = learned(self.usual) if self.learned_hours else recent
             self.usual.update(recent)
             self.spread.update(abs(recent - usual))
             self.cycles.update(self.hour_starts)
@@ -126,6 +129,7 @@ class DutyCycle:
             return (f"Your {subject.name} has been running only {percent(share)} of the time over the "
                     f"last {h} h; it usually runs about {usual} of the time: check that it still works.")
         worst = "up to" if self.open_up else "as little as"
+        assert self.open_start is not None  # an ended drift was open
         return (f"Your {subject.name} ran {worst} {percent(share)} of the time from "
                 f"{subject.when(self.open_start)} to {subject.when(end, self.open_start)}; it "
                 f"usually runs about {usual} of the time.")

@@ -76,21 +76,24 @@ class FlatLine:
         s = self.settings
         if self.open_longest is not None or not self._counts(self.value):
             return []
-        length = ts + s.window_s - self.hold_start
+        start, first_ts = self.hold_start, self.first_ts
+        assert start is not None and first_ts is not None  # judged inside a hold, after add()
+        length = ts + s.window_s - start
         longest = self.longest_hold()
-        if (ts - self.first_ts < s.flat_warmup_s
+        if (ts - first_ts < s.flat_warmup_s
                 or length <= max(self._floor(usual_gap_s), s.flat_factor * longest)):
             return []
         self.open_longest = longest
         return [subject.anomaly(
-            AnomalyKind.FLAT_LINE, self.hold_start, None, length / max(longest, s.window_s),
+            AnomalyKind.FLAT_LINE, start, None, length / max(longest, s.window_s),
             f"Your {subject.name} has read exactly {power(self.value)} since "
-            f"{subject.when(self.hold_start, ts)} ({duration(length)}); it never held one value for "
+            f"{subject.when(start, ts)} ({duration(length)}); it never held one value for "
             f"longer than {duration(longest, round_up=True)} before: the sensor may be stuck.")]
 
     def _end_hold(self, subject: Subject, end: float, usual_gap_s: float) -> list[Anomaly]:
         s = self.settings
         start, self.hold_start = self.hold_start, None
+        assert start is not None  # called inside a hold
         length = self.hold_last + s.window_s - start
         if self.open_longest is None:
             if self._counts(self.value) and length < self._floor(usual_gap_s):

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from river import stats
 
+from pipeline.insights.anomaly.learned import learned
 from pipeline.insights.anomaly.settings import AnomalySettings
 from pipeline.insights.anomaly.subject import Subject
 from pipeline.insights.anomaly.text import duration
@@ -38,13 +39,14 @@ class LongRunning:
         s = self.settings
         if self.runs < s.long_warmup_runs:
             return None
-        return max(s.long_min_s, s.long_factor * self.lengths.get())
+        return max(s.long_min_s, s.long_factor * learned(self.lengths))
 
     def add(self, subject: Subject, ts: float, on: bool) -> list[Anomaly]:
         if self.first_ts is None:
             self.first_ts = ts
         out: list[Anomaly] = []
-        if self.run_start is not None and ts - self.last_on > self.settings.run_bridge_s:
+        if (self.run_start is not None and self.last_on is not None  # a run is open
+                and ts - self.last_on > self.settings.run_bridge_s):
             out.extend(self._end_run(subject))
         if not on:
             return out
@@ -56,7 +58,7 @@ class LongRunning:
             length = ts + self.settings.window_s - self.run_start
             if (limit is not None and length > limit
                     and ts - self.first_ts >= self.settings.long_warmup_s):
-                self.open_usual = self.lengths.get()
+                self.open_usual = learned(self.lengths)
                 out.append(subject.anomaly(
                     AnomalyKind.LONG_RUNNING, self.run_start, None, length / self.open_usual,
                     f"Your {subject.name} has been on for {duration(length)} (since "
@@ -65,6 +67,7 @@ class LongRunning:
         return out
 
     def _end_run(self, subject: Subject) -> list[Anomaly]:
+        assert self.run_start is not None and self.last_on is not None  # called inside a run
         start, end = self.run_start, self.last_on + self.settings.window_s
         length = end - start
         self.run_start = self.last_on = None

@@ -18,6 +18,7 @@ from datetime import datetime, timedelta
 
 from river import stats
 
+from pipeline.insights.anomaly.learned import learned
 from pipeline.insights.anomaly.settings import AnomalySettings
 from pipeline.insights.anomaly.subject import Subject
 from pipeline.insights.anomaly.text import duration
@@ -48,13 +49,21 @@ class Silence:
         # The quantile moves slowly; refreshing it every 32 gaps keeps the hot path cheap.
         if self.n_gaps % 32 == 1:
             s = self.settings
-            self._usual = self.gaps.get()
+            self._usual = learned(self.gaps)
             self._limit = max(s.silent_min_s, s.silent_factor * self._usual)
 
     def warm(self) -> bool:
         s = self.settings
+        if self.first_ts is None or self.last_ts is None:
+            return False  # no window yet
         return (self.n_gaps >= s.silent_warmup_gaps
                 and self.last_ts - self.first_ts >= s.silent_warmup_s)
+
+    @property
+    def _last(self) -> float:
+        # Set by the first add(); nothing reads it before (next_due waits for a wall time).
+        assert self.last_ts is not None
+        return self.last_ts
 
     def add(self, subject: Subject, ts: float, now_wall: datetime | None) -> list[Anomaly]:
         out: list[Anomaly] = []
@@ -64,8 +73,8 @@ class Silence:
             out.append(self._closed(subject, self.open_start, ts))
             self.open_start = None
         else:
-            gap = ts - self.last_ts
-            silence_start = self.last_ts + self.settings.window_s
+            gap = ts - self._last
+            silence_start = self._last + self.settings.window_s
             if ts - silence_start >= self._limit and self.warm():
                 start = silence_start + self.limit()
                 out.append(self._opened(subject, start))
@@ -86,11 +95,11 @@ class Silence:
         due = self.next_due()
         if due is None or now_wall < due:
             return []
-        self.open_start = self.last_ts + self.settings.window_s + self.limit()
+        self.open_start = self._last + self.settings.window_s + self.limit()
         return [self._opened(subject, self.open_start)]
 
     def _opened(self, subject: Subject, start: float) -> Anomaly:
-        since = self.last_ts + self.settings.window_s
+        since = self._last + self.settings.window_s
         usual = self.usual_gap()
         return subject.anomaly(
             AnomalyKind.SILENT, start, None, (start - since) / usual,
@@ -98,7 +107,7 @@ class Silence:
             f"reports at least every {duration(usual, round_up=True)}.")
 
     def _closed(self, subject: Subject, start: float, end: float) -> Anomaly:
-        since = self.last_ts + self.settings.window_s
+        since = self._last + self.settings.window_s
         usual = self.usual_gap()
         return subject.anomaly(
             AnomalyKind.SILENT, start, end, (end - since) / usual,

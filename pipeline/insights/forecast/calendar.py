@@ -28,7 +28,7 @@ class LocalClock:
         return self.tz
 
     def __setstate__(self, tz: str) -> None:
-        self.__init__(tz)
+        type(self).__init__(self, tz)
 
     def offset_min(self, epoch_min: int) -> int:
         """The zone's UTC offset in minutes at that instant."""
@@ -38,7 +38,9 @@ class LocalClock:
             if len(self._cache) >= _CACHE_LIMIT:
                 self._cache.clear()
             at = datetime.fromtimestamp(key * 900, timezone.utc).astimezone(self._zone)
-            offset = self._cache[key] = int(at.utcoffset().total_seconds()) // 60
+            utc_offset = at.utcoffset()
+            assert utc_offset is not None  # an aware time: made in a zone
+            offset = self._cache[key] = int(utc_offset.total_seconds()) // 60
         return offset
 
     def local_slot(self, epoch_min: int, res: int) -> int:

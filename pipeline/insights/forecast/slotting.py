@@ -97,12 +97,14 @@ class MinuteSlotter:
 
     def _credit(self, start: int, value: float, length: int) -> None:
         base = self.open_hour
+        assert base is not None  # set by the first add()
         offset = start - base
         for i in range(max(0, offset), min(_SPAN, offset + length)):
             self.values[i] = value
             self.sources[i] = offset
 
     def _replace(self, minute: int, power_w: float) -> None:
+        assert self.open_hour is not None  # set by the first add()
         offset = minute - self.open_hour
         if self.sources[offset] != offset:  # uncovered, or held from an earlier minute
             self.values[offset] = power_w
@@ -116,6 +118,7 @@ class MinuteSlotter:
 
     def _close(self) -> list[ClosedSlot]:
         hour = self.open_hour
+        assert hour is not None  # set by the first add()
         minutes = self.values[:60]
         out = []
         for res in self.resolutions:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 from array import array
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -43,7 +44,7 @@ class HourRings:
 
     def __init__(self, hours: int, **typecodes: str) -> None:
         self.tags = array("i", [-1]) * hours
-        self.columns = {name: array(code, bytes(array(code).itemsize * hours))
+        self.columns: dict[str, array[Any]] = {name: array(code, bytes(array(code).itemsize * hours))
                         for name, code in typecodes.items()}
 
     def _slot(self, hour: int) -> int | None:
