@@ -77,15 +77,16 @@ def aggregate_and_store(
                         windows.dead_letters, *found, *side)
     if recoverable_partitions:
         keyed = op.key_on("sink_key", to_store, sink_key)
-        sink = RecoverableStoreSink(store_url, recoverable_partitions, batch_rows, flush_interval_s)
+        partitioned: FixedPartitionedSink = RecoverableStoreSink(
+            store_url, recoverable_partitions, batch_rows, flush_interval_s)
         if exit_on_sink_error:
-            sink = ExitOnErrorPartitionedSink(sink, store_url)
-        op.output("store", keyed, sink)
+            partitioned = ExitOnErrorPartitionedSink(partitioned, store_url)
+        op.output("store", keyed, partitioned)
     else:
-        sink = StoreSink(store_url, batch_rows, flush_interval_s)
+        dynamic: DynamicSink = StoreSink(store_url, batch_rows, flush_interval_s)
         if exit_on_sink_error:
-            sink = ExitOnErrorSink(sink, store_url)
-        op.output("store", to_store, sink)
+            dynamic = ExitOnErrorSink(dynamic, store_url)
+        op.output("store", to_store, dynamic)
 
 
 class _ExitOnErrorPartition(StatelessSinkPartition):
@@ -197,7 +198,7 @@ def _scrub(text: str, url: str) -> str:
         password = urlsplit(url).password
     except ValueError:
         password = None
-    for secret in {password, unquote(password or "")} - {None, ""}:
+    for secret in {s for s in (password, unquote(password or "")) if s}:
         text = text.replace(secret, "***")
     return text
 
@@ -288,8 +289,8 @@ def run(cfg: IngestConfig, stop_event: threading.Event | None = None) -> None:
         max_buffered=cfg.max_buffered_messages,
         connect_timeout_s=cfg.startup_timeout_s,
     )
-    source = settings
-    if recovery is not None:
+    source: MqttSource | SpooledMqttSource = settings
+    if recovery is not None and cfg.recovery_dir is not None:
         source = SpooledMqttSource(settings, cfg.consumers, cfg.recovery_dir / "spool")
     # With recovery the open windows survive in the snapshot, so a stop signal must not flush
     # them as final (the next run completes them); without recovery, or when the input simply

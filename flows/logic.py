@@ -33,7 +33,6 @@ from pipeline.insights.step import HomeInsights, InsightSettings
 from pipeline.logs import get_logger
 from pipeline.records import (
     Anomaly,
-    CommandAck,
     DeadLetter,
     DeviceWindow,
     Forecast,
@@ -145,6 +144,7 @@ def _count_labels(worker: str, counts: Counter) -> None:
 def record_failed(step: str, record: object, exc: BaseException) -> DeadLetter:
     """The dead letter for one record that raised in ``step`` (logged once per key)."""
     topic = record_topic(record)
+    payload: bytes | str
     if isinstance(record, RawMessage):
         received, payload = record.received_at, record.payload
     else:
@@ -180,7 +180,7 @@ class _GuardedLogic(StatefulBatchLogic):
         # A state nothing has gone into yet: a record failing on it is bad on its own, and
         # whatever the failed attempt half-wrote is thrown away with it.
         self.pristine = state is None
-        self.pending: list[DeadLetter] = []  # from notify_at/snapshot, which cannot return any
+        self.pending: list[object] = []  # dead letters from notify_at/snapshot, which cannot return any
 
     def fresh_state(self, record: object | None):
         """A new state for this key (None where the state is made lazily from the first record)."""
@@ -299,8 +299,7 @@ class DecodeLogic(_GuardedLogic):
         self.state, results = decode(self.state, msg, self.registry, self.validation)
         return results
 
-    def on_batch(self, values: list[RawMessage]
-                 ) -> tuple[Iterable[Reading | DeadLetter | CommandAck], bool]:
+    def on_batch(self, values: list[RawMessage]) -> tuple[Iterable[object], bool]:
         out = self.run_records(values)
         # One counter update per label per batch, not per reading (the decode step is hot).
         counts = Counter(("decoded", item.source.value) if isinstance(item, Reading)
@@ -526,23 +525,23 @@ class InsightsLogic(_GuardedLogic):
         # Device and home minutes of one batch come key by key from the steps before: in bucket
         # order, every model sees time move forward.
         out = self.run_records(_in_bucket_order(values))
-        self._count(out)
+        self._count_outputs(out)
         return out, RETAIN
 
     def on_notify(self):
         if self.state is None:
             return self.guarded("on_notify", list)
         out, keep = self.guarded("on_notify", lambda: self.state.check(_now()))
-        self._count(out)
+        self._count_outputs(out)
         return out, keep
 
     def next_due(self) -> datetime | None:
         return self.state.next_due() if self.state is not None and self.live else None
 
-    def _count(self, out: list) -> None:
+    def _count_outputs(self, out: list) -> None:
         if not out:
             return
-        counts = Counter()
+        counts: Counter[tuple[str, ...]] = Counter()
         scores = []
         for item in out:
             if isinstance(item, Forecast):
