@@ -20,24 +20,25 @@ from sinks.stores import open_store
 from tests.flowproc import FlowProcess, TestPublisher
 
 FIXTURE = Path(__file__).parent / "fixtures" / "recovery_before_layers"
-PREFIX = "fixture-3567f344/"  # the topic prefix the fixture's flow used
 ROOT = Path(__file__).resolve().parent.parent
 OPEN_MINUTE = datetime(2026, 11, 30, 12, 24, tzinfo=UTC)
 
 
-def test_a_recovery_dir_from_before_the_layer_move_resumes_its_open_minutes(tmp_path, sqlite_url):
+def test_a_recovery_dir_from_before_the_layer_move_resumes_its_open_minutes(tmp_path, sqlite_url,
+                                                                           topic_prefix):
+    # The spool keeps topics without their prefix, so this run's own prefix is free to differ.
     recovery = tmp_path / "recovery"
     shutil.copytree(FIXTURE, recovery)
-    flow = FlowProcess("mqtt://127.0.0.1:1883", sqlite_url, PREFIX, extra_args=[
+    flow = FlowProcess("mqtt://127.0.0.1:1883", sqlite_url, topic_prefix, extra_args=[
         "--recovery-dir", str(recovery), "--registry", str(ROOT / "tests/fixtures/registry.toml"),
         "--tariffs", str(ROOT / "deploy/tariffs.example.toml")]).start()
     publisher = TestPublisher()
     try:
         for i in range(12):  # two more minutes, closing the one that was open at the stop
             ts = OPEN_MINUTE + timedelta(minutes=1, seconds=10 * i)
-            publisher.publish(f"{PREFIX}shems/home-a/kettle/reading",
+            publisher.publish(f"{topic_prefix}shems/home-a/kettle/reading",
                               {"ts": ts.isoformat(), "power_w": 500, "energy_wh": 5000 + i})
-            publisher.publish(f"{PREFIX}shems/home-c/mains/reading",
+            publisher.publish(f"{topic_prefix}shems/home-c/mains/reading",
                               {"ts": ts.isoformat(), "power_w": 700, "energy_wh": 7000 + i,
                                "kind": "meter"})
         publisher.flush()
