@@ -184,6 +184,11 @@ class WritableStore(Store, Protocol):
     def reconnect(self) -> None: ...
 
 
+def one_line(exc: BaseException) -> str:
+    """An exception's message on one line (drivers spread theirs over several)."""
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
 def mask_url(url: str) -> str:
     """The URL with every password replaced (user:***@, ?password=***, ?sslpassword=***), safe
     for logs and messages."""

@@ -58,6 +58,7 @@ from sinks.base import (
     StoreUnavailable,
     TariffRow,
     mask_url,
+    one_line,
 )
 from sinks.migrate import migrations
 from sinks.rows import dead_letter_row, device_rows
@@ -100,17 +101,13 @@ def connection_settings(url: str) -> tuple[str, str | None]:
     try:
         given = conninfo_to_dict(url)
     except psycopg.ProgrammingError as exc:
-        raise StoreError(f"invalid PostgreSQL URL {mask_url(url)}: {_one_line(exc)}") from None
+        raise StoreError(f"invalid PostgreSQL URL {mask_url(url)}: {one_line(exc)}") from None
     extra = {k: v for k, v in CONNECTION_DEFAULTS.items() if k not in given}
     if "PGCONNECT_TIMEOUT" in os.environ:
         extra.pop("connect_timeout", None)
     server_options = f"{given.get('options', '')} {os.environ.get('PGOPTIONS', '')}"
     statement_timeout = None if "statement_timeout" in server_options else STATEMENT_TIMEOUT_DEFAULT
     return make_conninfo(url, **extra), statement_timeout
-
-
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split()) or type(exc).__name__
 
 
 def classify(exc: BaseException) -> str:
@@ -239,11 +236,11 @@ class PostgresStore:
             except psycopg.Error as exc:
                 kind = classify(exc)
                 if kind != TRANSIENT:
-                    raise StoreError(f"cannot use PostgreSQL at {mask_url(self.url)}: {_one_line(exc)}") from None
+                    raise StoreError(f"cannot use PostgreSQL at {mask_url(self.url)}: {one_line(exc)}") from None
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     raise StoreUnavailable(f"PostgreSQL at {mask_url(self.url)} unreachable for "
-                                           f"{timeout_s:.0f} s: {_one_line(exc)}") from None
+                                           f"{timeout_s:.0f} s: {one_line(exc)}") from None
             time.sleep(min(delay, remaining))
             delay = min(delay * 2, 5.0)
 
@@ -284,8 +281,8 @@ class PostgresStore:
         except psycopg.Error as exc:
             if classify(exc) == TRANSIENT:
                 raise StoreUnavailable(f"PostgreSQL at {mask_url(self.url)} failed while migrating: "
-                                       f"{_one_line(exc)}") from None
-            raise StoreError(f"cannot migrate PostgreSQL at {mask_url(self.url)}: {_one_line(exc)}") from None
+                                       f"{one_line(exc)}") from None
+            raise StoreError(f"cannot migrate PostgreSQL at {mask_url(self.url)}: {one_line(exc)}") from None
 
     def _migrate(self) -> None:
         c = self.conn

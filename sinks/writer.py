@@ -34,7 +34,7 @@ from pipeline.records import (
     Recommendation,
     Tick,
 )
-from sinks.base import ROW, TRANSIENT, Batch, StoreError, WritableStore, mask_url
+from sinks.base import ROW, TRANSIENT, Batch, StoreError, WritableStore, mask_url, one_line
 from sinks.stores import open_store
 
 log = get_logger(__name__)
@@ -223,10 +223,6 @@ def batch_of(records: Iterable[tuple[str, object]]) -> Batch:
     for field_name, record in records:
         getattr(batch, field_name).append(record)
     return batch
-
-
-def one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split()) or type(exc).__name__
 
 
 def error_code(exc: BaseException) -> str:
