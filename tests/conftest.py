@@ -92,3 +92,14 @@ def mqtt_url() -> str:
 def topic_prefix() -> str:
     """A topic root no other test or run uses; the flow strips it before decoding."""
     return f"shems-test/{uuid.uuid4().hex[:12]}/"
+
+
+@pytest.fixture
+def store(store_url):
+    """A migrated store of every kind (see ``store_url``), closed afterwards."""
+    from sinks.stores import open_store
+
+    s = open_store(store_url)
+    s.migrate()
+    yield s
+    s.close()

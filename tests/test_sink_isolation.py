@@ -95,14 +95,6 @@ def _poison_sqlite() -> list[tuple[str, str, object]]:
     ]
 
 
-@pytest.fixture
-def store(store_url):
-    s = open_store(store_url)
-    s.migrate()
-    yield s
-    s.close()
-
-
 def _interleave(batch: Batch, poison: list[tuple[str, str, object]]) -> Batch:
     """The good batch with each poisonous record placed amid the good ones of its list."""
     out = dataclasses.replace(batch, **{f.name: list(getattr(batch, f.name)) for f in dataclasses.fields(Batch)})

@@ -45,14 +45,6 @@ def _batch() -> Batch:
     )
 
 
-@pytest.fixture
-def store(store_url):
-    s = open_store(store_url)
-    s.migrate()
-    yield s
-    s.close()
-
-
 def test_migrate_twice_is_a_no_op(store):
     version = store.schema_version
     store.migrate()

@@ -126,14 +126,6 @@ def test_a_sqlite_write_waits_out_another_writers_lock_and_stores_once(sqlite_ur
     store.close()
 
 
-@pytest.fixture
-def store(store_url):
-    s = open_store(store_url)
-    s.migrate()
-    yield s
-    s.close()
-
-
 def test_replays_with_different_values_keep_the_first_reading_and_the_last_aggregate(store):
     """Raw readings are first-write-wins (a redelivered message never rewrites history); every
     aggregate is replaced by its re-emission (a late reading amends its minute)."""
