@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -204,6 +204,20 @@ def _last_by_key(items, key) -> list:
     return list({key(x): x for x in items}.values())
 
 
+# Rows of one kind per statement, written as they come (no staging copy needed: these kinds are
+# few per batch, and their conflicts are resolved by the statement itself).
+_EVENT_WRITES: tuple[tuple[str, str, Callable[[Any], tuple]], ...] = (
+    ("dead_letters", "INSERT INTO dead_letter (received_at, topic, payload, reason, payload_hash, "
+     "step, error, payload_bytes) VALUES (%s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
+     lambda d: dead_letter_row(d, _no_nul)),
+    ("late_readings", "INSERT INTO late_readings VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING",
+     table_rows.late_reading_row),
+    ("anomalies", ANOMALY_UPSERT, table_rows.anomaly_row),
+    ("recommendations", RECOMMENDATION_UPSERT, table_rows.recommendation_row),
+    ("command_acks", COMMAND_ACK_INSERT, table_rows.command_ack_row),
+)
+
+
 class PostgresStore:
     def __init__(self, url: str, startup_timeout_s: float = STARTUP_TIMEOUT_S) -> None:
         self.url = url
@@ -343,16 +357,9 @@ class PostgresStore:
                     "samples = excluded.samples")
             if not self.has_timescale:
                 self._refresh_hourly(cur, batch)
-            if batch.dead_letters:
-                cur.executemany(
-                    "INSERT INTO dead_letter (received_at, topic, payload, reason, payload_hash, "
-                    "step, error, payload_bytes) VALUES (%s, %s, %s, %s, %s, %s, %s, %s) "
-                    "ON CONFLICT DO NOTHING",
-                    [dead_letter_row(d, _no_nul) for d in batch.dead_letters])
-            if batch.late_readings:
-                cur.executemany(
-                    "INSERT INTO late_readings VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING",
-                    [table_rows.late_reading_row(x) for x in batch.late_readings])
+            for attr, sql, row in _EVENT_WRITES:
+                if items := getattr(batch, attr):
+                    cur.executemany(sql, [row(x) for x in items])
             if batch.forecasts:
                 forecasts = _last_by_key(batch.forecasts, lambda f: (f.home_id, f.resolution_min,
                                                                      f.made_at, f.target_ts))
@@ -374,15 +381,6 @@ class PostgresStore:
                     "naive_week_mae_w = excluded.naive_week_mae_w, coverage = excluded.coverage, "
                     "updated_at = excluded.updated_at",
                     [table_rows.forecast_score_row(x) for x in scores])
-            if batch.anomalies:
-                cur.executemany(ANOMALY_UPSERT,
-                                [table_rows.anomaly_row(a) for a in batch.anomalies])
-            if batch.recommendations:
-                cur.executemany(RECOMMENDATION_UPSERT,
-                                [table_rows.recommendation_row(r) for r in batch.recommendations])
-            if batch.command_acks:
-                cur.executemany(COMMAND_ACK_INSERT,
-                                [table_rows.command_ack_row(a) for a in batch.command_acks])
             self._upsert_devices(cur, device_rows(batch))
 
     def after_commit(self, batch: Batch) -> None:

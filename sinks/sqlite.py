@@ -4,7 +4,7 @@ flow writes. Timestamps are stored as integer microseconds since the epoch (UTC)
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
@@ -61,6 +61,38 @@ def classify(exc: BaseException) -> str:
     if isinstance(exc, (ValueError, TypeError, ArithmeticError, AttributeError, LookupError)):
         return ROW
     return FATAL
+
+
+def _dead_letter_row(d: DeadLetter, to_us: Callable[[datetime], int]) -> tuple:
+    received_at, *rest = dead_letter_row(d)
+    return (to_us(received_at), *rest)
+
+
+# Rows of one kind per statement, in the order write_rows runs them: the minute windows first,
+# so the hourly refresh that follows sees them. ON CONFLICT DO NOTHING, not INSERT OR IGNORE,
+# for readings: a replay is ignored (first write wins) but a NULL (NaN) must fail, to be
+# isolated and dead-lettered, not silently dropped.
+_WINDOW_WRITES: tuple[tuple[str, str, Callable[..., tuple]], ...] = (
+    ("readings", "INSERT INTO readings VALUES (?,?,?,?,?,?,?) ON CONFLICT DO NOTHING",
+     table_rows.reading_row),
+    ("device_windows", "INSERT OR REPLACE INTO device_1m VALUES (?,?,?,?,?,?,?,?,?)",
+     table_rows.device_window_row),
+    ("home_windows", "INSERT OR REPLACE INTO home_1m VALUES (?,?,?,?,?,?,?)",
+     table_rows.home_window_row),
+)
+_EVENT_WRITES: tuple[tuple[str, str, Callable[..., tuple]], ...] = (
+    ("dead_letters", "INSERT INTO dead_letter (received_at, topic, payload, reason, payload_hash, "
+     "step, error, payload_bytes) VALUES (?,?,?,?,?,?,?,?) ON CONFLICT DO NOTHING", _dead_letter_row),
+    ("late_readings", "INSERT INTO late_readings VALUES (?,?,?,?) ON CONFLICT DO NOTHING",
+     table_rows.late_reading_row),
+    ("forecasts", "INSERT OR REPLACE INTO forecasts VALUES (?,?,?,?,?,?,?,?,?)",
+     table_rows.forecast_row),
+    ("forecast_scores", "INSERT OR REPLACE INTO forecast_scores VALUES (?,?,?,?,?,?,?,?,?,?)",
+     table_rows.forecast_score_row),
+    ("anomalies", ANOMALY_UPSERT.replace("%s", "?"), table_rows.anomaly_row),
+    ("recommendations", RECOMMENDATION_UPSERT.replace("%s", "?"), table_rows.recommendation_row),
+    ("command_acks", COMMAND_ACK_INSERT.replace("%s", "?"), table_rows.command_ack_row),
+)
 
 
 class SqliteStore:
@@ -167,54 +199,13 @@ class SqliteStore:
 
     def write_rows(self, batch: Batch) -> None:
         c = self.conn
-        if batch.readings:
-            # ON CONFLICT, not INSERT OR IGNORE: a replay is ignored (first write wins) but a NULL
-            # (NaN) must fail, to be isolated and dead-lettered, not silently dropped.
-            c.executemany(
-                "INSERT INTO readings VALUES (?,?,?,?,?,?,?) ON CONFLICT DO NOTHING",
-                [table_rows.reading_row(r, to_us) for r in batch.readings],
-            )
-        if batch.device_windows:
-            c.executemany(
-                "INSERT OR REPLACE INTO device_1m VALUES (?,?,?,?,?,?,?,?,?)",
-                [table_rows.device_window_row(w, to_us) for w in batch.device_windows],
-            )
-        if batch.home_windows:
-            c.executemany(
-                "INSERT OR REPLACE INTO home_1m VALUES (?,?,?,?,?,?,?)",
-                [table_rows.home_window_row(w, to_us) for w in batch.home_windows],
-            )
+        for attr, sql, row in _WINDOW_WRITES:
+            if items := getattr(batch, attr):
+                c.executemany(sql, [row(x, to_us) for x in items])
         self._refresh_hourly(batch)
-        if batch.dead_letters:
-            c.executemany(
-                "INSERT INTO dead_letter (received_at, topic, payload, reason, payload_hash, "
-                "step, error, payload_bytes) VALUES (?,?,?,?,?,?,?,?) ON CONFLICT DO NOTHING",
-                [(to_us(row[0]), *row[1:]) for row in map(dead_letter_row, batch.dead_letters)],
-            )
-        if batch.late_readings:
-            c.executemany(
-                "INSERT INTO late_readings VALUES (?,?,?,?) ON CONFLICT DO NOTHING",
-                [table_rows.late_reading_row(x, to_us) for x in batch.late_readings],
-            )
-        if batch.forecasts:
-            c.executemany(
-                "INSERT OR REPLACE INTO forecasts VALUES (?,?,?,?,?,?,?,?,?)",
-                [table_rows.forecast_row(f, to_us) for f in batch.forecasts],
-            )
-        if batch.forecast_scores:
-            c.executemany(
-                "INSERT OR REPLACE INTO forecast_scores VALUES (?,?,?,?,?,?,?,?,?,?)",
-                [table_rows.forecast_score_row(s, to_us) for s in batch.forecast_scores],
-            )
-        if batch.anomalies:
-            c.executemany(ANOMALY_UPSERT.replace("%s", "?"),
-                          [table_rows.anomaly_row(a, to_us) for a in batch.anomalies])
-        if batch.recommendations:
-            c.executemany(RECOMMENDATION_UPSERT.replace("%s", "?"),
-                          [table_rows.recommendation_row(r, to_us) for r in batch.recommendations])
-        if batch.command_acks:
-            c.executemany(COMMAND_ACK_INSERT.replace("%s", "?"),
-                          [table_rows.command_ack_row(a, to_us) for a in batch.command_acks])
+        for attr, sql, row in _EVENT_WRITES:
+            if items := getattr(batch, attr):
+                c.executemany(sql, [row(x, to_us) for x in items])
         self._upsert_devices(device_rows(batch))
 
     def _refresh_hourly(self, batch: Batch) -> None:
