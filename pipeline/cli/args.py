@@ -64,6 +64,15 @@ def non_negative_float(value: str) -> float:
     return _number(value, float, "a number", ">= 0", lambda f: not f < 0)  # as before, NaN passes
 
 
+def latitude(value: str) -> float:
+    return _number(value, float, "a latitude in degrees", "between -90 and 90", lambda f: -90 <= f <= 90)
+
+
+def longitude(value: str) -> float:
+    return _number(value, float, "a longitude in degrees (east positive)", "between -180 and 180",
+                   lambda f: -180 <= f <= 180)
+
+
 def positive_int(value: str) -> int:
     return _number(value, int, "a whole number", "> 0", lambda i: i > 0)
 
@@ -246,6 +255,24 @@ def load_option(value: str):
 
     try:
         return parse_load_option(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def battery_option(value: str):
+    from pipeline.energy.plan_input import parse_battery_option
+
+    try:
+        return parse_battery_option(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def ev_option(value: str):
+    from pipeline.energy.plan_input import parse_ev_option
+
+    try:
+        return parse_ev_option(value)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
