@@ -30,7 +30,7 @@ from pipeline import metrics
 from pipeline.config import parse_mqtt_url
 from pipeline.energy.tariff import TariffBook
 from pipeline.ha.discovery import AVAILABLE, NOT_AVAILABLE, Topics, discovery_configs
-from pipeline.ha.state import HaUpdate, HomeDashboard, price_windows
+from pipeline.ha.state import HaUpdate, HomeDashboard, Pricer
 from pipeline.ingest.registry import Registry
 from pipeline.logs import get_logger
 from pipeline.records import Anomaly, DeadLetter, Forecast, HomeWindow, Recommendation
@@ -58,7 +58,7 @@ class HaStateLogic(_GuardedLogic):
     def __init__(self, setup: HaSetup, state: HomeDashboard | None) -> None:
         super().__init__(state, metrics.worker_label())
         self.setup = setup
-        self.costs: dict[int, float | None] = {}
+        self.pricer = Pricer(setup.book)  # per key: a day of this home's minute prices
 
     def fresh_state(self, record) -> HomeDashboard | None:
         if record is None:
@@ -69,18 +69,12 @@ class HaStateLogic(_GuardedLogic):
     def handle(self, record: HaInput):
         if self.state is None:
             self.state = self.fresh_state(record)
-        self.state.add(record, self.costs.get(id(record)))
+        self.state.add(record, self.pricer.cost(record) if isinstance(record, HomeWindow) else None)
         return []
 
     def on_batch(self, values: list[HaInput]):
-        windows = [v for v in values if isinstance(v, HomeWindow)]
-        try:
-            self.costs = {id(w): c for w, c in zip(windows, price_windows(windows, self.setup.book))}
-        except Exception:  # noqa: BLE001 - unpriced minutes still count their energy
-            self.costs = {}
         ordered: list[HaInput] = sorted(values, key=_order)
         out = self.run_records(ordered)
-        self.costs = {}
         if self.state is not None:
             currency = self.setup.book.currency if self.setup.book is not None else None
             out.extend(self.guarded("ha_changes", lambda: [u for u in [self.state.changes(currency)] if u])[0])

@@ -105,6 +105,26 @@ def test_energy_cost_bill_and_projection_follow_the_minutes_and_reset_in_local_t
     assert d.values("EUR")[0]["energy_today"]["value"] == pytest.approx((61 * 10 + 40) / 1000)  # 62 minutes today, one of them replaced
 
 
+def test_the_minute_pricer_matches_with_cost_across_days_periods_and_export():
+    """The per-home day of minute prices gives what the viewer's vectorised pricing gives."""
+    import polars as pl
+
+    from pipeline.energy.tariff import book_from_toml, with_cost
+
+    book = book_from_toml(TARIFFS)  # time-of-use: night, weekday peak, export price
+    t0 = datetime(2024, 3, 30, 20, 17, tzinfo=timezone.utc)  # over the spring-forward night
+    minutes = [window(t0 + timedelta(minutes=4 * i), 8.0 if i % 5 else -3.0, "house7" if i % 2 else "h")
+               for i in range(900)]
+    ref = with_cost(pl.DataFrame({"home_id": [w.home_id for w in minutes], "bucket": [w.bucket for w in minutes],
+                                  "energy_wh": [w.energy_wh for w in minutes]}), book)["cost"].to_list()
+    assert price_windows(minutes, book) == pytest.approx(ref, abs=1e-12)
+    assert len({round(c / w.energy_wh, 4) for c, w in zip(ref, minutes)}) >= 4  # several prices met
+    assert price_windows(minutes[:3], None) == [None, None, None]
+    # Past the end of house7's price file there is no price: unpriced, not an error.
+    beyond = window(datetime(2024, 4, 3, 0, 5, tzinfo=timezone.utc), 8.0, "house7")
+    assert price_windows([beyond], book) == [None]
+
+
 def test_forecast_anomalies_and_the_top_recommendation_with_their_attributes():
     d = HomeDashboard("h", "UTC")
     t0 = datetime(2024, 5, 1, 12, tzinfo=timezone.utc)
