@@ -203,16 +203,16 @@ def test_shems_run_publishes_discovery_and_states_that_follow_the_flow(tmp_path,
     watcher = Watcher(f"{ha_prefix}/#", f"{topic_prefix}shems-ha/#")
     flow = FlowProcess(f"mqtt://{MQTT_HOST}:{MQTT_PORT}", store, topic_prefix,
                        extra_args=["--ha-discovery", "--ha-prefix", ha_prefix, "--tariffs", str(TARIFFS),
-                                   "--timezone", "UTC"])
+                                   "--timezone", "UTC", "--recovery-dir", str(tmp_path / "recovery")])
     pub = TestPublisher(MQTT_HOST, MQTT_PORT)
     try:
         flow.start()
         now = datetime.now(timezone.utc).replace(second=0, microsecond=0)
         # Minutes of today only (UTC): after 00:25 the run starts within today.
-        start = max(now - timedelta(minutes=20), now.replace(hour=0, minute=0))
-        if now - start < timedelta(minutes=6):
+        start = max(now - timedelta(minutes=30), now.replace(hour=0, minute=0))
+        if now - start < timedelta(minutes=9):
             pytest.skip("too close to midnight UTC for a day of minutes")
-        mid = start + (now - start) / 2
+        mid, late = start + (now - start) / 3, start + (now - start) * 2 / 3
         counter = 1_000_000.0
 
         def publish_span(a: datetime, b: datetime) -> None:
@@ -239,11 +239,11 @@ def test_shems_run_publishes_discovery_and_states_that_follow_the_flow(tmp_path,
         assert watcher.wait(lambda got: got.get(f"{topic_prefix}shems-ha/availability") == b"online",
                             what="availability online")
 
-        publish_span(mid, now)
+        publish_span(mid, late)
         grown = watcher.wait(lambda got: (v := json.loads(got[energy_topic])["value"]) > first and v,
                              what="energy today to grow")
         # Each minute is 2 kW for 60 s = 33.3 Wh; the newest minutes may still be open.
-        closed_minutes = (now - start) / timedelta(minutes=1)
+        closed_minutes = (late - start) / timedelta(minutes=1)
         assert grown <= closed_minutes * 2000 / 60 / 1000 + 0.01
         assert [json.loads(p)["value"] for p in watcher.history[energy_topic]] == sorted(
             json.loads(p)["value"] for p in watcher.history[energy_topic])
@@ -263,6 +263,21 @@ def test_shems_run_publishes_discovery_and_states_that_follow_the_flow(tmp_path,
         flow.stop()
         assert watcher.wait(lambda got: got.get(f"{topic_prefix}shems-ha/availability") == b"offline",
                             what="availability offline after the stop")
+
+        # With --recovery-dir the day's state survives a restart: today's energy goes on from
+        # where it was, it does not start again from the minutes after the restart.
+        before = json.loads(watcher.latest[energy_topic])["value"]
+        with watcher.lock:
+            watcher.history[energy_topic] = []
+        flow.start()
+        assert watcher.wait(lambda got: got.get(f"{topic_prefix}shems-ha/availability") == b"online",
+                            what="availability online after the restart")
+        publish_span(late, now)
+        after = watcher.wait(lambda got: (v := json.loads(got[energy_topic])["value"]) > before and v,
+                             what="energy today to grow after the restart")
+        assert min(json.loads(p)["value"] for p in watcher.history[energy_topic]) >= before
+        assert after > before
+        flow.stop()
     finally:
         flow.kill()
         _clear_retained(watcher, pub)
