@@ -106,7 +106,8 @@ def test_compose_file_is_valid_and_its_settings_are_real_flags():
     else:
         print("docker compose plugin not available: validated the YAML structure only")
     compose = yaml.safe_load((DEPLOY / "compose.yaml").read_text())
-    assert set(compose["services"]) == {"mosquitto", "timescaledb", "flow", "viewer", "prometheus", "grafana"}
+    assert set(compose["services"]) == {"mosquitto", "timescaledb", "flow", "viewer", "notify", "prometheus",
+                                        "grafana"}
     for service in compose["services"].values():
         for volume in service.get("volumes", []):
             source = volume.split(":")[0]
@@ -114,6 +115,7 @@ def test_compose_file_is_valid_and_its_settings_are_real_flags():
                 assert (DEPLOY / source).exists(), source
     assert set(compose["services"]["flow"]["environment"]) <= _flags()
     assert set(compose["services"]["viewer"]["environment"]) <= _flags("ui")
+    assert set(compose["services"]["notify"]["environment"]) <= _flags("notify")
 
 
 def _k8s_documents():

@@ -18,6 +18,7 @@ import ui.control
 import ui.cost
 import ui.data
 import ui.db
+import ui.notifications
 from pipeline.records import (
     AckStatus,
     CommandAck,
@@ -38,7 +39,7 @@ from ui.db import Database
 from ui.settings import ViewerSettings
 
 LAYERS: list[ModuleType] = [ui.data, ui.control, ui.db, ui.cost, pipeline.cli.viewer, ui.accounts,
-                          ui.charts]
+                          ui.charts, ui.notifications]
 T0 = datetime(2026, 3, 2, 12, 0, tzinfo=timezone.utc)
 NOW = T0 + timedelta(minutes=10)
 PRICING = Pricing("GBP", 0.30, "flat 0.30 GBP/kWh")
@@ -96,6 +97,15 @@ NO_PRINCIPAL = {
                  "Accounts.remove_user", "Accounts.set_password", "Accounts.set_access",
                  "Accounts.users", "Accounts.principal", "Accounts.sign_in", "Accounts.resume",
                  "Accounts.sign_out", "Accounts.audit")},
+    **{f"ui.notifications.NotifyStore.{n}": "the signed-in user's own notification settings: the "
+       "Account page passes p.username, never a name from the request"
+       for n in ("targets", "add_target", "remove_target", "prefs", "set_prefs", "history")},
+    **{f"ui.notifications.NotifyStore.{n}": "the notifier (`shems notify`, server side): a notice is "
+       "queued only for members of its home (user_homes), tested in tests/test_notify.py"
+       for n in ("home_timezone", "cursor", "set_cursor", "anomalies_since", "recommendations_since",
+                 "notices_since", "enqueue", "enqueue_budget", "pending", "record_attempt")},
+    **{f"ui.notifications.{n}": "pure, or sending a notice to targets already read for their owner"
+       for n in ("utcnow", "Prefs.quiet_hours", "apprise_send", "send_to_targets")},
     **{f"ui.charts.{n}": "pure: draws a frame already read under a check"
        for n in ("stacked_usage", "cost_by_device", "period_comparison", "daily_heatmap",
                  "weekly_heatmap", "recent_power", "device_power", "forecast_chart",

@@ -69,7 +69,8 @@ home_pages = [
     st.Page(PAGES / "alerts.py", title="Alerts", icon=":material/notifications:"),
     st.Page(PAGES / "devices.py", title="Devices", icon=":material/power:"),
 ]
-sections = {"Home": home_pages}
+sections = {"Home": home_pages,
+            "Account": [st.Page(PAGES / "account.py", title="Notifications", icon=":material/mail:")]}
 if p.sees_fleet:
     sections["Fleet"] = [st.Page(PAGES / "fleet.py", title="Fleet", icon=":material/location_city:")]
 if p.role is Role.ADMIN:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable, Sequence
 
-from pipeline.cli import bench, evaluate, import_export, plan, publish, run, savings, viewer
+from pipeline.cli import bench, evaluate, import_export, notify, plan, publish, run, savings, viewer
 from pipeline.cli.args import Parser
 
 # In the order `shems --help` lists them.
@@ -27,6 +27,7 @@ SUBCOMMANDS: tuple[Callable, ...] = (
     savings.register,
     viewer.register_ui,
     viewer.register_user,
+    notify.register,
 )
 
 
