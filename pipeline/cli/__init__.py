@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable, Sequence
 
-from pipeline.cli import bench, evaluate, import_export, plan, publish, run, viewer
+from pipeline.cli import bench, evaluate, http, import_export, plan, publish, run, viewer
 from pipeline.cli.args import Parser
 
 # In the order `shems --help` lists them.
@@ -26,6 +26,8 @@ SUBCOMMANDS: tuple[Callable, ...] = (
     plan.register,
     viewer.register_ui,
     viewer.register_user,
+    http.register_http,
+    http.register_apikey,
 )
 
 
