@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import os
 import socket
+import sys
 
 from pipeline.cli.args import add_broker_args, existing_file, port, positive_float, store_url
 from pipeline.cli.common import fail, one_line
@@ -76,10 +77,11 @@ def cmd_apikey(args: argparse.Namespace) -> int:
         if args.action == "add":
             known = args.home in keys.store.home_last_seen()
             record, key = keys.add(args.home, args.label or "")
-            print(key)
-            print(f"key {record.key_id} writes home {args.home}; it is shown only now", flush=True)
+            # The key alone on stdout (KEY=$(shems apikey add HOME)); what it is on stderr.
+            print(key, flush=True)
+            print(f"key {record.key_id} writes home {args.home}; it is shown only now", file=sys.stderr)
             if not known:
-                print(f"note: no device of home {args.home} has been seen yet", flush=True)
+                print(f"note: no device of home {args.home} has been seen yet", file=sys.stderr)
         elif args.action == "revoke":
             if not keys.revoke(args.key_id):
                 return fail(f"no active key {args.key_id!r} (see shems apikey list)")
