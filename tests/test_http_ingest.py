@@ -11,6 +11,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.parse
@@ -43,7 +44,7 @@ class Service:
     def __init__(self, store_url: str, prefix: str, *extra: str, mqtt_url: str = MQTT_URL) -> None:
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
-        self.log = Path(store_url.removeprefix("sqlite:///") + f".http-{self.port}.log")
+        self.log = Path(tempfile.mkdtemp(prefix="shems-http-test-")) / "http.log"
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "pipeline.cli", "http", "--port", str(self.port),
              "--store-url", store_url, "--mqtt-url", mqtt_url, "--topic-prefix", prefix,
@@ -258,6 +259,9 @@ def test_rate_limit_per_key(env):
         assert int(statuses[3][1]["retry-after"]) >= 1 and json.loads(statuses[3][2])["error"] == "rate_limited"
         assert call("POST", url, json.dumps({"device_id": "q", "power_w": 1}), bearer(other))[0] == 200
         assert {r.power_w for r in wait_readings(env, home, 4) if r.device_id == "p"} == {0.0, 1.0, 2.0}
+        # guessing keys: after 20 wrong ones an address is slowed down before the store is asked
+        wrong = [call("POST", url, "{}", bearer(f"guess-{i}"))[0] for i in range(25)]
+        assert wrong[:20] == [401] * 20 and 429 in wrong[20:]
     finally:
         service.stop()
 
@@ -338,6 +342,32 @@ def test_the_service_still_serves_after_the_hostile_run(env, hostile_key):
     assert any(r.device_id == "after" and r.power_w == 42 for r in wait_readings(env, home, 10_000, 10))
     assert env.service.proc.poll() is None and env.flow.proc.poll() is None
     assert "Traceback" not in env.service.log.read_text()
+
+
+def test_postgres_store(pg_url, topic_prefix):
+    """The same service and flow on PostgreSQL: keys looked up and dead letters written on the
+    store's connection from the service's threads."""
+    store = open_store(pg_url)
+    store.migrate()
+    flow = FlowProcess(MQTT_URL, pg_url, topic_prefix, extra_args=["--no-insights"]).start()
+    service = Service(pg_url, topic_prefix)
+    try:
+        key = ApiKeys(store).add("pg-home")[1]
+        url = f"{service.base}/api/v1/homes/pg-home/readings"
+        batch = [{"device_id": f"d{i}", "power_w": i} for i in range(20)] + [{"device_id": "x", "power_w": "?"}]
+        status, _, body = call("POST", url, json.dumps(batch), bearer(key))
+        assert status == 400 and json.loads(body)["accepted"] == 20
+        q = urllib.parse.urlencode({"apikey": key, "node": "emonpi", "fulljson": '{"power1": 7}'})
+        assert call("GET", f"{service.base}/input/post?{q}")[::2] == (200, b"ok")
+        deadline = time.monotonic() + 30
+        while len(store.readings("pg-home")) < 21 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert {r.device_id for r in store.readings("pg-home")} == {f"d{i}" for i in range(20)} | {"emonpi:1"}
+        assert [d.error for d in store.dead_letters() if d.step == "http"] == ["invalid_payload"]
+    finally:
+        service.stop()
+        flow.stop()
+        store.close()
 
 
 def test_apikey_cli(env, tmp_path):

@@ -173,6 +173,8 @@ def test_token_bucket():
     limiter = RateLimiter(rate=1.0, burst=1.0, max_keys=2)
     assert limiter.take("a", 0.0) == 0.0 and limiter.take("a", 0.0) > 0
     assert limiter.take("b", 0.0) == 0.0  # keys are apart
+    assert limiter.wait("a", 0.5) == pytest.approx(0.5) and limiter.wait("a", 0.5) == pytest.approx(0.5)
+    assert limiter.wait("never-seen", 0.0) == 0.0
     with pytest.raises(ValueError):
         RateLimiter(rate=0, burst=1)
 

@@ -41,6 +41,14 @@ class RateLimiter:
         self.max_keys = max_keys
         self._buckets: OrderedDict[str, TokenBucket] = OrderedDict()
 
+    def wait(self, key: str, now: float, cost: float = 1.0) -> float:
+        """Seconds until ``take`` would succeed, without taking anything."""
+        bucket = self._buckets.get(key)
+        if bucket is None:
+            return 0.0
+        tokens = min(bucket.burst, bucket.tokens + max(0.0, now - bucket.updated) * bucket.rate)
+        return 0.0 if tokens >= cost else (cost - tokens) / bucket.rate
+
     def take(self, key: str, now: float, cost: float = 1.0) -> float:
         bucket = self._buckets.get(key)
         if bucket is None:

@@ -12,8 +12,9 @@ A request is judged by the pure functions of pipeline/ingest/http_request.py and
 Accepted readings are published, QoS 1, to ``<prefix>shems/<home>/<device>/reading`` (the native
 topic, with the time stamp filled in) so the running flow stores them as any native message, and
 the answer waits for the broker's acknowledgement; bad input is written to ``dead_letter``
-(step ``http``) directly. Order of checks: body size bound (the key may be in a form body), key
-(401), home (403), rate (429, per key), then the body (413, 400).
+(step ``http``) directly. Order of checks: body size bound (the key may be in a form body), wrong
+keys from the client's address (429), key (401), home (403), rate (429, per key), then the body
+(413, 400).
 """
 
 from __future__ import annotations
@@ -54,6 +55,8 @@ class HttpSettings:
     rate_per_s: float = 2.0  # sustained requests per second per key
     burst: float = 30.0  # requests a key may send at once (a device's backlog after an outage)
     publish_timeout_s: float = 10.0  # for the broker's PUBACKs; then 503
+    failed_keys_per_s: float = 0.2  # wrong keys per client address (then 429)
+    failed_keys_burst: float = 20.0
     validation: ValidationSettings = field(default_factory=ValidationSettings)
 
 
@@ -142,6 +145,9 @@ class HttpIngest:
         self.publisher = publisher
         self.settings = settings
         self.limiter = RateLimiter(settings.rate_per_s, settings.burst)
+        # Wrong keys per client address: each costs a store lookup, so a client that keeps
+        # guessing is slowed down before it reaches the store.
+        self.failures = RateLimiter(settings.failed_keys_per_s, settings.failed_keys_burst)
         self.clock = clock
 
     async def handle(self, request: Request, judge: Callable[[bytes, dict[str, str], ApiKey, datetime],
@@ -164,6 +170,11 @@ class HttpIngest:
                 return _error(413, "too_large", f"body over {validation.max_payload_bytes} bytes")
             return _error(401, "unauthorized", "no API key: Authorization: Bearer KEY or apikey=KEY",
                           {"WWW-Authenticate": "Bearer"})
+        client = request.client.host if request.client else "?"
+        blocked = self.failures.wait(client, self.clock())
+        if blocked > 0:
+            return _error(429, "rate_limited", "too many wrong API keys from this address",
+                          {"Retry-After": str(max(1, math.ceil(blocked)))})
         try:
             record = await run_in_threadpool(self.keys.lookup, key)
         except Exception as exc:  # noqa: BLE001 - the store is down: the device retries later
@@ -171,6 +182,8 @@ class HttpIngest:
             return _error(503, "store_unavailable", "cannot check the API key now; retry later",
                           {"Retry-After": "10"})
         if record is None:
+            self.failures.take(client, self.clock())
+            log.info("http_unknown_key", client=client[:64])
             return _error(401, "unauthorized", "unknown or revoked API key", {"WWW-Authenticate": "Bearer"})
         if home_in_path is not None and home_in_path != record.home_id:
             return _error(403, "forbidden", "this API key writes another home")
@@ -189,9 +202,10 @@ class HttpIngest:
             published = await self.publisher.publish(outcome.readings)
         if outcome.dead_letters:
             await self._store_dead_letters(outcome.dead_letters)
-        log.info("http_request", path=where[:200], home=record.home_id, key=record.key_id,
-                 status=outcome.status, readings=len(outcome.readings),
-                 dead_letters=len(outcome.dead_letters), published=published)
+        (log.debug if outcome.status == 200 and published else log.info)(
+            "http_request", path=where[:200], home=record.home_id, key=record.key_id,
+            status=outcome.status, readings=len(outcome.readings),
+            dead_letters=len(outcome.dead_letters), published=published)
         if not published:
             return _error(503, "broker_unavailable", "the broker did not acknowledge the readings; "
                           "retry later (a retry stores nothing twice)", {"Retry-After": "5"})
