@@ -96,7 +96,8 @@ def env(tmp_path_factory):
     store = open_store(store_url)
     store.migrate()
     flow = FlowProcess(MQTT_URL, store_url, prefix, extra_args=["--no-insights"]).start()
-    service = Service(store_url, prefix, "--rate", "50", "--burst", "200")
+    service = Service(store_url, prefix, "--rate", "50", "--burst", "200",
+                      "--node-names", "20=power1,power2,vrms")
     keys = ApiKeys(store)
     yield type("Env", (), dict(store_url=store_url, prefix=prefix, store=store, flow=flow,
                                service=service, keys=keys))
@@ -170,11 +171,16 @@ def test_emoncms_input_api_lands_in_the_store(env):
     q = urllib.parse.urlencode({"apikey": key, "time": now - 60, "data": json.dumps(
         [[0, "iota", {"power_mains": 800}, {"power_solar": -300}]])})
     assert call("GET", f"{base}/input/bulk.json?{q}")[::2] == (200, b"ok")
-    readings = wait_readings(env, home, 7)
+    # emonhub: values by position, its rssi last; node 20's names were given to shems http
+    form = urllib.parse.urlencode({"apikey": key, "sentat": now, "data": json.dumps([[now - 5, 20, 300, 25, 241, -70]])})
+    assert call("POST", f"{base}/input/bulk.json", form,
+                {"Content-Type": "application/x-www-form-urlencoded"})[::2] == (200, b"ok")
+    readings = wait_readings(env, home, 9)
     got = {(r.device_id, r.power_w, r.energy_wh, r.voltage_v) for r in readings}
     assert got == {("emontx:1", 120.0, 5012.0, 239.1), ("emontx:2", 30.5, None, 239.1),
                    ("plug", 200.0, None, None), ("10", 50.0, None, None), ("10", 55.0, None, None),
-                   ("iota:mains", 800.0, None, None), ("iota:solar", -300.0, None, None)}
+                   ("iota:mains", 800.0, None, None), ("iota:solar", -300.0, None, None),
+                   ("20:1", 300.0, None, 241.0), ("20:2", 25.0, None, 241.0)}
     when = {(r.device_id, r.power_w): r.ts for r in readings}
     assert when[("emontx:1", 120.0)] == datetime.fromtimestamp(now - 20, timezone.utc)
     assert when[("iota:solar", -300.0)] == datetime.fromtimestamp(now - 60, timezone.utc)

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline.ingest.emoncms import classify, input_bulk, input_post
+from pipeline.ingest.emoncms import classify, input_bulk, input_post, parse_node_names
 from pipeline.ingest.http_request import native_batch
 from pipeline.ingest.rate_limit import RateLimiter, TokenBucket
 from pipeline.records import DeviceKind
@@ -129,6 +129,22 @@ def test_emoncms_bulk_time_references():
     assert _bulk_times({"data": data, "sentat": "543"}) == [
         ("16", NOW - timedelta(seconds=23)), ("17", NOW - timedelta(seconds=13)),
         ("19", NOW - timedelta(seconds=8))]
+
+
+def test_emoncms_positional_inputs_named_per_node():
+    """emonhub sends values by position (and its rssi last): the operator names them per node."""
+    names = parse_node_names("10=power1,,power2,vrms; emontx=P")
+    assert names == {"10": ("power1", "", "power2", "vrms"), "emontx": ("P",)}
+    out = input_bulk({"data": "[[0,10,150,7,30,240,-60],[0,11,5]]", "time": str(int(NOW.timestamp()))},
+                     "h1", "/input/bulk", NOW, V, names)
+    assert {(r.device_id, r.power_w, r.voltage_v) for r in out.readings} == {("10:1", 150.0, 240.0),
+                                                                            ("10:2", 30.0, 240.0)}
+    assert [(r.index, r.error) for r in out.rejections] == [(1, "missing_field")]  # node 11: no names
+    post = input_post({"node": "emontx", "csv": "99"}, None, "h1", "/p", NOW, V, names)
+    assert [(r.device_id, r.power_w) for r in post.readings] == [("emontx", 99.0)]
+    for bad in ("10", "=power", "10=", "10=,"):
+        with pytest.raises(ValueError):
+            parse_node_names(bad)
 
 
 def test_emoncms_bulk_bad_items():

@@ -13,6 +13,15 @@ from pipeline.cli.common import fail, one_line
 from pipeline.config import DEFAULT_STORE_URL
 
 
+def node_names(value: str) -> dict[str, tuple[str, ...]]:
+    from pipeline.ingest.emoncms import parse_node_names
+
+    try:
+        return parse_node_names(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _open_keys(url: str):
     from sinks.apikeys import ApiKeys
     from sinks.stores import open_store
@@ -45,7 +54,7 @@ def cmd_http(args: argparse.Namespace) -> int:
         keys.store.close()
         return fail(f"cannot connect to the broker {mask_url(args.mqtt_url)}: {one_line(exc)}")
     settings = HttpSettings(topic_prefix=args.topic_prefix, rate_per_s=args.rate, burst=args.burst,
-                            publish_timeout_s=args.publish_timeout)
+                            publish_timeout_s=args.publish_timeout, node_names=args.node_names)
     scheme = "https" if args.ssl_cert_file else "http"
     print(f"shems http on {scheme}://{args.address}:{args.port} (store {mask_url(args.store_url)}, "
           f"broker {mask_url(args.mqtt_url)}, topics {args.topic_prefix}shems/<home>/<device>/reading)",
@@ -108,6 +117,9 @@ def register_http(sub) -> None:
     p.add("--burst", type=positive_float, default=30.0, help="requests per API key at once")
     p.add("--publish-timeout", type=positive_float, default=10.0,
           help="seconds to wait for the broker's acknowledgements before answering 503")
+    p.add("--node-names", type=node_names, default={},
+          help="emoncms: names of positional (csv, plain bulk) inputs per node, e.g. "
+               "'10=power1,power2,vrms;emontx=power1,E1' (emonhub sends values by position)")
     p.add("--ssl-cert-file", type=existing_file, help="serve HTTPS with this certificate (PEM)")
     p.add("--ssl-key-file", type=existing_file, help="private key of --ssl-cert-file (PEM)")
     p.set_defaults(handler=cmd_http)

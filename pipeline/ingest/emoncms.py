@@ -28,7 +28,10 @@ So ``{"power1":120,"E1":5012,"power2":30,"vrms":239}`` from node ``emontx`` is t
 (``temp``, ``humidity``, ``rssi``, ``pulse``) are not metering and are left out; a node that sends
 only those is answered ``ok`` with nothing stored. Metering that cannot become a reading (an
 ``E3`` without a ``power3``, positional csv values that have no names) is a dead letter, never
-dropped without a trace. A ``kind`` parameter (a shems extension) sets the devices' kind.
+dropped without a trace. Positional values (csv, plain bulk values, which emonhub sends) can be
+named per node by the operator (``NodeNames``: node ``10`` -> ``power1,power2,vrms``), as emoncms
+users name inputs in emoncms; values beyond the names given are then not metering and left out.
+A ``kind`` parameter (a shems extension) sets the devices' kind.
 """
 
 from __future__ import annotations
@@ -64,6 +67,23 @@ _FIELD = {"power": "power_w", "watts": "power_w", "watt": "power_w", "p": "power
 _LENIENT_DROP = re.compile(r"[^\w\s\-.:,]", re.UNICODE)
 
 
+# Names of positional inputs per node, given by the operator: {"10": ("power1", "power2", "vrms")}.
+NodeNames = Mapping[str, tuple[str, ...]]
+
+
+def parse_node_names(spec: str) -> dict[str, tuple[str, ...]]:
+    """``NODE=name1,name2,...;NODE2=...`` (an empty name skips a position) -> {node: names}."""
+    out: dict[str, tuple[str, ...]] = {}
+    for part in filter(None, (p.strip() for p in spec.split(";"))):
+        node, sep, names = part.partition("=")
+        parts = tuple(n.strip() for n in names.split(","))
+        if not sep or not node.strip() or not any(parts):
+            raise ValueError(f"expected NODE=name1,name2,...[;NODE=...] e.g. 10=power1,power2,vrms; "
+                             f"got {part!r}")
+        out[node.strip()] = parts
+    return out
+
+
 def classify(name: str) -> tuple[str, str] | None:
     """(field, channel) for a metering input name, None for any other input."""
     m = _NAME.match(name.strip())
@@ -74,7 +94,8 @@ def classify(name: str) -> tuple[str, str] | None:
 
 
 def input_post(params: Mapping[str, str], node_in_path: str | None, home_id: str, where: str,
-               received_at: datetime, validation: ValidationSettings) -> Outcome:
+               received_at: datetime, validation: ValidationSettings,
+               node_names: NodeNames | None = None) -> Outcome:
     out = Outcome()
     raw = _shown_params(params)
     try:
@@ -85,12 +106,13 @@ def input_post(params: Mapping[str, str], node_in_path: str | None, home_id: str
     except DecodeError as exc:
         out.reject(dead_letter(received_at, where, raw, str(exc), exc.code), None)
         return out
-    node_readings(out, None, home_id, node, inputs, ts, kind, where, raw, received_at, validation)
+    node_readings(out, None, home_id, node, inputs, ts, kind, where, raw, received_at, validation,
+                  node_names)
     return out
 
 
 def input_bulk(params: Mapping[str, str], home_id: str, where: str, received_at: datetime,
-               validation: ValidationSettings) -> Outcome:
+               validation: ValidationSettings, node_names: NodeNames | None = None) -> Outcome:
     out = Outcome()
     raw = _shown_params(params)
     try:
@@ -116,13 +138,15 @@ def input_bulk(params: Mapping[str, str], home_id: str, where: str, received_at:
         except DecodeError as exc:
             out.reject(dead_letter(received_at, at, item_raw, str(exc), exc.code), index)
             continue
-        node_readings(out, index, home_id, node, inputs, ts, kind, at, item_raw, received_at, validation)
+        node_readings(out, index, home_id, node, inputs, ts, kind, at, item_raw, received_at, validation,
+                      node_names)
     return out
 
 
 def node_readings(out: Outcome, index: int | None, home_id: str, node: str,
                   inputs: Mapping[str, object], ts: datetime, kind: DeviceKind, where: str,
-                  raw: bytes | str, received_at: datetime, validation: ValidationSettings) -> None:
+                  raw: bytes | str, received_at: datetime, validation: ValidationSettings,
+                  node_names: NodeNames | None = None) -> None:
     """One node's inputs at one time as readings (one per channel) added to ``out``."""
     def reject(reason: str, code: DeadLetterCode) -> None:
         out.reject(dead_letter(received_at, where, raw, reason, code), index)
@@ -130,6 +154,12 @@ def node_readings(out: Outcome, index: int | None, home_id: str, node: str,
     violation = check_id(node, "node", validation)
     if violation is not None:
         return reject(violation.reason, violation.code)
+    named = (node_names or {}).get(node)
+    if named is not None:
+        # The operator named this node's positions; positions beyond (emonhub's rssi) are left out.
+        inputs = {(named[int(k) - 1] if k.isdigit() and 0 < int(k) <= len(named) else
+                   (k if not k.isdigit() else "")): v for k, v in inputs.items()}
+        inputs.pop("", None)
     channels: dict[str, dict[str, float]] = {}
     positional: list[str] = []
     for name, value in inputs.items():
@@ -148,7 +178,8 @@ def node_readings(out: Outcome, index: int | None, home_id: str, node: str,
         channels.setdefault(channel, {}).setdefault(field, number)
     if positional:
         return reject(f"inputs {', '.join(positional[:10])} have no names (csv or plain bulk "
-                      "values): name them, e.g. fulljson={\"power1\":100}",
+                      "values): name them, e.g. fulljson={\"power1\":100}, or give the node's names "
+                      "to shems http (--node-names NODE=power1,power2,...)",
                       DeadLetterCode.MISSING_FIELD)
     shared = channels.get("", {})
     powered = [ch for ch, fields in channels.items() if "power_w" in fields]

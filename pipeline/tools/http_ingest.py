@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Protocol
@@ -57,6 +57,7 @@ class HttpSettings:
     publish_timeout_s: float = 10.0  # for the broker's PUBACKs; then 503
     failed_keys_per_s: float = 0.2  # wrong keys per client address (then 429)
     failed_keys_burst: float = 20.0
+    node_names: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # emoncms positions
     validation: ValidationSettings = field(default_factory=ValidationSettings)
 
 
@@ -227,6 +228,7 @@ class HttpIngest:
 
 def build_app(ingest: HttpIngest) -> Starlette:
     validation = ingest.settings.validation
+    names = ingest.settings.node_names
 
     async def native(request: Request) -> Response:
         home = request.path_params["home"]
@@ -239,12 +241,12 @@ def build_app(ingest: HttpIngest) -> Starlette:
         node = request.path_params.get("node")
         return await ingest.handle(
             request, lambda body, params, key, at: input_post(
-                params, node, key.home_id, request.url.path, at, validation), emoncms=True)
+                params, node, key.home_id, request.url.path, at, validation, names), emoncms=True)
 
     async def bulk(request: Request) -> Response:
         return await ingest.handle(
             request, lambda body, params, key, at: input_bulk(
-                params, key.home_id, request.url.path, at, validation), emoncms=True)
+                params, key.home_id, request.url.path, at, validation, names), emoncms=True)
 
     async def healthz(request: Request) -> Response:
         if ingest.publisher.connected():
