@@ -17,7 +17,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from pipeline.config import store_kind
-from sinks.base import WritableStore
+from sinks.base import TRANSIENT, WritableStore
 from sinks.rows import from_us, to_us
 
 
@@ -64,7 +64,7 @@ class ApiKeys:
             try:
                 return list(conn.execute(self._sql(sql), params).fetchall())
             except Exception as exc:
-                if self.store.classify(exc) != "transient":
+                if self.store.classify(exc) != TRANSIENT:
                     raise
                 self.store.reconnect()  # a restarted PostgreSQL: one more try on a new connection
                 conn = self.store.conn  # type: ignore[attr-defined]

@@ -308,6 +308,9 @@ PATHS = ["/api/v1/homes/{home}/readings", "/api/v1/homes/{home}/devices/d1/readi
          "/input/post", "/input/bulk", "/input/post/n1"]
 
 
+HOSTILE_REJECTED: list[int] = []  # items the native paths refused, one entry per request
+
+
 @pytest.fixture(scope="module")
 def hostile_key(env):
     home = f"hostile-{uuid.uuid4().hex[:6]}"
@@ -338,6 +341,8 @@ def test_hostile_requests_get_an_answer_and_never_break_the_service(env, hostile
     if answer != b"ok":
         parsed = json.loads(answer)
         assert parsed["accepted"] >= 0 and (status == 200) == ("rejected" not in parsed)
+        if path.startswith("/api/"):
+            HOSTILE_REJECTED.append(len(parsed.get("rejected", [])))
 
 
 def test_the_service_still_serves_after_the_hostile_run(env, hostile_key):
@@ -346,8 +351,12 @@ def test_the_service_still_serves_after_the_hostile_run(env, hostile_key):
                         json.dumps({"power_w": 42}), bearer(key))
     assert status == 200
     assert any(r.device_id == "after" and r.power_w == 42 for r in wait_readings(env, home, 10_000, 10))
+    # every refused item of the native paths is in dead_letter, none more, none lost
+    assert HOSTILE_REJECTED and sum(HOSTILE_REJECTED) > 0
+    assert len(dead_letters(env, f"/homes/{home}/")) == sum(HOSTILE_REJECTED)
     assert env.service.proc.poll() is None and env.flow.proc.poll() is None
-    assert "Traceback" not in env.service.log.read_text()
+    log = env.service.log.read_text()
+    assert "Traceback" not in log and key not in log and "http_request" in log
 
 
 def test_postgres_store(pg_url, topic_prefix):

@@ -80,6 +80,8 @@ class BrokerPublisher:
                                   client_id=client_id, protocol=mqtt.MQTTv5)
         endpoint.configure(self.client)
         self.client.max_inflight_messages_set(1000)
+        # Bounded: while the broker is away requests are refused (503), not queued without end.
+        self.client.max_queued_messages_set(10_000)
         self.client.reconnect_delay_set(1, 30)
         self.client.connect(endpoint.host, endpoint.port, keepalive=30)
         self.client.loop_start()
@@ -95,6 +97,8 @@ class BrokerPublisher:
         return bool(self.client.is_connected())
 
     async def publish(self, readings: Sequence[Reading]) -> bool:
+        if not self.client.is_connected():
+            return False
         infos = [self.client.publish(native_topic(r, self.topic_prefix), native_payload(r), qos=1)
                  for r in readings]
         if any(info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_AGAIN) for info in infos):
