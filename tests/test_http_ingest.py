@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -41,9 +42,10 @@ def free_port() -> int:
 class Service:
     """`shems http` as a child process on a free port."""
 
-    def __init__(self, store_url: str, prefix: str, *extra: str, mqtt_url: str = MQTT_URL) -> None:
+    def __init__(self, store_url: str, prefix: str, *extra: str, mqtt_url: str = MQTT_URL,
+                 context: ssl.SSLContext | None = None) -> None:
         self.port = free_port()
-        self.base = f"http://127.0.0.1:{self.port}"
+        self.base = f"{'https' if context else 'http'}://127.0.0.1:{self.port}"
         self.log = Path(tempfile.mkdtemp(prefix="shems-http-test-")) / "http.log"
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "pipeline.cli", "http", "--port", str(self.port),
@@ -54,7 +56,7 @@ class Service:
         deadline = time.monotonic() + 60
         while True:
             try:
-                if call("GET", f"{self.base}/healthz")[0] == 200:
+                if call("GET", f"{self.base}/healthz", context=context)[0] == 200:
                     return
             except OSError:
                 pass
@@ -74,11 +76,11 @@ class Service:
 
 
 def call(method: str, url: str, body: bytes | str | None = None, headers: dict | None = None,
-         timeout: float = 30.0) -> tuple[int, dict, bytes]:
+         timeout: float = 30.0, context: ssl.SSLContext | None = None) -> tuple[int, dict, bytes]:
     data = body.encode() if isinstance(body, str) else body
     request = urllib.request.Request(url, data=data, method=method, headers=headers or {})
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
+        with urllib.request.urlopen(request, timeout=timeout, context=context) as response:
             return response.status, dict(response.headers), response.read()
     except urllib.error.HTTPError as exc:
         return exc.code, dict(exc.headers), exc.read()
@@ -383,6 +385,26 @@ def test_postgres_store(pg_url, topic_prefix):
         service.stop()
         flow.stop()
         store.close()
+
+
+def test_https(env, tmp_path):
+    from tests.tlscerts import TestCA
+
+    ca = TestCA(tmp_path / "certs")
+    issued = ca.issue("http", hosts=("127.0.0.1", "localhost"))
+    context = ssl.create_default_context(cafile=str(ca.cert_path))
+    service = Service(env.store_url, env.prefix, "--ssl-cert-file", str(issued.cert),
+                      "--ssl-key-file", str(issued.key), context=context)
+    try:
+        home = f"tls-{uuid.uuid4().hex[:6]}"
+        key = new_key(env, home)
+        q = urllib.parse.urlencode({"apikey": key, "node": "n", "fulljson": '{"power": 3}'})
+        assert call("GET", f"{service.base}/input/post?{q}", context=context)[::2] == (200, b"ok")
+        assert [r.power_w for r in wait_readings(env, home, 1)] == [3.0]
+        with pytest.raises(OSError):  # plain HTTP is not spoken: the connection is closed
+            call("GET", f"http://127.0.0.1:{service.port}/healthz", timeout=5)
+    finally:
+        service.stop()
 
 
 def test_apikey_cli(env, tmp_path):
