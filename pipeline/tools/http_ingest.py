@@ -199,7 +199,9 @@ class HttpIngest:
                           {"Retry-After": str(max(1, math.ceil(wait)))})
         where = request.url.path
         if over:
-            outcome = too_large(received_at, where, body, size, validation)
+            # The head of the body is kept as the dead letter's payload, never the key with it.
+            head = body.replace(key.encode("utf-8", "replace"), b"***")
+            outcome = too_large(received_at, where, head, size, validation)
         else:
             outcome = judge(body, params, record, received_at)
         published = True
