@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable, Sequence
 
-from pipeline.cli import bench, evaluate, import_export, notify, plan, publish, run, savings, viewer
+from pipeline.cli import bench, evaluate, http, import_export, notify, plan, publish, run, savings, viewer
 from pipeline.cli.args import Parser
 
 # In the order `shems --help` lists them.
@@ -28,6 +28,8 @@ SUBCOMMANDS: tuple[Callable, ...] = (
     viewer.register_ui,
     viewer.register_user,
     notify.register,
+    http.register_http,
+    http.register_apikey,
 )
 
 
