@@ -12,7 +12,7 @@ import os
 from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from pipeline.config import (
     DEFAULT_MQTT_URL,
@@ -250,31 +250,23 @@ def horizon_list(value: str) -> tuple[float, ...]:
     return hours
 
 
-def load_option(value: str):
-    from pipeline.energy.plan_input import parse_load_option
+def _plan_option(parser_name: str) -> Callable[[str], Any]:
+    """An argparse type from a parser of pipeline.energy.plan_input (imported when first used,
+    so `shems --help` does not load the planner)."""
+    def parse(value: str):
+        from pipeline.energy import plan_input
 
-    try:
-        return parse_load_option(value)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
+        try:
+            return getattr(plan_input, parser_name)(value)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
 
-
-def battery_option(value: str):
-    from pipeline.energy.plan_input import parse_battery_option
-
-    try:
-        return parse_battery_option(value)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
+    return parse
 
 
-def ev_option(value: str):
-    from pipeline.energy.plan_input import parse_ev_option
-
-    try:
-        return parse_ev_option(value)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
+load_option = _plan_option("parse_load_option")
+battery_option = _plan_option("parse_battery_option")
+ev_option = _plan_option("parse_ev_option")
 
 
 def day(value: str):
