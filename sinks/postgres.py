@@ -49,7 +49,7 @@ from sinks.base import (
 )
 from sinks.migrate import migrations
 from sinks.rows import dead_letter_row, device_rows
-from sinks.sql import ANOMALY_UPSERT, COMMAND_ACK_INSERT, RECOMMENDATION_UPSERT
+from sinks.sql import ANOMALY_UPSERT, COMMAND_ACK_INSERT, DEVICE_UPSERT, RECOMMENDATION_UPSERT
 
 CONNECTION_DEFAULTS = {"connect_timeout": "10", "keepalives": "1", "keepalives_idle": "30",
                        "keepalives_interval": "10", "keepalives_count": "3", "tcp_user_timeout": "60000"}
@@ -147,21 +147,6 @@ def _one_row(cur: psycopg.Cursor) -> tuple[Any, ...]:
     return row
 
 
-_UPSERT_DEVICES = """
-INSERT INTO devices AS d (home_id, device_id, kind, source, first_seen, last_seen, vendor_id, channel, timezone)
-VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)
-ON CONFLICT (home_id, device_id) DO UPDATE SET
-  kind = excluded.kind, source = excluded.source,
-  first_seen = CASE WHEN d.first_seen IS NULL THEN excluded.first_seen
-                    WHEN excluded.first_seen IS NULL THEN d.first_seen
-                    ELSE least(d.first_seen, excluded.first_seen) END,
-  last_seen = CASE WHEN d.last_seen IS NULL THEN excluded.last_seen
-                   WHEN excluded.last_seen IS NULL THEN d.last_seen
-                   ELSE greatest(d.last_seen, excluded.last_seen) END,
-  vendor_id = coalesce(excluded.vendor_id, d.vendor_id),
-  channel = coalesce(excluded.channel, d.channel),
-  timezone = coalesce(excluded.timezone, d.timezone)
-"""
 
 
 _HOURLY_COLUMNS = """sum(m.mean_power_w * m.samples) / sum(m.samples), min(m.min_power_w),
@@ -429,7 +414,7 @@ class PostgresStore:
         if rows:
             # Sorted so concurrent writers lock device rows in the same order (no deadlocks).
             ordered = sorted(rows, key=lambda r: (r[0], r[1]))
-            cur.executemany(_UPSERT_DEVICES, ordered)
+            cur.executemany(DEVICE_UPSERT, ordered)
 
     def upsert_devices(self, devices: Sequence[DeviceInfo]) -> None:
         with self.conn.transaction(), self.conn.cursor() as cur:

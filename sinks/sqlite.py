@@ -25,7 +25,7 @@ from sinks.base import (
 )
 from sinks.migrate import migrations
 from sinks.rows import dead_letter_row, device_rows, from_us, to_us
-from sinks.sql import ANOMALY_UPSERT, COMMAND_ACK_INSERT, RECOMMENDATION_UPSERT
+from sinks.sql import ANOMALY_UPSERT, COMMAND_ACK_INSERT, DEVICE_UPSERT, RECOMMENDATION_UPSERT
 
 
 def classify(exc: BaseException) -> str:
@@ -232,18 +232,7 @@ class SqliteStore:
 
     def _upsert_devices(self, devices: Iterable[DeviceInfo]) -> None:
         self.conn.executemany(
-            """INSERT INTO devices VALUES (?,?,?,?,?,?,?,?,?)
-               ON CONFLICT (home_id, device_id) DO UPDATE SET
-                 kind = excluded.kind, source = excluded.source,
-                 first_seen = CASE WHEN devices.first_seen IS NULL THEN excluded.first_seen
-                                   WHEN excluded.first_seen IS NULL THEN devices.first_seen
-                                   ELSE min(devices.first_seen, excluded.first_seen) END,
-                 last_seen = CASE WHEN devices.last_seen IS NULL THEN excluded.last_seen
-                                  WHEN excluded.last_seen IS NULL THEN devices.last_seen
-                                  ELSE max(devices.last_seen, excluded.last_seen) END,
-                 vendor_id = coalesce(excluded.vendor_id, devices.vendor_id),
-                 channel = coalesce(excluded.channel, devices.channel),
-                 timezone = coalesce(excluded.timezone, devices.timezone)""",
+            DEVICE_UPSERT.replace("%s", "?"),
             [(d.home_id, d.device_id, d.kind.value, d.source.value,
               to_us(d.first_seen) if d.first_seen else None,
               to_us(d.last_seen) if d.last_seen else None, d.vendor_id, d.channel, d.timezone)
