@@ -177,10 +177,10 @@ class Parser(argparse.ArgumentParser):
     def _options(self) -> list[str]:
         return [flag for a in self._actions for flag in a.option_strings if flag.startswith("--")]
 
-    def error(self, message: str):  # type: ignore[override]
+    def error(self, message: str):
         # The usage helps with a wrong or missing word; for a bad value the sentence says it all.
         if message.startswith(("unrecognized arguments", "the following arguments are required")) \
-                or "invalid choice" in message:
+                or getattr(self, "_wrong_subcommand", False):
             self.print_usage(sys.stderr)
         self.exit(2, f"{self.prog}: error: {message}\n")
 
@@ -189,6 +189,7 @@ class Parser(argparse.ArgumentParser):
             super()._check_value(action, value)
         except argparse.ArgumentError as exc:
             choices = [str(c) for c in action.choices or ()]
+            self._wrong_subcommand = isinstance(action, argparse._SubParsersAction)
             raise argparse.ArgumentError(action, f"{exc.message}{did_you_mean(str(value), choices)}") from None
 
     def add(self, *flags: str, env: str | None = None, default=None, help: str = "", **kw):
