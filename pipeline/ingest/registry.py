@@ -21,7 +21,8 @@ A TOML file, stored in the ``devices`` table on start::
 
 Native devices (``shems/<home>/<device>/reading``) need no entry: they register on first sight.
 A Zigbee2MQTT ``vendor_id`` is the device's friendly name, which may contain ``/``
-(``ground floor/kitchen plug``). The flow subscribes to the telemetry topics these layouts give
+(``ground floor/kitchen plug``); names must differ across base topics (a device is looked up by
+its name). The flow subscribes to the telemetry topics these layouts give
 (see pipeline.ingest.decode.topics).
 A home without a ``[[home]]`` entry takes the time zone of its registered devices, else the
 flow's ``--timezone``.
