@@ -181,13 +181,16 @@ def _nowhere(leaf: Leaf, tmp: Path) -> list[str]:
 def test_a_bad_value_is_one_line_in_every_subcommand(tmp_path):
     cases = []
     for leaf in LEAVES:
+        tried = set()  # one flag per argument type and leaf: the type is what refuses the value
         for flag, action in leaf.options().items():
             value = _bad_value(action)
-            if value is None or flag in _SECRET_FILES:
+            kind = action.type if action.choices is None else tuple(action.choices)
+            if value is None or flag in _SECRET_FILES or kind in tried:
                 continue
+            tried.add(kind)
             cases.append(Case(f"{leaf.name} {flag}={value}",
                               [*leaf.base_args(SAMPLE), *_nowhere(leaf, tmp_path), f"{flag}={value}"]))
-    assert len(cases) >= 30
+    assert len(cases) >= 20
     results = _run_all(cases, tmp_path)
     _assert_one_line(results, exit_code=2)
     for case, proc in results:  # refused by argparse, naming the flag, before anything ran
