@@ -24,6 +24,7 @@ import pytest
 
 from pipeline.cli import build_parser
 from pipeline.cli.args import existing_file
+from pipeline.cli.run import ha_prefix
 from tests.conftest import FIXTURES
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -163,6 +164,8 @@ def _bad_value(action: argparse.Action) -> str | None:
         return "no-such-choice"
     if action.type in (None, str, Path) or action.nargs == 0:
         return None
+    if action.type is ha_prefix:
+        return "homeassistant/#"  # a topic prefix takes most text, never a wildcard
     return "bogus:1e999x"  # no number, URL, port, time zone, date or file is spelt so
 
 

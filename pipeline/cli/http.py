@@ -105,8 +105,7 @@ def cmd_apikey(args: argparse.Namespace) -> int:
 
 
 def register_http(sub) -> None:
-    p = sub.add_parser("http", help="readings over HTTP: native JSON and emoncms's input API",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = sub.add_parser("http", help="readings over HTTP: native JSON and emoncms's input API")
     p.add("--port", type=port, default=8080, env="SHEMS_HTTP_PORT", help="HTTP port")
     p.add("--address", default="127.0.0.1", env="SHEMS_HTTP_ADDRESS", help="address to listen on (0.0.0.0 for all)")
     p.add("--store-url", type=store_url, default=DEFAULT_STORE_URL,
