@@ -248,3 +248,27 @@ def test_energy_flow_of_a_home_without_solar_says_so(seeded):
     no_failures(at)
     assert any("no solar panels, battery or EV" in shown(i.value) for i in at.info)
     assert len(at.get("plotly_chart")) == 1
+
+
+def test_shems_bill_prints_the_page_s_numbers_and_refuses_an_unknown_home_in_one_line(seeded):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    env = {"PATH": "/usr/bin:/bin", "SHEMS_UI_LOCALE": "en_GB"}
+    out = subprocess.run([sys.executable, "-m", "pipeline.cli", "bill", "--store-url", seeded.url,
+                          "--home", OTHER_HOME], cwd=root, capture_output=True, text=True, env=env, timeout=120)
+    assert out.returncode == 0, out.stderr
+    at = signed_in(seeded.url, "olga", home=OTHER_HOME)
+    at.switch_page("views/bill.py").run()
+    page = _table(at)
+    printed = out.stdout.splitlines()
+    total = next(line for line in printed if line.strip().startswith("Total"))
+    assert total.split()[-1] == page["Total"][1]
+    assert any(line.strip().startswith("Standing charge") for line in printed)
+    assert "No monthly budget set" in out.stdout
+    bad = subprocess.run([sys.executable, "-m", "pipeline.cli", "bill", "--store-url", seeded.url,
+                          "--home", "nobody"], cwd=root, capture_output=True, text=True, env=env, timeout=120)
+    assert bad.returncode == 2 and bad.stderr.strip().count("\n") == 0
+    assert bad.stderr.startswith("shems: error: no readings of home 'nobody'")
