@@ -172,7 +172,7 @@ def test_month_to_date_and_the_projection_from_forecasts_then_the_average_day():
     assert mb.to_date.import_kwh == Decimal("126.000")  # 252 h x 0.5 kW
     assert mb.to_date.days == 11  # today's standing charge is owed from midnight
     assert mb.basis is Basis.FORECAST_AND_AVERAGE
-    assert "next 24 hours" in mb.basis_text and "12.0 kWh a day" in mb.basis_text
+    assert "next 24 hours" in mb.basis_text and "(12.0 kWh imported a day, by hour of day)" in mb.basis_text
     # the rest of November is 468 h: 24 h forecast at 1 kW, then 444 h of the 0.5 kW average day
     assert mb.projected_rest_kwh == pytest.approx(24 + 222)
     assert mb.projected.import_kwh == Decimal("372.000") and mb.projected.days == 30

@@ -363,7 +363,7 @@ def project_rest(actual: pl.DataFrame, forecasts: pl.DataFrame, as_of: datetime,
     from_forecast = _forecast_power(forecasts, slots)
     mean_w[~np.isnan(from_forecast)] = from_forecast[~np.isnan(from_forecast)]
     covered = int((~np.isnan(mean_w)).sum())
-    profile, avg_kwh_day = _hour_profile(actual, as_of, tz, average_days)
+    profile = _hour_profile(actual, as_of, tz, average_days)
     if profile is not None:
         hours = slots.dt.convert_time_zone(tz).dt.hour().to_numpy()
         fill = np.isnan(mean_w)
@@ -374,8 +374,7 @@ def project_rest(actual: pl.DataFrame, forecasts: pl.DataFrame, as_of: datetime,
     hours_fc = covered * 0.25
     if covered and covered == len(slots):
         return rest, Basis.FORECAST, "Projected from the home's forecasts for the rest of the month."
-    avg = (f"the home's average day over the last {average_days} days "
-           f"({avg_kwh_day:,.1f} kWh a day, by hour of day)")
+    avg = f"the home's average day over the last {average_days} days ({_day_text(profile)}, by hour of day)"
     if covered and profile is not None:
         return rest, Basis.FORECAST_AND_AVERAGE, (
             f"Projected from the home's forecasts for the next {hours_fc:,.0f} hours, then from {avg}.")
@@ -408,23 +407,30 @@ def _forecast_power(forecasts: pl.DataFrame, slots: pl.Series) -> np.ndarray:
     return out
 
 
-def _hour_profile(actual: pl.DataFrame, as_of: datetime, tz: str,
-                  days: int) -> tuple[np.ndarray | None, float]:
-    """The recent mean power (W) per local hour of day, and its day's kWh; None when some hour has
-    no data in the window."""
+def _day_text(profile: np.ndarray | None) -> str:
+    if profile is None:
+        return ""
+    imported, exported = profile.clip(min=0).sum() / 1000, -profile.clip(max=0).sum() / 1000
+    text = f"{imported:,.1f} kWh imported a day"
+    return text + (f" and {exported:,.1f} kWh exported" if exported >= 0.05 else "")
+
+
+def _hour_profile(actual: pl.DataFrame, as_of: datetime, tz: str, days: int) -> np.ndarray | None:
+    """The recent mean power (W) per local hour of day; None when some hour has no data in the
+    window. An hour's mean nets its import and export (a PV home's noon is an export)."""
     if actual.is_empty():
-        return None, 0.0
+        return None
     recent = _in_range(actual, as_of - timedelta(days=days), as_of)
     if recent.is_empty():
-        return None, 0.0
+        return None
     # energy_wh of a 1-minute bucket is its mean power / 60
     by_hour = (recent.group_by(pl.col("bucket").dt.convert_time_zone(tz).dt.hour().alias("hour"))
                .agg((pl.col("energy_wh").mean() * 60).alias("mean_w")))
     if by_hour.height < 24:
-        return None, 0.0
+        return None
     profile = np.zeros(24)
     profile[by_hour["hour"].to_numpy()] = by_hour["mean_w"].to_numpy()
-    return profile, float(profile.sum()) / 1000
+    return profile
 
 
 # ------------------------------------------------------------------------------ the budget

@@ -9,8 +9,8 @@ Each home is deterministic for its seed and the time of day, with these loads:
 * a dishwasher most evenings (1.8 kW, 100 W, 1.8 kW phases);
 * an EV charging at 7.2 kW some evenings, in some homes;
 * PV in some homes: negative power in daylight, a bell over the day with passing clouds;
-* a home battery in some PV homes: it charges from the solar surplus (positive power) and
-  discharges into the evening load (negative), up to its power rating; no state of charge is
+* a home battery in some PV homes: it charges from the solar surplus in the late morning
+  (positive power) and discharges into the evening load (negative), up to its power rating; no state of charge is
   kept (each instant stays a pure function of the time), so it is a picture, not a battery model.
 
 The ``mains`` meter sees the sum of everything (net of PV, so it goes negative at sunny noon).
@@ -131,7 +131,9 @@ class SimulatedHome:
             net = base + sum(p.values())
             rating = self.battery_kw * 1000
             battery = 0.0
-            if 8 * 60 <= minute < 17 * 60 and net < 0:
+            # charging is held to two late-morning hours, so a day's charge stays near what a
+            # home battery holds (2 h x its rating) and about what the evening takes back
+            if 10 * 60 <= minute < 12 * 60 and net < 0:
                 battery = min(-net, rating)  # charge from the surplus
             elif minute >= 17 * 60 and net > 0:
                 battery = -min(net, rating)  # discharge into the evening load

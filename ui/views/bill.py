@@ -107,8 +107,11 @@ with left:
 if mb.basis is not Basis.COMPLETE:
     with right:
         st.subheader("Projected month")
+        to_import = mb.projected.import_kwh - mb.to_date.import_kwh
+        to_export = mb.projected.export_kwh - mb.to_date.export_kwh
         st.caption(f"{mb.projected.first_day:%-d %b} – {mb.projected.last_day:%-d %b %Y}, "
-                   f"{mb.projected.days} days; {mb.projected_rest_kwh:,.1f} kWh still to come")
+                   f"{mb.projected.days} days; {to_import:,.1f} kWh still to import"
+                   + (f", {to_export:,.1f} kWh to export" if to_export else ""))
         st.dataframe(bill_table(mb.projected), hide_index=True, key="bill_projected")
 
 st.subheader("By device, so far")
