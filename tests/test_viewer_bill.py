@@ -177,6 +177,29 @@ def test_the_homeowner_sets_a_budget_and_sees_the_alert_then_removes_it(seeded):
     assert {m.label: m.value for m in at.metric}["Monthly budget"] == "not set"
 
 
+def test_budget_alerts_lists_the_homes_over_budget_for_a_notifier(seeded):
+    from ui.accounts import Accounts
+    from ui.cost import load_pricing
+    from ui.energy import budget_alerts
+    from ui.settings import load_settings
+
+    now = datetime.now(timezone.utc)
+    db = _db(seeded)
+    try:
+        alice = Principal("alice", Role.HOMEOWNER, frozenset({OWN_HOME}))
+        pricing = load_pricing(db, load_settings())
+        assert budget_alerts(db, pricing, LONDON, now) == []  # no budget, no alert
+        set_budget(db, Accounts(db), alice, OWN_HOME, Decimal("0.01"), "GBP", now)
+        (alert,) = budget_alerts(db, pricing, LONDON, now)
+        assert (alert.home_id, alert.budget, alert.currency) == (OWN_HOME, 0.01, "GBP")
+        assert alert.projected > 0.01 and "over the budget of £0.01" in alert.message
+        set_budget(db, Accounts(db), alice, OWN_HOME, Decimal("100000"), "GBP", now)
+        assert budget_alerts(db, pricing, LONDON, now) == []
+        set_budget(db, Accounts(db), alice, OWN_HOME, None, "GBP", now)
+    finally:
+        db.close()
+
+
 def test_only_the_household_may_set_its_budget(seeded):
     db = _db(seeded)
     try:

@@ -14,11 +14,12 @@ import polars as pl
 from babel import Locale, UnknownLocaleError
 from babel.numbers import format_currency
 
+from pipeline.energy.bill import MonthBill, budget_alert, month_bill, month_of, month_span
 from pipeline.energy.flow import BATTERY, EV, GRID, HOME, SOLAR, EnergyFlow
 from pipeline.energy.tariff import Tariff, TariffKind
-from pipeline.records import DeviceKind
+from pipeline.records import BudgetAlert, DeviceKind
 from ui.accounts import Accounts
-from ui.auth import Principal, require_home, require_owner
+from ui.auth import Principal, Role, require_home, require_owner
 from ui.cost import Pricing
 from ui.data import _device_usage, with_unmetered
 from ui.db import TS, Database
@@ -186,6 +187,42 @@ def set_budget(db: Database, accounts: Accounts, principal: Principal, home_id: 
                {"h": home_id, "a": str(amount) if db.dialect == "sqlite" else amount, "c": currency,
                 "u": principal.username, "t": now})
     accounts.audit(principal.username, "budget_set", home_id, detail=f"{amount} {currency} a month")
+
+
+def month_bill_of(db: Database, principal: Principal, pricing: Pricing, home_id: str, tz: str,
+                  now: datetime) -> MonthBill | None:
+    """The home's month of its newest reading, so far and projected, as the Bill page shows it;
+    None when the home has no reading."""
+    newest = newest_minute(db, principal, home_id)
+    if newest is None:
+        return None
+    terms = bill_tariffs(pricing, home_id, tz)
+    as_of = min(newest, now)
+    year, month = month_of(as_of, terms.timezone)
+    start, _ = month_span(year, month, terms.timezone)
+    actual = home_minutes(db, principal, home_id, min(start, as_of - timedelta(days=14)), as_of)
+    return month_bill(terms.history, actual, newest_forecasts(db, principal, home_id, as_of), as_of,
+                      terms.timezone, home_id)
+
+
+def budget_alerts(db: Database, pricing: Pricing, tz: str, now: datetime,
+                  locale: str = "en_GB") -> list[BudgetAlert]:
+    """Every home over (or projected over) its budget this month: what a notifier sends. The
+    store's own job, not a user's: it reads every home with a budget."""
+    system = Principal("shems", Role.ADMIN, frozenset())
+    out = []
+    for home_id, in db.rows("SELECT home_id FROM budgets ORDER BY home_id"):
+        saved = budget(db, system, home_id)
+        try:
+            mb = month_bill_of(db, system, pricing, home_id, tz, now)
+        except ValueError:  # no tariff covers the month: nothing to compare
+            continue
+        if saved is None or mb is None or saved.currency != mb.to_date.currency:
+            continue
+        alert = budget_alert(mb, saved.amount, now, locale)
+        if alert is not None:
+            out.append(alert)
+    return out
 
 
 # ---------------------------------------------------------------------------- periods
