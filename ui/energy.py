@@ -12,7 +12,7 @@ from zoneinfo import ZoneInfo
 import plotly.graph_objects as go
 import polars as pl
 from babel import Locale, UnknownLocaleError
-from babel.numbers import format_currency
+from babel.numbers import format_currency, format_decimal
 
 from pipeline.energy.bill import MonthBill, budget_alert, month_bill, month_of, month_span
 from pipeline.energy.flow import BATTERY, EV, GRID, HOME, SOLAR, EnergyFlow
@@ -46,6 +46,13 @@ def fmt_money(value: Decimal | float | None, currency: str, locale: str) -> str:
     if value is None:
         return "—"
     return format_currency(value, currency, locale=locale)
+
+
+def fmt_quantity(value: Decimal, unit: str, locale: str) -> str:
+    """A bill line's quantity: kWh to the watt-hour, or whole days, in the locale's digits."""
+    if unit == "day":
+        return f"{format_decimal(value, format='#,##0', locale=locale)} day" + ("s" if value != 1 else "")
+    return f"{format_decimal(value, format='#,##0.000', locale=locale)} kWh"
 
 
 def fmt_rate(value: Decimal | float, currency: str, locale: str) -> str:

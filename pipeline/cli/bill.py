@@ -66,14 +66,15 @@ def cmd_bill(args: argparse.Namespace) -> int:
     def show(title: str, b: Bill) -> None:
         print(f"{title}: {b.first_day} to {b.last_day} ({b.days} day{'s' if b.days != 1 else ''})")
         for line in b.lines:
-            qty = f"{line.quantity:,.3f} kWh" if line.unit == "kWh" else f"{line.quantity} days"
+            qty = energy.fmt_quantity(line.quantity, line.unit, loc)
             print(f"  {line.label:<40} {qty:>14} x {energy.fmt_rate(line.rate, cur, loc):>12} {money(line.amount):>12}")
         print(f"  {'Charges':<71} {money(b.subtotal):>12}")
         for t in b.taxes:
             print(f"  {f'Tax at {float(t.rate) * 100:g} % of {money(t.base)}':<71} {money(t.amount):>12}")
         print(f"  {'Total':<71} {money(b.total):>12}")
         for line in b.exports:
-            print(f"  {line.label:<40} {line.quantity:>10,.3f} kWh x {energy.fmt_rate(line.rate, cur, loc):>12} "
+            print(f"  {line.label:<40} {energy.fmt_quantity(line.quantity, 'kWh', loc):>14} x "
+                  f"{energy.fmt_rate(line.rate, cur, loc):>12} "
                   f"{money(line.amount):>12}")
         if b.exports:
             print(f"  {'Due':<71} {money(b.due):>12}")

@@ -79,9 +79,7 @@ def rate(value: Decimal) -> str:
 
 
 def _quantity(value: Decimal, unit: str) -> str:
-    if unit == "day":
-        return f"{value:,} day" + ("s" if value != 1 else "")
-    return f"{value:,.3f} kWh"
+    return energy.fmt_quantity(value, unit, locale)
 
 
 def bill_table(b: Bill) -> pl.DataFrame:
