@@ -39,7 +39,9 @@ with refusals():
 if usage.is_empty():
     st.info("No data for this home in this period.")
     st.stop()
-flow = energy_flow(usage)
+# a home with a meter keeps its grid from the meter even when the meter was silent all period
+# (those minutes are left out and counted), never the sum of its other devices
+flow = energy_flow(usage, has_meter="meter" in kinds)
 if not has_flow_devices(kinds):
     st.info("This home has no solar panels, battery or EV metered: all its energy comes from the grid.")
 
