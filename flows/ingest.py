@@ -25,9 +25,11 @@ from bytewax.outputs import DynamicSink, FixedPartitionedSink, StatefulSinkParti
 
 from flows import snapshot_compat
 from flows.fatal import describe, exit_now
+from flows.home_assistant import HaSetup, HomeAssistantSink, home_assistant_states
 from flows.operators import MOVED_STEPS, InsightsSetup, aggregate, decode_messages, derive_insights
 from pipeline.config import IngestConfig, parse_mqtt_url
 from pipeline.energy.tariff import TariffBook, book_from_toml
+from pipeline.ha.discovery import Topics
 from pipeline.ingest.decode import SUBSCRIPTIONS
 from pipeline.ingest.registry import Registry
 from pipeline.logs import get_logger
@@ -63,6 +65,7 @@ def aggregate_and_store(
     recoverable_partitions: int | None = None,
     insights: InsightsSetup | None = None,
     exit_on_sink_error: bool = False,
+    home_assistant: HaSetup | None = None,
 ) -> None:
     """Windows readings per device, totals them per home, forecasts, detects and recommends per
     home, and sends everything to the store. With ``exit_on_sink_error`` (the long-running flow)
@@ -70,9 +73,15 @@ def aggregate_and_store(
     run in-process too) it propagates to the caller."""
     windows = aggregate("aggregate", readings, window, meter_home_ids, flush_on_eof)
     found: list[Stream] = []
+    derived = None
     if insights is not None:
         derived = derive_insights("derive_insights", windows.device_windows, windows.home_windows, insights)
         found += [derived.insights, derived.dead_letters]
+    if home_assistant is not None:
+        ha = home_assistant_states("home_assistant", windows.home_windows,
+                                   derived.insights if derived is not None else None, home_assistant)
+        op.output("ha_publish", ha.updates, HomeAssistantSink(home_assistant))
+        found.append(ha.dead_letters)
     to_store = op.merge("to_store", readings, windows.device_windows, windows.late, windows.home_windows,
                         windows.dead_letters, *found, *side)
     if recoverable_partitions:
@@ -179,6 +188,9 @@ def build_flow(
         recoverable_partitions=recoverable_partitions,
         insights=InsightsSetup(registry, cfg.timezone, book, live=True) if cfg.insights else None,
         exit_on_sink_error=True,
+        home_assistant=HaSetup(cfg.mqtt_url, Topics(cfg.ha_prefix, cfg.topic_prefix), registry, cfg.timezone,
+                               book, f"{cfg.client_id_prefix}-ha-p{cfg.process_id or 0}")
+        if cfg.ha_prefix else None,
     )
     return flow
 

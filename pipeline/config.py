@@ -170,6 +170,8 @@ class IngestConfig:
     max_buffered_messages: int = 100_000
     # At start, how long the store and the broker each get to answer before the flow gives up.
     startup_timeout_s: float = 12.0
+    # Home Assistant MQTT discovery and states (flows/home_assistant.py); None: off.
+    ha_prefix: str | None = None
 
     @property
     def consumers(self) -> int:

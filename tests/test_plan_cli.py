@@ -105,7 +105,7 @@ def test_price_file_instead_of_a_book(capsys, tmp_path: Path):
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["--tariffs", str(BOOK)], "no loads to plan"),
+    (["--tariffs", str(BOOK)], "nothing to plan"),
     (["--load", "dw,1,2,19:00,07:00"], "no prices: give --tariffs FILE"),
     (["--tariffs", str(BOOK), "--prices", str(REPO / "deploy" / "prices.example.csv"),
       "--load", "dw,1,2,19:00,07:00"], "give --tariffs or --prices, not both"),

@@ -71,7 +71,8 @@ home_pages = [
     st.Page(PAGES / "bill.py", title="Bill", icon=":material/receipt_long:"),
     st.Page(PAGES / "flow.py", title="Energy flow", icon=":material/solar_power:"),
 ]
-sections = {"Home": home_pages}
+sections = {"Home": home_pages,
+            "Account": [st.Page(PAGES / "account.py", title="Notifications", icon=":material/mail:")]}
 if p.sees_fleet:
     sections["Fleet"] = [st.Page(PAGES / "fleet.py", title="Fleet", icon=":material/location_city:")]
 if p.role is Role.ADMIN:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable, Sequence
 
-from pipeline.cli import bench, bill, evaluate, import_export, plan, publish, run, viewer
+from pipeline.cli import bench, bill, evaluate, http, import_export, notify, plan, publish, run, savings, viewer
 from pipeline.cli.args import Parser
 
 # In the order `shems --help` lists them.
@@ -25,8 +25,12 @@ SUBCOMMANDS: tuple[Callable, ...] = (
     bench.register,
     plan.register,
     bill.register,
+    savings.register,
     viewer.register_ui,
     viewer.register_user,
+    notify.register,
+    http.register_http,
+    http.register_apikey,
 )
 
 

@@ -12,7 +12,7 @@ import os
 from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from pipeline.config import (
     DEFAULT_MQTT_URL,
@@ -62,6 +62,15 @@ def positive_float(value: str) -> float:
 
 def non_negative_float(value: str) -> float:
     return _number(value, float, "a number", ">= 0", lambda f: not f < 0)  # as before, NaN passes
+
+
+def latitude(value: str) -> float:
+    return _number(value, float, "a latitude in degrees", "between -90 and 90", lambda f: -90 <= f <= 90)
+
+
+def longitude(value: str) -> float:
+    return _number(value, float, "a longitude in degrees (east positive)", "between -180 and 180",
+                   lambda f: -180 <= f <= 180)
 
 
 def positive_int(value: str) -> int:
@@ -241,13 +250,23 @@ def horizon_list(value: str) -> tuple[float, ...]:
     return hours
 
 
-def load_option(value: str):
-    from pipeline.energy.plan_input import parse_load_option
+def _plan_option(parser_name: str) -> Callable[[str], Any]:
+    """An argparse type from a parser of pipeline.energy.plan_input (imported when first used,
+    so `shems --help` does not load the planner)."""
+    def parse(value: str):
+        from pipeline.energy import plan_input
 
-    try:
-        return parse_load_option(value)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
+        try:
+            return getattr(plan_input, parser_name)(value)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    return parse
+
+
+load_option = _plan_option("parse_load_option")
+battery_option = _plan_option("parse_battery_option")
+ev_option = _plan_option("parse_ev_option")
 
 
 def day(value: str):

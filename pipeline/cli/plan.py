@@ -5,9 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from pipeline.cli.args import (
+    battery_option,
     day,
+    ev_option,
     existing_file,
+    latitude,
     load_option,
+    longitude,
     non_negative_float,
     positive_float,
     slot_minutes,
@@ -20,23 +24,42 @@ from pipeline.config import sqlite_path, store_kind
 
 def cmd_plan(args) -> int:
     import json
-    from datetime import datetime, timedelta
+    import math
+    from datetime import datetime, timedelta, timezone
     from zoneinfo import ZoneInfo
 
     from pipeline.energy.optimize import PlanProblem, base_load_from_forecasts, optimize
-    from pipeline.energy.plan_input import horizon, load_specs_from_toml, resolve_loads
+    from pipeline.energy.plan_input import horizon, load_specs_from_toml, plan_start, resolve_ev, resolve_loads
+    from pipeline.energy.solar import clear_sky_pv_w
     from pipeline.energy.tariff import price_frame
 
     try:
         book, home = _plan_prices(args)
         tz = args.tz or book.timezone(home)
         specs = list(args.load or []) + (load_specs_from_toml(args.loads) if args.loads else [])
-        if not specs:
-            raise ValueError("no loads to plan: give --load name,kwh,hours,earliest,deadline or --loads FILE")
+        flexible = args.battery is not None or args.ev is not None or args.pv_kwp is not None
+        if not specs and not flexible:
+            raise ValueError("nothing to plan: give --load name,kwh,hours,earliest,deadline, --loads FILE, "
+                             "--battery or --ev")
         day = args.date or datetime.now(ZoneInfo(tz)).date()
         slot = timedelta(minutes=args.slot_minutes)
         loads = resolve_loads(specs, day, tz)
-        start, n = horizon(loads, slot)
+        start, n = horizon(loads, slot) if loads else (None, 0)
+        if flexible:
+            # A day-ahead plan: from the day's midnight (--date) or the next slot, --hours long,
+            # and long enough for every load and the EV's deadline.
+            begin = plan_start(args.date, tz, datetime.now(timezone.utc), slot)
+            end = begin + timedelta(hours=args.hours)
+            if start is not None:
+                end = max(end, start + slot * n)
+                begin = min(begin, start)
+            ev = resolve_ev(args.ev, begin, tz) if args.ev is not None else None
+            if ev is not None:
+                end = max(end, ev.deadline)
+            start, n = begin, math.ceil((end - begin) / slot - 1e-9)
+        else:
+            ev = None
+        assert start is not None
         prices = price_frame(book, home, start, start + slot * n, slot)
         if args.base_load_w is not None or not args.store_url:
             base, base_note = (args.base_load_w or 0.0,) * n, f"flat {args.base_load_w or 0:g} W"
@@ -45,8 +68,13 @@ def cmd_plan(args) -> int:
                 raise ValueError("--store-url reads a home's forecast: give --home too")
             base = base_load_from_forecasts(_stored_forecasts(args.store_url, args.home), start, slot, n)
             base_note = f"the newest forecast for {args.home}"
+        pv = None
+        if args.pv_kwp is not None:
+            pv = clear_sky_pv_w(start, slot, n, args.pv_kwp, args.latitude, args.longitude)
+            base_note += f"; PV {args.pv_kwp:g} kWp clear-sky at {args.latitude:g}, {args.longitude:g}"
         problem = PlanProblem(start, slot, tuple(prices["import_price"].to_list()), tuple(base), loads,
-                              tuple(prices["export_price"].to_list()), args.power_limit_w, book.currency, tz)
+                              tuple(prices["export_price"].to_list()), args.power_limit_w, book.currency, tz,
+                              pv, args.battery, ev)
         plan = optimize(problem)
     except ValueError as exc:
         return fail(str(exc))
@@ -101,7 +129,18 @@ def _plan_json(plan) -> dict:
                    "slots": [t.isoformat() for t in s.slots], "energy_kwh": s.energy_kwh, "cost": s.cost,
                    "earliest_start": s.earliest_start.isoformat(), "baseline_cost": s.baseline_cost}
                   for s in plan.loads],
+        # Per slot: what the plan does, then what happens without it (the baseline's cost).
+        "schedule": [_slot_json(x) for x in plan.schedule],
+        "baseline_schedule": [_slot_json(x) for x in plan.baseline_schedule],
     }
+
+
+def _slot_json(x) -> dict:
+    return {"start": x.start.isoformat(), "import_price": x.import_price, "export_price": x.export_price,
+            "base_w": round(x.base_w, 3), "pv_w": round(x.pv_w, 3), "loads_w": round(x.loads_w, 3),
+            "battery_w": round(x.battery_w, 3),
+            "soc_kwh": None if x.soc_kwh is None else round(x.soc_kwh, 4),
+            "ev_w": round(x.ev_w, 3), "grid_w": round(x.grid_w, 3)}
 
 
 def _print_plan(plan, problem, tz: str, base_note: str, tariff_note: str) -> None:
@@ -127,12 +166,23 @@ def _print_plan(plan, problem, tz: str, base_note: str, tariff_note: str) -> Non
         table.add_row(s.name, f"{s.energy_kwh:.2f}", windows[s.name], at(s.start), at(s.end),
                       f"{s.cost:.2f}", f"{s.baseline_cost:.2f}")
     console = Console()
-    console.print(table)
+    if plan.loads:
+        console.print(table)
+    if any(x.battery_w or x.ev_w or x.pv_w for x in plan.schedule):
+        flex = Table(title=f"Battery, EV and PV ({tz}; + charging, - discharging; grid + import, - export)")
+        for column in ("slot", "price", "PV W", "battery W", "state of charge kWh", "EV W", "grid W"):
+            flex.add_column(column, justify="right", no_wrap=True)
+        for x in plan.schedule:
+            if x.battery_w or x.ev_w or x.pv_w:
+                flex.add_row(at(x.start), f"{x.import_price:.3f}", f"{x.pv_w:,.0f}", f"{x.battery_w:,.0f}",
+                             "" if x.soc_kwh is None else f"{x.soc_kwh:.2f}", f"{x.ev_w:,.0f}", f"{x.grid_w:,.0f}")
+        console.print(flex)
     console.print(f"prices: {tariff_note}; base load: {base_note}"
                   + (f"; limit {plan.power_limit_w:,.0f} W (peak {plan.peak_w:,.0f} W)"
                      if plan.power_limit_w else ""))
     share = f" ({plan.saving / plan.baseline_cost:.0%})" if plan.baseline_cost > 0 else ""
-    console.print(f"cost with this plan {plan.cost:.2f} {cur}; every load at its earliest start "
+    console.print(f"cost with this plan {plan.cost:.2f} {cur}; without it (loads at their earliest start, "
+                  "battery idle, EV charging at once) "
                   f"{plan.baseline_cost:.2f} {cur}"
                   + ("" if plan.baseline_within_limit else " (over the limit)")
                   + f"; [bold]saving {plan.saving:.2f} {cur}{share}[/bold]")
@@ -157,5 +207,16 @@ def register(sub) -> None:
           help="flat base load in W (default 0, or the newest forecast with --store-url)")
     p.add("--store-url", type=store_url, default=None, help="store to read --home's newest forecast from")
     p.add("--power-limit-w", type=positive_float, default=None, help="household power limit in W")
+    p.add("--battery", type=battery_option, default=None,
+          help="a home battery: capacity_kwh=10,power_kw=5,efficiency=0.9,soc=0.5 (shares of capacity; "
+               "optional min_soc, max_soc, end_soc, charge_kw, discharge_kw)")
+    p.add("--ev", type=ev_option, default=None,
+          help="an EV charge: energy_kwh=20,power_kw=7.4,deadline=07:00 (optional earliest=18:00, min_power_kw)")
+    p.add("--pv-kwp", type=non_negative_float, default=None,
+          help="PV array peak power in kWp: a clear-sky forecast at --latitude/--longitude")
+    p.add("--latitude", type=latitude, default=51.5, help="the home's latitude for the PV forecast")
+    p.add("--longitude", type=longitude, default=-0.13, help="the home's longitude for the PV forecast")
+    p.add("--hours", type=positive_float, default=24.0,
+          help="horizon of a battery/EV/PV plan, from --date's midnight or the next slot")
     p.add("--json", action="store_true", help="print the plan as JSON")
     p.set_defaults(handler=cmd_plan)

@@ -53,9 +53,20 @@ def add_run_args(p: Parser) -> None:
     p.add("--max-buffered-messages", type=positive_int, default=100_000,
           help="received messages waiting in memory per worker; when full, the flow stops "
                "acknowledging and the broker queues the rest (backpressure)")
+    p.add("--ha-discovery", action="store_true",
+          help="publish each home's sensors to Home Assistant by MQTT discovery, and their states")
+    p.add("--ha-prefix", type=ha_prefix, default="homeassistant",
+          help="Home Assistant's discovery prefix (with --ha-discovery)")
     p.add("--startup-timeout", type=positive_float, default=12.0,
           help="seconds the store and the broker each get to answer at start before the flow exits "
                "with an error (once running, outages are ridden out)")
+
+
+def ha_prefix(value: str) -> str:
+    if not value or value.startswith("/") or value.endswith("/") or any(c in value for c in "+#\x00"):
+        raise argparse.ArgumentTypeError(f"a discovery prefix is topic levels without + or # and no "
+                                         f"leading or trailing '/', got {value!r}")
+    return value
 
 
 def config_from_args(args: argparse.Namespace) -> IngestConfig:
@@ -86,6 +97,7 @@ def config_from_args(args: argparse.Namespace) -> IngestConfig:
         insights=not args.no_insights,
         max_buffered_messages=args.max_buffered_messages,
         startup_timeout_s=args.startup_timeout,
+        ha_prefix=args.ha_prefix if args.ha_discovery else None,
     )
 
 

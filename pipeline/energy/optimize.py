@@ -21,6 +21,23 @@ HiGHS): one binary per (load, start) or (interruptible load, slot), grid import 
 slot as continuous variables (a binary per slot keeps them exclusive where export pays more
 than import, so the solver cannot "export" energy it imports). ``solver="enumerate"`` checks
 every combination instead: exact too, and faster for a single load (the recommender's case).
+
+A home may also bring a battery, PV and an EV (the day-ahead plan, re-planned as forecasts and
+prices change):
+
+* PV (``pv_w``, a forecast per slot) is subtracted from the base load; what is left over exports.
+* A battery charges ``charge`` and discharges ``discharge`` kWh per slot (each at most its power
+  x the slot), its state of charge moves by ``charge x sqrt(eta) - discharge / sqrt(eta)`` (the
+  round-trip efficiency ``eta`` split evenly) and stays within its limits; a binary per slot
+  forbids charging and discharging at once (with a negative price, burning energy through the
+  battery's losses would otherwise pay). It ends the horizon at least as full as it started
+  (``end_soc``), so the plan does not sell energy it did not buy.
+* An EV needs ``energy_kwh`` between ``earliest`` and ``deadline`` at up to ``max_power_w``
+  (and, when the charger cannot go lower, at least ``min_power_w`` whenever it charges).
+* With a limit, what the battery and the EV add never takes grid import over it.
+
+Without the plan ("baseline") the loads start at their earliest, the battery stays idle and the EV
+charges at full power from its earliest start.
 """
 
 from __future__ import annotations
@@ -83,6 +100,55 @@ class DeferrableLoad:
 
 
 @dataclass(frozen=True, slots=True)
+class Battery:
+    """A home battery. ``soc_kwh`` is its state of charge at the plan's start."""
+
+    capacity_kwh: float
+    charge_w: float
+    discharge_w: float
+    efficiency: float  # round trip, 0 < eta <= 1
+    soc_kwh: float
+    min_soc_kwh: float = 0.0
+    max_soc_kwh: float | None = None  # None: the capacity
+    end_soc_kwh: float | None = None  # None: at least where it started
+
+    @property
+    def upper_kwh(self) -> float:
+        return self.capacity_kwh if self.max_soc_kwh is None else self.max_soc_kwh
+
+    @property
+    def target_end_kwh(self) -> float:
+        return self.soc_kwh if self.end_soc_kwh is None else self.end_soc_kwh
+
+
+@dataclass(frozen=True, slots=True)
+class EvCharge:
+    """Energy an EV needs by a deadline; the charger modulates between its power limits."""
+
+    energy_kwh: float
+    max_power_w: float
+    earliest: datetime
+    deadline: datetime
+    min_power_w: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class PlanSlot:
+    """One slot of a plan; powers are slot means in W, ``grid_w`` negative when exporting."""
+
+    start: datetime
+    import_price: float
+    export_price: float
+    base_w: float
+    pv_w: float
+    loads_w: float
+    battery_w: float  # + charging, - discharging
+    soc_kwh: float | None  # at the slot's end
+    ev_w: float
+    grid_w: float
+
+
+@dataclass(frozen=True, slots=True)
 class PlanProblem:
     start: datetime  # start of the first slot (aware)
     slot: timedelta
@@ -93,10 +159,19 @@ class PlanProblem:
     power_limit_w: float | None = None
     currency: str = ""
     display_tz: str = "UTC"  # for times in error messages
+    pv_w: tuple[float, ...] | None = None  # forecast PV output per slot (W, >= 0)
+    battery: Battery | None = None
+    ev: EvCharge | None = None
 
     @property
     def slots(self) -> int:
         return len(self.import_price)
+
+    @property
+    def net_base_w(self) -> np.ndarray:
+        """Base load less PV per slot (W; negative: the home exports before any plan)."""
+        base = np.asarray(self.base_load_w, dtype=float)
+        return base if self.pv_w is None else base - np.asarray(self.pv_w, dtype=float)
 
     def slot_start(self, i: int) -> datetime:
         return self.start + self.slot * i
@@ -126,6 +201,26 @@ class Plan:
     power_limit_w: float | None
     currency: str
     solver: str
+    schedule: tuple[PlanSlot, ...] = ()
+    baseline_schedule: tuple[PlanSlot, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class _Flex:
+    """Battery and EV energy per slot (kWh) chosen by the solver, or set by the baseline."""
+
+    charge: np.ndarray
+    discharge: np.ndarray
+    soc: np.ndarray | None  # at each slot's end; None without a battery
+    ev: np.ndarray
+
+    @staticmethod
+    def idle(n: int) -> _Flex:
+        return _Flex(np.zeros(n), np.zeros(n), None, np.zeros(n))
+
+    @property
+    def net_kwh(self) -> np.ndarray:
+        return self.charge - self.discharge + self.ev
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,15 +246,17 @@ def optimize(problem: PlanProblem, solver: Literal["milp", "enumerate"] = "milp"
     layouts = [_layout(problem, load) for load in problem.loads]
     _check_each_fits(problem, layouts)
     if solver == "milp":
-        choice = _solve_milp(problem, layouts, time_limit_s)
+        choice, flex = _solve_milp(problem, layouts, time_limit_s)
         name = "milp (HiGHS)"
     elif solver == "enumerate":
-        choice = _solve_enumerate(problem, layouts)
+        if problem.battery is not None or problem.ev is not None:
+            raise PlanError("a battery or an EV needs the milp solver")
+        choice, flex = _solve_enumerate(problem, layouts), _Flex.idle(problem.slots)
         name = "enumeration"
     else:
         raise PlanError(f"unknown solver {solver!r}: use milp or enumerate")
     baseline = [tuple(range(layout.count)) for layout in layouts]
-    return _plan(problem, layouts, choice, baseline, name)
+    return _plan(problem, layouts, choice, baseline, name, flex, _baseline_flex(problem))
 
 
 def schedule_cost(problem: PlanProblem, net_wh: np.ndarray) -> float:
@@ -221,8 +318,17 @@ def _validate(p: PlanProblem) -> None:
             raise PlanError(f"{name} must be finite numbers (a price or forecast is missing?)")
     if p.power_limit_w is not None and not p.power_limit_w > 0:
         raise PlanError(f"the power limit must be positive, not {p.power_limit_w} W")
-    if not p.loads:
-        raise PlanError("nothing to plan: give at least one load")
+    if p.pv_w is not None:
+        if len(p.pv_w) != n:
+            raise PlanError(f"PV forecast: {len(p.pv_w)} values for {n} slots")
+        if not all(math.isfinite(v) and v >= 0 for v in p.pv_w):
+            raise PlanError("PV forecast must be finite, non-negative W")
+    if not p.loads and p.battery is None and p.ev is None:
+        raise PlanError("nothing to plan: give a load, a battery or an EV")
+    if p.battery is not None:
+        _validate_battery(p.battery)
+    if p.ev is not None:
+        _validate_ev(p, p.ev)
     names = [load.name for load in p.loads]
     if len(set(names)) != len(names):
         raise PlanError(f"load names must be unique: {names}")
@@ -238,6 +344,66 @@ def _validate(p: PlanProblem) -> None:
                             f"earliest start {_at(p, load.earliest)}")
         if load.profile_wh and (load.interruptible or any(e < 0 or not math.isfinite(e) for e in load.profile_wh)):
             raise PlanError(f"load {load.name!r}: a profile is non-negative Wh per slot, not interruptible")
+
+
+def _validate_battery(b: Battery) -> None:
+    numbers = (b.capacity_kwh, b.charge_w, b.discharge_w, b.efficiency, b.soc_kwh, b.min_soc_kwh,
+               b.upper_kwh, b.target_end_kwh)
+    if not all(math.isfinite(v) for v in numbers):
+        raise PlanError("battery: every parameter must be a finite number")
+    if not b.capacity_kwh > 0:
+        raise PlanError(f"battery: capacity must be positive, not {b.capacity_kwh:g} kWh")
+    if not (b.charge_w > 0 and b.discharge_w > 0):
+        raise PlanError("battery: charge and discharge power must be positive")
+    if not 0 < b.efficiency <= 1:
+        raise PlanError(f"battery: round-trip efficiency must be in (0, 1], not {b.efficiency:g}")
+    if not 0 <= b.min_soc_kwh <= b.upper_kwh <= b.capacity_kwh:
+        raise PlanError(f"battery: need 0 <= min state of charge ({b.min_soc_kwh:g} kWh) <= max "
+                        f"({b.upper_kwh:g} kWh) <= capacity ({b.capacity_kwh:g} kWh)")
+    if not b.min_soc_kwh - 1e-9 <= b.soc_kwh <= b.upper_kwh + 1e-9:
+        raise PlanError(f"battery: its state of charge {b.soc_kwh:g} kWh is outside its limits "
+                        f"{b.min_soc_kwh:g}..{b.upper_kwh:g} kWh")
+    if not b.min_soc_kwh - 1e-9 <= b.target_end_kwh <= b.upper_kwh + 1e-9:
+        raise PlanError(f"battery: the end state of charge {b.target_end_kwh:g} kWh is outside its limits")
+
+
+def _ev_slots(p: PlanProblem, ev: EvCharge) -> np.ndarray:
+    """Slots that lie wholly between the EV's earliest start and its deadline."""
+    slot_s = p.slot.total_seconds()
+    first = max(0, math.ceil((ev.earliest - p.start).total_seconds() / slot_s - 1e-9))
+    last = min(p.slots, math.floor((ev.deadline - p.start).total_seconds() / slot_s + 1e-9))
+    return np.arange(first, max(first, last))
+
+
+def _validate_ev(p: PlanProblem, ev: EvCharge) -> None:
+    if ev.earliest.tzinfo is None or ev.deadline.tzinfo is None:
+        raise PlanError("EV: earliest and deadline must be timezone-aware")
+    if not (math.isfinite(ev.energy_kwh) and ev.energy_kwh > 0):
+        raise PlanError("EV: the energy needed must be a positive number of kWh")
+    if not (math.isfinite(ev.max_power_w) and ev.max_power_w > 0):
+        raise PlanError("EV: the charge power must be a positive number of W")
+    if not (math.isfinite(ev.min_power_w) and 0 <= ev.min_power_w <= ev.max_power_w):
+        raise PlanError("EV: the minimum charge power must be between 0 and the maximum")
+    slot_h = p.slot.total_seconds() / 3600.0
+    most = len(_ev_slots(p, ev)) * ev.max_power_w * slot_h / 1000.0
+    if most < ev.energy_kwh - 1e-9:
+        raise PlanError(f"EV: {ev.energy_kwh:g} kWh does not fit between {_at(p, ev.earliest)} and "
+                        f"{_at(p, ev.deadline)} at {ev.max_power_w:,.0f} W inside the horizon (at "
+                        f"most {most:.2f} kWh): allow more time or more power")
+
+
+def _baseline_flex(p: PlanProblem) -> _Flex:
+    """Without a plan: the battery idle, the EV at full power from its earliest start."""
+    flex = _Flex.idle(p.slots)
+    if p.battery is not None:
+        flex = _Flex(flex.charge, flex.discharge, np.full(p.slots, p.battery.soc_kwh), flex.ev)
+    if p.ev is not None:
+        per_slot = p.ev.max_power_w * p.slot.total_seconds() / 3600.0 / 1000.0
+        left = p.ev.energy_kwh
+        for t in _ev_slots(p, p.ev):
+            flex.ev[t] = min(per_slot, left)
+            left -= flex.ev[t]
+    return flex
 
 
 def _layout(p: PlanProblem, load: DeferrableLoad) -> _Layout:
@@ -280,7 +446,7 @@ def _layout(p: PlanProblem, load: DeferrableLoad) -> _Layout:
 def _headroom(p: PlanProblem) -> np.ndarray:
     if p.power_limit_w is None:
         return np.full(p.slots, np.inf)
-    return np.maximum(0.0, p.power_limit_w - np.asarray(p.base_load_w))
+    return np.maximum(0.0, p.power_limit_w - p.net_base_w)
 
 
 def _check_each_fits(p: PlanProblem, layouts: list[_Layout]) -> None:
@@ -300,22 +466,34 @@ def _check_each_fits(p: PlanProblem, layouts: list[_Layout]) -> None:
 
 # ---------------------------------------------------------------------- solvers
 
-def _solve_milp(p: PlanProblem, layouts: list[_Layout], time_limit_s: float) -> list[tuple[int, ...]]:
+def _solve_milp(p: PlanProblem, layouts: list[_Layout],
+                time_limit_s: float) -> tuple[list[tuple[int, ...]], _Flex]:
     n = p.slots
     slot_h = p.slot.total_seconds() / 3600.0
     imp_price = np.asarray(p.import_price, dtype=float)
     exp_price = np.zeros(n) if p.export_price is None else np.asarray(p.export_price, dtype=float)
-    base_kwh = np.asarray(p.base_load_w, dtype=float) * slot_h / 1000.0
+    base_kwh = p.net_base_w * slot_h / 1000.0
+    bat, ev = p.battery, p.ev
     options = [(j, o) for j, layout in enumerate(layouts) for o in layout.options]
     n_y = len(options)
     imp0, exp0 = n_y, n_y + n  # grid import / export (kWh) per slot
     # Export may only pay more than import where the solver could otherwise import to export.
+    max_flex_kwh = ((bat.charge_w + bat.discharge_w if bat else 0.0) + (ev.max_power_w if ev else 0.0)) * slot_h / 1000
     max_load_kwh = sum(max(o.energy_wh.max() for o in layout.options) * layout.count
-                       for layout in layouts) / 1000.0
+                       for layout in layouts) / 1000.0 + max_flex_kwh
     big_m = np.abs(base_kwh) + max_load_kwh + 1.0
     z_slots = np.flatnonzero(exp_price > imp_price)
     z0 = n_y + 2 * n
     n_var = z0 + len(z_slots)
+    # Battery: charge, discharge, state of charge at each slot's end, and a charging binary.
+    ch0, dis0, soc0, u0 = n_var, n_var + n, n_var + 2 * n, n_var + 3 * n
+    if bat is not None:
+        n_var += 4 * n
+    # EV: energy per slot, and an on binary when the charger has a minimum power.
+    ev0, w0 = n_var, n_var + n
+    ev_min = ev is not None and ev.min_power_w > 0
+    if ev is not None:
+        n_var += 2 * n if ev_min else n
 
     rows, cols, vals, lo, hi = [], [], [], [], []
     r = 0
@@ -330,13 +508,15 @@ def _solve_milp(p: PlanProblem, layouts: list[_Layout], time_limit_s: float) -> 
         hi.append(upper)
         r += 1
 
-    # Energy balance per slot: import - export - loads = base.
+    # Energy balance per slot: import - export - loads - charge + discharge - EV = base - PV.
     by_slot: list[list[tuple[int, float]]] = [[] for _ in range(n)]
     for k, (_, o) in enumerate(options):
         for t, e in zip(o.slots, o.energy_wh):
             by_slot[t].append((k, -e / 1000.0))
     for t in range(n):
-        add([(imp0 + t, 1.0), (exp0 + t, -1.0)] + by_slot[t], base_kwh[t], base_kwh[t])
+        flex_terms = ([(ch0 + t, -1.0), (dis0 + t, 1.0)] if bat is not None else []) + \
+                     ([(ev0 + t, -1.0)] if ev is not None else [])
+        add([(imp0 + t, 1.0), (exp0 + t, -1.0)] + by_slot[t] + flex_terms, base_kwh[t], base_kwh[t])
     # Each load placed once (or in `count` slots when interruptible).
     for j, layout in enumerate(layouts):
         add([(k, 1.0) for k, (jj, _) in enumerate(options) if jj == j], layout.count, layout.count)
@@ -350,22 +530,57 @@ def _solve_milp(p: PlanProblem, layouts: list[_Layout], time_limit_s: float) -> 
         for t in range(n):
             if power_by_slot[t]:
                 add(power_by_slot[t], -np.inf, room[t] / 1000.0)
+            if bat is not None or ev is not None:
+                # What the battery and the EV add never lifts import over the limit (a base load
+                # already over it is not the plan's doing).
+                add([(imp0 + t, 1.0)], -np.inf, max(p.power_limit_w * slot_h / 1000.0, base_kwh[t]))
     # Import and export exclusive where export pays more.
     for i, t in enumerate(z_slots):
         add([(imp0 + t, 1.0), (z0 + i, -big_m[t])], -np.inf, 0.0)
         add([(exp0 + t, 1.0), (z0 + i, big_m[t])], -np.inf, big_m[t])
 
+    lower = np.zeros(n_var)
+    upper = np.full(n_var, np.inf)
+    integrality = np.zeros(n_var)
+    integrality[:n_y] = 1
+    upper[:n_y] = 1
+    integrality[z0:z0 + len(z_slots)] = 1
+    upper[z0:z0 + len(z_slots)] = 1
+    if bat is not None:
+        eta = math.sqrt(bat.efficiency)
+        ch_max, dis_max = bat.charge_w * slot_h / 1000.0, bat.discharge_w * slot_h / 1000.0
+        upper[ch0:ch0 + n] = ch_max
+        upper[dis0:dis0 + n] = dis_max
+        lower[soc0:soc0 + n] = bat.min_soc_kwh
+        upper[soc0:soc0 + n] = bat.upper_kwh
+        lower[soc0 + n - 1] = max(bat.min_soc_kwh, min(bat.target_end_kwh, bat.upper_kwh))
+        integrality[u0:u0 + n] = 1
+        upper[u0:u0 + n] = 1
+        for t in range(n):
+            # soc[t] = soc[t-1] + eta x charge - discharge / eta
+            previous = [(soc0 + t - 1, -1.0)] if t else []
+            start = 0.0 if t else bat.soc_kwh
+            add([(soc0 + t, 1.0), (ch0 + t, -eta), (dis0 + t, 1.0 / eta)] + previous, start, start)
+            add([(ch0 + t, 1.0), (u0 + t, -ch_max)], -np.inf, 0.0)
+            add([(dis0 + t, 1.0), (u0 + t, dis_max)], -np.inf, dis_max)
+    if ev is not None:
+        allowed = _ev_slots(p, ev)
+        ev_max = ev.max_power_w * slot_h / 1000.0
+        upper[ev0 + allowed] = ev_max
+        add([(ev0 + int(t), 1.0) for t in allowed], ev.energy_kwh, ev.energy_kwh)
+        if ev_min:
+            integrality[w0:w0 + n] = 1
+            upper[w0 + allowed] = 1
+            upper[ev0:ev0 + n] = np.inf  # bounded by the on binary below
+            for t in range(n):
+                add([(ev0 + t, 1.0), (w0 + t, -ev_max)], -np.inf, 0.0)
+                add([(ev0 + t, 1.0), (w0 + t, -ev.min_power_w * slot_h / 1000.0)], 0.0, np.inf)
+
     c = np.zeros(n_var)
     c[imp0:imp0 + n] = imp_price
     c[exp0:exp0 + n] = -exp_price
-    integrality = np.zeros(n_var)
-    integrality[:n_y] = 1
-    integrality[z0:] = 1
-    upper = np.full(n_var, np.inf)
-    upper[:n_y] = 1
-    upper[z0:] = 1
     matrix = coo_array((vals, (rows, cols)), shape=(r, n_var)).tocsr()
-    result = milp(c, integrality=integrality, bounds=Bounds(np.zeros(n_var), upper),
+    result = milp(c, integrality=integrality, bounds=Bounds(lower, upper),
                   constraints=LinearConstraint(matrix, lo, hi),
                   options={"time_limit": time_limit_s, "mip_rel_gap": 0.0, "disp": False})
     if result.status == 2:
@@ -375,12 +590,20 @@ def _solve_milp(p: PlanProblem, layouts: list[_Layout], time_limit_s: float) -> 
     if result.status != 0:
         raise PlanError(f"the solver stopped before proving the optimum ({result.message}); "
                         "plan fewer loads or a shorter horizon")
+    x = result.x
     chosen: list[list[int]] = [[] for _ in layouts]
     starts = {id(o): i for layout in layouts for i, o in enumerate(layout.options)}
     for k, (j, o) in enumerate(options):
-        if result.x[k] > 0.5:
+        if x[k] > 0.5:
             chosen[j].append(starts[id(o)])
-    return [tuple(sorted(c)) for c in chosen]
+    flex = _Flex.idle(n)
+    if bat is not None:
+        # Clipped to the bounds: the solver's tolerance leaves -1e-12 where 0 is meant.
+        flex = _Flex(np.clip(x[ch0:ch0 + n], 0, ch_max), np.clip(x[dis0:dis0 + n], 0, dis_max),
+                     np.clip(x[soc0:soc0 + n], bat.min_soc_kwh, bat.upper_kwh), flex.ev)
+    if ev is not None:
+        flex = _Flex(flex.charge, flex.discharge, flex.soc, np.clip(x[ev0:ev0 + n], 0, None))
+    return [tuple(sorted(c)) for c in chosen], flex
 
 
 def _solve_enumerate(p: PlanProblem, layouts: list[_Layout]) -> list[tuple[int, ...]]:
@@ -389,7 +612,7 @@ def _solve_enumerate(p: PlanProblem, layouts: list[_Layout]) -> list[tuple[int, 
     if total > _ENUMERATION_LIMIT:
         raise PlanError(f"{total:,} combinations are too many to enumerate; use the milp solver")
     room = _headroom(p)
-    base_wh = np.asarray(p.base_load_w) * p.slot.total_seconds() / 3600.0
+    base_wh = p.net_base_w * p.slot.total_seconds() / 3600.0
     if len(layouts) == 1 and layouts[0].count == 1:
         # One load: every start at once, as a matrix of net energy (starts x slots).
         opts = layouts[0].options
@@ -432,17 +655,19 @@ def _apply(p: PlanProblem, layouts: list[_Layout], choice: list[tuple[int, ...]]
 
 
 def _plan(p: PlanProblem, layouts: list[_Layout], choice: list[tuple[int, ...]],
-          baseline: list[tuple[int, ...]], solver: str) -> Plan:
-    base_wh = np.asarray(p.base_load_w) * p.slot.total_seconds() / 3600.0
-    base_w = np.asarray(p.base_load_w)
+          baseline: list[tuple[int, ...]], solver: str, flex: _Flex, b_flex: _Flex) -> Plan:
+    slot_h = p.slot.total_seconds() / 3600.0
+    base_w = p.net_base_w
+    base_wh = base_w * slot_h
     net, power = _apply(p, layouts, choice, base_wh)
     b_net, b_power = _apply(p, layouts, baseline, base_wh)
+    net, b_net = net + flex.net_kwh * 1000.0, b_net + b_flex.net_kwh * 1000.0
     cost, b_cost = schedule_cost(p, net), schedule_cost(p, b_net)
     room = _headroom(p)
     loads = []
     for j, layout in enumerate(layouts):
-        without = schedule_cost(p, _apply(p, layouts, choice, base_wh, skip=j)[0])
-        b_without = schedule_cost(p, _apply(p, layouts, baseline, base_wh, skip=j)[0])
+        without = schedule_cost(p, _apply(p, layouts, choice, base_wh, skip=j)[0] + flex.net_kwh * 1000.0)
+        b_without = schedule_cost(p, _apply(p, layouts, baseline, base_wh, skip=j)[0] + b_flex.net_kwh * 1000.0)
         slots = sorted(int(t) for i in choice[j] for t in layout.options[i].slots)
         b_slots = sorted(int(t) for i in baseline[j] for t in layout.options[i].slots)
         start = p.slot_start(slots[0])
@@ -450,9 +675,28 @@ def _plan(p: PlanProblem, layouts: list[_Layout], choice: list[tuple[int, ...]],
         loads.append(ScheduledLoad(layout.load.name, start, end, tuple(p.slot_start(t) for t in slots),
                                    layout.load.energy_kwh, cost - without, p.slot_start(b_slots[0]),
                                    b_cost - b_without))
-    return Plan(tuple(loads), cost, b_cost, b_cost - cost, float((base_w + power).max()),
-                float((base_w + b_power).max()), bool((b_power <= room + 1e-9).all()),
-                p.power_limit_w, p.currency, solver)
+    flex_w = (flex.charge + flex.ev) * 1000.0 / slot_h
+    b_flex_w = (b_flex.charge + b_flex.ev) * 1000.0 / slot_h
+    return Plan(tuple(loads), cost, b_cost, b_cost - cost, float((base_w + power + flex_w).max()),
+                float((base_w + b_power + b_flex_w).max()), bool((b_power <= room + 1e-9).all()),
+                p.power_limit_w, p.currency, solver,
+                _schedule(p, layouts, choice, flex, net), _schedule(p, layouts, baseline, b_flex, b_net))
+
+
+def _schedule(p: PlanProblem, layouts: list[_Layout], choice: list[tuple[int, ...]], flex: _Flex,
+              net_wh: np.ndarray) -> tuple[PlanSlot, ...]:
+    slot_h = p.slot.total_seconds() / 3600.0
+    loads_wh = _apply(p, layouts, choice, np.zeros(p.slots))[0]
+    pv = np.zeros(p.slots) if p.pv_w is None else np.asarray(p.pv_w, dtype=float)
+    exp = np.zeros(p.slots) if p.export_price is None else np.asarray(p.export_price, dtype=float)
+    to_w = 1000.0 / slot_h
+    return tuple(
+        PlanSlot(p.slot_start(t), float(p.import_price[t]), float(exp[t]), float(p.base_load_w[t]),
+                 float(pv[t]), float(loads_wh[t] / slot_h),
+                 float((flex.charge[t] - flex.discharge[t]) * to_w),
+                 None if flex.soc is None else float(flex.soc[t]), float(flex.ev[t] * to_w),
+                 float(net_wh[t] / slot_h))
+        for t in range(p.slots))
 
 
 def _infeasible_message(p: PlanProblem, layouts: list[_Layout]) -> str:

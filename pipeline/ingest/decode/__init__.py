@@ -39,7 +39,7 @@ SUBSCRIPTIONS: tuple[str, ...] = (
     "zigbee2mqtt/+",
 )
 
-__all__ = ["SUBSCRIPTIONS", "DecoderState", "decode", "route_key"]
+__all__ = ["SUBSCRIPTIONS", "DecoderState", "decode", "parse_payload", "route_key"]
 
 
 def route_key(topic: str) -> str | None:
@@ -124,6 +124,12 @@ def _parse(payload: bytes, settings: ValidationSettings) -> object:
     if (payload.count(b"[") + payload.count(b"{") > limit) and _too_deep(data, limit):
         raise DecodeError(f"JSON nests deeper than {limit} levels", DeadLetterCode.TOO_DEEP)
     return data
+
+
+def parse_payload(payload: bytes, settings: ValidationSettings) -> object:
+    """JSON under the bounds every message gets (UTF-8, nesting, no NaN); DecodeError with its
+    code otherwise. For other ways in (HTTP) that must judge a body as the flow judges a message."""
+    return _parse(payload, settings)
 
 
 def decode(state: DecoderState | None, msg: RawMessage, registry: Registry,

@@ -1,0 +1,70 @@
+"""``shems notify``: send anomalies, budget alerts and new recommendations to users' Apprise
+targets (pipeline/tools/notifier.py says why it is a process of its own)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from datetime import datetime, timedelta, timezone
+
+from pipeline.cli.args import Parser, positive_float, store_url, timezone_name
+from pipeline.cli.common import check_store_reachable, install_stop_handlers, one_line
+from pipeline.config import DEFAULT_STORE_URL
+
+
+def instant(value: str) -> datetime:
+    try:
+        t = datetime.fromisoformat(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an ISO 8601 date or time, got {value!r}") from None
+    return t if t.tzinfo else t.replace(tzinfo=timezone.utc)
+
+
+def cmd_notify(args: argparse.Namespace) -> int:
+    from pipeline.logs import configure, get_logger
+    from pipeline.tools.notifier import Notifier
+    from sinks.base import mask_url
+    from ui.db import Database
+
+    configure()
+    problem = check_store_reachable(args.store_url)
+    if problem:
+        print(f"shems notify: error: {problem}", file=sys.stderr)
+        return 1
+    try:
+        db = Database(args.store_url, migrate=True)
+    except Exception as exc:  # noqa: BLE001 - a schema it cannot migrate: one line
+        print(f"shems notify: error: cannot open the store {mask_url(args.store_url)}: {one_line(exc)}",
+              file=sys.stderr)
+        return 1
+    notifier = Notifier(db, timezone_name=args.timezone, lookback=timedelta(hours=args.lookback_hours),
+                        since=args.since)
+    try:
+        if args.once:
+            r = notifier.poll()
+            print(f"queued {r.queued}, sent {r.sent}, held by quiet hours {r.held}, failed {r.failed}")
+            return 0
+        get_logger(__name__).info("notifier_started", store=mask_url(args.store_url), interval_s=args.interval)
+        notifier.run(args.interval, install_stop_handlers())
+        return 0
+    finally:
+        db.close()
+
+
+def register(sub) -> None:
+    p: Parser = sub.add_parser(
+        "notify", help="send anomalies, budget alerts and new recommendations to users' Apprise targets",
+        description="Polls the store for new anomalies and recommendations (and queued budget alerts) "
+                    "and sends each once to the Apprise targets users set on the viewer's Account page, "
+                    "holding them during a user's quiet hours.")
+    p.add("--store-url", type=store_url, default=DEFAULT_STORE_URL,
+          help="sqlite:///path.db or postgresql://user@host/db")
+    p.add("--interval", type=positive_float, default=30.0, help="seconds between polls (default 30)")
+    p.add("--once", action="store_true", help="one poll, print what it did, exit (for cron)")
+    p.add("--since", type=instant, default=None,
+          help="on the first run only: tell events from this time on (default: from now; history is not told)")
+    p.add("--lookback-hours", type=positive_float, default=48.0,
+          help="how late an event may be stored after it happened and still be told (default 48)")
+    p.add("--timezone", type=timezone_name, default="UTC",
+          help="quiet hours' zone for users and homes that have none (default UTC)")
+    p.set_defaults(handler=cmd_notify)
