@@ -7,17 +7,31 @@ import polars as pl
 import streamlit as st
 
 from ui import charts, data
+from ui.auth import Principal
 from ui.common import now, principal, refusals, viewer
+from ui.db import Database
 
 ORDERS = {"kWh today": "today_kwh", "home id": "home_id"}
 PAGE_SIZES = [10, 25, 50, 100]
 DEFAULT_PAGE_SIZE = 25
+# Every click (a page, a search) reruns this script; the fleet's totals, demand and forecast change
+# once a minute at most, so they are read again only after this long. The homes table is not
+# cached: it is what the clicks change.
+SUMMARY_TTL_S = 15
+
+
+@st.cache_data(ttl=SUMMARY_TTL_S, show_spinner=False, max_entries=64)
+def _fleet(url: str, _db: Database, who: Principal, stale_after_s: float,
+           silent_after_s: float) -> data.Fleet:
+    # Keyed by the principal too: data.fleet checks it, and a refusal is never cached.
+    return data.fleet(_db, who, now(), stale_after_s, silent_after_s)
+
 
 v = viewer()
 p = principal()
 st.title("Fleet")
 with refusals():
-    f = data.fleet(v.db, p, now(), v.settings.stale_after_s, v.settings.silent_after_s)
+    f = _fleet(v.settings.store_url, v.db, p, v.settings.stale_after_s, v.settings.silent_after_s)
 
 m1, m2, m3, m4 = st.columns(4)
 m1.metric("Demand now", f"{f.demand_w / 1000:,.1f} kW",
@@ -28,6 +42,7 @@ m4.metric("Silent meters", f"{f.silent_meters_total}",
           help=f"Meters without a reading for {v.settings.silent_after_s / 60:g} minutes.")
 
 st.subheader("Demand, last 24 h and forecast")
+st.caption(f"Fleet figures as of {f.as_of:%H:%M:%S} UTC (read again every {SUMMARY_TTL_S} s).")
 st.plotly_chart(charts.fleet_demand(f.demand, f.forecast), config=charts.CONFIG, key="demand")
 if f.forecast.height:
     st.caption(f"Forecast: sum of the newest hourly forecasts of {f.forecast_homes} homes.")
