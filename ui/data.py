@@ -463,12 +463,20 @@ _HOME_SEEN = ("SELECT home_id, max(CASE WHEN kind = 'meter' THEN 1 ELSE 0 END) A
               "CASE WHEN max(CASE WHEN kind = 'meter' THEN 1 ELSE 0 END) = 1 "
               "THEN max(CASE WHEN kind = 'meter' THEN last_seen END) ELSE max(last_seen) END "
               "AS last_seen FROM devices {where} GROUP BY home_id")
-# The devices a home's total counts: its meters, or all its devices when it has none.
-_COUNTED = ("(d.kind = 'meter' OR NOT EXISTS (SELECT 1 FROM devices m WHERE m.home_id = d.home_id "
-            "AND m.kind = 'meter'))")
-# A device's newest reading: devices.last_seen is its time stamp, so this is one key probe.
-_NEWEST = ("JOIN readings r ON r.home_id = d.home_id AND r.device_id = d.device_id "
-           "AND r.ts = d.last_seen")
+# The power of the devices a home's total counts (its meters, or all its devices when it has
+# none) at their newest readings, per home. devices.last_seen is the newest reading's time stamp,
+# so each is one key probe, driven from the devices (a join let PostgreSQL walk every reading).
+def _counted_power(homes: str = "") -> str:
+    meters = "SELECT home_id, max(CASE WHEN kind = 'meter' THEN 1 ELSE 0 END) AS has_meter FROM devices"
+    only = ""
+    if homes:
+        meters += f" WHERE home_id IN ({homes})"
+        only = f"AND d.home_id IN ({homes}) "
+    return ("SELECT d.home_id, sum((SELECT r.power_w FROM readings r WHERE r.home_id = d.home_id "
+            "AND r.device_id = d.device_id AND r.ts = d.last_seen)) AS power_w FROM devices d "
+            f"JOIN ({meters} GROUP BY home_id) h ON h.home_id = d.home_id "
+            f"WHERE d.last_seen >= :f {only}AND (d.kind = 'meter' OR h.has_meter = 0) "
+            "GROUP BY d.home_id")
 
 
 @dataclass(frozen=True, slots=True)
@@ -500,8 +508,8 @@ def fleet(db: Database, principal: Principal, now: datetime, stale_after_s: floa
     (total, fresh), = db.rows(
         "SELECT count(*), coalesce(sum(CASE WHEN last_seen >= :f THEN 1 ELSE 0 END), 0) "
         f"FROM ({_HOME_SEEN.format(where='')}) h", {"f": fresh_since})
-    (demand_w,), = db.rows(f"SELECT coalesce(sum(r.power_w), 0) FROM devices d {_NEWEST} "
-                           f"WHERE d.last_seen >= :f AND {_COUNTED}", {"f": fresh_since})
+    (demand_w,), = db.rows(f"SELECT coalesce(sum(power_w), 0) FROM ({_counted_power()}) p",
+                           {"f": fresh_since})
     (with_anomalies,), = db.rows(
         "SELECT count(DISTINCT home_id) FROM anomalies WHERE ended_at IS NULL "
         "AND home_id IN (SELECT home_id FROM devices)")
@@ -616,11 +624,8 @@ def fleet_homes(db: Database, principal: Principal, now: datetime, stale_after_s
     power = pl.DataFrame(schema={"home_id": pl.Utf8, "power_w": pl.Float64})
     if rows.height:
         names = {f"h{i}": h for i, h in enumerate(rows["home_id"])}
-        power = db.frame(
-            f"SELECT d.home_id, sum(r.power_w) AS power_w FROM devices d {_NEWEST} "
-            f"WHERE d.home_id IN ({', '.join(':' + n for n in names)}) AND d.last_seen >= :f "
-            f"AND {_COUNTED} GROUP BY d.home_id", {**names, "f": fresh_since},
-            {"home_id": pl.Utf8, "power_w": pl.Float64})
+        power = db.frame(_counted_power(", ".join(":" + n for n in names)),
+                         {**names, "f": fresh_since}, {"home_id": pl.Utf8, "power_w": pl.Float64})
     rows = (rows.join(power, on="home_id", how="left")
             .with_columns(pl.col("power_w").fill_null(0.0),
                           (pl.col("last_seen") >= fresh_since).fill_null(False).alias("fresh"))

@@ -357,6 +357,7 @@ def fleet_main(args, console: Console) -> int:
     console.print(table)
     for kind, times in results.items():
         print(f"{kind}: " + ", ".join(f"{t}={v:.3f}s" for t, v in times.items()))
+    print("load average (1, 5, 15 min): " + ", ".join(f"{x:.1f}" for x in os.getloadavg()))
     return 0
 
 
