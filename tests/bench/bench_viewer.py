@@ -208,7 +208,7 @@ def _statement_key(sql: str) -> str:
     SQLite's, so both stores' timings of one query share a row."""
     import re
 
-    sql = " ".join(sql.split())
+    sql = re.sub(r" INDEXED BY \w+", "", " ".join(sql.split()))
     sql = re.sub(r"\(floor\(extract\(epoch FROM (\S+?)\) / (\d+)\) \* \d+\)::bigint",
                  r"bucket(\1, \2 s)", sql)
     sql = re.sub(r"\(([\w.]+) - \1 % (\d+)000000\)", r"bucket(\1, \2 s)", sql)
