@@ -261,7 +261,7 @@ def test_fleet_users_and_decisions_need_their_roles(db, store_url, accounts):
         data.decide_recommendation(db, accounts, ALICE, "b", "standby_waste", "", "accepted")
     assert data.decide_recommendation(db, accounts, ALICE, "a", "standby_waste", "", "accepted")
     assert data.recommendations(db, OLGA, "b")["status"].to_list() == ["new"]
-    assert data.fleet(db, OLGA, T0 + timedelta(minutes=10), 600, 600).homes.height == 2
+    assert data.fleet(db, OLGA, T0 + timedelta(minutes=10), 600, 600).homes_total == 2
 
 
 def test_commands_are_refused_before_anything_is_sent(db, store_url, accounts):

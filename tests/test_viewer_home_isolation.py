@@ -83,6 +83,8 @@ HOME_CALLS = {
 FLEET_CALLS = {
     "ui.data.homes_for": lambda c, who: ui.data.homes_for(c.db, who),
     "ui.data.fleet": lambda c, who: ui.data.fleet(c.db, who, NOW, 600, 600),
+    "ui.data.fleet_homes": lambda c, who: ui.data.fleet_homes(c.db, who, NOW, 600),
+    "ui.data.home_choices": lambda c, who: ui.data.home_choices(c.db, who, include="b"),
     "ui.data.audit_log": lambda c, who: ui.data.audit_log(c.db, who),
 }
 # No principal, and why none is needed.
@@ -224,7 +226,11 @@ def test_each_home_function_refuses_a_homeowner_another_home(ctx, name):
 def test_fleet_wide_functions_give_a_homeowner_nothing_of_another_home(ctx):
     assert FLEET_CALLS["ui.data.homes_for"](ctx, ALICE) == ["a"]
     assert FLEET_CALLS["ui.data.homes_for"](ctx, OLGA) == ["a", "b"]
-    for name in ("ui.data.fleet", "ui.data.audit_log"):
+    # Asked to include home b, a homeowner of a alone still gets only a.
+    assert FLEET_CALLS["ui.data.home_choices"](ctx, ALICE) == ["a"]
+    assert FLEET_CALLS["ui.data.home_choices"](ctx, OLGA) == ["a", "b"]
+    for name in ("ui.data.fleet", "ui.data.fleet_homes", "ui.data.audit_log"):
         with pytest.raises(AccessDenied):
             FLEET_CALLS[name](ctx, ALICE)
-    assert FLEET_CALLS["ui.data.fleet"](ctx, OLGA).homes.height == 2
+    assert FLEET_CALLS["ui.data.fleet"](ctx, OLGA).homes_total == 2
+    assert FLEET_CALLS["ui.data.fleet_homes"](ctx, OLGA).total == 2

@@ -14,12 +14,13 @@ from ui import metrics
 from ui.accounts import SignInError
 from ui.auth import Role
 from ui.common import HOME, NOTICE, PRINCIPAL, TOKEN, current_principal, requested_home, viewer
-from ui.data import homes_for
+from ui.data import home_choices, homes_for
 from ui.safe import md_escape
 
 # Not "pages/": Streamlit would also serve a folder of that name as pages of its own, signed in
 # or not.
 PAGES = Path(__file__).parent / "views"
+HOME_CHOICES = 100  # homes an operator's picker lists at once
 
 st.set_page_config(page_title="shems", page_icon=":material/bolt:", layout="wide")
 v = viewer()
@@ -81,8 +82,13 @@ page = st.navigation(sections)
 
 with st.sidebar:
     st.caption(f"Signed in as **{md_escape(p.username)}** ({p.role.value})")
-    homes = homes_for(v.db, p)
     home = requested_home(v, p)
+    if p.sees_fleet:
+        # A fleet may hold thousands of homes: the picker lists those matching a search.
+        found = st.text_input("Find a home", key="home_search", placeholder="part of a home id")
+        homes = home_choices(v.db, p, found, limit=HOME_CHOICES, include=home)
+    else:
+        homes = homes_for(v.db, p)
     if homes:
         def _picked() -> None:
             st.session_state[HOME] = st.session_state["home_picker"]

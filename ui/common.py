@@ -14,7 +14,7 @@ import streamlit as st
 from ui.accounts import Accounts, SessionExpired
 from ui.auth import AccessDenied, Principal
 from ui.cost import Pricing, load_pricing
-from ui.data import home_timezone, homes_for
+from ui.data import home_choices, home_timezone
 from ui.db import Database
 from ui.safe import md_escape
 from ui.settings import ViewerSettings, load_settings
@@ -86,7 +86,7 @@ def requested_home(v: Viewer, p: Principal) -> str | None:
     remembered = st.session_state.get(HOME)
     if remembered:
         return remembered
-    homes = homes_for(v.db, p)
+    homes = home_choices(v.db, p, limit=1)
     return homes[0] if homes else None
 
 

@@ -449,17 +449,49 @@ def decide_recommendation(db: Database, accounts: Accounts, principal: Principal
 
 
 # ---------------------------------------------------------------------------- fleet
+#
+# Everything here is one SQL aggregate over the whole fleet or one page of homes: no query returns
+# a row per home or per device of the fleet, so the page costs the same with 2 homes as with
+# 10,000 (apart from the database's own scans). "A home's power" follows the pipeline's rule for
+# home totals: its meters when it has any, else the sum of its devices.
+
+FLEET_LIST_LIMIT = 100  # silent meters and homes with open anomalies listed on the page
+FLEET_ORDERS = {"today_kwh": "today_kwh DESC, h.home_id", "home_id": "h.home_id"}
+
+# Per home: does it have a meter, and the newest reading of the devices its total counts.
+_HOME_SEEN = ("SELECT home_id, max(CASE WHEN kind = 'meter' THEN 1 ELSE 0 END) AS has_meter, "
+              "CASE WHEN max(CASE WHEN kind = 'meter' THEN 1 ELSE 0 END) = 1 "
+              "THEN max(CASE WHEN kind = 'meter' THEN last_seen END) ELSE max(last_seen) END "
+              "AS last_seen FROM devices {where} GROUP BY home_id")
+# The power of the devices a home's total counts (its meters, or all its devices when it has
+# none) at their newest readings, per home. devices.last_seen is the newest reading's time stamp,
+# so each is one key probe, driven from the devices (a join let PostgreSQL walk every reading).
+def _counted_power(homes: str = "") -> str:
+    meters = "SELECT home_id, max(CASE WHEN kind = 'meter' THEN 1 ELSE 0 END) AS has_meter FROM devices"
+    only = ""
+    if homes:
+        meters += f" WHERE home_id IN ({homes})"
+        only = f"AND d.home_id IN ({homes}) "
+    return ("SELECT d.home_id, sum((SELECT r.power_w FROM readings r WHERE r.home_id = d.home_id "
+            "AND r.device_id = d.device_id AND r.ts = d.last_seen)) AS power_w FROM devices d "
+            f"JOIN ({meters} GROUP BY home_id) h ON h.home_id = d.home_id "
+            f"WHERE d.last_seen >= :f {only}AND (d.kind = 'meter' OR h.has_meter = 0) "
+            "GROUP BY d.home_id")
+
 
 @dataclass(frozen=True, slots=True)
 class Fleet:
     as_of: datetime
-    homes: pl.DataFrame  # home_id, power_w, last_seen, fresh, today_kwh, open_anomalies
+    homes_total: int
+    homes_fresh: int  # homes whose counted devices reported within stale_after_s
+    homes_with_open_anomalies: int
     demand_w: float  # homes with fresh data
     demand: pl.DataFrame  # bucket, power_w: the fleet's last 24 h in 15-minute slots
     forecast: pl.DataFrame  # target_ts, yhat_w, lower_w, upper_w: sum of homes' newest forecasts
     forecast_homes: int
-    silent_meters: pl.DataFrame  # home_id, device_id, last_seen
-    anomalies: pl.DataFrame  # home_id, open, since
+    silent_meters_total: int
+    silent_meters: pl.DataFrame  # home_id, device_id, last_seen: the first FLEET_LIST_LIMIT
+    anomalies: pl.DataFrame  # home_id, open, since: the FLEET_LIST_LIMIT homes with most open
     ingest_per_s: float  # readings per second over the last 5 minutes (event time)
     newest_reading: datetime | None
     newest_minute: datetime | None
@@ -469,36 +501,35 @@ class Fleet:
 
 def fleet(db: Database, principal: Principal, now: datetime, stale_after_s: float,
           silent_after_s: float) -> Fleet:
+    """The fleet's totals and lists for the operator's page; the table of homes is
+    ``fleet_homes`` (one page of it at a time)."""
     require_fleet(principal)
-    devices = db.frame(
-        f"SELECT d.home_id, d.device_id, d.kind, {db.us('d.last_seen')} AS last_seen, r.power_w "
-        "FROM devices d LEFT JOIN readings r ON r.home_id = d.home_id "
-        "AND r.device_id = d.device_id AND r.ts = d.last_seen",
-        None, {"home_id": pl.Utf8, "device_id": pl.Utf8, "kind": pl.Utf8, "last_seen": TS,
-               "power_w": pl.Float64})
     fresh_since = now - timedelta(seconds=stale_after_s)
-    has_meter = pl.col("kind").eq(DeviceKind.METER.value).any().over("home_id")
-    counted = devices.filter(~has_meter | (pl.col("kind") == DeviceKind.METER.value))
-    homes = counted.group_by("home_id").agg(
-        pl.col("power_w").filter(pl.col("last_seen") >= fresh_since).sum().alias("power_w"),
-        pl.col("last_seen").max())
-    midnight = local_midnight(now, "UTC")
-    today = db.frame("SELECT home_id, sum(energy_wh) / 1000.0 AS today_kwh FROM home_1m "
-                     "WHERE bucket >= :s GROUP BY home_id", {"s": midnight},
-                     {"home_id": pl.Utf8, "today_kwh": pl.Float64})
+    (total, fresh), = db.rows(
+        "SELECT count(*), coalesce(sum(CASE WHEN last_seen >= :f THEN 1 ELSE 0 END), 0) "
+        f"FROM ({_HOME_SEEN.format(where='')}) h", {"f": fresh_since})
+    (demand_w,), = db.rows(f"SELECT coalesce(sum(power_w), 0) FROM ({_counted_power()}) p",
+                           {"f": fresh_since})
+    (with_anomalies,), = db.rows(
+        "SELECT count(DISTINCT home_id) FROM anomalies WHERE ended_at IS NULL "
+        "AND home_id IN (SELECT home_id FROM devices)")
     open_anomalies = db.frame(
         f"SELECT home_id, count(*) AS open, {db.us('min(started_at)')} AS since FROM anomalies "
-        "WHERE ended_at IS NULL GROUP BY home_id ORDER BY 2 DESC",
-        None, {"home_id": pl.Utf8, "open": pl.Int64, "since": TS})
-    homes = (homes.join(today, on="home_id", how="left")
-             .join(open_anomalies.select("home_id", pl.col("open").alias("open_anomalies")),
-                   on="home_id", how="left")
-             .with_columns((pl.col("last_seen") >= fresh_since).fill_null(False).alias("fresh"),
-                           pl.col("today_kwh").fill_null(0.0), pl.col("open_anomalies").fill_null(0))
-             .sort("today_kwh", descending=True))
+        "WHERE ended_at IS NULL GROUP BY home_id ORDER BY 2 DESC, 1 LIMIT :n",
+        {"n": FLEET_LIST_LIMIT}, {"home_id": pl.Utf8, "open": pl.Int64, "since": TS})
+    silent_where = ("FROM devices WHERE kind = 'meter' AND (last_seen IS NULL OR last_seen < :s)")
+    silent_params = {"s": now - timedelta(seconds=silent_after_s)}
+    (silent_total,), = db.rows(f"SELECT count(*) {silent_where}", silent_params)
+    silent = db.frame(f"SELECT home_id, device_id, {db.us('last_seen')} AS last_seen {silent_where} "
+                      "ORDER BY last_seen IS NOT NULL, last_seen, home_id, device_id LIMIT :n",
+                      {**silent_params, "n": FLEET_LIST_LIMIT},
+                      {"home_id": pl.Utf8, "device_id": pl.Utf8, "last_seen": TS})
+    # Minutes first, in the time index's order (no sort of every home's minutes), then the
+    # minutes' sums into 15-minute slots.
     b = _bucket_us(db, "bucket", 900)
-    demand = db.frame(f"SELECT {b} AS bucket, sum(mean_power_w) / 15.0 AS power_w FROM home_1m "
-                      f"WHERE bucket >= :s GROUP BY {b} ORDER BY 1",
+    demand = db.frame(f"SELECT {b} AS bucket, sum(w) / 15.0 AS power_w FROM (SELECT bucket, "
+                      "sum(mean_power_w) AS w FROM home_1m WHERE bucket >= :s GROUP BY bucket) m "
+                      f"GROUP BY {b} ORDER BY 1",
                       {"s": now - timedelta(hours=24)}, {"bucket": TS, "power_w": pl.Float64})
     forecast = db.frame(
         f"SELECT {db.us('f.target_ts')} AS target_ts, sum(f.yhat_w) AS yhat_w, "
@@ -509,10 +540,6 @@ def fleet(db: Database, principal: Principal, now: datetime, stale_after_s: floa
         {"since": now - timedelta(hours=6), "now": now - timedelta(hours=1)},
         {"target_ts": TS, "yhat_w": pl.Float64, "lower_w": pl.Float64, "upper_w": pl.Float64,
          "homes": pl.Int64})
-    silent = (devices.filter((pl.col("kind") == DeviceKind.METER.value)
-                             & (pl.col("last_seen").is_null()
-                                | (pl.col("last_seen") < now - timedelta(seconds=silent_after_s))))
-              .select("home_id", "device_id", "last_seen").sort("last_seen", nulls_last=False))
     (recent,) = db.rows("SELECT count(*) FROM readings WHERE ts >= :s",
                         {"s": now - timedelta(minutes=5)})[0]
     (newest,) = db.rows(f"SELECT {db.us('max(ts)')} FROM readings")[0]
@@ -522,12 +549,108 @@ def fleet(db: Database, principal: Principal, now: datetime, stale_after_s: floa
                        {"reason": pl.Utf8, "n": pl.Int64})
     (dead_hour,) = db.rows("SELECT count(*) FROM dead_letter WHERE received_at >= :s",
                            {"s": now - timedelta(hours=1)})[0]
-    fresh_homes = homes.filter(pl.col("fresh"))
     return Fleet(
-        now, homes, float(fresh_homes["power_w"].sum()), demand,
+        now, int(total), int(fresh), int(with_anomalies), float(demand_w), demand,
         forecast.drop("homes"), int(cast(int | None, forecast["homes"].max()) or 0) if forecast.height else 0,
-        silent, open_anomalies, recent / 300.0, _dt(newest), _dt(newest_minute), int(dead_hour),
-        reasons)
+        int(silent_total), silent, open_anomalies, recent / 300.0, _dt(newest), _dt(newest_minute),
+        int(dead_hour), reasons)
+
+
+@dataclass(frozen=True, slots=True)
+class FleetHomes:
+    rows: pl.DataFrame  # home_id, power_w, last_seen, fresh, today_kwh, open_anomalies
+    total: int  # homes matching the search
+    page: int  # 0-based, clamped to the last page
+    page_size: int
+
+    @property
+    def pages(self) -> int:
+        return max(1, -(-self.total // self.page_size))
+
+
+FLEET_HOMES_SCHEMA: Schema = {"home_id": pl.Utf8, "last_seen": TS, "today_kwh": pl.Float64,
+                              "open_anomalies": pl.Int64}
+
+
+def _like_pattern(text: str) -> str:
+    """A LIKE pattern matching ``text`` anywhere, case-insensitively (compare with lower()),
+    with LIKE's own wildcards in it taken literally (``ESCAPE '!'``)."""
+    escaped = text.strip().lower().replace("!", "!!").replace("%", "!%").replace("_", "!_")
+    return f"%{escaped}%"
+
+
+def _matching_homes(search: str) -> tuple[str, dict[str, str]]:
+    """A condition on ``home_id`` for the homes whose id, or one of whose devices' ids, contains
+    ``search`` ("" for every home)."""
+    if not search.strip():
+        return "", {}
+    return ("home_id IN (SELECT home_id FROM devices WHERE lower(home_id) LIKE :q ESCAPE '!' "
+            "OR lower(device_id) LIKE :q ESCAPE '!')", {"q": _like_pattern(search)})
+
+
+def fleet_homes(db: Database, principal: Principal, now: datetime, stale_after_s: float,
+                search: str = "", page: int = 0, page_size: int = 50,
+                order: str = "today_kwh") -> FleetHomes:
+    """One page of the fleet's homes: each home's power now, newest reading, energy today (UTC)
+    and open anomalies, biggest consumers first (or by home id), optionally only the homes whose
+    id or one of whose devices' ids contains ``search``. Energy today is summed from the hourly
+    rollup (its current hour included), so a day costs 24 rows per home, not 1,440."""
+    require_fleet(principal)
+    if page_size < 1:
+        raise ValueError(f"page_size must be at least 1, got {page_size}")
+    if order not in FLEET_ORDERS:
+        raise ValueError(f"order must be one of {sorted(FLEET_ORDERS)}, got {order!r}")
+    matching, params = _matching_homes(search)
+    # All of a matching home's devices, so its total keeps the meter rule.
+    where = f"WHERE {matching}" if matching else ""
+    (total,), = db.rows(f"SELECT count(DISTINCT home_id) FROM devices {where}", params)
+    page = max(0, min(page, max(0, -(-total // page_size) - 1)))
+    midnight = local_midnight(now, "UTC")
+    today_where = "bucket >= :m" + (f" AND {matching}" if matching else "")
+    # SQLite would walk home_1h's whole history in key order to save the GROUP BY a sort
+    # (it keeps no statistics of a range's size); the day is a small range of the time index.
+    hourly = "home_1h INDEXED BY home_1h_bucket" if db.dialect == "sqlite" else "home_1h"
+    rows = db.frame(
+        f"SELECT h.home_id, {db.us('h.last_seen')} AS last_seen, "
+        "coalesce(t.wh, 0) / 1000.0 AS today_kwh, coalesce(o.n, 0) AS open_anomalies "
+        f"FROM ({_HOME_SEEN.format(where=where)}) h "
+        f"LEFT JOIN (SELECT home_id, sum(energy_wh) AS wh FROM {hourly} WHERE {today_where} "
+        "GROUP BY home_id) t ON t.home_id = h.home_id "
+        "LEFT JOIN (SELECT home_id, count(*) AS n FROM anomalies WHERE ended_at IS NULL "
+        "GROUP BY home_id) o ON o.home_id = h.home_id "
+        f"ORDER BY {FLEET_ORDERS[order]} LIMIT :n OFFSET :o",
+        {**params, "m": midnight, "n": page_size, "o": page * page_size}, FLEET_HOMES_SCHEMA)
+    fresh_since = now - timedelta(seconds=stale_after_s)
+    power = pl.DataFrame(schema={"home_id": pl.Utf8, "power_w": pl.Float64})
+    if rows.height:
+        names = {f"h{i}": h for i, h in enumerate(rows["home_id"])}
+        power = db.frame(_counted_power(", ".join(":" + n for n in names)),
+                         {**names, "f": fresh_since}, {"home_id": pl.Utf8, "power_w": pl.Float64})
+    rows = (rows.join(power, on="home_id", how="left")
+            .with_columns(pl.col("power_w").fill_null(0.0),
+                          (pl.col("last_seen") >= fresh_since).fill_null(False).alias("fresh"))
+            .select("home_id", "power_w", "last_seen", "fresh", "today_kwh", "open_anomalies"))
+    return FleetHomes(rows, int(total), page, page_size)
+
+
+def home_choices(db: Database, principal: Principal, search: str = "", limit: int = 100,
+                 include: str | None = None) -> list[str]:
+    """The homes a user may pick, at most ``limit`` of them (an operator's fleet may hold
+    thousands): their own, or (operators) the store's homes whose id contains ``search``, in id
+    order; ``include`` (the home on show) comes first when it is one of them but not listed."""
+    if not principal.sees_fleet:
+        q = search.strip().lower()
+        homes = [h for h in sorted(principal.homes) if q in h.lower()][:limit]
+        return [include, *homes] if include in principal.homes and include not in homes else homes
+    where, params = ("", {})
+    if search.strip():
+        where, params = "WHERE lower(home_id) LIKE :q ESCAPE '!'", {"q": _like_pattern(search)}
+    homes = [h for (h,) in db.rows(f"SELECT DISTINCT home_id FROM devices {where} "
+                                   "ORDER BY home_id LIMIT :n", {**params, "n": limit})]
+    if include is not None and include not in homes and db.rows(
+            "SELECT 1 FROM devices WHERE home_id = :h LIMIT 1", {"h": include}):
+        homes = [include, *homes]
+    return homes
 
 
 def _dt(us: int | None) -> datetime | None:

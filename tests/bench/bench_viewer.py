@@ -10,6 +10,14 @@ run time per page and store.
     .venv/bin/python tests/bench/bench_viewer.py [--runs 5] [--stores sqlite,postgres]
 
 Reads /work/shared/data/refit/refit_houses2_20_30s.parquet (not shipped with the repository).
+
+With ``--fleet N`` it measures the operator's side instead: a store with N homes of five devices
+(``tests/fleet_seed.py``: a few hours of 1-minute windows, their hourly rollups, the last minutes of
+readings, forecasts, anomalies, bulk-inserted), then the median time of each SQL statement the
+Fleet page and the operator's sidebar run, of each data-layer call, and of the whole Fleet page in
+AppTest (first page, a search, a later page).
+
+    .venv/bin/python tests/bench/bench_viewer.py --fleet 10000 [--hours 3] [--runs 5]
 """
 
 from __future__ import annotations
@@ -162,14 +170,211 @@ def page_times(url: str, runs: int, now: datetime) -> dict[str, float]:
     return out
 
 
+class StatementTimer:
+    """Times every statement the viewer runs (``ui.db.Transaction.frame``/``rows``, fetch
+    included), keyed by its SQL, while installed."""
+
+    def __init__(self) -> None:
+        self.samples: dict[str, list[float]] = {}
+        self._saved: dict[str, object] = {}
+
+    def __enter__(self) -> StatementTimer:
+        from ui.db import Transaction
+
+        for name in ("frame", "rows"):
+            original = getattr(Transaction, name)
+            self._saved[name] = original
+
+            def timed(tx, sql, *args, _original=original, **kwargs):
+                started = time.perf_counter()
+                try:
+                    return _original(tx, sql, *args, **kwargs)
+                finally:
+                    key = _statement_key(sql)
+                    self.samples.setdefault(key, []).append(time.perf_counter() - started)
+
+            setattr(Transaction, name, timed)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        from ui.db import Transaction
+
+        for name, original in self._saved.items():
+            setattr(Transaction, name, original)
+
+
+def _statement_key(sql: str) -> str:
+    """The statement with PostgreSQL's spellings of a time column and a time bucket folded into
+    SQLite's, so both stores' timings of one query share a row."""
+    import re
+
+    sql = re.sub(r" INDEXED BY \w+", "", " ".join(sql.split()))
+    sql = re.sub(r"\(floor\(extract\(epoch FROM (\S+?)\) / (\d+)\) \* \d+\)::bigint",
+                 r"bucket(\1, \2 s)", sql)
+    sql = re.sub(r"\(([\w.]+) - \1 % (\d+)000000\)", r"bucket(\1, \2 s)", sql)
+    return re.sub(r"\(extract\(epoch FROM (.+?)\) \* 1000000\)::bigint", r"\1", sql)
+
+
+def fleet_calls(db, principal, now: datetime, search: str) -> list[tuple[str, object]]:
+    """The operator's data-layer calls, as the Fleet page and the sidebar make them."""
+    from ui import data
+
+    calls: list[tuple[str, object]] = [("homes_for (sidebar)", lambda: data.homes_for(db, principal))]
+    if hasattr(data, "fleet_homes"):
+        calls += [
+            ("fleet (summary, demand, forecast, health)",
+             lambda: data.fleet(db, principal, now, 120.0, 600.0)),
+            ("fleet_homes page 1 (50, by kWh today)",
+             lambda: data.fleet_homes(db, principal, now, 120.0, page=0, page_size=50)),
+            ("fleet_homes page 100 (50, by kWh today)",
+             lambda: data.fleet_homes(db, principal, now, 120.0, page=99, page_size=50)),
+            (f"fleet_homes search {search!r}",
+             lambda: data.fleet_homes(db, principal, now, 120.0, search=search, page_size=50)),
+            ("fleet_homes search 'heat_pump' (device id)",
+             lambda: data.fleet_homes(db, principal, now, 120.0, search="heat_pump", page_size=50)),
+        ]
+        if hasattr(data, "home_choices"):
+            calls.append((f"home_choices {search!r} (sidebar search)",
+                          lambda: data.home_choices(db, principal, search)))
+    else:
+        calls.append(("fleet (everything)", lambda: data.fleet(db, principal, now, 120.0, 600.0)))
+    return calls
+
+
+def fleet_times(url: str, runs: int, now: datetime, homes: int) -> tuple[dict[str, float], dict[str, float]]:
+    """Median seconds per data-layer call and per SQL statement, and of the Fleet page."""
+    import streamlit as st
+    from streamlit.testing.v1 import AppTest
+
+    import ui.common
+    from tests.fleet_seed import home_id
+    from ui.accounts import Accounts
+    from ui.db import Database
+
+    os.environ["SHEMS_STORE_URL"] = url
+    os.environ["SHEMS_UI_STALE_AFTER_S"] = "120"
+    # The pages' clock stops at the seed's: seeding 10,000 homes takes minutes, after which every
+    # home would look stale and the live windows would be empty.
+    ui.common.now = lambda: now
+    db = Database(url)  # a kept SQLite store gains this checkout's migrations
+    accounts = Accounts(db)
+    principal = accounts.sign_in("olga", "olga-secret-12").principal
+    search = home_id(homes // 2)[:-1]  # ten homes share this prefix
+    out: dict[str, float] = {}
+    with StatementTimer() as timer:
+        for label, call in fleet_calls(db, principal, now, search):
+            call()  # warm
+            samples = []
+            for _ in range(runs):
+                started = time.perf_counter()
+                call()
+                samples.append(time.perf_counter() - started)
+            out[label] = statistics.median(samples)
+    statements = {sql: statistics.median(ts) for sql, ts in timer.samples.items()}
+    token = accounts.sign_in("olga", "olga-secret-12").token
+    db.close()
+    # The page caches the fleet's totals for a few seconds (every click reruns it): "first view"
+    # clears that cache before each run, the clicks after it (a search, a later page) do not.
+    views: list[tuple[str, dict, bool]] = [("page: Fleet, first view (nothing cached)", {}, True)]
+    at = AppTest.from_file(str(APP), default_timeout=300)
+    at.session_state["session_token"] = token
+    at.run()
+    at.switch_page("views/fleet.py").run()
+    assert not at.exception, [e.value for e in at.exception]
+    keys = {t.key for t in at.text_input}
+    if "fleet_search" in keys:
+        views += [(f"page: Fleet, search {search!r}", {"fleet_search": search}, False),
+                  ("page: Fleet, page 20", {"fleet_search": "", "fleet_page": 20}, False)]
+    for title, widgets, cold in views:
+        for key, value in widgets.items():
+            if key == "fleet_page":
+                at.number_input(key=key).set_value(value)
+            else:
+                at.text_input(key=key).input(value)
+            at.run()  # one at a time: a new search goes back to the first page
+        samples = []
+        for _ in range(runs):
+            if cold:
+                st.cache_data.clear()
+            started = time.perf_counter()
+            at.run()
+            samples.append(time.perf_counter() - started)
+        assert not at.exception and not at.error, [e.value for e in list(at.exception) + list(at.error)]
+        out[title] = statistics.median(samples)
+    st.cache_resource.clear()
+    return out, statements
+
+
+def fleet_main(args, console: Console) -> int:
+    from tests.fleet_seed import seed_fleet
+
+    now = datetime.now(timezone.utc)
+    results: dict[str, dict[str, float]] = {}
+    statements: dict[str, dict[str, float]] = {}
+    tmp = tempfile.TemporaryDirectory()
+    for kind in args.stores.split(","):
+        started = time.perf_counter()
+        if kind == "sqlite":
+            path = args.sqlite_path or Path(tmp.name) / "fleet.db"
+            url = f"sqlite:///{path}"
+            if path.exists():  # kept from an earlier run: its clock is its newest reading's
+                import sqlite3
+
+                with sqlite3.connect(path) as conn:
+                    (newest,), = conn.execute("SELECT max(ts) FROM readings").fetchall()
+                now = datetime(1970, 1, 1, tzinfo=timezone.utc) + timedelta(microseconds=newest + 60_000_000)
+            else:
+                seed_fleet(url, args.fleet, args.hours, now)
+            console.print(f"sqlite: seeded in {time.perf_counter() - started:.0f} s")
+            results[kind], statements[kind] = fleet_times(url, args.runs, now, args.fleet)
+        else:
+            name = f"shems_bench_fleet_{os.getpid()}"
+            with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+                conn.execute(f'CREATE DATABASE "{name}"')
+            url = f"{PG_ADMIN.rsplit('/', 1)[0]}/{name}"
+            try:
+                seed_fleet(url, args.fleet, args.hours, now)
+                console.print(f"postgres: seeded in {time.perf_counter() - started:.0f} s")
+                results[kind], statements[kind] = fleet_times(url, args.runs, now, args.fleet)
+            finally:
+                with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+                    conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    title = (f"{args.fleet:,} homes, {args.fleet * 5:,} devices, {args.hours:g} h of minutes: "
+             f"median of {args.runs} runs (s); target < 1 s")
+    table = Table(title=title)
+    table.add_column("call")
+    for kind in results:
+        table.add_column(kind, justify="right")
+    for label in next(iter(results.values())):
+        table.add_row(label, *(f"{results[k].get(label, float('nan')):.3f}" for k in results))
+    console.print(table)
+    table = Table(title="each SQL statement, median (s)")
+    table.add_column("statement", overflow="fold")
+    for kind in statements:
+        table.add_column(kind, justify="right")
+    for sql in next(iter(statements.values())):
+        table.add_row(sql[:150], *(f"{statements[k].get(sql, float('nan')):.3f}" for k in statements))
+    console.print(table)
+    for kind, times in results.items():
+        print(f"{kind}: " + ", ".join(f"{t}={v:.3f}s" for t, v in times.items()))
+    print("load average (1, 5, 15 min): " + ", ".join(f"{x:.1f}" for x in os.getloadavg()))
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--fleet", type=int, default=0, metavar="HOMES",
+                        help="measure the Fleet page and operator queries with this many homes")
+    parser.add_argument("--hours", type=float, default=3.0,
+                        help="with --fleet: hours of 1-minute windows per device")
     parser.add_argument("--stores", default="sqlite,postgres")
     parser.add_argument("--sqlite-path", type=Path, default=None,
                         help="keep the SQLite store here (reused when it exists) instead of a temporary file")
     args = parser.parse_args()
     console = Console()
+    if args.fleet:
+        return fleet_main(args, console)
     if not REFIT.is_file():
         console.print(f"[red]missing {REFIT}")
         return 2
