@@ -6,7 +6,7 @@ import sys
 import time
 from datetime import timedelta
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 from pipeline import metrics
 from pipeline.cli.args import add_table_args, existing_file, port, store_url, table_spec
@@ -196,15 +196,17 @@ class _Progress:
         self.total, self.name, self.every_s = total, name, every_s
         self.done = 0
         self.tty = sys.stdout.isatty()
-        self.bar = None
+        self.bar: Any = None  # rich's Progress on a terminal
         self.started = self.last = time.monotonic()
 
     def __enter__(self) -> _Progress:
         if self.tty:
-        
-            self.bar = Progress()
-            self.bar.__enter__()
-            self.task = self.bar.add_task(f"importing {self.name}", total=self.total)
+            from rich.progress import Progress
+
+            bar = Progress()
+            bar.__enter__()
+            self.task = bar.add_task(f"importing {self.name}", total=self.total)
+            self.bar = bar
         return self
 
     def __exit__(self, *exc) -> None:
