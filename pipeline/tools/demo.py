@@ -19,6 +19,7 @@ import threading
 import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from typing import cast
 
 from rich.console import Console
 from rich.live import Live
@@ -116,7 +117,8 @@ def import_history(store_url: str, console: Console) -> None:
         return
     weeks = pl.read_parquet(SAMPLE_WEEKS)
     end = datetime.now(timezone.utc) - timedelta(days=1, minutes=1)
-    shifted = weeks.with_columns(pl.col("ts") + (end - weeks["ts"].max()))
+    last = cast(datetime, weeks["ts"].max())  # a non-empty datetime column
+    shifted = weeks.with_columns(pl.col("ts") + (end - last))
     path = Path(".shems/demo-history.parquet")
     path.parent.mkdir(parents=True, exist_ok=True)
     shifted.write_parquet(path)
