@@ -123,7 +123,8 @@ def test_both_homes_open_on_their_own_newest_data(chromium, imported, user):  # 
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
         try:
-            page = browser.new_page(viewport={"width": 1280, "height": 1000})
+            # Tall: Streamlit scrolls inside its own container, so a "full page" shot is the viewport.
+            page = browser.new_page(viewport={"width": 1280, "height": 2400})
             for home in (H2, H20):
                 page.goto(f"{server.url}/?home={home}")
                 sign_in(page, user)
@@ -139,7 +140,7 @@ def test_both_homes_open_on_their_own_newest_data(chromium, imported, user):  # 
         for title in ("Live", "History", "Forecast", "Alerts"):
             text = seen[(home, title)]
             assert f"Showing data up to {day}" in text and "years ago" in text, (home, title, text[:400])
-            assert "None" not in text.replace("None.", ""), (home, title)
+            assert "None" not in text, (home, title)
         history = seen[(home, "History")]
         assert "No data for this home in this range" not in history
         assert "Usage by device" in history and "kWh" in history
@@ -150,6 +151,6 @@ def test_both_homes_open_on_their_own_newest_data(chromium, imported, user):  # 
             assert "Recent error by horizon" in forecast
         else:
             assert "MAE" not in forecast
-    # The outage is one alert naming its devices, in the earlier alerts of House 20.
-    alerts = seen[(H20, "Alerts")]
-    assert f"{len(COLUMNS)} devices at once" in alerts, alerts[:2000]
+    # The outage (one anomaly per device in the store) is one alert among House 20's earlier ones
+    # (the table is drawn on a canvas: its rows are not text; the screenshot shows them).
+    assert "Earlier alerts (1)" in seen[(H20, "Alerts")]

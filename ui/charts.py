@@ -11,6 +11,7 @@ import plotly.graph_objects as go
 import polars as pl
 
 from ui.data import UNMETERED, ForecastView
+from ui.fmt import label
 from ui.safe import plot_escape, plot_labels
 
 WEEKDAYS = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"]
@@ -82,7 +83,7 @@ def stacked_usage(bands: pl.DataFrame, tz: str) -> go.Figure:
         rows = with_gaps(own, "bucket", step, "wh")
         negative = kind == "pv"
         fig.add_trace(go.Scatter(
-            x=_local(rows["bucket"], tz), y=(rows["wh"] / 1000).to_list(), name=plot_escape(device),
+            x=_local(rows["bucket"], tz), y=(rows["wh"] / 1000).to_list(), name=plot_escape(label(device)),
             mode="lines", line=dict(width=0.5, color=UNMETERED_COLOUR if device == UNMETERED else None),
             stackgroup="generation" if negative else "usage",
             hovertemplate="%{y:.3f} kWh", connectgaps=False,
@@ -92,7 +93,7 @@ def stacked_usage(bands: pl.DataFrame, tz: str) -> go.Figure:
 
 def cost_by_device(totals: pl.DataFrame, currency: str) -> go.Figure:
     rows = totals.sort("cost")
-    fig = go.Figure(go.Bar(x=rows["cost"].to_list(), y=plot_labels(rows["device_id"].to_list()),
+    fig = go.Figure(go.Bar(x=rows["cost"].to_list(), y=plot_labels([label(d) for d in rows["device_id"]]),
                            orientation="h",
                            marker_color=[UNMETERED_COLOUR if d == UNMETERED else "#1f77b4"
                                          for d in rows["device_id"].to_list()],
@@ -104,7 +105,7 @@ def cost_by_device(totals: pl.DataFrame, currency: str) -> go.Figure:
 def period_comparison(totals: pl.DataFrame) -> go.Figure:
     """Both periods over the time both have data for (``common_kwh``), device by device."""
     rows = totals.sort("common_kwh", descending=True)
-    devices = plot_labels(rows["device_id"].to_list())
+    devices = plot_labels([label(d) for d in rows["device_id"]])
     fig = go.Figure([
         go.Bar(name="this period", x=devices, y=rows["common_kwh"].to_list(),
                hovertemplate="%{y:.2f} kWh"),
@@ -157,7 +158,7 @@ def recent_power(recent: pl.DataFrame, tz: str) -> go.Figure:
 
 def device_power(devices: pl.DataFrame) -> go.Figure:
     rows = devices.filter(pl.col("power_w").is_not_null() & (pl.col("kind") != "meter")).sort("power_w")
-    fig = go.Figure(go.Bar(x=rows["power_w"].to_list(), y=plot_labels(rows["device_id"].to_list()),
+    fig = go.Figure(go.Bar(x=rows["power_w"].to_list(), y=plot_labels([label(d) for d in rows["device_id"]]),
                            orientation="h", hovertemplate="%{x:.0f} W<extra></extra>"))
     fig.update_layout(hovermode="closest")
     return _layout(fig, height=max(200, 36 * rows.height + 80), x_title="W now")

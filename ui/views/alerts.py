@@ -33,6 +33,16 @@ with refusals():
 alerts = data.grouped_alerts(found)
 
 
+# What each kind of anomaly is called on the page.
+WHAT = {"silent": "stopped reporting", "long_running": "long running", "high_consumption": "unusually high use",
+        "duty_cycle_drift": "cycling unusually", "flat_line": "stuck reading",
+        "counter_backwards": "energy counter went back"}
+
+
+def _what(kind: str) -> str:
+    return WHAT.get(kind, kind.replace("_", " "))
+
+
 def _when(ts) -> str:
     return f"{ts.astimezone(zone):%a %d %b %Y %H:%M}"
 
@@ -70,7 +80,7 @@ for row in silent.iter_rows(named=True):
 if open_.is_empty() and silent.is_empty():
     st.success("Nothing unusual right now.")
 for i, row in enumerate(open_.iter_rows(named=True)):
-    kind = md_escape(row["kind"].replace("_", " "))
+    kind = md_escape(_what(row["kind"]))
     if len(row["devices"]) > 1:
         text = f"**{_devices(row['devices'])}** · {kind} since {_when(row['started_at'])}"
     else:
@@ -82,12 +92,12 @@ for i, row in enumerate(open_.iter_rows(named=True)):
 closed = alerts.filter(~pl.col("open"))
 st.subheader(f"Earlier alerts ({closed.height})")
 if closed.is_empty():
-    st.caption(f"None in the last {span_name}." if SPANS[span_name] else "None.")
+    st.caption(f"No alert in the last {span_name}." if SPANS[span_name] else "No earlier alert.")
 else:
     st.dataframe(closed.select(
         pl.col("devices").map_elements(lambda d: ", ".join(fmt.label(x) for x in d), return_dtype=pl.Utf8)
         .alias("Devices"),
-        pl.col("kind").str.replace_all("_", " ").alias("What"),
+        pl.col("kind").map_elements(_what, return_dtype=pl.Utf8).alias("What"),
         pl.col("started_at").dt.convert_time_zone(tz).dt.strftime("%Y-%m-%d %H:%M").alias("From"),
         pl.col("ended_at").dt.convert_time_zone(tz).dt.strftime("%Y-%m-%d %H:%M").fill_null(fmt.NONE)
         .alias("Until"),
@@ -97,8 +107,8 @@ else:
         pl.when(pl.col("acknowledged")).then(pl.lit("yes")).otherwise(pl.lit("no")).alias("Acknowledged"),
     ), hide_index=True)
     unacked = closed.filter(~pl.col("acknowledged"))
-    if can_decide and unacked.height and st.button(f"Acknowledge all {fmt.plural(unacked.height, 'earlier alert')}",
-                                                    key="ack_all"):
+    what = "Acknowledge it" if unacked.height == 1 else f"Acknowledge all {unacked.height}"
+    if can_decide and unacked.height and st.button(what, key="ack_all"):
         try:
             data.acknowledge(v.db, v.accounts, p, home, [k for keys in unacked["keys"].to_list() for k in keys])
         except AccessDenied as exc:
@@ -120,8 +130,9 @@ if current.height and not can_decide:
 
 def _recommendation(i: int, row: dict, decide: bool) -> None:
     with st.container(border=True):
-        saving = (f"≈ {fmt.money(row['money_per_month'], row['currency'], loc)} a month · "
-                  f"{fmt.number(row['kwh_per_month'], loc)} kWh a month")
+        saving = f"≈ {fmt.money(row['money_per_month'], row['currency'], loc)} a month"
+        if row["kwh_per_month"]:  # a shift in time saves money, not energy
+            saving += f" · {fmt.number(row['kwh_per_month'], loc)} kWh a month"
         st.markdown(f"**{md_escape(row['title'])}**  \n{saving}")
         st.caption(md_escape(row["detail"]))
         st.caption(f"From the data up to {row['updated_at'].astimezone(zone):%d %b %Y} "

@@ -38,7 +38,7 @@ if view is None:
 behind = clock.as_of - view.made_at
 m1, m2, m3 = st.columns(3)
 m1.metric("Made", f"{view.made_at.astimezone(ZoneInfo(tz)):%d %b %H:%M}",
-          fmt.ago(view.made_at, now(), loc), delta_color="off")
+          fmt.ago(view.made_at, now(), loc), delta_color="off", delta_arrow="off")
 m2.metric("Error so far" if operator else "Off by so far",
           fmt.NONE if view.error_so_far_w is None else f"{fmt.number(view.error_so_far_w, loc, 0)} W",
           help="Mean absolute error of this forecast over the slots already measured." if operator
@@ -56,8 +56,8 @@ if operator:
               help="Scored as actuals arrive; the baseline repeats the same slot of the day before.")
 elif model is not None and baseline:
     better = model < baseline
-    m3.metric("How good", "better than guessing" if better else "still learning",
-              help="Compared with simply expecting the same as yesterday at the same time.")
+    m3.metric("Against a simple guess", "Better" if better else "Not yet better",
+              help="The simple guess: the same use as yesterday at the same time.")
 if behind.total_seconds() > 2 * 3600:
     st.warning(f"This forecast was made {fmt.duration(behind, loc)} before the newest data: "
                "the forecaster may have stopped.")

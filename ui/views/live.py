@@ -45,10 +45,14 @@ def live_panel() -> None:
     left, right = st.columns([1, 1])
     with left:
         st.subheader("Per device now")
-        if snap.devices.filter(pl.col("power_w").is_not_null() & (pl.col("kind") != "meter")).height:
+        drawing = snap.devices.filter(pl.col("power_w").is_not_null() & (pl.col("power_w") != 0)
+                                      & (pl.col("kind") != "meter"))
+        if drawing.height:
             st.plotly_chart(charts.device_power(snap.devices), config=charts.CONFIG, key="devnow")
+        elif snap.devices.filter(pl.col("kind") != "meter").height:
+            st.caption("No appliance was drawing power at the last reading.")
         else:
-            st.caption("No device reading to show.")
+            st.caption("This home has no sub-metered appliance.")
     with right:
         st.subheader("Last two hours")
         if snap.recent.height:
