@@ -111,6 +111,8 @@ def visit(page, title: str, home: str) -> str:
         page.get_by_role("link", name=title).click()
     expect(page.get_by_role("heading", name=f"{title} · {home}")).to_be_visible(timeout=60_000)
     page.wait_for_load_state("networkidle")
+    if title == "History":  # its date picker and download buttons load after the charts
+        expect(page.get_by_text("Download CSV")).to_be_visible(timeout=30_000)
     page.wait_for_timeout(2500)  # Plotly draws after the page's last message
     return page.inner_text("section.stMain") if page.locator("section.stMain").count() else page.inner_text("body")
 

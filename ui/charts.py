@@ -11,7 +11,7 @@ import plotly.graph_objects as go
 import polars as pl
 
 from ui.data import UNMETERED, ForecastView
-from ui.fmt import label
+from ui.fmt import currency_symbol, label
 from ui.safe import plot_escape, plot_labels
 
 WEEKDAYS = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"]
@@ -27,6 +27,8 @@ def _layout(fig: go.Figure, *, height: int = 360, y_title: str = "", x_title: st
         legend=dict(orientation="h", yanchor="top", y=-0.15, xanchor="left", x=0),
         hovermode="x unified", font=dict(size=12),
     )
+    if x_title:  # the legend goes below the axis title, not over it
+        fig.update_layout(legend=dict(y=-0.3))
     fig.update_yaxes(title_text=y_title, automargin=True)
     fig.update_xaxes(title_text=x_title, automargin=True)
     return fig
@@ -99,7 +101,7 @@ def cost_by_device(totals: pl.DataFrame, currency: str) -> go.Figure:
                                          for d in rows["device_id"].to_list()],
                            hovertemplate="%{x:.2f} " + _template_text(currency) + "<extra></extra>"))
     fig.update_layout(hovermode="closest")
-    return _layout(fig, height=max(220, 40 * rows.height + 80), x_title=plot_escape(currency))
+    return _layout(fig, height=max(220, 40 * rows.height + 80), x_title=plot_escape(currency_symbol(currency)))
 
 
 def period_comparison(totals: pl.DataFrame) -> go.Figure:

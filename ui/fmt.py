@@ -10,7 +10,7 @@ from datetime import datetime, timedelta
 
 from babel import Locale, UnknownLocaleError
 from babel.dates import format_timedelta
-from babel.numbers import format_currency, format_decimal
+from babel.numbers import format_currency, format_decimal, get_currency_symbol
 
 DEFAULT_LOCALE = "en_GB"
 NONE = "—"  # what a missing value reads as, never "None"
@@ -37,6 +37,13 @@ def money(amount: float | None, currency: str, loc: str = DEFAULT_LOCALE, *, dig
                                currency_digits=digits == 2)
     except (ValueError, TypeError):
         return f"{amount:,.{digits}f} {currency}"
+
+
+def currency_symbol(currency: str, loc: str = DEFAULT_LOCALE) -> str:
+    try:
+        return get_currency_symbol(currency, locale=loc)
+    except (ValueError, TypeError):
+        return currency
 
 
 def number(value: float | None, loc: str = DEFAULT_LOCALE, digits: int = 1) -> str:
