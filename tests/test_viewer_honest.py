@@ -55,3 +55,9 @@ def test_money_durations_and_plurals_read_as_words():
     assert fmt.plural(1, "home") == "1 home" and fmt.plural(2, "home") == "2 homes"
     assert fmt.locale("en-US") == "en_US" and fmt.locale("xx-nonsense") == fmt.DEFAULT_LOCALE
     assert fmt.label("washing_machine") == "washing machine" and fmt.label("") == "whole home"
+
+
+def test_amounts_in_the_pipelines_texts_get_the_currency_symbol():
+    text = "cost 240.18 GBP a year at 0.233 GBP/kWh; saves 1,234.50 GBP; GBPX 3 stays"
+    assert fmt.money_in_text(text, "GBP") == ("cost £240.18 a year at £0.233/kWh; saves £1,234.50; "
+                                                "GBPX 3 stays")

@@ -6,6 +6,7 @@ Pure functions: the locale is passed in (``ui.common.user_locale`` picks it per 
 
 from __future__ import annotations
 
+import re
 from datetime import datetime, timedelta
 
 from babel import Locale, UnknownLocaleError
@@ -44,6 +45,16 @@ def currency_symbol(currency: str, loc: str = DEFAULT_LOCALE) -> str:
         return get_currency_symbol(currency, locale=loc)
     except (ValueError, TypeError):
         return currency
+
+
+def money_in_text(text: str, currency: str, loc: str = DEFAULT_LOCALE) -> str:
+    """Amounts the pipeline wrote as "6.24 GBP" (its texts are locale-free) as "£6.24"; prices
+    per kWh keep their digits ("0.233 GBP/kWh" -> "£0.233/kWh")."""
+    code = re.escape(currency)
+    symbol = currency_symbol(currency, loc)
+    text = re.sub(rf"(-?\d[\d,]*(?:\.\d+)?) {code}/kWh", lambda m: f"{symbol}{m[1]}/kWh", text)
+    return re.sub(rf"(-?\d[\d,]*(?:\.\d+)?) {code}\b",
+                  lambda m: money(float(m[1].replace(",", "")), currency, loc), text)
 
 
 def number(value: float | None, loc: str = DEFAULT_LOCALE, digits: int = 1) -> str:

@@ -134,7 +134,7 @@ def _recommendation(i: int, row: dict, decide: bool) -> None:
         if row["kwh_per_month"]:  # a shift in time saves money, not energy
             saving += f" · {fmt.number(row['kwh_per_month'], loc)} kWh a month"
         st.markdown(f"**{md_escape(row['title'])}**  \n{saving}")
-        st.caption(md_escape(row["detail"]))
+        st.caption(md_escape(fmt.money_in_text(row["detail"], row["currency"], loc)))
         st.caption(f"From the data up to {row['updated_at'].astimezone(zone):%d %b %Y} "
                    f"(first suggested {row['created_at'].astimezone(zone):%d %b %Y}).")
         status = row["status"]
