@@ -269,6 +269,18 @@ def test_history_shows_bands_with_unmetered_costs_and_comparison(seeded):
     assert "Resolution 1 min" in texts(at)
 
 
+def test_history_one_click_periods_end_on_the_newest_day(seeded):
+    at = signed_in(seeded.url, "olga", home=OTHER_HOME)
+    at.switch_page("views/history.py").run()
+    today = at.date_input(key=f"history_range_{OTHER_HOME}").value[1]
+    at.button_group(key=f"history_period_{OTHER_HOME}").set_value("Month").run()
+    no_failures(at)
+    assert at.date_input(key=f"history_range_{OTHER_HOME}").value == (today.replace(day=1), today)
+    at.button_group(key=f"history_period_{OTHER_HOME}").set_value("Day").run()
+    assert at.date_input(key=f"history_range_{OTHER_HOME}").value == (today, today)
+    assert "Resolution 1 min" in texts(at)
+
+
 def test_history_coarsens_a_resolution_too_fine_for_the_range(seeded):
     at = signed_in(seeded.url, "olga", home=OTHER_HOME)
     at.switch_page("views/history.py").run()

@@ -20,9 +20,25 @@ show_data_age(clock, tz, loc)
 # any day back to 2000 can be picked.
 today = clock.as_of.astimezone(ZoneInfo(tz)).date()
 latest = max(today, now().astimezone(ZoneInfo(tz)).date())
+range_key = f"history_range_{home}"
+# One click for the usual periods, ending on the home's newest day (calendar week, month, year).
+PERIODS = {"Day": lambda d: d, "Week": lambda d: d - timedelta(days=d.weekday()),
+           "Month": lambda d: d.replace(day=1), "Year": lambda d: d.replace(month=1, day=1)}
+
+
+def _period() -> None:
+    chosen = st.session_state.get(f"history_period_{home}")
+    if chosen in PERIODS:
+        st.session_state[range_key] = (PERIODS[chosen](today), today)
+
+
+st.segmented_control("Period", list(PERIODS), key=f"history_period_{home}", on_change=_period,
+                     help="Up to the newest day with data; or pick any dates below.")
 c1, c2 = st.columns([2, 1])
-picked = c1.date_input("Dates", value=(today - timedelta(days=6), today), min_value=date(2000, 1, 1),
-                       max_value=latest, key=f"history_range_{home}", format="YYYY-MM-DD")
+# The default only until the user (or a period) sets the range: passing both warns in Streamlit.
+default = {} if range_key in st.session_state else {"value": (today - timedelta(days=6), today)}
+picked = c1.date_input("Dates", min_value=date(2000, 1, 1), max_value=latest, key=range_key,
+                       format="YYYY-MM-DD", **default)
 resolution = c2.selectbox("Resolution", ["auto", *data.RESOLUTIONS], key="history_resolution",
                           help="auto: 1 min up to 2 days, 15 min up to a month, hourly up to "
                                "four months, daily beyond")
