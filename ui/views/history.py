@@ -35,10 +35,11 @@ def _period() -> None:
 st.segmented_control("Period", list(PERIODS), key=f"history_period_{home}", on_change=_period,
                      help="Up to the newest day with data; or pick any dates below.")
 c1, c2 = st.columns([2, 1])
-# The default only until the user (or a period) sets the range: passing both warns in Streamlit.
-default = {} if range_key in st.session_state else {"value": (today - timedelta(days=6), today)}
-picked = c1.date_input("Dates", min_value=date(2000, 1, 1), max_value=latest, key=range_key,
-                       format="YYYY-MM-DD", **default)
+# The range lives in the session (a period sets it); a value= beside it would make Streamlit warn.
+if range_key not in st.session_state:
+    st.session_state[range_key] = (today - timedelta(days=6), today)
+picked: object = c1.date_input("Dates", min_value=date(2000, 1, 1), max_value=latest, key=range_key,
+                               format="YYYY-MM-DD")
 resolution = c2.selectbox("Resolution", ["auto", *data.RESOLUTIONS], key="history_resolution",
                           help="auto: 1 min up to 2 days, 15 min up to a month, hourly up to "
                                "four months, daily beyond")
