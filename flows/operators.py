@@ -15,6 +15,7 @@ those ids: a snapshot written before a step moved into an operator is renamed at
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -148,9 +149,11 @@ class InsightsSetup:
     book: TariffBook | None  # None: no tariff configured, so no recommendations
     live: bool  # wall-clock checks (silent meters); off when importing history
     settings: InsightSettings = field(default_factory=InsightSettings)
-    # Forecasts issued before this are not stored (an import of years would store millions of
-    # forecasts of the past); scores, anomalies and recommendations are.
-    keep_forecasts_from: datetime | None = None
+    # Per home: forecasts issued before its time are not stored (an import of years would store
+    # millions of forecasts of the past); scores, anomalies and recommendations are. Per home
+    # because homes of one file end on different days: one cut for the file would drop every
+    # forecast of a home whose data end earlier. A home not named keeps all its forecasts.
+    keep_forecasts_from: Mapping[str, datetime] | None = None
 
 
 @dataclass(frozen=True)
@@ -173,7 +176,10 @@ def derive_insights(step_id: str, device_windows: Stream[DeviceWindow], home_win
 
         def recent(x) -> bool:
             try:
-                return not isinstance(x, Forecast) or x.made_at >= keep_from
+                if not isinstance(x, Forecast):
+                    return True
+                cut = keep_from.get(x.home_id)
+                return cut is None or x.made_at >= cut
             except Exception:  # noqa: BLE001 - let the store judge an odd forecast
                 return True
 

@@ -381,3 +381,39 @@ def test_re_emitted_home_minutes_replace_and_repeats_do_not_double_count():
     ring.add(later, energy=7.0, minutes=1)
     ring.add(hour, energy=5.0, minutes=1)
     assert np.isnan(ring.window("energy", hour, 1)[0]) and ring.window("energy", later, 1)[0] == 7.0
+
+
+def test_load_shift_never_advises_a_start_outside_the_cheap_period(streamed):
+    """The advised time is where moved runs went, never the start of a run that had nowhere
+    cheaper to go (a morning run after the night rate ended stays where it was and is not
+    advice: "run the washer at 08:15" under a night rate ending 07:30 was)."""
+    _, emitted, _, _ = streamed
+    shifts = [r for r in emitted if r.kind == "load_shift"]
+    assert shifts
+    for r in shifts:
+        hh, mm = (int(x) for x in r.title.rsplit(" ", 1)[1].split(":"))
+        minute = hh * 60 + mm
+        assert 30 <= minute < 450, f"{r.title} ({r.created_at}) is outside the night rate 00:30–07:30"
+
+
+def test_morning_runs_that_cannot_move_do_not_name_the_advised_time():
+    """Most washes start at 08:15, after the night rate (00:30–07:30): within the 12 h after
+    them nothing is cheaper, so they stay put; the few evening washes move into the night rate.
+    The advice names where those went, not 08:15."""
+    start = datetime(2024, 3, 4, 0, 0, tzinfo=LONDON).astimezone(UTC)
+    minutes = 14 * 1440
+    ts = [start + timedelta(minutes=m) for m in range(minutes)]
+    washer = np.zeros(minutes)
+    for day in range(14):
+        morning = day * 1440 + 8 * 60 + 15
+        washer[morning:morning + 60] = 2000.0
+        if day % 3 == 0:  # an evening wash now and then
+            evening = day * 1440 + 21 * 60
+            washer[evening:evening + 60] = 2000.0
+    frame = pl.DataFrame({"ts": ts, "washing_machine_w": washer, "aggregate_w": washer + 150.0})
+    rec = HomeRecommender(HOME)
+    emitted = stream(rec, frame, BOOK, devices=("washing_machine",))
+    shifts = [r for r in emitted if r.kind == "load_shift"]
+    assert shifts, "the evening washes would have been cheaper at night"
+    for r in shifts:
+        assert r.title.endswith("at about 00:30"), r.title

@@ -67,7 +67,7 @@ def test_sign_in_and_live_page_in_headless_chromium(chromium, viewer):
             sign_in(page)
             expect(page.get_by_role("heading", name=f"Live · {OWN_HOME}")).to_be_visible(timeout=30_000)
             expect(page.get_by_text("Power now")).to_be_visible()
-            expect(page.get_by_text(re.compile(r"Stale data: the newest reading is \d+ min old"))).to_be_visible()
+            expect(page.get_by_text(re.compile(r"Stale data: the newest reading is from \d+ minutes ago"))).to_be_visible()
             # The fragment refreshes in place (every 2 s here): the "Updated" time moves on.
             first = page.get_by_text(re.compile(r"^Updated \d\d:\d\d:\d\d")).inner_text()
             expect(page.get_by_text(re.compile(r"^Updated \d\d:\d\d:\d\d"))).not_to_have_text(
@@ -135,7 +135,7 @@ def test_hostile_device_names_stay_text_in_the_browser(chromium, hostile_viewer)
             page.screenshot(path=str(live_shot), full_page=True)
             page.get_by_role("link", name="Alerts").click()
             expect(page.get_by_role("heading", name=f"Alerts · {HOSTILE_HOME}")).to_be_visible(timeout=30_000)
-            expect(page.get_by_text("Open anomalies (1)")).to_be_visible()
+            expect(page.get_by_text("Open alerts (1)")).to_be_visible()
             page.wait_for_timeout(1000)
             shot = ARTIFACTS / "viewer_alerts_hostile_names.png"
             page.screenshot(path=str(shot), full_page=True)

@@ -60,6 +60,9 @@ HOME_CALLS = {
     "ui.data.forecast": lambda c, who, home: ui.data.forecast(c.db, who, home, 60, NOW),
     "ui.data.anomalies": lambda c, who, home: ui.data.anomalies(c.db, who, home, NOW),
     "ui.data.recommendations": lambda c, who, home: ui.data.recommendations(c.db, who, home),
+    "ui.data.newest_reading": lambda c, who, home: ui.data.newest_reading(c.db, who, home),
+    "ui.data.acknowledge": lambda c, who, home: ui.data.acknowledge(
+        c.db, c.accounts, who, home, [{"device_id": "kettle", "kind": "long_running", "started_at": T0}]),
     "ui.data.decide_recommendation": lambda c, who, home: ui.data.decide_recommendation(
         c.db, c.accounts, who, home, "standby_waste", "", "accepted"),
     "ui.control.send_command": lambda c, who, home: ui.control.send_command(
@@ -91,7 +94,7 @@ FLEET_CALLS = {
 NO_PRINCIPAL = {
     **{f"ui.data.{n}": "pure: computes on frames or dates already read under a check"
        for n in ("home_power", "with_unmetered", "pick_resolution", "base_load", "local_midnight",
-                 "day_range")},
+                 "day_range", "grouped_alerts")},
     "ui.control.assess": "pure: judges a command from its acks, read under command_status's check",
     **{f"ui.db.{n}": "the SQL layer itself: callers check the principal before their query"
        for n in ("Database.us", "Database.connection", "Database.transaction", "Database.frame",
@@ -128,7 +131,7 @@ NO_PRINCIPAL = {
     **{f"ui.charts.{n}": "pure: draws a frame already read under a check"
        for n in ("stacked_usage", "cost_by_device", "period_comparison", "daily_heatmap",
                  "weekly_heatmap", "recent_power", "device_power", "forecast_chart",
-                 "forecast_errors", "fleet_demand")},
+                 "forecast_errors", "fleet_demand", "with_gaps")},
 }
 
 
@@ -221,6 +224,7 @@ def test_each_home_function_refuses_a_homeowner_another_home(ctx, name):
     # Nothing was written for home b by the refused calls.
     assert ctx.db.rows("SELECT status FROM recommendations WHERE home_id = 'b'") == [("new",)]
     assert ctx.db.rows("SELECT count(*) FROM device_commands WHERE home_id = 'b'") == [(1,)]
+    assert ctx.db.rows("SELECT count(*) FROM anomaly_acks WHERE home_id <> 'a'") == [(0,)]
 
 
 def test_fleet_wide_functions_give_a_homeowner_nothing_of_another_home(ctx):

@@ -224,19 +224,19 @@ def test_live_page_shows_power_today_and_that_the_data_is_stale(seeded):
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["Power now"].endswith(" W") and metrics["Power now"] != "—"
     assert metrics["Today so far"].endswith(" kWh")
-    assert metrics["Cost today"].endswith(" GBP")
+    assert metrics["Cost today"].startswith("£")
     # The REFIT slice ends 20 minutes before the seed: stale against a 10-minute limit.
-    assert shown(at.warning[0].value).startswith("Stale data: the newest reading is 2")
+    assert shown(at.warning[0].value).startswith("Stale data: the newest reading is from 2")
     devices = at.dataframe[0].value
-    assert {"mains", "kettle"} <= set(devices["device_id"])
-    assert not devices["kWh today"].isna().any()  # a device idle since midnight shows 0, not blank
+    assert {"mains", "kettle"} <= set(devices["Device"])
+    assert not devices["Energy today (kWh)"].isna().any()  # a device idle since midnight shows 0, not blank
     # The unmetered band is a row only once the home used energy today (not so just after
     # midnight, as the seeded slice ends 20 minutes before the seed).
     tz = home_timezone_of(seeded, OWN_HOME)
     midnight = datetime.combine(datetime.now(timezone.utc).astimezone(ZoneInfo(tz)).date(),
                                 datetime.min.time(), ZoneInfo(tz)).astimezone(timezone.utc)
     used_today = refit_minutes(seeded).filter(pl.col("bucket") >= midnight).height > 0
-    assert ("unmetered" in set(devices["device_id"])) == used_today
+    assert ("unmetered" in set(devices["Device"])) == used_today
     assert len(charts(at)) == 2
 
 
@@ -251,18 +251,33 @@ def test_history_shows_bands_with_unmetered_costs_and_comparison(seeded):
     at.switch_page("views/history.py").run()
     no_failures(at)
     metrics = {m.label: m.value for m in at.metric}
-    assert metrics["Energy"].endswith(" kWh") and metrics["Cost"].endswith(" GBP")
+    assert metrics["Energy"].endswith(" kWh") and metrics["Cost"].startswith("£")
     assert "prices: the store's tariffs (1)" in texts(at)
     assert metrics["Base load"].endswith(" W") and metrics["Base load"] != "—"
     top = at.dataframe[0].value
-    assert "unmetered" in set(top["device_id"]) and "mains" not in set(top["device_id"])
-    assert abs(top["% of energy"].sum() - 100) < 0.5
-    assert len(charts(at)) == 5  # usage, cost, comparison, two heat maps
+    assert "unmetered" in set(top["Device"]) and "mains" not in set(top["Device"])
+    assert abs(top["Share of energy (%)"].sum() - 100) < 0.5
+    # Two days of data and none the week before: no comparison, and the page says why.
+    assert len(charts(at)) == 4  # usage, cost, two heat maps
+    assert "No comparison: the previous period has data for 0% of its time" in texts(at)
+    assert "vs previous" not in texts(at)
     assert [b.proto.label for b in at.get("download_button")] == ["Download CSV", "Download Parquet"]
     # A day at a time at 1-minute resolution.
-    at.date_input(key="history_range").set_value((seeded.now.date(), seeded.now.date()))
+    at.date_input(key=f"history_range_{OTHER_HOME}").set_value((seeded.now.date(), seeded.now.date()))
     at.selectbox(key="history_resolution").set_value("1 min").run()
     no_failures(at)
+    assert "Resolution 1 min" in texts(at)
+
+
+def test_history_one_click_periods_end_on_the_newest_day(seeded):
+    at = signed_in(seeded.url, "olga", home=OTHER_HOME)
+    at.switch_page("views/history.py").run()
+    today = at.date_input(key=f"history_range_{OTHER_HOME}").value[1]
+    at.button_group(key=f"history_period_{OTHER_HOME}").set_value("Month").run()
+    no_failures(at)
+    assert at.date_input(key=f"history_range_{OTHER_HOME}").value == (today.replace(day=1), today)
+    at.button_group(key=f"history_period_{OTHER_HOME}").set_value("Day").run()
+    assert at.date_input(key=f"history_range_{OTHER_HOME}").value == (today, today)
     assert "Resolution 1 min" in texts(at)
 
 
@@ -275,21 +290,30 @@ def test_history_coarsens_a_resolution_too_fine_for_the_range(seeded):
 
 
 def test_forecast_page_shows_forecast_actual_and_errors(seeded):
+    # The homeowner: the forecast in plain words, no model name, no error table.
     at = signed_in(seeded.url, "alice")
+    at.switch_page("views/forecast.py").run()
+    no_failures(at)
+    metrics = {m.label: m.value for m in at.metric}
+    assert "Recent error (all horizons)" not in metrics and metrics["Off by so far"]
+    assert len(charts(at)) == 1 and not at.dataframe
+    assert "test-model" not in texts(at) and "shaded band" in texts(at)
+    # The operator: the model, its errors by horizon and the baselines.
+    at = signed_in(seeded.url, "olga", home=OWN_HOME)
     at.switch_page("views/forecast.py").run()
     no_failures(at)
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["Recent error (all horizons)"].endswith(" W")
     assert len(charts(at)) == 2
     scores = at.dataframe[0].value
-    assert len(scores) == 24 and scores["model"].iloc[0] == "test-model"
+    assert len(scores) == 24 and scores["Model"].iloc[0] == "test-model"
 
 
 def test_alerts_accept_and_dismiss_persist(seeded):
     at = signed_in(seeded.url, "alice")
     at.switch_page("views/alerts.py").run()
     no_failures(at)
-    assert "The kettle has been on for 20 minutes" in shown(at.warning[0].value)
+    assert "The kettle has been on for 20 minutes" in shown(at.warning[-1].value)
     at.button(key="accept_0").click().run()
     no_failures(at)
     db = Database(seeded.url, migrate=False)
@@ -304,8 +328,15 @@ def test_alerts_accept_and_dismiss_persist(seeded):
         audit = db.rows("SELECT action FROM audit_log WHERE username = 'alice' AND home_id = :h "
                         "ORDER BY id", {"h": OWN_HOME})
         assert [a for (a,) in audit][-2:] == ["recommendation_accepted", "recommendation_dismissed"]
+        # An alert acknowledged stays acknowledged, with who did it.
+        at.button(key="ack_0").click().run()
+        no_failures(at)
+        assert db.rows("SELECT device_id, acknowledged_by FROM anomaly_acks WHERE home_id = :h",
+                       {"h": OWN_HOME}) == [("kettle", "alice")]
+        assert "Acknowledged by alice" in texts(at)
     finally:
         db.execute("UPDATE recommendations SET status = 'new'")
+        db.execute("DELETE FROM anomaly_acks")
         db.close()
 
 
@@ -449,10 +480,10 @@ def test_live_page_shows_the_seeded_power_energy_and_cost(seeded):
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["Power now"] == f"{newest.power_w:,.0f} W"
     assert metrics["Today so far"] == f"{want_kwh:,.2f} kWh"
-    assert metrics["Cost today"] == f"{want_cost:,.2f} GBP"
-    table = at.dataframe[0].value.set_index("device_id")
+    assert metrics["Cost today"] == f"£{want_cost:,.2f}"
+    table = at.dataframe[0].value.set_index("Device")
     kettle = minutes.filter((pl.col("device_id") == "kettle") & (pl.col("bucket") >= midnight))
-    assert table.loc["kettle", "kWh today"] == pytest.approx(
+    assert table.loc["kettle", "Energy today (kWh)"] == pytest.approx(
         round(kettle["mean_power_w"].sum() / 60 / 1000, 3), abs=1e-3)
 
 
@@ -468,20 +499,24 @@ def test_history_page_shows_the_seeded_energy_cost_and_top_consumers(seeded):
     want_cost = sum(wh / 1000 * economy7(b) for _, b, wh in bands.rows())
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["Energy"] == f"{want_kwh:,.1f} kWh"
-    assert metrics["Cost"] == f"{want_cost:,.2f} GBP"
-    top = at.dataframe[0].value.set_index("device_id")
+    assert metrics["Cost"] == f"£{want_cost:,.2f}"
+    top = at.dataframe[0].value.set_index("Device")
     per_device = dict(bands.group_by("device_id").agg(pl.col("wh").sum() / 1000).rows())
     for device, kwh in per_device.items():
-        assert top.loc[device, "kWh"] == pytest.approx(round(kwh, 2), abs=0.011), device
-    assert top.index[0] == max(per_device, key=per_device.get)  # ranked by energy
+        assert top.loc[device.replace("_", " "), "Energy (kWh)"] == pytest.approx(round(kwh, 2), abs=0.011), device
+    assert top.index[0] == max(per_device, key=per_device.get).replace("_", " ")  # ranked by energy
 
 
 def test_alerts_forecast_and_fleet_show_the_seeded_counts_and_errors(seeded):
     at = signed_in(seeded.url, "alice")
     at.switch_page("views/alerts.py").run()
-    assert [shown(s.value) for s in at.subheader] == ["Open anomalies (1)", "Recommendations"]
+    # The kettle running long, and the REFIT meter quiet for 20 minutes (silent after 10).
+    assert [shown(s.value) for s in at.subheader] == ["Open alerts (2)", "Earlier alerts (0)",
+                                                      "Recommendations"]
+    assert "mains** has sent nothing since" in texts(at)
     assert "Cut the always-on load" in texts(at)
-    assert "≈ 10.10 GBP / month · 36.0 kWh / month" in texts(at)
+    assert "≈ £10.10 a month · 36.0 kWh a month" in texts(at)
+    at = signed_in(seeded.url, "olga", home=OWN_HOME)  # the model's errors are for operators
     at.switch_page("views/forecast.py").run()
     metrics = {m.label: m for m in at.metric}
     # 24 horizons scored on 40 slots each, MAE 90 + h W; the baseline's 130 W.
@@ -489,9 +524,9 @@ def test_alerts_forecast_and_fleet_show_the_seeded_counts_and_errors(seeded):
     assert metrics["Recent error (all horizons)"].value == f"{model:,.0f} W"
     assert metrics["Recent error (all horizons)"].proto.delta == f"{model / 130 - 1:+.0%} vs same time yesterday"
     scores = at.dataframe[0].value
-    assert scores["model MAE (W)"].tolist() == [90.0 + h for h in range(1, 25)]
-    assert scores["hours ahead"].tolist() == list(range(1, 25))
-    assert set(scores["in interval %"]) == {80.0}
+    assert scores["Model MAE (W)"].tolist() == [90.0 + h for h in range(1, 25)]
+    assert scores["Hours ahead"].tolist() == list(range(1, 25))
+    assert set(scores["In interval (%)"]) == {80.0}
     at = signed_in(seeded.url, "olga")
     at.switch_page("views/fleet.py").run()
     no_failures(at)

@@ -7,14 +7,16 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
+from zoneinfo import ZoneInfo
 
 import streamlit as st
 
+from ui import fmt
 from ui.accounts import Accounts, SessionExpired
 from ui.auth import AccessDenied, Principal
 from ui.cost import Pricing, load_pricing
-from ui.data import home_choices, home_timezone
+from ui.data import home_choices, home_timezone, newest_reading
 from ui.db import Database
 from ui.safe import md_escape
 from ui.settings import ViewerSettings, load_settings
@@ -122,6 +124,50 @@ def timezone_for(v: Viewer, p: Principal, home: str) -> str:
 def page_header(title: str, home: str | None = None) -> None:
     """The page's title; the home id comes from the URL, so it is escaped like any other input."""
     st.title(title if home is None else f"{title} · {md_escape(home)}")
+
+
+def user_locale(v: Viewer) -> str:
+    """The setting's locale, else the browser's language, else en_GB."""
+    if v.settings.locale:
+        return fmt.locale(v.settings.locale)
+    try:
+        tag = st.context.locale
+    except Exception:  # an old client, or AppTest
+        tag = None
+    return fmt.locale(tag if isinstance(tag, str) else None)
+
+
+@dataclass(frozen=True)
+class DataClock:
+    """The instant a page of one home is about: the wall clock while the home reports, else its
+    newest reading (an imported history opens on its own last days, not on an empty today)."""
+
+    as_of: datetime
+    newest: datetime | None
+    historic: bool  # as_of is the newest reading, not now
+
+    def note(self, tz: str, loc: str) -> str | None:
+        if not self.historic or self.newest is None:
+            return None
+        local = self.newest.astimezone(ZoneInfo(tz))
+        return (f"Showing data up to {local:%Y-%m-%d %H:%M}, {fmt.ago(self.newest, now(), loc)}: "
+                "this home has sent nothing newer.")
+
+
+def data_clock(v: Viewer, p: Principal, home: str) -> DataClock:
+    with refusals():
+        newest = newest_reading(v.db, p, home)
+    wall = now()
+    if newest is not None and (wall - newest).total_seconds() > v.settings.history_after_s:
+        # One minute past the newest reading: the minute that holds it is inside every range.
+        return DataClock(newest + timedelta(minutes=1), newest, True)
+    return DataClock(wall, newest, False)
+
+
+def show_data_age(clock: DataClock, tz: str, loc: str) -> None:
+    note = clock.note(tz, loc)
+    if note:
+        st.info(md_escape(note), icon=":material/history:")
 
 
 def home_page(title: str) -> tuple[Viewer, Principal, str, str]:

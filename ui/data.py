@@ -49,6 +49,14 @@ def home_timezone(db: Database, principal: Principal, home_id: str, fallback: st
     return rows[0][0] if rows else fallback
 
 
+def newest_reading(db: Database, principal: Principal, home_id: str) -> datetime | None:
+    """The time of the home's newest reading (``devices.last_seen``), None before the first."""
+    require_home(principal, home_id)
+    (newest,) = db.rows(f"SELECT {db.us('max(last_seen)')} FROM devices WHERE home_id = :h",
+                        {"h": home_id})[0]
+    return _dt(newest)
+
+
 DEVICE_SCHEMA: Schema = {"device_id": pl.Utf8, "kind": pl.Utf8, "last_seen": TS, "power_w": pl.Float64}
 
 
@@ -209,6 +217,15 @@ class History:
     prev_total_cost: float
     currency: str
     pricing_source: str
+    # Comparison with the period before, over the quarter-hours both periods have data for only
+    # (a week with one day of data is not "95 % less"): shares of the period's quarter-hours.
+    coverage: float  # this period has data
+    prev_coverage: float  # the previous period has data
+    common_coverage: float  # both have data: what the comparison covers
+    common_kwh: float  # this period's energy in those quarter-hours
+    prev_common_kwh: float
+    common_cost: float
+    prev_common_cost: float
 
 
 def history(db: Database, principal: Principal, home_id: str, start: datetime, end: datetime,
@@ -231,12 +248,23 @@ def history(db: Database, principal: Principal, home_id: str, start: datetime, e
                                                        pl.col("cost").sum())
     prev_tot = prev.group_by("device_id").agg((consumption.sum() / 1000).alias("prev_kwh"),
                                               pl.col("cost").sum().alias("prev_cost"))
+    slot_s = max(fetch_s, PRICE_STEP_S)  # the previous period's resolution
+    this_q, prev_q = _quarters(bands, start, slot_s), _quarters(prev, start - span, slot_s)
+    slots = max(1, -(-int(span.total_seconds()) // slot_s))
+    covered = this_q.select("slot").unique()
+    prev_covered = prev_q.select("slot").unique()
+    common = covered.join(prev_covered, on="slot", how="inner")
+    this_common = _over(this_q, common, "common_kwh", "common_cost")
+    prev_common = _over(prev_q, common, "prev_common_kwh", "prev_common_cost")
     totals = (this_tot.join(prev_tot, on="device_id", how="full", coalesce=True)
+              .join(this_common, on="device_id", how="left")
+              .join(prev_common, on="device_id", how="left")
               .with_columns(pl.col("kind").fill_null("appliance"),
-                            pl.col("kwh", "cost", "prev_kwh", "prev_cost").fill_null(0.0))
+                            pl.col("kwh", "cost", "prev_kwh", "prev_cost", "common_kwh", "common_cost",
+                                   "prev_common_kwh", "prev_common_cost").fill_null(0.0))
               .with_columns((pl.col("kwh") / pl.col("kwh").sum()).fill_nan(0.0).alias("share"),
-                            pl.when(pl.col("prev_kwh") > 0)
-                            .then(pl.col("kwh") / pl.col("prev_kwh") - 1).alias("change"))
+                            pl.when(pl.col("prev_common_kwh") > 0)
+                            .then(pl.col("common_kwh") / pl.col("prev_common_kwh") - 1).alias("change"))
               .filter(pl.col("kind") != DeviceKind.PV.value)
               .sort("kwh", descending=True))
     hourly = _hourly_home(bands, tz)
@@ -255,7 +283,26 @@ def history(db: Database, principal: Principal, home_id: str, start: datetime, e
         prev_total_kwh=float(prev_tot["prev_kwh"].sum()),
         prev_total_cost=float(prev_tot["prev_cost"].sum()),
         currency=pricing.currency, pricing_source=pricing.source,
+        coverage=min(1.0, covered.height / slots), prev_coverage=min(1.0, prev_covered.height / slots),
+        common_coverage=min(1.0, common.height / slots),
+        common_kwh=float(totals["common_kwh"].sum()), prev_common_kwh=float(totals["prev_common_kwh"].sum()),
+        common_cost=float(totals["common_cost"].sum()),
+        prev_common_cost=float(totals["prev_common_cost"].sum()),
     )
+
+
+def _quarters(bands: pl.DataFrame, origin: datetime, slot_s: int) -> pl.DataFrame:
+    """Energy and cost per device and slot of ``slot_s`` (a quarter-hour, or an hour beyond a
+    month) of the period (slot 0 starts at ``origin``), slots without a minute of data left out."""
+    slot = ((pl.col("bucket") - pl.lit(origin)).dt.total_seconds() // slot_s).alias("slot")
+    return (bands.filter(pl.col("minutes") > 0)
+            .group_by("device_id", slot)
+            .agg(pl.col("wh").clip(lower_bound=0.0).sum(), pl.col("cost").sum()))
+
+
+def _over(quarters: pl.DataFrame, slots: pl.DataFrame, kwh: str, cost: str) -> pl.DataFrame:
+    return (quarters.join(slots, on="slot", how="semi").group_by("device_id")
+            .agg((pl.col("wh").sum() / 1000).alias(kwh), pl.col("cost").sum().alias(cost)))
 
 
 def _hourly_home(bands: pl.DataFrame, tz: str) -> pl.DataFrame:
@@ -400,32 +447,103 @@ def forecast(db: Database, principal: Principal, home_id: str, resolution_min: i
 # ---------------------------------------------------------------------------- alerts
 
 ANOMALY_SCHEMA: Schema = {"device_id": pl.Utf8, "kind": pl.Utf8, "started_at": TS, "ended_at": TS,
-                  "score": pl.Float64, "message": pl.Utf8}
+                  "score": pl.Float64, "message": pl.Utf8, "acknowledged_at": TS,
+                  "acknowledged_by": pl.Utf8}
+# Anomalies of one kind that start within this of each other are one event (a logger outage
+# silences every device of the home at once): one alert, its devices listed.
+GROUP_WITHIN = timedelta(minutes=10)
 
 
 def anomalies(db: Database, principal: Principal, home_id: str, now: datetime,
-              closed_within: timedelta = timedelta(days=7)) -> pl.DataFrame:
-    """Open anomalies and those closed recently, newest first; ``open`` tells them apart."""
+              closed_within: timedelta | None = timedelta(days=7)) -> pl.DataFrame:
+    """Open anomalies and those closed within ``closed_within`` of ``now`` (None: all), newest
+    first, with their acknowledgement; ``open`` tells them apart."""
     require_home(principal, home_id)
+    since = "" if closed_within is None else "AND (a.ended_at IS NULL OR a.ended_at >= :since) "
+    params: dict[str, object] = {"h": home_id}
+    if closed_within is not None:
+        params["since"] = now - closed_within
     return db.frame(
-        f"SELECT device_id, kind, {db.us('started_at')} AS started_at, "
-        f"{db.us('ended_at')} AS ended_at, score, message FROM anomalies WHERE home_id = :h "
-        "AND (ended_at IS NULL OR ended_at >= :since) ORDER BY started_at DESC",
-        {"h": home_id, "since": now - closed_within}, ANOMALY_SCHEMA,
+        f"SELECT a.device_id, a.kind, {db.us('a.started_at')} AS started_at, "
+        f"{db.us('a.ended_at')} AS ended_at, a.score, a.message, "
+        f"{db.us('k.acknowledged_at')} AS acknowledged_at, k.acknowledged_by "
+        "FROM anomalies a LEFT JOIN anomaly_acks k ON k.home_id = a.home_id "
+        "AND k.device_id = a.device_id AND k.kind = a.kind AND k.started_at = a.started_at "
+        f"WHERE a.home_id = :h {since}ORDER BY a.started_at DESC",
+        params, ANOMALY_SCHEMA,
     ).with_columns(pl.col("ended_at").is_null().alias("open"))
+
+
+def grouped_alerts(found: pl.DataFrame) -> pl.DataFrame:
+    """One row per event: anomalies of one kind starting within ``GROUP_WITHIN`` of the one
+    before are grouped (a home-wide outage is one alert listing its devices). Columns: kind,
+    started_at, ended_at (None while any is open), open, devices (list), messages (list), score,
+    acknowledged (all acknowledged), keys (the anomalies' (device_id, kind, started_at)), newest
+    first."""
+    schema: Schema = {"kind": pl.Utf8, "started_at": TS, "ended_at": TS, "open": pl.Boolean,
+              "devices": pl.List(pl.Utf8), "messages": pl.List(pl.Utf8), "score": pl.Float64,
+              "acknowledged": pl.Boolean, "acknowledged_by": pl.Utf8,
+              "keys": pl.List(pl.Struct({"device_id": pl.Utf8, "kind": pl.Utf8, "started_at": TS}))}
+    if found.is_empty():
+        return pl.DataFrame(schema=schema)
+    rows = found.sort("kind", "started_at")
+    new_event = ((pl.col("kind") != pl.col("kind").shift(1))
+                 | (pl.col("started_at").diff() > GROUP_WITHIN)).fill_null(True)
+    return (rows.with_columns(new_event.cum_sum().alias("event"))
+            .group_by("event")
+            .agg(pl.col("kind").first(), pl.col("started_at").min(),
+                 pl.when(pl.col("open").any()).then(None).otherwise(pl.col("ended_at").max())
+                 .first().alias("ended_at"),
+                 pl.col("open").any(), pl.col("device_id").alias("devices"),
+                 pl.col("message").alias("messages"), pl.col("score").max(),
+                 pl.col("acknowledged_at").is_not_null().all().alias("acknowledged"),
+                 pl.col("acknowledged_by").drop_nulls().first(),
+                 pl.struct("device_id", "kind", "started_at").alias("keys"))
+            .drop("event").sort("started_at", descending=True)
+            .cast(pl.Schema(schema)))
+
+
+def acknowledge(db: Database, accounts: Accounts, principal: Principal, home_id: str,
+                keys: list[dict]) -> int:
+    """The household's acknowledgement of the anomalies ``keys`` (device_id, kind, started_at),
+    recorded with who made it; acknowledging again keeps the first."""
+    require_owner(principal, home_id)
+    at = accounts.clock()
+    n = 0
+    with db.transaction() as tx:
+        for k in keys:
+            exists = tx.rows("SELECT 1 FROM anomaly_acks WHERE home_id = :h AND device_id = :d "
+                             "AND kind = :k AND started_at = :s",
+                             {"h": home_id, "d": k["device_id"], "k": k["kind"], "s": k["started_at"]})
+            if exists:
+                continue
+            n += tx.execute("INSERT INTO anomaly_acks (home_id, device_id, kind, started_at, "
+                            "acknowledged_at, acknowledged_by) VALUES (:h, :d, :k, :s, :at, :u)",
+                            {"h": home_id, "d": k["device_id"], "k": k["kind"], "s": k["started_at"],
+                             "at": at, "u": principal.username})
+    if n:
+        accounts.audit(principal.username, "anomaly_acknowledged", home_id, None,
+                       f"{n} anomal{'y' if n == 1 else 'ies'}")
+    return n
 
 
 RECOMMENDATION_SCHEMA: Schema = {"kind": pl.Utf8, "device_id": pl.Utf8, "title": pl.Utf8, "detail": pl.Utf8,
                          "kwh_per_month": pl.Float64, "money_per_month": pl.Float64,
                          "currency": pl.Utf8, "status": pl.Utf8, "status_changed_by": pl.Utf8,
-                         "status_changed_at": TS}
+                         "status_changed_at": TS, "created_at": TS, "updated_at": TS}
+# A recommendation is re-evaluated every day from the last weeks of data; one not renewed for
+# this long after the home's newest data came from data that has moved on.
+RECOMMENDATION_STALE = timedelta(days=2)
 
 
 def recommendations(db: Database, principal: Principal, home_id: str) -> pl.DataFrame:
+    """The home's recommendations; ``updated_at`` is the end of the data they were computed from
+    (event time: the day's evaluation)."""
     require_home(principal, home_id)
     return db.frame(
         "SELECT kind, device_id, title, detail, kwh_per_month, money_per_month, currency, status, "
-        f"status_changed_by, {db.us('status_changed_at')} AS status_changed_at "
+        f"status_changed_by, {db.us('status_changed_at')} AS status_changed_at, "
+        f"{db.us('created_at')} AS created_at, {db.us('updated_at')} AS updated_at "
         "FROM recommendations WHERE home_id = :h ORDER BY money_per_month DESC, kind, device_id",
         {"h": home_id}, RECOMMENDATION_SCHEMA)
 

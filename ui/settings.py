@@ -49,8 +49,11 @@ class ViewerSettings:
     flat_price_per_kwh: float = 0.28
     currency: str = "GBP"
     timezone: str = "UTC"
-    # Money is formatted in the browser's locale; this one when the browser sends none (Babel name).
-    locale: str = "en_GB"
+    # Money and durations in this locale (e.g. en_GB, de_DE); empty: the browser's language.
+    locale: str = ""
+    # A home whose newest reading is older than this opens on its own newest data (an imported
+    # history), not on the wall clock, and the pages say how old it is.
+    history_after_s: float = 6 * 3600.0
     metrics_port: int = 0  # Prometheus metrics of the viewer's server (ui/metrics.py); 0: off
 
     @property

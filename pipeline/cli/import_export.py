@@ -6,7 +6,7 @@ import sys
 import time
 from datetime import timedelta
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 from pipeline import metrics
 from pipeline.cli.args import add_table_args, existing_file, port, store_url, table_spec
@@ -32,7 +32,6 @@ def cmd_import(args) -> int:
     from datetime import datetime, timezone
 
     import polars as pl
-    from rich.progress import Progress
 
     from flows.batch_import import run_import
     from flows.ingest import InsightsSetup, prepare_store
@@ -94,23 +93,32 @@ def cmd_import(args) -> int:
         return 1
     insights = None
     if not args.no_insights and frame.height:
-        # History trains the same per-home models the flow runs; only the last two days of its
-        # hourly forecasts are kept (years of forecasts of the past would swamp the store).
+        # History trains the same per-home models the flow runs; only the last two days of each
+        # home's forecasts are kept (years of forecasts of the past would swamp the store). Per
+        # home: homes of one file may end on different days.
+        ends = frame.group_by("home_id").agg(pl.col("ts").max())
         insights = InsightsSetup(Registry.empty(), args.tz, book, live=False,
-                                 keep_forecasts_from=cast(datetime, frame["ts"].max()) - timedelta(days=2))
+                                 keep_forecasts_from={h: cast(datetime, ts) - timedelta(days=2)
+                                                      for h, ts in ends.iter_rows()})
+    homes = sorted(frame["home_id"].unique().to_list())
+    try:
+        before = _made(args.store_url, homes)
+    except Exception as exc:
+        print(f"shems: error: {check_store_reachable(args.store_url) or one_line(exc)}", file=sys.stderr)
+        return 1
     imported = 0
+    progress = _Progress(frame.height, args.file.name, args.progress_every)
 
     def on_batch(n: int) -> None:
         nonlocal imported
         imported += n
-        bar.update(task, advance=n)
+        progress.advance(n)
         metrics.IMPORTED_READINGS.inc(n)
 
     late_rejects: list[tuple[int, str, str]] = []  # (row, error code, reason)
     started, ok = time.monotonic(), False
     try:
-        with Progress() as bar:
-            task = bar.add_task(f"importing {args.file.name}", total=frame.height)
+        with progress:
             meters = frozenset(frame.filter(frame["kind"] == "meter")["home_id"].unique().to_list())
             run_import(lambda: validated_batches(checked, received_at, settings,
                                                  lambda row, code, reason: late_rejects.append(
@@ -137,7 +145,86 @@ def cmd_import(args) -> int:
     if rejected.height:
         _print_rejections(rejected_counts(rejected), checked.rows, args.file, sys.stdout)
         print(f"  (each in the dead_letter table, topic import:{args.file.name}:<row>)")
+    try:
+        after = _made(args.store_url, homes)
+    except Exception as exc:  # the readings are stored; only the summary is missing
+        print(f"shems: warning: cannot count what the import made: {one_line(exc)}", file=sys.stderr)
+        return 0
+    _print_summary(args, homes, frame, before, after)
     return 0
+
+
+# What the summary counts, per table, for the imported homes. Forecasts and anomalies are keyed
+# upserts, so after minus before is what this import added (a re-import adds nothing).
+_MADE = {"readings": "readings", "forecasts": "forecasts", "forecast scores": "forecast_scores",
+         "anomalies": "anomalies", "recommendations": "recommendations"}
+
+
+def _made(url: str, homes: list[str]) -> dict[str, int]:
+    from ui.db import Database
+
+    db = Database(url, migrate=True)
+    try:
+        names = {f"h{i}": h for i, h in enumerate(homes)}
+        among = ", ".join(f":{k}" for k in names)
+        return {t: int(db.rows(f"SELECT count(*) FROM {t} WHERE home_id IN ({among})", names)[0][0])
+                for t in _MADE.values()}
+    finally:
+        db.close()
+
+
+def _print_summary(args, homes: list[str], frame, before: dict[str, int], after: dict[str, int]) -> None:
+    from sinks.base import mask_url
+
+    print(f"store: {mask_url(args.store_url)}")
+    n = len(homes)
+    print(f"homes: {n} ({', '.join(_printable(h) for h in homes[:5])}{', …' if n > 5 else ''})")
+    for label, table in _MADE.items():
+        made = after.get(table, 0) - before.get(table, 0)
+        print(f"  {label + ':':<18} {made:>12,} new ({after.get(table, 0):,} in the store)")
+    if args.no_insights:
+        print("  (--no-insights: no forecasts, anomalies or recommendations were made)")
+    url = args.store_url if args.store_url == DEFAULT_STORE_URL else mask_url(args.store_url)
+    print(f"see them: shems ui --store-url '{url}'")
+
+
+class _Progress:
+    """A progress bar on a terminal; elsewhere (piped, CI, a log file) a log line every
+    ``every_s`` seconds, so a long import is never silent."""
+
+    def __init__(self, total: int, name: str, every_s: float) -> None:
+        self.total, self.name, self.every_s = total, name, every_s
+        self.done = 0
+        self.tty = sys.stdout.isatty()
+        self.bar: Any = None  # rich's Progress on a terminal
+        self.started = self.last = time.monotonic()
+
+    def __enter__(self) -> _Progress:
+        if self.tty:
+            from rich.progress import Progress
+
+            bar = Progress()
+            bar.__enter__()
+            self.task = bar.add_task(f"importing {self.name}", total=self.total)
+            self.bar = bar
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.bar is not None:
+            self.bar.__exit__(*exc)
+
+    def advance(self, n: int) -> None:
+        self.done += n
+        if self.bar is not None:
+            self.bar.update(self.task, advance=n)
+            return
+        now = time.monotonic()
+        if now - self.last >= self.every_s:
+            self.last = now
+            rate = self.done / max(now - self.started, 1e-9)
+            share = self.done / self.total if self.total else 1.0
+            print(f"importing {_printable(self.name)}: {self.done:,} of {self.total:,} readings "
+                  f"({share:.0%}, {rate:,.0f}/s)", flush=True)
 
 
 def _push_summary(gateway: str, readings: int, seconds: float, ok: bool) -> None:
@@ -211,6 +298,8 @@ def register_import(sub) -> None:
     p.add("--tariffs", type=existing_file,
           help="tariff book TOML, stored and used to price recommendations (else the stored one)")
     p.add("--metrics-port", type=port, help="serve Prometheus metrics while importing")
+    p.add("--progress-every", type=float, default=10.0, metavar="SECONDS",
+          help="when the output is not a terminal, a progress line this often (default 10)")
     p.add("--pushgateway", default=None,
           help="push the import's result to this Prometheus Pushgateway (host:port or URL)")
     p.set_defaults(handler=cmd_import)

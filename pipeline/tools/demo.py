@@ -1,7 +1,9 @@
 """`shems demo`: everything on embedded defaults, with live counts and a summary at the end.
 
-A broker is started when none is reachable; the flow runs as a child process (`shems run`) into
-SQLite; a bundled day of real household data is replayed (shifted so it ends now) and simulated
+First four bundled weeks of a real home are imported (`shems import`, shifted to end where the
+replayed day begins), so forecasts, their scores, anomalies and recommendations are on the
+viewer's first screen. A broker is started when none is reachable; the flow runs as a child
+process (`shems run`) into SQLite; a bundled day of the same home is replayed (shifted so it ends now) and simulated
 homes publish live readings beside it, obeying commands from the viewer (`shems ui`, a second
 child process) for which a demo homeowner and a demo operator are created.
 """
@@ -15,8 +17,9 @@ import subprocess
 import sys
 import threading
 import time
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from typing import cast
 
 from rich.console import Console
 from rich.live import Live
@@ -27,6 +30,9 @@ from sinks.base import TABLES
 from sinks.stores import open_store
 
 SAMPLE = Path(__file__).parents[1] / "data" / "sample_home.parquet"
+SAMPLE_WEEKS = Path(__file__).parents[1] / "data" / "sample_home_4weeks.parquet"
+SAMPLE_WEEKS_DEVICES = ("aggregate_w=mains:meter,kettle_w=kettle,dishwasher_w=dishwasher,"
+                        "washing_machine_w=washing_machine,microwave_w=microwave")
 DEMO_TARIFFS = Path(__file__).parents[1] / "data" / "demo_tariffs.toml"
 
 
@@ -93,6 +99,44 @@ def demo_sign_ins(store_url: str, homes: list[str]) -> dict[str, str]:
     return passwords
 
 
+def import_history(store_url: str, console: Console) -> None:
+    """The bundled weeks, shifted to end a minute before the replayed day starts (that day is
+    shifted to end now), imported with insights; skipped when the store already has the home
+    (a second demo on the same store)."""
+    import polars as pl
+
+    from ui.db import Database
+
+    db = Database(store_url, migrate=True)
+    try:
+        (known,) = db.rows("SELECT count(*) FROM devices WHERE home_id = :h", {"h": SAMPLE_HOME})[0]
+    finally:
+        db.close()
+    if known:
+        console.print(f"{SAMPLE_HOME}'s history is already in {store_url}: not imported again")
+        return
+    weeks = pl.read_parquet(SAMPLE_WEEKS)
+    end = datetime.now(timezone.utc) - timedelta(days=1, minutes=1)
+    last = cast(datetime, weeks["ts"].max())  # a non-empty datetime column
+    shifted = weeks.with_columns(pl.col("ts") + (end - last))
+    path = Path(".shems/demo-history.parquet")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    shifted.write_parquet(path)
+    console.print(f"importing four weeks of {SAMPLE_HOME} (real data, shifted to end yesterday) …")
+    started = time.monotonic()
+    done = subprocess.run(
+        [sys.executable, "-m", "pipeline.cli", "import", str(path), "--layout", "wide", "--ts-col", "ts",
+         "--home-id", SAMPLE_HOME, "--device-cols", SAMPLE_WEEKS_DEVICES, "--tz", "Europe/London",
+         "--store-url", store_url, "--tariffs", str(DEMO_TARIFFS)],
+        capture_output=True, text=True, env=dict(os.environ, PYTHONUNBUFFERED="1"))
+    if done.returncode:
+        console.print(f"[red]the history import failed[/]: {done.stderr.strip()[-500:]}")
+        return
+    made = [line.strip() for line in done.stdout.splitlines()
+            if line.strip().startswith(("forecasts:", "forecast scores:", "anomalies:", "recommendations:"))]
+    console.print(f"  done in {time.monotonic() - started:.0f} s: " + "; ".join(" ".join(m.split()) for m in made))
+
+
 def run_demo(mqtt_url: str, store_url: str, homes: int, duration: float | None,
              interval_s: float, metrics_port: int | None, ui_port: int | None = 8501) -> int:
     from pipeline.ingest.tabular import TableSpec
@@ -115,6 +159,7 @@ def run_demo(mqtt_url: str, store_url: str, homes: int, duration: float | None,
     from pipeline.tools.simulator import make_homes
 
     passwords = demo_sign_ins(store_url, [make_homes(1)[0].home_id, SAMPLE_HOME])
+    import_history(store_url, console)
     with open(log_path, "w") as log:
         flow = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
                                 env=dict(os.environ, PYTHONUNBUFFERED="1"))
@@ -200,4 +245,8 @@ def run_demo(mqtt_url: str, store_url: str, homes: int, duration: float | None,
     console.print()
     _summary(store_url, console)
     console.print(f"[bold]done[/] at {datetime.now(timezone.utc):%H:%M:%S} UTC")
+    console.print("[bold]to look at it again[/] (the data stay in the store):")
+    console.print(f"  shems ui --store-url {store_url}   then open http://127.0.0.1:{ui_port or 8501}")
+    console.print(f"  sign in as {DEMO_HOMEOWNER} / {passwords[DEMO_HOMEOWNER]} or "
+                  f"{DEMO_OPERATOR} / {passwords[DEMO_OPERATOR]}; `make demo` again continues it")
     return 0 if flow.returncode in (0, None) else 1

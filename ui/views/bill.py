@@ -10,15 +10,11 @@ import streamlit as st
 from pipeline.energy.bill import Basis, Bill, budget_alert, device_costs, month_bill, month_span
 from ui import energy
 from ui.auth import AccessDenied
-from ui.common import home_page, now, refusals
+from ui.common import home_page, now, refusals, user_locale
 from ui.safe import md_escape
 
 v, p, home, tz = home_page("Bill")
-try:
-    browser_locale = st.context.locale
-except Exception:  # an old client
-    browser_locale = None
-locale = energy.locale_of(browser_locale if isinstance(browser_locale, str) else None, v.settings.locale)
+locale = user_locale(v)
 
 with refusals():
     newest = energy.newest_minute(v.db, p, home)

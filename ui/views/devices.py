@@ -27,9 +27,11 @@ for row in drawing.iter_rows(named=True):
              f"{row['power_w']:,.0f} W.", icon=":material/warning:")
 
 st.dataframe(devices.select(
-    "device_id", "kind", pl.col("power_w").round(1).alias("W now"),
-    pl.col("last_seen").dt.convert_time_zone(tz).alias("last reading"),
-    pl.col("switchable")), hide_index=True)
+    pl.col("device_id").alias("Device"), pl.col("kind").alias("Kind"),
+    pl.col("power_w").round(1).cast(pl.Utf8).fill_null("—").alias("Power (W)"),
+    pl.col("last_seen").dt.convert_time_zone(tz).dt.strftime("%Y-%m-%d %H:%M").fill_null("—")
+    .alias("Last reading"),
+    pl.col("switchable").alias("Can be switched")), hide_index=True)
 
 switchable = devices.filter(pl.col("switchable"))["device_id"].to_list()
 st.subheader("Switch")

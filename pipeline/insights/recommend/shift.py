@@ -50,6 +50,8 @@ def _emit_shift(rec: HomeRecommender, w: _Window, device_id: str, t: _ShiftTotal
     saving = t.actual - t.best
     money = saving * DAYS_PER_MONTH / days
     when = t.typical_start()
+    if when is None:  # no run had a cheaper start: nothing to advise
+        return []
     skipped = f" ({t.unpriced} runs without prices left out)" if t.unpriced else ""
     solar_note = (f" {into_solar} more runs, better moved into the hours your panels export, are "
                   "counted in the solar suggestion." if into_solar else "")
@@ -73,6 +75,9 @@ def _emit_solar(rec: HomeRecommender, w: _Window, t: _ShiftTotals, days: float,
     money = saving * DAYS_PER_MONTH / days
     kwh = t.absorbed_wh / 1000 * DAYS_PER_MONTH / days
     devices = " and ".join(sorted(_label(d) for d in t.devices))
+    when = t.typical_start()
+    if when is None:
+        return []
     export_price = float(np.mean(w.export_qx[: w.hours * 4]))
     detail = (
         f"Your home exported {exported_kwh:.1f} kWh in the last {w.days} days ({days:.1f} days with "

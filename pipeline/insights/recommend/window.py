@@ -100,9 +100,16 @@ class _ShiftTotals:
         self.energy_wh += r.energy_wh
         self.absorbed_wh += r.absorbed_wh
         self.per_device[device_id] += 1
-        self.starts[datetime.fromtimestamp(r.best_start_s, ZoneInfo(zone)).strftime("%H:%M")] += 1
+        # Only runs that had somewhere cheaper to go say where to start: a run with nothing cheaper
+        # ahead "moves" to its own start, and counting those named e.g. 08:15 after a night rate
+        # that ended at 07:30.
+        if r.best < r.actual:
+            self.starts[datetime.fromtimestamp(r.best_start_s, ZoneInfo(zone)).strftime("%H:%M")] += 1
 
-    def typical_start(self) -> str:
+    def typical_start(self) -> str | None:
+        """The most common start of the moved runs (the earliest of equals); None if none moved."""
+        if not self.starts:
+            return None
         return min(self.starts.items(), key=lambda kv: (-kv[1], kv[0]))[0]
 
 
