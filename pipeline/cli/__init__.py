@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable, Sequence
 
-from pipeline.cli import bench, evaluate, import_export, notify, plan, publish, run, savings, viewer
+from pipeline.cli import bench, evaluate, execute, import_export, notify, plan, publish, run, savings, viewer
 from pipeline.cli.args import Parser
 
 # In the order `shems --help` lists them.
@@ -24,6 +24,7 @@ SUBCOMMANDS: tuple[Callable, ...] = (
     import_export.register_export,
     bench.register,
     plan.register,
+    execute.register,
     savings.register,
     viewer.register_ui,
     viewer.register_user,
