@@ -44,7 +44,8 @@ def cmd_execute(args: argparse.Namespace) -> int:
             publisher.publish_raw(topic, payload)
             publisher.flush(timeout=10.0)  # the broker has it (PUBACK) before it is marked sent
 
-        settings = ExecutorSettings(args.topic_prefix, args.ack_timeout_s, args.settle_s, args.window_s)
+        settings = ExecutorSettings(args.topic_prefix, args.ack_timeout_s, args.settle_s, args.window_s,
+                                    args.store_delay_s)
         executor = PlanExecutor(db, send, settings)
         try:
             if args.once:
@@ -124,6 +125,8 @@ def register(sub) -> None:
     p.add("--settle-s", type=positive_float, default=60.0,
           help="seconds after the answer before the device's power is judged")
     p.add("--window-s", type=positive_float, default=120.0, help="seconds of readings the judgement averages")
+    p.add("--store-delay-s", type=positive_float, default=15.0,
+          help="how long readings take to reach the store (the flow's batching)")
     p.add("--status", action="store_true", help="print plans, their commands and planned vs measured, then exit")
     p.add("--home", default=None, help="with --status: this home's plans")
     p.add("--plan", default=None, help="with --status: this plan")

@@ -10,7 +10,8 @@ Each poll:
    Vendor relays (Shelly, Tasmota, Zigbee2MQTT) do not answer: they count as acknowledged when
    sent and are judged by their power alone;
 3. confirms each acknowledged command by the device's measured power once it has settled
-   (``settle_s`` after the answer, averaged over ``window_s``, cut at the device's next command):
+   (``settle_s`` after the answer, averaged over ``window_s``, cut at the device's next command,
+   judged ``store_delay_s`` later so that the window's readings are stored):
    the mean must be what the plan expects (``pipeline.energy.plan_commands.followed``);
 4. when a device did not follow, plans the rest of the horizon again without it: its measured
    power joins the base load, the battery starts from its measured state of charge and the EV
@@ -57,6 +58,7 @@ class ExecutorSettings:
     ack_timeout_s: float = 60.0
     settle_s: float = 60.0  # a battery ramps, a washing machine fills before it heats
     window_s: float = 120.0
+    store_delay_s: float = 15.0  # readings reach the store this much after they were taken
     tolerance: Tolerance = field(default_factory=Tolerance)
 
 
@@ -180,7 +182,7 @@ class PlanExecutor:
         confirmed, failed = 0, []
         for cmd in self.store.commands(statuses=("acknowledged",)):
             start, end = self._window(cmd)
-            if now < end:
+            if now < end + timedelta(seconds=self.settings.store_delay_s):
                 continue
             c = cmd.command
             samples = self.store.samples(cmd.home_id, c.device_id, start, end)

@@ -4,7 +4,7 @@
 CREATE TABLE IF NOT EXISTS plans (
     plan_id        text    PRIMARY KEY,
     home_id        text    NOT NULL,
-    status         text    NOT NULL CHECK (status IN ('active', 'replaced', 'done')),
+    status         text    NOT NULL CHECK (status IN ('proposed', 'active', 'replaced', 'done')),
     replaces       text,              -- the plan this one re-planned
     accepted_by    text    NOT NULL,
     accepted_at    timestamptz NOT NULL,
@@ -32,7 +32,7 @@ CREATE TABLE IF NOT EXISTS plan_commands (
     state      text    NOT NULL CHECK (state IN ('on', 'off')),
     value_w    double precision,              -- the battery setpoint or EV limit
     expect_w   double precision NOT NULL,
-    status     text    NOT NULL CHECK (status IN ('pending', 'sent', 'acknowledged', 'confirmed',
+    status     text    NOT NULL CHECK (status IN ('proposed', 'pending', 'sent', 'acknowledged', 'confirmed',
                                                   'not_followed', 'superseded')),
     sent_at    timestamptz,
     acked_at   timestamptz,

@@ -4,7 +4,7 @@
 CREATE TABLE IF NOT EXISTS plans (
     plan_id        TEXT    PRIMARY KEY,
     home_id        TEXT    NOT NULL,
-    status         TEXT    NOT NULL CHECK (status IN ('active', 'replaced', 'done')),
+    status         TEXT    NOT NULL CHECK (status IN ('proposed', 'active', 'replaced', 'done')),
     replaces       TEXT,              -- the plan this one re-planned
     accepted_by    TEXT    NOT NULL,
     accepted_at    INTEGER NOT NULL,
@@ -32,7 +32,7 @@ CREATE TABLE IF NOT EXISTS plan_commands (
     state      TEXT    NOT NULL CHECK (state IN ('on', 'off')),
     value_w    REAL,              -- the battery setpoint or EV limit
     expect_w   REAL    NOT NULL,
-    status     TEXT    NOT NULL CHECK (status IN ('pending', 'sent', 'acknowledged', 'confirmed',
+    status     TEXT    NOT NULL CHECK (status IN ('proposed', 'pending', 'sent', 'acknowledged', 'confirmed',
                                                   'not_followed', 'superseded')),
     sent_at    INTEGER,
     acked_at   INTEGER,
