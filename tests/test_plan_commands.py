@@ -8,13 +8,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from pipeline.energy.device_control import (
-    BatteryModel,
-    SetCommand,
-    SwitchBoard,
-    UnsupportedCommand,
-    vendor_message,
-)
+from pipeline.energy.device_control import BatteryModel, SetCommand, SwitchBoard, UnsupportedCommand, vendor_message
 from pipeline.energy.optimize import Battery, DeferrableLoad, EvCharge, PlanProblem, optimize
 from pipeline.energy.plan_commands import (
     PlannedCommand,

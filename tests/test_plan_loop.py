@@ -1,6 +1,6 @@
 """Plans carried out, end to end through the real Mosquitto, the real flow and PostgreSQL:
 
-plan accepted -> ``shems execute`` sends battery setpoints at their times -> the simulated home's
+plan proposed, accepted on the viewer's Plan page (AppTest) -> ``shems execute`` sends battery setpoints at their times -> the simulated home's
 battery obeys and acknowledges -> flow -> command_acks and readings -> executor confirms each
 setpoint by measured power; the home's measured cost is below its twin's (same seed, same loads,
 its battery left idle) over the plan.
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -22,18 +23,24 @@ import uuid
 from datetime import datetime, timedelta, timezone
 
 import pytest
+import streamlit as st
+from streamlit.testing.v1 import AppTest
 
+from pipeline.cli import main
 from pipeline.energy.device_control import BatteryModel
 from pipeline.energy.optimize import Battery, EvCharge, PlanProblem, optimize
 from pipeline.records import AckStatus, CommandAck, CommandState, DeviceKind, Reading
-from pipeline.tools.plan_executor import ExecutorSettings, PlanExecutor, planned_vs_actual
+from pipeline.tools.plan_executor import ExecutorSettings, PlanExecutor
 from pipeline.tools.publisher import Publisher
 from pipeline.tools.simulator import SimulatedHome, run_simulation
 from sinks.base import Batch
 from sinks.stores import open_store
 from tests.flowproc import ROOT, FlowProcess
+from tests.viewer_seed import APP, apply_env, viewer_env
+from ui.accounts import Accounts
+from ui.auth import Role
 from ui.db import Database
-from ui.plans import PlanStore
+from ui.plans import PlanStore, planned_vs_actual
 
 SLOT = timedelta(seconds=15)  # a compressed day: the optimiser takes any slot length
 CAPACITY_KWH, POWER_W = 0.05, 1500.0
@@ -66,7 +73,23 @@ def _cost(readings: list[Reading], start: datetime, prices: list[tuple[float, fl
     return total
 
 
-def test_an_accepted_plan_runs_the_battery_and_costs_less_than_its_twin(pg_url, mqtt_url, topic_prefix):
+def shown(markdown: str) -> str:
+    """What a person reads from Markdown the viewer escaped (``ui.safe.md_escape``)."""
+    return re.sub(r"\\(.)", r"\1", markdown).replace("\u2060", "")
+
+
+def plan_page(token: str, home: str) -> AppTest:
+    at = AppTest.from_file(str(APP), default_timeout=60)
+    at.session_state["session_token"] = token
+    at.query_params["home"] = home
+    at.run()
+    at.switch_page("views/plan.py").run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def test_a_plan_accepted_in_the_viewer_runs_the_battery_and_costs_less_than_its_twin(
+        pg_url, mqtt_url, topic_prefix, monkeypatch):
     store = open_store(pg_url)
     store.migrate()
     flow = FlowProcess(mqtt_url, pg_url, topic_prefix, ["--flush-interval", "0.2"]).start()
@@ -86,7 +109,7 @@ def test_an_accepted_plan_runs_the_battery_and_costs_less_than_its_twin(pg_url, 
             assert time.monotonic() < deadline, "\n".join(flow.log_lines[-30:])
             time.sleep(0.3)
         now = datetime.now(timezone.utc)
-        start = now.replace(microsecond=0) + timedelta(seconds=8)
+        start = now.replace(microsecond=0) + timedelta(seconds=30)  # time to accept it
         # Cheap first, dear later: charge now, discharge (and export) later.
         prices = [(0.10, 0.30), (0.10, 0.30), (0.60, 0.30), (0.60, 0.30)]
         problem = PlanProblem(start, SLOT, tuple(p for p, _ in prices), (300.0,) * 4, (),
@@ -94,7 +117,19 @@ def test_an_accepted_plan_runs_the_battery_and_costs_less_than_its_twin(pg_url, 
                               Battery(CAPACITY_KWH, POWER_W, POWER_W, 0.9, CAPACITY_KWH / 2))
         plan = optimize(problem)
         assert plan.cost < plan.baseline_cost
-        plan_id = PlanStore(db).accept("loop-home", problem, plan, "alice", now=now)
+        plan_id = PlanStore(db).propose("loop-home", problem, plan, "shems plan", now=now)
+        Accounts(db).add_user("alice", "alice-secret-1", Role.HOMEOWNER, ["loop-home"], by="test")
+        token = Accounts(db).sign_in("alice", "alice-secret-1").token
+        apply_env(monkeypatch, viewer_env(pg_url))
+        at = plan_page(token, "loop-home")
+        header = [shown(m.value) for m in at.markdown if plan_id in shown(m.value)]
+        assert header and "proposed" in header[0] and "4 slots of 15 s" in header[0], header
+        at.button(key="plan_accept").click().run()
+        assert not at.exception, [e.value for e in at.exception]
+        assert PlanStore(db).plan(plan_id).status == "active"  # type: ignore[union-attr]
+        assert db.rows("SELECT username, detail FROM audit_log WHERE action = 'plan_accept'") == [
+            ("alice", plan_id)]
+        assert datetime.now(timezone.utc) < start, "accepting took longer than the lead time"
         executor = subprocess.Popen(
             [sys.executable, "-m", "pipeline.cli", "execute", "--store-url", pg_url, "--mqtt-url", mqtt_url,
              "--topic-prefix", topic_prefix, "--client-id", f"exec-{uuid.uuid4().hex[:8]}",
@@ -136,6 +171,10 @@ def test_an_accepted_plan_runs_the_battery_and_costs_less_than_its_twin(pg_url, 
                                 timeout=120)
         assert status.returncode == 0, status.stderr
         assert "confirmed" in status.stdout and "measured grid cost so far" in status.stdout
+        at = plan_page(token, "loop-home")  # the page shows what became of each command
+        table = at.dataframe[0].value
+        assert list(table["status"]) == ["confirmed"] * len(commands)
+        assert len(at.get("plotly_chart")) == 2  # grid and battery, planned against measured
     finally:
         if executor is not None:
             executor.send_signal(signal.SIGTERM)
@@ -147,6 +186,7 @@ def test_an_accepted_plan_runs_the_battery_and_costs_less_than_its_twin(pg_url, 
         flow.stop()
         db.close()
         store.close()
+        st.cache_resource.clear()
 
 
 def test_a_battery_that_does_not_move_is_caught_and_the_rest_is_planned_again(sqlite_url, mqtt_url,
@@ -217,3 +257,35 @@ def test_a_battery_that_does_not_move_is_caught_and_the_rest_is_planned_again(sq
         sender.close()
         db.close()
         store.close()
+
+
+def test_shems_plan_accept_and_propose_store_the_plan_and_its_commands(sqlite_url, tmp_path, capsys):
+    prices = tmp_path / "prices.csv"
+    t0 = datetime(2030, 1, 5, tzinfo=timezone.utc)
+    prices.write_text("ts,import_price,export_price\n" + "".join(
+        f"{(t0 + timedelta(hours=h)).isoformat()},{0.1 if h < 6 else 0.5},0.05\n" for h in range(24)))
+    common = ["plan", "--prices", str(prices), "--currency", "GBP", "--date", "2030-01-05", "--tz", "UTC",
+              "--base-load-w", "300", "--battery", "capacity_kwh=5,power_kw=2,efficiency=0.9,soc=0.5",
+              "--load", "washer,1,1,08:00,20:00", "--store-url", sqlite_url, "--home", "h1", "--json"]
+    assert main([*common, "--accept"]) == 0
+    accepted = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["plan_id"]
+    assert main([*common, "--propose"]) == 0
+    proposed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["plan_id"]
+    db = Database(sqlite_url)
+    try:
+        plans = PlanStore(db)
+        assert plans.plan(accepted).status == "active" and plans.plan(proposed).status == "proposed"  # type: ignore[union-attr]
+        commands = plans.commands(accepted)
+        assert {c.status for c in commands} == {"pending"}
+        washer = [(c.command.run_at.hour, c.command.state.value) for c in commands if c.command.device_id == "washer"]
+        assert washer == [(0, "off"), (8, "on"), (9, "off")]  # held off, then run at its earliest cheap hour
+        assert any(c.command.kind == "battery" for c in commands)
+        assert {c.status for c in plans.commands(proposed)} == {"proposed"}
+        assert plans.activate(proposed, "alice") and not plans.activate(proposed, "alice")
+        assert plans.plan(accepted).status == "replaced"  # type: ignore[union-attr]
+        assert {c.status for c in plans.commands(accepted)} == {"superseded"}
+    finally:
+        db.close()
+    assert main(["plan", "--prices", str(prices), "--date", "2030-01-05", "--tz", "UTC", "--battery",
+                 "capacity_kwh=5,power_kw=2", "--accept"]) == 2
+    assert "give --store-url and --home" in capsys.readouterr().err

@@ -1,6 +1,7 @@
 """Accepted plans and their commands in the store (``plans``, ``plan_commands``), shared by
-``shems plan --accept``, the viewer's plan page and the executor (``shems execute``).
+``shems plan --accept``/``--propose``, the viewer's plan page and the executor (``shems execute``).
 
+A proposed plan waits for the household's "Accept" (its commands are ``proposed``, never sent).
 A command moves pending -> sent -> acknowledged -> confirmed or not_followed; a command a
 re-plan replaced, or one overtaken by a later command to the same device before it was sent,
 is superseded.
@@ -11,13 +12,33 @@ from __future__ import annotations
 import json
 import secrets
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 from pipeline.energy.optimize import Plan, PlanProblem, PlanSlot
-from pipeline.energy.plan_commands import PlannedCommand, plan_commands, problem_from_json, problem_to_json
+from pipeline.energy.plan_commands import PlannedCommand, mean_power, plan_commands, problem_from_json, problem_to_json
 from pipeline.records import CommandState, DeviceInfo, DeviceKind, Source
 from sinks.rows import from_us
 from ui.db import Database
+
+
+@dataclass(frozen=True, slots=True)
+class SlotActual:
+    """One slot of a plan: what it planned and what was measured (W means; None: no readings)."""
+
+    start: datetime
+    import_price: float
+    export_price: float
+    planned_grid_w: float
+    measured_grid_w: float | None
+    planned: dict[str, float]  # device -> planned W
+    measured: dict[str, float | None]
+
+    def cost(self, grid_w: float | None, slot: timedelta) -> float | None:
+        if grid_w is None:
+            return None
+        kwh = grid_w * slot.total_seconds() / 3600.0 / 1000.0
+        return kwh * (self.import_price if kwh > 0 else self.export_price)
+
 
 FINAL = ("confirmed", "not_followed", "superseded")
 
@@ -76,23 +97,24 @@ class PlanStore:
         """Store an accepted plan and the commands that carry it out; returns its id. A plan
         accepted for a home replaces the home's active one from its start on, except for the
         old plan's commands to the devices in ``keep`` (loads already running on it)."""
+        plan_id = self.propose(home_id, problem, plan, by, battery_device=battery_device,
+                               ev_device=ev_device, replaces=replaces, now=now)
+        self.activate(plan_id, by, now=now, keep=keep)
+        return plan_id
+
+    def propose(self, home_id: str, problem: PlanProblem, plan: Plan, by: str, *,
+                battery_device: str | None = "battery", ev_device: str | None = "ev",
+                replaces: str | None = None, now: datetime | None = None) -> str:
+        """Store a plan for the household to accept (the viewer's plan page); nothing is sent."""
         now = now or datetime.now(timezone.utc)
         plan_id = f"p-{secrets.token_hex(6)}"
         commands = plan_commands(plan, problem, battery_device, ev_device)
         with self.db.transaction() as tx:
-            for (old,) in tx.rows("SELECT plan_id FROM plans WHERE home_id = :h AND status = 'active'",
-                                  {"h": home_id}):
-                for cid, device in tx.rows("SELECT command_id, device_id FROM plan_commands WHERE "
-                                           "plan_id = :p AND status = 'pending' AND run_at >= :t",
-                                           {"p": old, "t": problem.start}):
-                    if device not in keep:
-                        tx.execute("UPDATE plan_commands SET status = 'superseded', message = :m "
-                                   "WHERE command_id = :c", {"c": cid, "m": f"replaced by {plan_id}"})
-                tx.execute("UPDATE plans SET status = 'replaced' WHERE plan_id = :p", {"p": old})
             tx.execute(
                 "INSERT INTO plans (plan_id, home_id, status, replaces, accepted_by, accepted_at, start_at, "
                 "end_at, slot_s, cost, baseline_cost, currency, battery_device, ev_device, problem, schedule) "
-                "VALUES (:p, :h, 'active', :r, :by, :now, :s, :e, :slot, :c, :bc, :cur, :bd, :ed, :prob, :sch)",
+                "VALUES (:p, :h, 'proposed', :r, :by, :now, :s, :e, :slot, :c, :bc, :cur, :bd, :ed, :prob, "
+                ":sch)",
                 {"p": plan_id, "h": home_id, "r": replaces, "by": by, "now": now, "s": problem.start,
                  "e": problem.slot_start(problem.slots), "slot": problem.slot.total_seconds(),
                  "c": plan.cost, "bc": plan.baseline_cost, "cur": plan.currency,
@@ -103,11 +125,37 @@ class PlanStore:
                 tx.execute(
                     "INSERT INTO plan_commands (command_id, plan_id, home_id, device_id, run_at, until_at, "
                     "kind, state, value_w, expect_w, status) VALUES (:id, :p, :h, :d, :at, :until, :k, :s, "
-                    ":v, :x, 'pending')",
+                    ":v, :x, 'proposed')",
                     {"id": f"c-{secrets.token_hex(8)}", "p": plan_id, "h": home_id, "d": c.device_id,
                      "at": c.run_at, "until": c.until, "k": c.kind, "s": c.state.value, "v": c.value_w,
                      "x": c.expect_w})
         return plan_id
+
+    def activate(self, plan_id: str, by: str, *, now: datetime | None = None,
+                 keep: frozenset[str] = frozenset()) -> bool:
+        """Accept a proposed plan: its commands become due at their times and it replaces the
+        home's active plan (see ``accept``). False when it is not a proposal (any more)."""
+        now = now or datetime.now(timezone.utc)
+        with self.db.transaction() as tx:
+            rows = tx.rows(f"SELECT home_id, {self.db.us('start_at')} FROM plans "
+                           "WHERE plan_id = :p AND status = 'proposed'", {"p": plan_id})
+            if not rows:
+                return False
+            home_id, start = rows[0][0], from_us(int(rows[0][1]))
+            for (old,) in tx.rows("SELECT plan_id FROM plans WHERE home_id = :h AND status = 'active'",
+                                  {"h": home_id}):
+                for cid, device in tx.rows("SELECT command_id, device_id FROM plan_commands WHERE "
+                                           "plan_id = :p AND status = 'pending' AND run_at >= :t",
+                                           {"p": old, "t": start}):
+                    if device not in keep:
+                        tx.execute("UPDATE plan_commands SET status = 'superseded', message = :m "
+                                   "WHERE command_id = :c", {"c": cid, "m": f"replaced by {plan_id}"})
+                tx.execute("UPDATE plans SET status = 'replaced' WHERE plan_id = :p", {"p": old})
+            tx.execute("UPDATE plans SET status = 'active', accepted_by = :by, accepted_at = :now "
+                       "WHERE plan_id = :p", {"p": plan_id, "by": by, "now": now})
+            tx.execute("UPDATE plan_commands SET status = 'pending' WHERE plan_id = :p AND status = 'proposed'",
+                       {"p": plan_id})
+        return True
 
     # ------------------------------------------------------------------ reading
     def plan(self, plan_id: str) -> StoredPlan | None:
@@ -212,3 +260,34 @@ class PlanStore:
                          "s": cmd.command.state.value, "by": f"plan {cmd.plan_id}", "at": at})
         self.set_status(cmd.command_id, "sent", sent_at=at)
 
+
+def planned_vs_actual(store: PlanStore, plan_id: str) -> list[SlotActual]:
+    """Per slot of a plan: planned and measured power of its devices and of the home's meter."""
+    stored = store.plan(plan_id)
+    if stored is None:
+        raise ValueError(f"no plan {plan_id!r}")
+    p = stored.problem
+    meter = store.meter(stored.home_id)
+    # A load's planned power in a slot: its power where its relay is planned on.
+    load_on: dict[str, set[datetime]] = {load.name: set() for load in p.loads}
+    for cmd in store.commands(plan_id):
+        c = cmd.command
+        if c.device_id in load_on and c.state is CommandState.ON:
+            t = c.run_at
+            while t < c.until:
+                load_on[c.device_id].add(t)
+                t += p.slot
+    power = {load.name: load.power_w for load in p.loads}
+    out = []
+    for planned in stored.schedule:
+        end = planned.start + p.slot
+        by_device = {d: (power[d] if planned.start in on else 0.0) for d, on in load_on.items()}
+        if stored.battery_device:
+            by_device[stored.battery_device] = planned.battery_w
+        if stored.ev_device:
+            by_device[stored.ev_device] = planned.ev_w
+        measured = {d: mean_power(store.samples(stored.home_id, d, planned.start, end)) for d in by_device}
+        grid = mean_power(store.samples(stored.home_id, meter, planned.start, end)) if meter else None
+        out.append(SlotActual(planned.start, planned.import_price, planned.export_price, planned.grid_w,
+                              grid, by_device, measured))
+    return out

@@ -67,8 +67,7 @@ def _status(db, home: str | None, plan_id: str | None) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from pipeline.tools.plan_executor import planned_vs_actual
-    from ui.plans import PlanStore
+    from ui.plans import PlanStore, planned_vs_actual
 
     store = PlanStore(db)
     ids = [plan_id] if plan_id else store.plans(home_id=home)

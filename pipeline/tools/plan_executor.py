@@ -72,25 +72,6 @@ class PollResult:
     replanned: tuple[str, ...] = ()
 
 
-@dataclass(frozen=True, slots=True)
-class SlotActual:
-    """One slot of a plan: what it planned and what was measured (W means; None: no readings)."""
-
-    start: datetime
-    import_price: float
-    export_price: float
-    planned_grid_w: float
-    measured_grid_w: float | None
-    planned: dict[str, float]  # device -> planned W
-    measured: dict[str, float | None]
-
-    def cost(self, grid_w: float | None, slot: timedelta) -> float | None:
-        if grid_w is None:
-            return None
-        kwh = grid_w * slot.total_seconds() / 3600.0 / 1000.0
-        return kwh * (self.import_price if kwh > 0 else self.export_price)
-
-
 class PlanExecutor:
     def __init__(self, db: Database, send: Send, settings: ExecutorSettings = ExecutorSettings()) -> None:
         self.store = PlanStore(db)
@@ -264,35 +245,3 @@ class PlanExecutor:
             open_ = self.store.commands(plan_id, statuses=("pending", "sent", "acknowledged"))
             if not open_:
                 self.store.set_plan_status(plan_id, "done")
-
-
-def planned_vs_actual(store: PlanStore, plan_id: str) -> list[SlotActual]:
-    """Per slot of a plan: planned and measured power of its devices and of the home's meter."""
-    stored = store.plan(plan_id)
-    if stored is None:
-        raise ValueError(f"no plan {plan_id!r}")
-    p = stored.problem
-    meter = store.meter(stored.home_id)
-    # A load's planned power in a slot: its power where its relay is planned on.
-    load_on: dict[str, set[datetime]] = {load.name: set() for load in p.loads}
-    for cmd in store.commands(plan_id):
-        c = cmd.command
-        if c.device_id in load_on and c.state is CommandState.ON:
-            t = c.run_at
-            while t < c.until:
-                load_on[c.device_id].add(t)
-                t += p.slot
-    power = {load.name: load.power_w for load in p.loads}
-    out = []
-    for planned in stored.schedule:
-        end = planned.start + p.slot
-        by_device = {d: (power[d] if planned.start in on else 0.0) for d, on in load_on.items()}
-        if stored.battery_device:
-            by_device[stored.battery_device] = planned.battery_w
-        if stored.ev_device:
-            by_device[stored.ev_device] = planned.ev_w
-        measured = {d: mean_power(store.samples(stored.home_id, d, planned.start, end)) for d in by_device}
-        grid = mean_power(store.samples(stored.home_id, meter, planned.start, end)) if meter else None
-        out.append(SlotActual(planned.start, planned.import_price, planned.export_price, planned.grid_w,
-                              grid, by_device, measured))
-    return out
