@@ -289,3 +289,18 @@ def test_shems_plan_accept_and_propose_store_the_plan_and_its_commands(sqlite_ur
     assert main(["plan", "--prices", str(prices), "--date", "2030-01-05", "--tz", "UTC", "--battery",
                  "capacity_kwh=5,power_kw=2", "--accept"]) == 2
     assert "give --store-url and --home" in capsys.readouterr().err
+
+
+def test_execute_says_in_one_line_when_the_broker_or_the_plan_is_not_there(sqlite_url):
+    from pipeline.tools.broker import free_port
+
+    open_store(sqlite_url).migrate()
+    down = subprocess.run([sys.executable, "-m", "pipeline.cli", "execute", "--store-url", sqlite_url,
+                           "--mqtt-url", f"mqtt://127.0.0.1:{free_port()}", "--once"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert down.returncode == 1 and "cannot reach the broker" in down.stderr
+    assert len(down.stderr.strip().splitlines()) == 1 and "Traceback" not in down.stderr
+    missing = subprocess.run([sys.executable, "-m", "pipeline.cli", "execute", "--store-url", sqlite_url,
+                              "--status", "--plan", "p-nope"], cwd=ROOT, capture_output=True, text=True,
+                             timeout=120)
+    assert missing.returncode == 1 and missing.stderr.strip() == "shems execute: error: no plan 'p-nope'"

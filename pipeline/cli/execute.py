@@ -65,6 +65,7 @@ def cmd_execute(args: argparse.Namespace) -> int:
 
 def _status(db, home: str | None, plan_id: str | None) -> int:
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     from ui.plans import PlanStore, planned_vs_actual
@@ -81,15 +82,17 @@ def _status(db, home: str | None, plan_id: str | None) -> int:
             print(f"shems execute: error: no plan {pid!r}", file=sys.stderr)
             return 1
         cur = stored.currency
-        console.print(f"[bold]{pid}[/bold] {stored.home_id} ({stored.status}) accepted by {stored.accepted_by}; "
+        # Device ids and answers come from devices and users: never rich markup.
+        console.print(f"[bold]{escape(pid)}[/bold] {escape(stored.home_id)} ({stored.status}) accepted by "
+                      f"{escape(stored.accepted_by)}; "
                       f"planned cost {stored.cost:.4f} {cur}, without the plan {stored.baseline_cost:.4f} {cur}")
         commands = Table(title="commands")
         for column in ("at (UTC)", "device", "command", "status", "measured W", "note"):
             commands.add_column(column)
         for c in store.commands(pid):
-            commands.add_row(f"{c.command.run_at:%m-%d %H:%M:%S}", c.command.device_id,
+            commands.add_row(f"{c.command.run_at:%m-%d %H:%M:%S}", escape(c.command.device_id),
                              c.command.set_command(c.command_id).describe(), c.status,
-                             "" if c.measured_w is None else f"{c.measured_w:,.0f}", c.message)
+                             "" if c.measured_w is None else f"{c.measured_w:,.0f}", escape(c.message))
         console.print(commands)
         slots = Table(title="planned vs measured (W means per slot; grid + import, - export)")
         for column in ("slot (UTC)", "device", "planned W", "measured W"):
@@ -99,7 +102,7 @@ def _status(db, home: str | None, plan_id: str | None) -> int:
             rows = [("grid", s.planned_grid_w, s.measured_grid_w)] + [
                 (d, s.planned[d], s.measured[d]) for d in s.planned]
             for device, planned, measured in rows:
-                slots.add_row(f"{s.start:%m-%d %H:%M:%S}", device, f"{planned:,.0f}",
+                slots.add_row(f"{s.start:%m-%d %H:%M:%S}", escape(device), f"{planned:,.0f}",
                               "" if measured is None else f"{measured:,.0f}")
             measured_cost += s.cost(s.measured_grid_w, stored.problem.slot) or 0.0
         console.print(slots)
