@@ -109,7 +109,10 @@ def test_a_plan_becomes_timed_commands_per_device():
     assert scheduled.start >= T0 + timedelta(hours=2)  # the cheap middle of the day
     assert [(c.run_at, c.state) for c in dish] == [(T0, CommandState.OFF), (scheduled.start, CommandState.ON),
                                                    (scheduled.end, CommandState.OFF)]
-    battery = [c for c in commands if c.device_id == "battery"]
+    end = problem.slot_start(problem.slots)
+    # At the end the battery goes idle and the charger is released.
+    assert [(c.device_id, c.value_w) for c in commands if c.run_at == end] == [("battery", 0.0), ("ev", 7200.0)]
+    battery = [c for c in commands if c.device_id == "battery" and c.run_at < end]
     # One setpoint per change, each what the schedule says for its slots.
     by_slot = {s.start: s.battery_w for s in plan.schedule}
     for c in battery:
@@ -119,7 +122,7 @@ def test_a_plan_becomes_timed_commands_per_device():
             assert by_slot[t] == pytest.approx(c.value_w, abs=1.0)
             t += SLOT
     assert len(battery) < problem.slots and any(c.value_w and c.value_w < 0 for c in battery)
-    ev = [c for c in commands if c.device_id == "ev"]
+    ev = [c for c in commands if c.device_id == "ev" and c.run_at < end]
     delivered = sum((c.until - c.run_at) / timedelta(hours=1) * (c.value_w or 0.0) for c in ev) / 1000
     assert delivered == pytest.approx(3.0, rel=1e-3)
 
@@ -132,6 +135,10 @@ def test_followed_judges_setpoints_with_a_tolerance_and_switches_by_threshold():
     on = PlannedCommand("washer", T0, T0 + SLOT, "switch", CommandState.ON, None, 2000.0)
     off = PlannedCommand("washer", T0, T0 + SLOT, "switch", CommandState.OFF, None, 0.0)
     assert followed(on, 150.0) and not followed(on, 2.0) and followed(off, 0.5) and not followed(off, 1200.0)
+    charge = PlannedCommand("ev", T0, T0 + SLOT, "ev_limit", CommandState.ON, 3700.0, 3700.0)
+    assert followed(charge, 3600.0) and not followed(charge, 1000.0) and not followed(charge, 7200.0)
+    release = PlannedCommand("ev", T0, T0 + SLOT, "ev_limit", CommandState.ON, 7200.0, 0.0)
+    assert followed(release, 0.0) and followed(release, 7200.0) and not followed(release, 11000.0)
 
 
 def test_measured_energy_and_state_of_charge():

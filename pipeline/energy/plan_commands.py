@@ -8,9 +8,12 @@ commands and passes what it measured.
   otherwise start at once), switched on at its planned start and off when it is done; an
   interruptible one is switched on and off around each run of slots.
 * A battery gets a setpoint (W, + charge / - discharge) at the start of every slot where the
-  planned power changes; an EV charger a power limit the same way.
+  planned power changes; an EV charger a power limit the same way. At the horizon's end the
+  battery is set idle and the charger released to its full power (else the last slot's
+  command would hold until the next plan).
 * A command is followed when the device's mean measured power after it settles is what the
-  plan expects: a battery or EV within 20 % or 300 W of its planned power; a load above
+  plan expects: a battery or EV within 20 % or 300 W of its planned power (an EV at most its
+  limit, the same margin over); a load above
   ``on_threshold_w`` when switched on and at most ``off_threshold_w`` when switched off.
 """
 
@@ -72,10 +75,14 @@ def plan_commands(plan: Plan, problem: PlanProblem, battery_device: str | None =
         for i, (at, state, expect) in enumerate(switches):
             until = switches[i + 1][0] if i + 1 < len(switches) else max(end, at)
             out.append(PlannedCommand(scheduled.name, at, until, "switch", state, None, expect))
+    after = end + problem.slot  # a command at the end is judged over one more slot
     if problem.battery is not None and battery_device:
         out += _setpoints(battery_device, "battery", [(s.start, s.battery_w) for s in plan.schedule], end)
+        if out[-1].value_w:
+            out.append(PlannedCommand(battery_device, end, after, "battery", CommandState.ON, 0.0, 0.0))
     if problem.ev is not None and ev_device:
         out += _setpoints(ev_device, "ev_limit", [(s.start, s.ev_w) for s in plan.schedule], end)
+        out.append(PlannedCommand(ev_device, end, after, "ev_limit", CommandState.ON, problem.ev.max_power_w, 0.0))
     return sorted(out, key=lambda c: (c.run_at, c.device_id))
 
 
@@ -107,6 +114,12 @@ def followed(command: PlannedCommand, measured_w: float, tol: Tolerance = Tolera
         if command.state is CommandState.ON:
             return measured_w > tol.on_threshold_w
         return measured_w <= tol.off_threshold_w
+    if command.kind == "ev_limit":
+        limit = command.value_w or 0.0
+        if measured_w > limit + max(tol.relative * limit, tol.absolute_w):
+            return False
+        if command.expect_w <= 0:  # a release or a pause: anything under the limit
+            return True
     return abs(measured_w - command.expect_w) <= max(tol.relative * abs(command.expect_w), tol.absolute_w)
 
 

@@ -201,10 +201,11 @@ class PlanExecutor:
             return None
         problem = stored.problem
         home = stored.home_id
-        fixed = 0.0
+        measured: dict[str, float] = {}  # the newest measurement of each device that did not follow
         for cmd in self.store.commands(plan_id):
             if cmd.command.device_id in devices and cmd.measured_w is not None and cmd.status == "not_followed":
-                fixed += cmd.measured_w
+                measured[cmd.command.device_id] = cmd.measured_w
+        fixed = sum(measured.values())
         soc = None
         if problem.battery is not None and stored.battery_device and stored.battery_device not in devices:
             samples = self.store.samples(home, stored.battery_device, problem.start, now)
