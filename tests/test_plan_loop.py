@@ -306,3 +306,31 @@ def test_execute_says_in_one_line_when_the_broker_or_the_plan_is_not_there(sqlit
                               "--status", "--plan", "p-nope"], cwd=ROOT, capture_output=True, text=True,
                              timeout=120)
     assert missing.returncode == 1 and missing.stderr.strip() == "shems execute: error: no plan 'p-nope'"
+
+
+def test_only_the_household_accepts_and_no_one_sees_another_homes_plan(sqlite_url, monkeypatch):
+    store = open_store(sqlite_url)
+    store.migrate()
+    now = datetime.now(timezone.utc)
+    store.write(Batch(readings=[Reading(h, "battery", now, 0.0, kind=DeviceKind.BATTERY) for h in ("h1", "h2")]))
+    store.close()
+    db = Database(sqlite_url)
+    problem = PlanProblem(now + timedelta(minutes=1), SLOT, (0.1, 0.1, 0.6, 0.6), (300.0,) * 4, (), (0.3,) * 4,
+                          None, "GBP", "UTC", None, Battery(CAPACITY_KWH, POWER_W, POWER_W, 0.9, CAPACITY_KWH / 2))
+    plan_id = PlanStore(db).propose("h1", problem, optimize(problem), "shems plan", now=now)
+    accounts = Accounts(db)
+    accounts.add_user("bob", "bob-secret-123", Role.HOMEOWNER, ["h2"], by="test")
+    accounts.add_user("olga", "olga-secret-12", Role.OPERATOR, [], by="test")
+    apply_env(monkeypatch, viewer_env(sqlite_url))
+    try:
+        at = plan_page(accounts.sign_in("bob", "bob-secret-123").token, "h1")
+        assert at.error and not any(plan_id in shown(m.value) for m in at.markdown)
+        assert not [b for b in at.button if b.key == "plan_accept"]
+        at = plan_page(accounts.sign_in("olga", "olga-secret-12").token, "h1")
+        assert any(plan_id in shown(m.value) for m in at.markdown)
+        assert not [b for b in at.button if b.key == "plan_accept"]
+        assert any("Only the household accepts" in c.value for c in at.caption)
+        assert PlanStore(db).plan(plan_id).status == "proposed"  # type: ignore[union-attr]
+    finally:
+        db.close()
+        st.cache_resource.clear()
