@@ -334,3 +334,31 @@ def test_only_the_household_accepts_and_no_one_sees_another_homes_plan(sqlite_ur
     finally:
         db.close()
         st.cache_resource.clear()
+
+
+def test_shems_simulate_gives_homes_a_battery_that_obeys_setpoints(mqtt_url, topic_prefix):
+    got: dict[str, list[dict]] = {"reading": [], "ack": []}
+    spy = Publisher(mqtt_url, client_id=f"spy-{uuid.uuid4().hex[:8]}")
+    spy.subscribe(f"{topic_prefix}shems/sim-home-0000/battery/+",
+                  lambda m: got.setdefault(m.topic.rsplit("/", 1)[1], []).append(json.loads(m.payload)))
+    sim = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "simulate", "--mqtt-url", mqtt_url,
+                            "--topic-prefix", topic_prefix, "--homes", "1", "--interval", "0.5",
+                            "--duration", "40", "--battery", "capacity_kwh=1,power_kw=1,soc=0.5"],
+                           cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 30
+        while not got["reading"]:
+            assert time.monotonic() < deadline and sim.poll() is None, sim.stderr.read() if sim.stderr else ""
+            time.sleep(0.2)
+        assert got["reading"][-1]["power_w"] == 0.0  # idle until told
+        spy.publish_raw(f"{topic_prefix}shems/sim-home-0000/battery/set",
+                        b'{"command_id":"c-sim","state":"on","battery_w":-2500}')
+        spy.flush(10)
+        while not (got["ack"] and got["reading"][-1]["power_w"] == -1000.0):
+            assert time.monotonic() < deadline, (got["ack"], got["reading"][-3:])
+            time.sleep(0.2)
+        assert got["ack"][0]["status"] == "applied" and got["ack"][0]["message"] == "battery -2,500 W"
+    finally:
+        sim.send_signal(signal.SIGTERM)
+        sim.wait(30)
+        spy.close()
