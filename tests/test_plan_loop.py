@@ -109,7 +109,7 @@ def test_a_plan_accepted_in_the_viewer_runs_the_battery_and_costs_less_than_its_
             assert time.monotonic() < deadline, "\n".join(flow.log_lines[-30:])
             time.sleep(0.3)
         now = datetime.now(timezone.utc)
-        start = now.replace(microsecond=0) + timedelta(seconds=30)  # time to accept it
+        start = now.replace(microsecond=0) + timedelta(seconds=40)  # time to accept it
         # Cheap first, dear later: charge now, discharge (and export) later.
         prices = [(0.10, 0.30), (0.10, 0.30), (0.60, 0.30), (0.60, 0.30)]
         problem = PlanProblem(start, SLOT, tuple(p for p, _ in prices), (300.0,) * 4, (),
@@ -154,7 +154,7 @@ def test_a_plan_accepted_in_the_viewer_runs_the_battery_and_costs_less_than_its_
         for c in commands:  # on the wire at its time, acknowledged by the device through the flow
             wire = [body for topic, body in spy.messages if body["command_id"] == c.command_id]
             assert wire == [{"command_id": c.command_id, "state": "on", "battery_w": c.command.value_w}]
-            assert c.sent_at is not None and abs((c.sent_at - c.command.run_at).total_seconds()) < 3
+            assert c.sent_at is not None and abs((c.sent_at - c.command.run_at).total_seconds()) < 5
             assert c.acked_at is not None and c.measured_w is not None
             assert abs(c.measured_w - (c.command.value_w or 0)) <= 300
         acks = db.rows("SELECT count(*) FROM command_acks WHERE home_id = 'loop-home' AND status = 'applied'")
