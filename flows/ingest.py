@@ -30,7 +30,7 @@ from flows.operators import MOVED_STEPS, InsightsSetup, aggregate, decode_messag
 from pipeline.config import IngestConfig, parse_mqtt_url
 from pipeline.energy.tariff import TariffBook, book_from_toml
 from pipeline.ha.discovery import Topics
-from pipeline.ingest.decode import SUBSCRIPTIONS
+from pipeline.ingest.decode import subscriptions
 from pipeline.ingest.registry import Registry
 from pipeline.logs import get_logger
 from pipeline.records import DeadLetter, DeviceKind, Reading, Tick
@@ -286,7 +286,7 @@ def run(cfg: IngestConfig, stop_event: threading.Event | None = None) -> None:
                                                         for old, new in MOVED_STEPS.items()})
     settings = MqttSource(
         parse_mqtt_url(cfg.mqtt_url),
-        SUBSCRIPTIONS,
+        subscriptions(registry),  # the default topic layouts and those the registry names
         topic_prefix=cfg.topic_prefix,
         client_id_prefix=f"{cfg.client_id_prefix}-p{cfg.process_id or 0}",
         # Shared subscriptions only when there is load to split: Mosquitto 2.0 does not restore

@@ -72,11 +72,16 @@ def _home_key(window: DeviceWindow | HomeWindow) -> str:
         return _UNKEYABLE
 
 
-def _route(message: RawMessage) -> str:
-    try:
-        return route_key(message.topic) or _UNROUTABLE
-    except Exception:  # noqa: BLE001 - decode dead-letters what no decoder claims
-        return _UNROUTABLE
+def _router(registry: Registry):
+    """The key function: the registry names the topic layouts devices were set up with."""
+
+    def _route(message: RawMessage) -> str:
+        try:
+            return route_key(message.topic, registry) or _UNROUTABLE
+        except Exception:  # noqa: BLE001 - decode dead-letters what no decoder claims
+            return _UNROUTABLE
+
+    return _route
 
 
 @dataclass(frozen=True)
@@ -91,7 +96,7 @@ def decode_messages(step_id: str, messages: Stream[RawMessage], registry: Regist
                     validation: ValidationSettings) -> DecodeOut:
     """Decodes and validates messages per physical device (vendor state such as Shelly's last
     full status is kept per device); what fails becomes a dead letter with its reason."""
-    routed = op.key_on("route", messages, _route)
+    routed = op.key_on("route", messages, _router(registry))
 
     def decode_builder(resume):
         return DecodeLogic(registry, validation, metrics.worker_label(), resume)

@@ -25,6 +25,7 @@ class DeadLetterCode(str, Enum):
     OUT_OF_BOUNDS = "out_of_bounds"
     MISSING_FIELD = "missing_field"
     INVALID_PAYLOAD = "invalid_payload"
+    UNSUPPORTED_MEASUREMENT = "unsupported_measurement"
     EXCEPTION = "exception"
 
     @property
@@ -50,5 +51,7 @@ MESSAGES: dict[DeadLetterCode, str] = {
     DeadLetterCode.OUT_OF_BOUNDS: "a measurement outside its configured bounds",
     DeadLetterCode.MISSING_FIELD: "a required field is missing",
     DeadLetterCode.INVALID_PAYLOAD: "a field of the wrong type or value",
+    DeadLetterCode.UNSUPPORTED_MEASUREMENT: "power or energy in a part of a message no decoder "
+                                            "understands (e.g. an unknown Shelly component)",
     DeadLetterCode.EXCEPTION: "a decoder failed unexpectedly on this message (a bug to report)",
 }

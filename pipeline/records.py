@@ -297,3 +297,32 @@ class CommandAck:
     ts: datetime  # the device's time of the answer
     received_at: datetime
     message: str = ""
+
+
+# ---------------------------------------------------------------- bills (pipeline.energy.bill)
+
+
+class BudgetAlertKind(str, Enum):
+    PROJECTED = "projected"  # the month is projected to cost more than the budget
+    EXCEEDED = "exceeded"  # the month so far already costs more
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetAlert:
+    """A home's month is over (or heading over) the homeowner's monthly budget.
+
+    Made by ``pipeline.energy.bill.budget_alert``; one per (home_id, month, kind) is worth telling:
+    a notifier keys repeats by that. Money is in ``currency``, tax included, export credit
+    deducted; ``basis`` says what the projection came from (``pipeline.energy.bill.Basis``).
+    """
+
+    home_id: str
+    month: str  # local calendar month, "2024-11"
+    kind: BudgetAlertKind
+    budget: float
+    projected: float
+    to_date: float
+    currency: str
+    basis: str
+    created_at: datetime
+    message: str  # one sentence a homeowner understands, money in their locale

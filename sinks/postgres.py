@@ -32,20 +32,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
 import sinks.rows as table_rows
-from pipeline.records import (
-    Anomaly,
-    AnomalyKind,
-    DeadLetter,
-    DeviceInfo,
-    DeviceKind,
-    DeviceWindow,
-    Forecast,
-    ForecastScore,
-    HomeWindow,
-    Reading,
-    Recommendation,
-    Source,
-)
+from pipeline.records import Anomaly, DeadLetter, DeviceInfo, DeviceWindow, Forecast, ForecastScore, HomeWindow, Reading
 from sinks.base import (
     FATAL,
     RECOMMENDATION_STATUSES,
@@ -62,7 +49,7 @@ from sinks.base import (
 )
 from sinks.migrate import migrations
 from sinks.rows import dead_letter_row, device_rows
-from sinks.sql import ANOMALY_UPSERT, COMMAND_ACK_INSERT, RECOMMENDATION_UPSERT
+from sinks.sql import ANOMALY_UPSERT, COMMAND_ACK_INSERT, DEVICE_UPSERT, RECOMMENDATION_UPSERT
 
 CONNECTION_DEFAULTS = {"connect_timeout": "10", "keepalives": "1", "keepalives_idle": "30",
                        "keepalives_interval": "10", "keepalives_count": "3", "tcp_user_timeout": "60000"}
@@ -160,21 +147,6 @@ def _one_row(cur: psycopg.Cursor) -> tuple[Any, ...]:
     return row
 
 
-_UPSERT_DEVICES = """
-INSERT INTO devices AS d (home_id, device_id, kind, source, first_seen, last_seen, vendor_id, channel, timezone)
-VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)
-ON CONFLICT (home_id, device_id) DO UPDATE SET
-  kind = excluded.kind, source = excluded.source,
-  first_seen = CASE WHEN d.first_seen IS NULL THEN excluded.first_seen
-                    WHEN excluded.first_seen IS NULL THEN d.first_seen
-                    ELSE least(d.first_seen, excluded.first_seen) END,
-  last_seen = CASE WHEN d.last_seen IS NULL THEN excluded.last_seen
-                   WHEN excluded.last_seen IS NULL THEN d.last_seen
-                   ELSE greatest(d.last_seen, excluded.last_seen) END,
-  vendor_id = coalesce(excluded.vendor_id, d.vendor_id),
-  channel = coalesce(excluded.channel, d.channel),
-  timezone = coalesce(excluded.timezone, d.timezone)
-"""
 
 
 _HOURLY_COLUMNS = """sum(m.mean_power_w * m.samples) / sum(m.samples), min(m.min_power_w),
@@ -442,7 +414,7 @@ class PostgresStore:
         if rows:
             # Sorted so concurrent writers lock device rows in the same order (no deadlocks).
             ordered = sorted(rows, key=lambda r: (r[0], r[1]))
-            cur.executemany(_UPSERT_DEVICES, ordered)
+            cur.executemany(DEVICE_UPSERT, ordered)
 
     def upsert_devices(self, devices: Sequence[DeviceInfo]) -> None:
         with self.conn.transaction(), self.conn.cursor() as cur:
@@ -461,22 +433,21 @@ class PostgresStore:
                "AND (%(end)s::timestamptz IS NULL OR r.ts < %(end)s) "
                "ORDER BY r.home_id, r.device_id, r.ts")
         rows = self.conn.execute(sql, {"home": home_id, "start": start, "end": end})
-        return [Reading(h, d, ts, p, e, v, a, DeviceKind(k or "appliance"), Source(s or "native"))
-                for h, d, ts, p, e, v, a, k, s in rows]
+        return [table_rows.reading_from_row(row) for row in rows]
 
     def device_windows(self, home_id: str | None = None) -> list[DeviceWindow]:
         rows = self.conn.execute(
             "SELECT home_id, device_id, kind, bucket, mean_power_w, min_power_w, max_power_w, "
             "energy_wh, samples FROM device_1m WHERE (%(h)s::text IS NULL OR home_id = %(h)s) "
             "ORDER BY home_id, device_id, bucket", {"h": home_id})
-        return [DeviceWindow(h, d, DeviceKind(k), b, m, lo, hi, e, n) for h, d, k, b, m, lo, hi, e, n in rows]
+        return [table_rows.device_window_from_row(row) for row in rows]
 
     def home_windows(self, home_id: str | None = None) -> list[HomeWindow]:
         rows = self.conn.execute(
             "SELECT home_id, bucket, mean_power_w, min_power_w, max_power_w, energy_wh, samples "
             "FROM home_1m WHERE (%(h)s::text IS NULL OR home_id = %(h)s) ORDER BY home_id, bucket",
             {"h": home_id})
-        return [HomeWindow(*row) for row in rows]
+        return [table_rows.home_window_from_row(row) for row in rows]
 
     def hourly(self, level: str, home_id: str | None = None) -> list[tuple]:
         view = {"device": "device_1h", "home": "home_1h"}[level]
@@ -496,13 +467,13 @@ class PostgresStore:
         rows = self.conn.execute(
             "SELECT received_at, topic, payload, reason, step, error, payload_bytes, payload_hash "
             "FROM dead_letter ORDER BY received_at, id")
-        return [DeadLetter(*row) for row in rows]
+        return [table_rows.dead_letter_from_row(row) for row in rows]
 
     def devices(self) -> list[DeviceInfo]:
         rows = self.conn.execute(
             "SELECT home_id, device_id, kind, source, first_seen, last_seen, vendor_id, channel, timezone "
             "FROM devices ORDER BY home_id, device_id")
-        return [DeviceInfo(h, d, DeviceKind(k), Source(s), f, l, v, c, tz) for h, d, k, s, f, l, v, c, tz in rows]
+        return [table_rows.device_info_from_row(row) for row in rows]
 
     def forecasts(self, home_id: str | None = None, resolution_min: int | None = None,
                   made_at: datetime | None = None) -> list[Forecast]:
@@ -526,15 +497,13 @@ class PostgresStore:
             "SELECT * FROM anomalies WHERE (%(h)s::text IS NULL OR home_id = %(h)s) "
             "AND (NOT %(o)s OR ended_at IS NULL) ORDER BY home_id, started_at, device_id, kind",
             {"h": home_id, "o": open_only})
-        return [Anomaly(h, d, AnomalyKind(k), s, e, score, msg) for h, d, k, s, e, score, msg in rows]
+        return [table_rows.anomaly_from_row(row) for row in rows]
 
     def recommendations(self, home_id: str | None = None) -> list[StoredRecommendation]:
         rows = self.conn.execute(
             "SELECT * FROM recommendations WHERE (%(h)s::text IS NULL OR home_id = %(h)s) "
             "ORDER BY home_id, kind, device_id", {"h": home_id})
-        return [StoredRecommendation(Recommendation(h, d, k, c, title, detail, kwh, money, cur),
-                                     u, status, sc, sb)
-                for h, k, d, c, u, title, detail, kwh, money, cur, status, sc, sb in rows]
+        return [table_rows.recommendation_from_row(row) for row in rows]
 
     def set_recommendation_status(self, home_id: str, kind: str, device_id: str, status: str,
                                   by: str) -> bool:
@@ -548,7 +517,7 @@ class PostgresStore:
 
     def tariffs(self) -> list[TariffRow]:
         rows = self.conn.execute("SELECT * FROM tariffs ORDER BY home_id, effective_from")
-        return [TariffRow(*row) for row in rows]
+        return [table_rows.tariff_from_row(row) for row in rows]
 
     def upsert_tariffs(self, rows: Sequence[TariffRow]) -> None:
         with self.conn.transaction(), self.conn.cursor() as cur:

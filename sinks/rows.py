@@ -5,27 +5,12 @@ timestamps through here too, so neither it nor one store imports the other store
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta, timezone
 from typing import overload
 
-from pipeline.records import (
-    DEAD_LETTER_PAYLOAD_MAX,
-    DEAD_LETTER_REASON_MAX,
-    DEAD_LETTER_TOPIC_MAX,
-    Anomaly,
-    CommandAck,
-    DeadLetter,
-    DeviceInfo,
-    DeviceWindow,
-    Forecast,
-    ForecastScore,
-    HomeWindow,
-    LateReading,
-    Reading,
-    Recommendation,
-)
-from sinks.base import Batch
+from pipeline import records as rec
+from sinks.base import Batch, StoredRecommendation
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
@@ -46,7 +31,7 @@ def payload_hash(payload: str) -> str:
     return hashlib.sha256(payload.encode("utf-8", "replace")).hexdigest()
 
 
-def dead_letter_hash(d: DeadLetter) -> str:
+def dead_letter_hash(d: rec.DeadLetter) -> str:
     """The SHA-256 of the whole original payload (the stored payload may be only its prefix)."""
     return d.payload_sha256 or payload_hash(d.payload)
 
@@ -60,27 +45,27 @@ def _storable(text: object, limit: int) -> str:
     return text.encode("utf-8", "replace").decode("utf-8")
 
 
-def dead_letter_row(d: DeadLetter, fix_text: Callable[[str], str] = lambda t: t) -> tuple:
+def dead_letter_row(d: rec.DeadLetter, fix_text: Callable[[str], str] = lambda t: t) -> tuple:
     """A dead letter's column values, bounded again here: the table must accept whatever a dead
-    letter holds, even one built without DeadLetter.of (its unique index has to fit the topic)."""
-    return (d.received_at, fix_text(_storable(d.topic, DEAD_LETTER_TOPIC_MAX)),
-            fix_text(_storable(d.payload, DEAD_LETTER_PAYLOAD_MAX)),
-            fix_text(_storable(d.reason, DEAD_LETTER_REASON_MAX)), dead_letter_hash(d),
+    letter holds, even one built without rec.DeadLetter.of (its unique index has to fit the topic)."""
+    return (d.received_at, fix_text(_storable(d.topic, rec.DEAD_LETTER_TOPIC_MAX)),
+            fix_text(_storable(d.payload, rec.DEAD_LETTER_PAYLOAD_MAX)),
+            fix_text(_storable(d.reason, rec.DEAD_LETTER_REASON_MAX)), dead_letter_hash(d),
             fix_text(_storable(d.step, 40)), fix_text(_storable(d.error, 200)), int(d.payload_bytes))
 
 
-def device_rows(batch: Batch) -> list[DeviceInfo]:
+def device_rows(batch: Batch) -> list[rec.DeviceInfo]:
     """Registry entries of the batch plus one summary per device seen in its readings."""
-    seen: dict[tuple[str, str], DeviceInfo] = {}
+    seen: dict[tuple[str, str], rec.DeviceInfo] = {}
     for r in batch.readings:
         key = (r.home_id, r.device_id)
         info = seen.get(key)
         if info is None:
-            seen[key] = DeviceInfo(r.home_id, r.device_id, r.kind, r.source, r.ts, r.ts)
+            seen[key] = rec.DeviceInfo(r.home_id, r.device_id, r.kind, r.source, r.ts, r.ts)
             continue
         assert info.first_seen is not None and info.last_seen is not None  # made above from a reading
         if r.ts < info.first_seen or r.ts > info.last_seen:
-            seen[key] = DeviceInfo(r.home_id, r.device_id, r.kind, r.source,
+            seen[key] = rec.DeviceInfo(r.home_id, r.device_id, r.kind, r.source,
                                    min(info.first_seen, r.ts), max(info.last_seen, r.ts))
     return list(batch.devices) + list(seen.values())
 
@@ -93,47 +78,103 @@ def _same(value):
     return value
 
 
-def reading_row(r: Reading, ts: Callable[[datetime], object] = _same) -> tuple:
+def reading_row(r: rec.Reading, ts: Callable[[datetime], object] = _same) -> tuple:
     return (r.home_id, r.device_id, ts(r.ts), r.power_w, r.energy_wh, r.voltage_v, r.current_a)
 
 
-def device_window_row(w: DeviceWindow, ts: Callable[[datetime], object] = _same,
+def device_window_row(w: rec.DeviceWindow, ts: Callable[[datetime], object] = _same,
                       count: Callable[[int], int] = _same) -> tuple:
     return (w.home_id, w.device_id, ts(w.bucket), w.kind.value, w.mean_power_w, w.min_power_w,
             w.max_power_w, w.energy_wh, count(w.samples))
 
 
-def home_window_row(w: HomeWindow, ts: Callable[[datetime], object] = _same,
+def home_window_row(w: rec.HomeWindow, ts: Callable[[datetime], object] = _same,
                     count: Callable[[int], int] = _same) -> tuple:
     return (w.home_id, ts(w.bucket), w.mean_power_w, w.min_power_w, w.max_power_w, w.energy_wh,
             count(w.samples))
 
 
-def late_reading_row(x: LateReading, ts: Callable[[datetime], object] = _same) -> tuple:
+def late_reading_row(x: rec.LateReading, ts: Callable[[datetime], object] = _same) -> tuple:
     return (x.reading.home_id, x.reading.device_id, ts(x.reading.ts), ts(x.bucket))
 
 
-def forecast_row(f: Forecast, ts: Callable[[datetime], object] = _same,
+def forecast_row(f: rec.Forecast, ts: Callable[[datetime], object] = _same,
                  count: Callable[[int], int] = _same) -> tuple:
     return (f.home_id, count(f.resolution_min), ts(f.made_at), ts(f.target_ts), count(f.horizon_min),
             f.yhat_w, f.lower_w, f.upper_w, f.model)
 
 
-def forecast_score_row(x: ForecastScore, ts: Callable[[datetime], object] = _same) -> tuple:
+def forecast_score_row(x: rec.ForecastScore, ts: Callable[[datetime], object] = _same) -> tuple:
     return (x.home_id, x.resolution_min, x.horizon_min, x.model, x.n, x.mae_w, x.naive_day_mae_w,
             x.naive_week_mae_w, x.coverage, ts(x.updated_at))
 
 
-def anomaly_row(a: Anomaly, ts: Callable[[datetime], object] = _same) -> tuple:
+def anomaly_row(a: rec.Anomaly, ts: Callable[[datetime], object] = _same) -> tuple:
     return (a.home_id, a.device_id, a.kind.value, ts(a.started_at),
             None if a.ended_at is None else ts(a.ended_at), a.score, a.message)
 
 
-def recommendation_row(r: Recommendation, ts: Callable[[datetime], object] = _same) -> tuple:
+def recommendation_row(r: rec.Recommendation, ts: Callable[[datetime], object] = _same) -> tuple:
     return (r.home_id, r.kind, r.device_id, ts(r.created_at), ts(r.created_at), r.title, r.detail,
             r.kwh_per_month, r.money_per_month, r.currency)
 
 
-def command_ack_row(a: CommandAck, ts: Callable[[datetime], object] = _same) -> tuple:
+def command_ack_row(a: rec.CommandAck, ts: Callable[[datetime], object] = _same) -> tuple:
     return (a.command_id, a.status.value, a.home_id, a.device_id, a.state.value, ts(a.ts),
             ts(a.received_at), a.message)
+
+
+# ---------------------------------------------------------------------- rows back to records.
+# ``ts`` turns the database's time value into an aware datetime: ``from_us`` for SQLite's integer
+# microseconds, the default for PostgreSQL's timestamptz. Column orders are the tables' own.
+
+def reading_from_row(row: Sequence, ts: Callable = _same) -> rec.Reading:
+    h, d, t, p, e, v, a, k, s = row
+    return rec.Reading(h, d, ts(t), p, e, v, a, rec.DeviceKind(k or "appliance"), rec.Source(s or "native"))
+
+
+def device_window_from_row(row: Sequence, ts: Callable = _same) -> rec.DeviceWindow:
+    h, d, k, b, m, lo, hi, e, n = row
+    return rec.DeviceWindow(h, d, rec.DeviceKind(k), ts(b), m, lo, hi, e, n)
+
+
+def home_window_from_row(row: Sequence, ts: Callable = _same) -> rec.HomeWindow:
+    h, b, m, lo, hi, e, n = row
+    return rec.HomeWindow(h, ts(b), m, lo, hi, e, n)
+
+
+def dead_letter_from_row(row: Sequence, ts: Callable = _same) -> rec.DeadLetter:
+    t, *rest = row
+    return rec.DeadLetter(ts(t), *rest)
+
+
+def device_info_from_row(row: Sequence, ts: Callable = _same) -> rec.DeviceInfo:
+    h, d, k, s, f, last, v, c, tz = row
+    return rec.DeviceInfo(h, d, rec.DeviceKind(k), rec.Source(s), ts(f), ts(last), v, c, tz)
+
+
+def forecast_from_row(row: Sequence, ts: Callable = _same) -> rec.Forecast:
+    """Columns as the table orders them: home, resolution, made_at, target, horizon, ..."""
+    h, r, m, t, hz, y, lo, hi, model = row
+    return rec.Forecast(h, ts(m), ts(t), r, hz, y, lo, hi, model)
+
+
+def forecast_score_from_row(row: Sequence, ts: Callable = _same) -> rec.ForecastScore:
+    h, r, hz, model, n, mae, day, week, cov, at, *_ = row
+    return rec.ForecastScore(h, r, hz, model, n, mae, day, week, cov, ts(at))
+
+
+def anomaly_from_row(row: Sequence, ts: Callable = _same) -> rec.Anomaly:
+    h, d, k, s, e, score, msg, *_ = row
+    return rec.Anomaly(h, d, rec.AnomalyKind(k), ts(s), ts(e), score, msg)
+
+
+def recommendation_from_row(row: Sequence, ts: Callable = _same) -> StoredRecommendation:
+    h, k, d, c, u, title, detail, kwh, money, cur, status, sc, sb, *_ = row
+    return StoredRecommendation(rec.Recommendation(h, d, k, ts(c), title, detail, kwh, money, cur),
+                                ts(u), status, ts(sc), sb)
+
+
+def tariff_from_row(row: Sequence, ts: Callable = _same) -> rec.TariffRow:
+    h, t, spec = row
+    return rec.TariffRow(h, ts(t), spec)

@@ -27,3 +27,20 @@ INSERT INTO command_acks (command_id, status, home_id, device_id, state, ts, rec
 VALUES (%s, %s, %s, %s, %s, %s, %s, %s)
 ON CONFLICT (command_id, status) DO NOTHING
 """
+
+# A device's registry entry or its newest sighting: first_seen only ever moves earlier and
+# last_seen only later (a replay of old readings must not make a device look silent), and a
+# sighting without registry fields keeps them. CASE, not least()/greatest(), which SQLite lacks.
+DEVICE_UPSERT = """
+INSERT INTO devices (home_id, device_id, kind, source, first_seen, last_seen, vendor_id, channel, timezone)
+VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)
+ON CONFLICT (home_id, device_id) DO UPDATE SET
+  kind = excluded.kind, source = excluded.source,
+  first_seen = CASE WHEN devices.first_seen IS NULL OR excluded.first_seen < devices.first_seen
+                    THEN coalesce(excluded.first_seen, devices.first_seen) ELSE devices.first_seen END,
+  last_seen = CASE WHEN devices.last_seen IS NULL OR excluded.last_seen > devices.last_seen
+                   THEN coalesce(excluded.last_seen, devices.last_seen) ELSE devices.last_seen END,
+  vendor_id = coalesce(excluded.vendor_id, devices.vendor_id),
+  channel = coalesce(excluded.channel, devices.channel),
+  timezone = coalesce(excluded.timezone, devices.timezone)
+"""

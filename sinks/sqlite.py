@@ -11,20 +11,7 @@ from pathlib import Path
 
 import sinks.rows as table_rows
 from pipeline.config import sqlite_path
-from pipeline.records import (
-    Anomaly,
-    AnomalyKind,
-    DeadLetter,
-    DeviceInfo,
-    DeviceKind,
-    DeviceWindow,
-    Forecast,
-    ForecastScore,
-    HomeWindow,
-    Reading,
-    Recommendation,
-    Source,
-)
+from pipeline.records import Anomaly, DeadLetter, DeviceInfo, DeviceWindow, Forecast, ForecastScore, HomeWindow, Reading
 from sinks.base import (
     FATAL,
     RECOMMENDATION_STATUSES,
@@ -38,7 +25,7 @@ from sinks.base import (
 )
 from sinks.migrate import migrations
 from sinks.rows import dead_letter_row, device_rows, from_us, to_us
-from sinks.sql import ANOMALY_UPSERT, COMMAND_ACK_INSERT, RECOMMENDATION_UPSERT
+from sinks.sql import ANOMALY_UPSERT, COMMAND_ACK_INSERT, DEVICE_UPSERT, RECOMMENDATION_UPSERT
 
 
 def classify(exc: BaseException) -> str:
@@ -245,18 +232,7 @@ class SqliteStore:
 
     def _upsert_devices(self, devices: Iterable[DeviceInfo]) -> None:
         self.conn.executemany(
-            """INSERT INTO devices VALUES (?,?,?,?,?,?,?,?,?)
-               ON CONFLICT (home_id, device_id) DO UPDATE SET
-                 kind = excluded.kind, source = excluded.source,
-                 first_seen = CASE WHEN devices.first_seen IS NULL THEN excluded.first_seen
-                                   WHEN excluded.first_seen IS NULL THEN devices.first_seen
-                                   ELSE min(devices.first_seen, excluded.first_seen) END,
-                 last_seen = CASE WHEN devices.last_seen IS NULL THEN excluded.last_seen
-                                  WHEN excluded.last_seen IS NULL THEN devices.last_seen
-                                  ELSE max(devices.last_seen, excluded.last_seen) END,
-                 vendor_id = coalesce(excluded.vendor_id, devices.vendor_id),
-                 channel = coalesce(excluded.channel, devices.channel),
-                 timezone = coalesce(excluded.timezone, devices.timezone)""",
+            DEVICE_UPSERT.replace("%s", "?"),
             [(d.home_id, d.device_id, d.kind.value, d.source.value,
               to_us(d.first_seen) if d.first_seen else None,
               to_us(d.last_seen) if d.last_seen else None, d.vendor_id, d.channel, d.timezone)
@@ -290,22 +266,21 @@ class SqliteStore:
             sql += " AND r.ts < ?"
             args.append(to_us(end))
         sql += " ORDER BY r.home_id, r.device_id, r.ts"
-        return [Reading(h, d, from_us(ts), p, e, v, a, DeviceKind(k or "appliance"), Source(s or "native"))
-                for h, d, ts, p, e, v, a, k, s in self.conn.execute(sql, args)]
+        return [table_rows.reading_from_row(row, from_us) for row in self.conn.execute(sql, args)]
 
     def device_windows(self, home_id: str | None = None) -> list[DeviceWindow]:
         where, args = ("WHERE home_id = ?", [home_id]) if home_id else ("", [])
         rows = self.conn.execute(
             f"SELECT home_id, device_id, kind, bucket, mean_power_w, min_power_w, max_power_w, "
             f"energy_wh, samples FROM device_1m {where} ORDER BY home_id, device_id, bucket", args)
-        return [DeviceWindow(h, d, DeviceKind(k), from_us(b), m, lo, hi, e, n) for h, d, k, b, m, lo, hi, e, n in rows]
+        return [table_rows.device_window_from_row(row, from_us) for row in rows]
 
     def home_windows(self, home_id: str | None = None) -> list[HomeWindow]:
         where, args = ("WHERE home_id = ?", [home_id]) if home_id else ("", [])
         rows = self.conn.execute(
             f"SELECT home_id, bucket, mean_power_w, min_power_w, max_power_w, energy_wh, samples "
             f"FROM home_1m {where} ORDER BY home_id, bucket", args)
-        return [HomeWindow(h, from_us(b), m, lo, hi, e, n) for h, b, m, lo, hi, e, n in rows]
+        return [table_rows.home_window_from_row(row, from_us) for row in rows]
 
     def hourly(self, level: str, home_id: str | None = None) -> list[tuple]:
         """Rows of device_1h or home_1h (level 'device' or 'home'), bucket as aware datetime:
@@ -326,14 +301,13 @@ class SqliteStore:
         rows = self.conn.execute(
             "SELECT received_at, topic, payload, reason, step, error, payload_bytes, payload_hash "
             "FROM dead_letter ORDER BY received_at, id")
-        return [DeadLetter(from_us(t), *rest) for t, *rest in rows]
+        return [table_rows.dead_letter_from_row(row, from_us) for row in rows]
 
     def devices(self) -> list[DeviceInfo]:
         rows = self.conn.execute(
             "SELECT home_id, device_id, kind, source, first_seen, last_seen, vendor_id, channel, timezone "
             "FROM devices ORDER BY home_id, device_id")
-        return [DeviceInfo(h, d, DeviceKind(k), Source(s), from_us(f), from_us(l), v, c, tz)
-                for h, d, k, s, f, l, v, c, tz in rows]
+        return [table_rows.device_info_from_row(row, from_us) for row in rows]
 
     def forecasts(self, home_id: str | None = None, resolution_min: int | None = None,
                   made_at: datetime | None = None) -> list[Forecast]:
@@ -344,15 +318,13 @@ class SqliteStore:
                 sql += f" AND {column} = ?"
                 args.append(value)
         rows = self.conn.execute(sql + " ORDER BY home_id, resolution_min, made_at, target_ts", args)
-        return [Forecast(h, from_us(m), from_us(t), r, hz, y, lo, hi, model)
-                for h, r, m, t, hz, y, lo, hi, model in rows]
+        return [table_rows.forecast_from_row(row, from_us) for row in rows]
 
     def forecast_scores(self, home_id: str | None = None) -> list[ForecastScore]:
         where, args = ("WHERE home_id = ?", [home_id]) if home_id else ("", [])
         rows = self.conn.execute(
             f"SELECT * FROM forecast_scores {where} ORDER BY home_id, resolution_min, horizon_min", args)
-        return [ForecastScore(h, r, hz, model, n, mae, day, week, cov, from_us(at))
-                for h, r, hz, model, n, mae, day, week, cov, at, *_ in rows]
+        return [table_rows.forecast_score_from_row(row, from_us) for row in rows]
 
     def anomalies(self, home_id: str | None = None, open_only: bool = False) -> list[Anomaly]:
         sql, args = "SELECT * FROM anomalies WHERE 1=1", []
@@ -362,16 +334,13 @@ class SqliteStore:
         if open_only:
             sql += " AND ended_at IS NULL"
         rows = self.conn.execute(sql + " ORDER BY home_id, started_at, device_id, kind", args)
-        return [Anomaly(h, d, AnomalyKind(k), from_us(s), from_us(e), score, msg)
-                for h, d, k, s, e, score, msg in rows]
+        return [table_rows.anomaly_from_row(row, from_us) for row in rows]
 
     def recommendations(self, home_id: str | None = None) -> list[StoredRecommendation]:
         where, args = ("WHERE home_id = ?", [home_id]) if home_id else ("", [])
         rows = self.conn.execute(
             f"SELECT * FROM recommendations {where} ORDER BY home_id, kind, device_id", args)
-        return [StoredRecommendation(Recommendation(h, d, k, from_us(c), title, detail, kwh, money, cur),
-                                     from_us(u), status, from_us(sc), sb)
-                for h, k, d, c, u, title, detail, kwh, money, cur, status, sc, sb in rows]
+        return [table_rows.recommendation_from_row(row, from_us) for row in rows]
 
     def set_recommendation_status(self, home_id: str, kind: str, device_id: str, status: str,
                                   by: str) -> bool:
@@ -385,7 +354,7 @@ class SqliteStore:
 
     def tariffs(self) -> list[TariffRow]:
         rows = self.conn.execute("SELECT * FROM tariffs ORDER BY home_id, effective_from")
-        return [TariffRow(h, from_us(t), spec) for h, t, spec in rows]
+        return [table_rows.tariff_from_row(row, from_us) for row in rows]
 
     def upsert_tariffs(self, rows: Sequence[TariffRow]) -> None:
         self.conn.execute("BEGIN IMMEDIATE")

@@ -8,8 +8,9 @@ from datetime import datetime, timezone
 
 import pytest
 
-from pipeline.ingest.decode import DecoderState, decode, route_key
-from pipeline.ingest.registry import Registry
+from pipeline.ingest.decode import DecoderState, decode, route_key, subscriptions
+from pipeline.ingest.decode.topics import matches, route
+from pipeline.ingest.registry import Registry, RegistryEntry
 from pipeline.records import DeadLetter, DeviceKind, RawMessage, Reading, Source
 from pipeline.settings import ValidationSettings
 from tests.conftest import FIXTURES
@@ -218,3 +219,167 @@ def test_a_home_time_zone_comes_from_its_entry_else_its_devices_else_the_default
     assert reg.home_timezone("home-c") == "Australia/Brisbane"
     assert reg.home_timezone("home-a") == "Europe/London"  # from its Tasmota devices
     assert reg.home_timezone("nowhere", default="Europe/Berlin") == "Europe/Berlin"
+
+
+# --- Every real device: formats and topic layouts beyond the defaults (issue 12, item 8) ------
+
+DEVICES = Registry.load(FIXTURES / "registry_devices.toml")
+JUNE = datetime(2024, 6, 1, 10, 1, tzinfo=timezone.utc)
+
+
+def run_devices(topic: str, body, state=None, now=JUNE):
+    raw = body if isinstance(body, bytes) else body.encode() if isinstance(body, str) else json.dumps(body).encode()
+    return decode(state, RawMessage(topic, raw, now), DEVICES, V)
+
+
+def test_shelly_pro_em50_keeps_each_channels_em1data_energy_counter():
+    state, results = run_devices("shellyproem50-test03/events/rpc",
+                                 payload("shelly_proem50_notifyfullstatus.json"))
+    # switch:0 (the dry contact: no apower), sys, wifi, mqtt, ble, cloud, eth, ws: nothing
+    assert [(r.device_id, r.kind, r.power_w, r.energy_wh, r.voltage_v, r.current_a) for r in results] == [
+        ("grid", DeviceKind.METER, 501.8, 2776175.12, 234.9, 2.598),
+        ("pv", DeviceKind.PV, -1200.0, 0.0, 234.9, 0.08)]
+    assert all(r.ts == datetime.fromtimestamp(1717236000.25, timezone.utc) for r in results)
+    # An energy-only update is still a reading of its meter, with the power it last had.
+    _, results = run_devices("shellyproem50-test03/events/rpc",
+                             payload("shelly_proem50_notifystatus_em1data.json"), state)
+    r = one_reading(results)
+    assert (r.device_id, r.power_w, r.energy_wh) == ("grid", 501.8, 2776183.5)
+
+
+def test_shelly_cover_mode_is_a_device_channel():
+    _, results = run_devices("shelly2pmg3-test04/status/cover:0", payload("shelly_2pm_cover_status.json"))
+    r = one_reading(results)
+    assert (r.home_id, r.device_id, r.power_w, r.energy_wh, r.voltage_v, r.current_a, r.ts) == (
+        "home-c", "blinds", 142.6, 52.314, 236.8, 0.65, JUNE)
+    rpc = {"method": "NotifyStatus", "params": {"ts": 1717236030, "cover:0": {"id": 0, "apower": 0.0}}}
+    _, results = run_devices("shelly2pmg3-test04/events/rpc", rpc)
+    assert one_reading(results).power_w == 0.0
+
+
+@pytest.mark.parametrize("component", sorted(json.loads(payload("shelly_status_without_metering.json"))))
+def test_shelly_status_without_measurements_is_recognised_and_not_a_dead_letter(component):
+    body = json.loads(payload("shelly_status_without_metering.json"))[component]
+    assert run_devices(f"shellyproem50-test03/status/{component}", body)[1] == []
+    rpc = {"method": "NotifyStatus", "params": {"ts": 1717236000, component: body}}
+    assert run_devices("shellyproem50-test03/events/rpc", rpc)[1] == []
+
+
+def test_an_unknown_shelly_component_that_carries_power_is_a_dead_letter_not_silence():
+    dead = one_dead(run_devices("shelly2pmg3-test04/status/foo:0", {"id": 0, "apower": 12.5})[1])
+    assert dead.error == "unsupported_measurement" and "'foo:0' carries 'apower'" in dead.reason
+    # In a notification beside a known component: the known one is still read.
+    rpc = {"method": "NotifyStatus", "params": {"ts": 1717236000, "cover:0": {"apower": 5.0},
+                                                "heatpump:0": {"total_act_energy": 1.0}}}
+    _, results = run_devices("shelly2pmg3-test04/events/rpc", rpc)
+    assert sorted(type(x).__name__ for x in results) == ["DeadLetter", "Reading"]
+    dead = next(x for x in results if isinstance(x, DeadLetter))
+    assert dead.error == "unsupported_measurement" and "heatpump:0" in dead.reason
+
+
+def _subscribed(topic: str, registry: Registry) -> bool:
+    return any(matches(f, topic) for f in subscriptions(registry))
+
+
+def test_shelly_gen1_topics_are_heard_and_watt_minutes_become_wh():
+    state, readings = None, []
+    heard = []
+    for topic, body in json.loads(payload("shelly_gen1_messages.json")):
+        if not _subscribed(topic, DEVICES):
+            continue  # e.g. relay/0 ("on"), temperature: the flow never receives them
+        heard.append(topic.split("/", 2)[2])
+        state, out = run_devices(topic, body, state)
+        assert not any(isinstance(x, DeadLetter) for x in out), out
+        readings += out
+    assert "relay/0" not in heard and "temperature" not in heard and "emeter/0/pf" in heard
+    assert [(r.device_id, r.power_w, r.voltage_v, r.current_a) for r in readings] == [
+        ("fridge", 85.31, None, None), ("phase-a", 10.66, 232.06, 0.08)]
+    fridge, phase_a = readings
+    assert fridge.energy_wh == pytest.approx(1234567 / 60)  # relay energy: watt-minutes
+    assert phase_a.energy_wh == 1184633.1  # emeter total: Wh, kept across restarts
+    assert route_key("shellies/shellyplug-s-040BAD/relay/0/power") == "shelly1/shellyplug-s-040BAD"
+
+
+@pytest.mark.parametrize("topic, body, message", [
+    ("shellies/shellyplug-s-040BAD/relay/0/power", "on", "invalid JSON"),
+    ("shellies/shellyplug-s-040BAD/relay/0/power", '"85"', "must be a number"),
+    ("shellies/shellyplug-s-040BAD/relay/x/power", "5", "not a number from 0"),
+    ("shellies/shellyplug-s-040BAD/relay/7/power", "5", "unregistered shelly device shellyplug-s-040BAD channel 7"),
+    ("shellies/shellyem3-C45BBE7928B9/emeter/0/apparent_power", "5", "not a measurement this decoder knows"),
+    ("shellies/shellyplug-s-040BAD/relay/0/power", "1e9", "outside the bounds"),
+])
+def test_bad_shelly_gen1_values_are_dead_letters(topic, body, message):
+    assert message in one_dead(run_devices(topic, body)[1]).reason
+
+
+def test_tasmota_full_topic_and_prefix_from_the_registry():
+    subs = subscriptions(DEVICES)
+    assert {"plug2/tele/SENSOR", "telemetry/garage_plug/SENSOR",
+            "house/tasmota-tele/heater/SENSOR", "tele/+/SENSOR"} <= set(subs)
+    body = payload("tasmota_sensor_single.json")
+    now = datetime(2021, 3, 28, 3, 0, tzinfo=timezone.utc)
+    for topic, device in [("plug2/tele/SENSOR", "tv"), ("telemetry/garage_plug/SENSOR", "freezer"),
+                          ("house/tasmota-tele/heater/SENSOR", "heater")]:
+        r = one_reading(run_devices(topic, body, now=now)[1])
+        assert (r.device_id, r.power_w, r.energy_wh) == (device, 233.0, 12345.0)
+    # plug2 reports London time (the registry says so), garage_plug UTC (the default).
+    assert one_reading(run_devices("plug2/tele/SENSOR", body, now=now)[1]).ts == datetime(2021, 3, 28, 1, 30, tzinfo=timezone.utc)
+    # Without its layout in the registry, the same topic is no device's.
+    assert one_dead(run("plug2/tele/SENSOR", body, now=now)[1]).error == "unknown_topic"
+
+
+def test_zigbee2mqtt_base_topic_and_names_with_a_slash():
+    subs = subscriptions(DEVICES)
+    assert {"zigbee2mqtt/#", "home/z2m/#"} <= set(subs)
+    body = payload("zigbee2mqtt_plug.json")
+    r = one_reading(run_devices("zigbee2mqtt/ground floor/kitchen plug", body)[1])
+    assert (r.device_id, r.power_w, r.energy_wh) == ("kettle", 2950.5, 1250.0)
+    r = one_reading(run_devices("home/z2m/washer plug", body)[1])
+    assert (r.home_id, r.device_id) == ("home-c", "washer")
+    assert route("zigbee2mqtt/ground floor/kitchen plug/power", DEVICES).kind == "ignore"  # an attribute
+    assert route("zigbee2mqtt/ground floor/kitchen plug/power").kind == "zigbee2mqtt"  # unregistered: a name
+    # An unregistered device under a configured base is dead-lettered like one under the default.
+    dead = one_dead(run_devices("home/z2m/dryer plug", {"power": 3})[1])
+    assert dead.error == "unregistered_device" and "dryer plug" in dead.reason
+    dead = one_dead(run_devices("zigbee2mqtt/upstairs/dryer", {"power": 3})[1])
+    assert dead.error == "unregistered_device" and "upstairs/dryer" in dead.reason
+
+
+def test_zigbee2mqtt_attribute_and_json_output_is_one_reading_and_no_dead_letters():
+    readings = []
+    for topic, body in json.loads(payload("zigbee2mqtt_attribute_and_json.json")):
+        assert _subscribed(topic, DEVICES), topic
+        readings += run_devices(topic, json.dumps(body))[1]
+    assert [(type(x).__name__, getattr(x, "device_id", None)) for x in readings] == [("Reading", "kettle")]
+    # an attribute of an unregistered device: nothing to store (its JSON state is dead-lettered)
+    assert run_devices("zigbee2mqtt/upstairs/dryer/power", "3")[1] == []
+
+
+def test_three_phase_meters_are_stored_as_their_total():
+    r = one_reading(run("shellypro3em-test02/events/rpc", payload("shelly_notifystatus_em.json"))[1])
+    # total_act_power, not a phase's: 951.2 - 464.3 + 244.0 = 730.9 W; total_act 1750.5 Wh
+    assert (r.power_w, r.energy_wh) == (730.9, 1750.5)
+
+
+@pytest.mark.parametrize("text, message", [
+    ('[[device]]\nsource="tasmota"\nvendor_id="p"\nhome_id="h"\ndevice_id="d"\nfull_topic="%topic%/"\n', "must hold %prefix%"),
+    ('[[device]]\nsource="tasmota"\nvendor_id="p"\nhome_id="h"\ndevice_id="d"\nprefix="tele/#"\n', "without \\+ or #"),
+    ('[[device]]\nsource="shelly"\nvendor_id="p"\nhome_id="h"\ndevice_id="d"\nbase_topic="z"\n', "'base_topic' does not apply to a shelly device"),
+    ('[[device]]\nsource="zigbee2mqtt"\nvendor_id="p"\nhome_id="h"\ndevice_id="d"\nfull_topic="%prefix%/x"\n', "'full_topic' does not apply"),
+    ('[[device]]\nsource="tasmota"\nvendor_id="a/b"\nhome_id="h"\ndevice_id="d"\n', "cannot contain '/'"),
+    ('[[device]]\nsource="zigbee2mqtt"\nvendor_id="p"\nhome_id="h"\ndevice_id="d"\nbase_topic="/z2m"\n', "not starting"),
+])
+def test_bad_topic_layouts_in_the_registry_say_what_is_wrong(tmp_path, text, message):
+    path = tmp_path / "registry.toml"
+    path.write_text(text)
+    with pytest.raises(ValueError, match=message):
+        Registry.load(path)
+
+
+def test_subscriptions_never_overlap():
+    """A topic two filters match could be delivered twice: a default layout given explicitly
+    adds no filter of its own."""
+    reg = Registry([RegistryEntry(Source.TASMOTA, "p", None, "h", "d", DeviceKind.APPLIANCE,
+                                  full_topic="%prefix%/%topic%/")])
+    assert reg.tasmota_topics() == {"tele/p/SENSOR": "p"}
+    assert subscriptions(reg) == subscriptions()

@@ -98,7 +98,7 @@ def _flags(command: str = "run") -> set[str]:
 def test_compose_file_is_valid_and_its_settings_are_real_flags():
     if shutil.which("docker") and subprocess.run(["docker", "compose", "version"], capture_output=True).returncode == 0:
         env = {"POSTGRES_PASSWORD": "x", "SHEMS_INGEST_MQTT_PASSWORD": "x", "GRAFANA_ADMIN_PASSWORD": "x",
-               "SHEMS_READER_PASSWORD": "x", "SHEMS_VIEWER_MQTT_PASSWORD": "x", "PATH": "/usr/bin:/bin"}
+               "SHEMS_READER_PASSWORD": "x", "SHEMS_VIEWER_MQTT_PASSWORD": "x", "SHEMS_HTTP_MQTT_PASSWORD": "x", "PATH": "/usr/bin:/bin"}
         proc = subprocess.run(["docker", "compose", "-f", str(DEPLOY / "compose.yaml"), "config", "-q"],
                               capture_output=True, text=True, env=env)
         assert proc.returncode == 0, proc.stderr
@@ -106,8 +106,8 @@ def test_compose_file_is_valid_and_its_settings_are_real_flags():
     else:
         print("docker compose plugin not available: validated the YAML structure only")
     compose = yaml.safe_load((DEPLOY / "compose.yaml").read_text())
-    assert set(compose["services"]) == {"mosquitto", "timescaledb", "flow", "viewer", "notify", "prometheus",
-                                        "grafana"}
+    assert set(compose["services"]) == {"mosquitto", "timescaledb", "flow", "viewer", "notify", "http",
+                                        "prometheus", "grafana"}
     for service in compose["services"].values():
         for volume in service.get("volumes", []):
             source = volume.split(":")[0]
@@ -116,6 +116,7 @@ def test_compose_file_is_valid_and_its_settings_are_real_flags():
     assert set(compose["services"]["flow"]["environment"]) <= _flags()
     assert set(compose["services"]["viewer"]["environment"]) <= _flags("ui")
     assert set(compose["services"]["notify"]["environment"]) <= _flags("notify")
+    assert set(compose["services"]["http"]["environment"]) <= _flags("http")
 
 
 def _k8s_documents():

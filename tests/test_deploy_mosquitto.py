@@ -43,6 +43,7 @@ def start_deploy_broker(tmp_path: Path, edit=lambda conf: conf) -> tuple[DeployB
     passwd, services = tmp_path / "passwd", tmp_path / "services.passwd"
     subprocess.run(["mosquitto_passwd", "-c", "-b", str(services), "shems-ingest", "ingest-secret"], check=True)
     subprocess.run(["mosquitto_passwd", "-b", str(services), "shems-viewer", "viewer-secret"], check=True)
+    subprocess.run(["mosquitto_passwd", "-b", str(services), "shems-http", "http-secret"], check=True)
     subprocess.run(["mosquitto_passwd", "-c", "-b", str(passwd), "home-1", "home-1-secret"], check=True)
     subprocess.run(["mosquitto_passwd", "-b", str(passwd), "home-2", "home-2-secret"], check=True)
     for name in ("acl", "services.acl"):
@@ -251,6 +252,21 @@ def test_service_accounts_have_no_home_topics(broker):
     assert got == [("shems/home-1/meter/reading", b'{"power_w": 3}')]
     assert viewer_got == []
     for c in (ingest, viewer, home):
+        c.loop_stop()
+
+
+def test_the_http_ingest_account_only_publishes_readings(broker):
+    """shems http publishes any home's readings (it checked the home's API key) and nothing else:
+    no commands, and it reads nothing."""
+    ingest, got = _listening(broker.services, "shems-ingest", "ingest-secret", "shems/#")
+    http, http_got = _listening(broker.services, "shems-http", "http-secret", "shems/#")
+    http.publish("shems/home-1/plug/reading", b'{"power_w": 4}', qos=1).wait_for_publish(5)
+    http.publish("shems/home-1/plug/set", b'{"state": "on"}', qos=1).wait_for_publish(5)
+    ingest.publish("shems/home-2/meter/reading", b'{"power_w": 5}', qos=1).wait_for_publish(5)
+    time.sleep(1.0)
+    assert got == [("shems/home-1/plug/reading", b'{"power_w": 4}')]
+    assert http_got == []
+    for c in (ingest, http):
         c.loop_stop()
 
 

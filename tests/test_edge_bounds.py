@@ -239,7 +239,9 @@ def test_the_topic_length_is_bounded_when_its_ids_are_not_to_blame():
     # A Shelly status topic's last level is free text: only the topic length bounds it.
     prefix = "shellyplus1pm-test01/status/"
     at_limit = prefix + "x" * (V.max_topic_chars - len(prefix))
-    assert run(at_limit, {"apower": 1})[1] == []  # not a measured component: nothing to do
+    assert run(at_limit, {"tC": 21.5})[1] == []  # a component without measurements: nothing to do
+    # ... but one that carries power is no component the decoder knows: a dead letter
+    refused(at_limit, {"apower": 1}, DeadLetterCode.UNSUPPORTED_MEASUREMENT)
     dead = refused(at_limit + "x", {"apower": 1}, DeadLetterCode.TOO_LARGE)
     assert f"{V.max_topic_chars + 1} characters" in dead.reason
 
@@ -319,8 +321,9 @@ def test_inputs_that_crashed_the_flow_are_dead_letters_with_a_code(name, topic, 
 
 def test_a_shelly_channel_that_is_a_digit_but_not_ascii_is_not_a_channel():
     # str.isdigit accepts "²" and int() refuses it: this crashed the flow before.
+    # Not a channel, so no component the decoder reads; it carries power: a dead letter, no crash.
     body = '{"method":"NotifyStatus","params":{"switch:\u00b2":{"apower":1}}}'.encode()
-    assert run("shellyplus1pm-test01/events/rpc", body)[1] == []
+    refused("shellyplus1pm-test01/events/rpc", body, DeadLetterCode.UNSUPPORTED_MEASUREMENT)
 
 
 def test_a_decoder_failure_nobody_foresaw_is_a_dead_letter_named_after_the_exception():

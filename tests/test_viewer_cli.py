@@ -5,7 +5,11 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
+from pipeline.records import DeviceInfo, DeviceKind, Source
 from sinks.migrate import migrations
+from sinks.stores import open_store
 from tests.viewer_server import ROOT, ViewerServer
 from ui.accounts import Accounts
 from ui.auth import Role
@@ -39,7 +43,20 @@ def test_shems_ui_says_what_is_wrong_with_a_bad_store():
     assert proc.stderr.startswith("shems: error: cannot open the store postgresql://nobody@127.0.0.1:1/none")
 
 
-def test_user_add_passwd_list_remove(sqlite_url):
+@pytest.fixture
+def homes_url(sqlite_url: str) -> str:
+    """A store that knows homes h1 and h2 (their meters are registered): `user add` checks them."""
+    store = open_store(sqlite_url)
+    try:
+        store.migrate()
+        store.upsert_devices([DeviceInfo(h, "mains", DeviceKind.METER, Source.NATIVE) for h in ("h1", "h2")])
+    finally:
+        store.close()
+    return sqlite_url
+
+
+def test_user_add_passwd_list_remove(homes_url):
+    sqlite_url = homes_url
     added = shems("user", "add", "alice", "--role", "homeowner", "--home", "h1", "--home", "h2",
                   "--password-stdin", "--store-url", sqlite_url, stdin="first-password\n")
     assert added.returncode == 0, added.stderr
@@ -63,7 +80,8 @@ def test_user_add_passwd_list_remove(sqlite_url):
         db.close()
 
 
-def test_user_errors_are_sentences_with_a_non_zero_exit(sqlite_url):
+def test_user_errors_are_sentences_with_a_non_zero_exit(homes_url):
+    sqlite_url = homes_url
     short = shems("user", "add", "bob", "--home", "h1", "--password-stdin", "--store-url", sqlite_url,
                   stdin="short\n")
     assert short.returncode == 2 and "a password needs at least 10 characters" in short.stderr
@@ -74,3 +92,18 @@ def test_user_errors_are_sentences_with_a_non_zero_exit(sqlite_url):
     assert no_tty.returncode == 2 and "--password-stdin" in no_tty.stderr
     missing = shems("user", "remove", "nobody", "--store-url", sqlite_url)
     assert missing.returncode == 1 and "no user 'nobody'" in missing.stderr
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--home", "NoSuchHouse"], "no home 'NoSuchHouse' in the store (homes there: h1, h2)"),
+    (["--home", "h1", "--home", "h3"], "no home 'h3'"),
+    (["--role", "operator", "--home", "h1"], "an operator sees every home: --home is for homeowners only"),
+    (["--role", "admin", "--home", "h1"], "an admin sees every home"),
+    ([], "a homeowner needs at least one home (--home)"),
+])
+def test_user_add_refuses_unknown_homes_and_role_home_mismatches(homes_url, argv, message):
+    proc = shems("user", "add", "carol", *argv, "--password-stdin", "--store-url", homes_url,
+                 stdin="long-enough-1\n")
+    assert proc.returncode == 2 and message in proc.stderr, proc.stderr
+    assert len(proc.stderr.splitlines()) == 1 and "Traceback" not in proc.stderr
+    assert shems("user", "list", "--store-url", homes_url).stdout == ""  # nobody was added

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import inspect
 from datetime import datetime, timedelta, timezone
+from decimal import Decimal
 from types import ModuleType
 
 import pytest
@@ -18,6 +19,7 @@ import ui.control
 import ui.cost
 import ui.data
 import ui.db
+import ui.energy
 import ui.notifications
 import ui.plans
 from pipeline.records import (
@@ -40,7 +42,7 @@ from ui.db import Database
 from ui.settings import ViewerSettings
 
 LAYERS: list[ModuleType] = [ui.data, ui.control, ui.db, ui.cost, pipeline.cli.viewer, ui.accounts,
-                          ui.charts, ui.notifications, ui.plans]
+                          ui.charts, ui.notifications, ui.energy, ui.plans]
 T0 = datetime(2026, 3, 2, 12, 0, tzinfo=timezone.utc)
 NOW = T0 + timedelta(minutes=10)
 PRICING = Pricing("GBP", 0.30, "flat 0.30 GBP/kWh")
@@ -68,6 +70,15 @@ HOME_CALLS = {
     "ui.control.recent_commands": lambda c, who, home: ui.control.recent_commands(c.db, who, home),
     "ui.control.switched_off_but_drawing": lambda c, who, home: ui.control.switched_off_but_drawing(
         ui.data.devices_now(c.db, OLGA, home), c.db, who, home, 5.0),
+    "ui.energy.newest_minute": lambda c, who, home: ui.energy.newest_minute(c.db, who, home),
+    "ui.energy.home_minutes": lambda c, who, home: ui.energy.home_minutes(c.db, who, home, T0, NOW),
+    "ui.energy.newest_forecasts": lambda c, who, home: ui.energy.newest_forecasts(c.db, who, home, T0),
+    "ui.energy.device_usage": lambda c, who, home: ui.energy.device_usage(c.db, who, home, T0, NOW),
+    "ui.energy.flow_usage": lambda c, who, home: ui.energy.flow_usage(c.db, who, home, T0, NOW, 60),
+    "ui.energy.budget": lambda c, who, home: ui.energy.budget(c.db, who, home),
+    "ui.energy.set_budget": lambda c, who, home: ui.energy.set_budget(
+        c.db, c.accounts, who, home, Decimal("50"), "GBP", NOW),
+    "ui.energy.month_bill_of": lambda c, who, home: ui.energy.month_bill_of(c.db, who, PRICING, home, "UTC", NOW),
 }
 # Functions that take a principal but no home: what they return must hold nothing of another home.
 FLEET_CALLS = {
@@ -107,6 +118,12 @@ NO_PRINCIPAL = {
                  "notices_since", "enqueue", "enqueue_budget", "pending", "record_attempt")},
     **{f"ui.notifications.{n}": "pure, or sending a notice to targets already read for their owner"
        for n in ("utcnow", "Prefs.quiet_hours", "apprise_send", "send_to_targets")},
+    **{f"ui.energy.{n}": "pure: formats, periods, tariffs in memory, or draws a flow already read "
+       "under a check" for n in ("locale_of", "fmt_money", "fmt_quantity", "fmt_rate", "bill_tariffs",
+                                 "parse_amount", "period_range", "sankey", "flow_table")},
+    "ui.energy.budget_alerts": "the notifier (`shems notify`, server side): every home with a budget; "
+                               "its alerts are queued only for members of the home, tested in "
+                               "tests/test_notify.py",
     **{f"ui.charts.{n}": "pure: draws a frame already read under a check"
        for n in ("stacked_usage", "cost_by_device", "period_comparison", "daily_heatmap",
                  "weekly_heatmap", "recent_power", "device_power", "forecast_chart",
@@ -191,7 +208,7 @@ def test_every_public_function_is_classified():
     # Whatever touches the store per home takes a principal (only the SQL layer itself, the
     # tariff loader and account management read the store without one).
     store_readers = {name for name, sig in found.items() if "db" in sig.parameters}
-    assert store_readers - takes_principal == {"ui.cost.load_pricing"}
+    assert store_readers - takes_principal == {"ui.cost.load_pricing", "ui.energy.budget_alerts"}
 
 
 @pytest.mark.parametrize("name", sorted(HOME_CALLS))

@@ -33,7 +33,7 @@ from ui.accounts import Accounts
 from ui.db import Database
 
 HOME_PAGES = ["views/live.py", "views/history.py", "views/forecast.py", "views/alerts.py",
-              "views/devices.py"]
+              "views/devices.py", "views/bill.py", "views/flow.py"]
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgres"])

@@ -17,7 +17,6 @@ from datetime import datetime, timezone
 from pipeline.logs import mask_secrets
 from pipeline.notify.notices import (
     ALL_KINDS,
-    BudgetAlert,
     Notice,
     NoticeKind,
     anomaly_notice,
@@ -28,7 +27,7 @@ from pipeline.notify.notices import (
 )
 from pipeline.notify.quiet import QuietHours, parse_hhmm
 from pipeline.notify.targets import check_target, masked_target
-from pipeline.records import Anomaly, AnomalyKind, Recommendation
+from pipeline.records import Anomaly, AnomalyKind, BudgetAlert, Recommendation
 from sinks.rows import from_us
 from ui.db import Database
 

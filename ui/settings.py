@@ -49,6 +49,8 @@ class ViewerSettings:
     flat_price_per_kwh: float = 0.28
     currency: str = "GBP"
     timezone: str = "UTC"
+    # Money is formatted in the browser's locale; this one when the browser sends none (Babel name).
+    locale: str = "en_GB"
     metrics_port: int = 0  # Prometheus metrics of the viewer's server (ui/metrics.py); 0: off
 
     @property

@@ -10,7 +10,20 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable, Sequence
 
-from pipeline.cli import bench, evaluate, execute, import_export, notify, plan, publish, run, savings, viewer
+from pipeline.cli import (
+    bench,
+    bill,
+    evaluate,
+    execute,
+    http,
+    import_export,
+    notify,
+    plan,
+    publish,
+    run,
+    savings,
+    viewer,
+)
 from pipeline.cli.args import Parser
 
 # In the order `shems --help` lists them.
@@ -25,10 +38,13 @@ SUBCOMMANDS: tuple[Callable, ...] = (
     bench.register,
     plan.register,
     execute.register,
+    bill.register,
     savings.register,
     viewer.register_ui,
     viewer.register_user,
     notify.register,
+    http.register_http,
+    http.register_apikey,
 )
 
 

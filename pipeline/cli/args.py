@@ -8,11 +8,13 @@ sentence a user can act on, which argparse prints as one line and exit status 2.
 from __future__ import annotations
 
 import argparse
+import difflib
 import os
+import sys
 from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from pipeline.config import (
     DEFAULT_MQTT_URL,
@@ -145,12 +147,66 @@ def resolve_secret_files(ns: argparse.Namespace) -> None:
         ns.store_url = with_password(url, read_secret(password_file))
 
 
+class HelpFormatter(argparse.HelpFormatter):
+    """Help that states each option's default, except where there is none to state (None, off)
+    and where it is a secret (a value read from a ``SHEMS_<FLAG>_FILE``); URLs have passwords
+    masked, since an environment variable may have supplied them."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        if (not action.option_strings or "%(default)" in text or getattr(action, "secret", False)
+                or default is None or default is False or default == "" or default is argparse.SUPPRESS):
+            return text
+        shown = ",".join(map(str, default)) if isinstance(default, (tuple, list)) else str(default)
+        if "://" in shown:
+            from pipeline.logs import mask_secrets
+
+            shown = mask_secrets(shown)
+        return f"{text} (default: {shown.replace('%', '%%')})"
+
+
+def did_you_mean(word: str, candidates: list[str]) -> str:
+    """`` (did you mean --x?)`` for the closest candidate, or nothing when none is close."""
+    close = difflib.get_close_matches(word, candidates, n=1, cutoff=0.6)
+    return f" (did you mean {close[0]}?)" if close else ""
+
+
 class Parser(argparse.ArgumentParser):
+    """The ``shems`` parser: defaults in ``--help``, a typo'd flag answered by the subcommand's
+    own usage and the closest flag, other argument errors in one line."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        super().__init__(*args, **kwargs)
+
+    def _is_leaf(self) -> bool:
+        return not any(isinstance(a, argparse._SubParsersAction) for a in self._actions)
+
+    def _options(self) -> list[str]:
+        return [flag for a in self._actions for flag in a.option_strings if flag.startswith("--")]
+
+    def error(self, message: str):
+        # The usage helps with a wrong or missing word; for a bad value the sentence says it all.
+        if message.startswith(("unrecognized arguments", "the following arguments are required")) \
+                or getattr(self, "_wrong_subcommand", False):
+            self.print_usage(sys.stderr)
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+    def _check_value(self, action, value):
+        try:
+            super()._check_value(action, value)
+        except argparse.ArgumentError as exc:
+            choices = [str(c) for c in action.choices or ()]
+            self._wrong_subcommand = isinstance(action, argparse._SubParsersAction)
+            raise argparse.ArgumentError(action, f"{exc.message}{did_you_mean(str(value), choices)}") from None
+
     def add(self, *flags: str, env: str | None = None, default=None, help: str = "", **kw):
         """add_argument with the SHEMS_* environment variable as the default; ``SHEMS_<FLAG>_FILE``
         names a file holding the value instead (how Docker and Kubernetes mount secrets)."""
         long = next(f for f in flags if f.startswith("--"))
         env = env or "SHEMS_" + long[2:].upper().replace("-", "_")
+        secret = False
         if env in os.environ and kw.get("action") not in ("store_true", "store_false"):
             default = os.environ[env]
         elif kw.get("action") == "store_true" and env in os.environ:
@@ -160,7 +216,9 @@ class Parser(argparse.ArgumentParser):
                 default = read_secret(os.environ[f"{env}_FILE"])
             except ValueError as exc:
                 self.error(f"{env}_FILE: {exc}")
+            secret = True
         action = self.add_argument(*flags, default=default, help=f"{help} [env {env}]", **kw)
+        action.secret = secret  # type: ignore[attr-defined]  # never shown by --help
         # Every command that reaches a broker or a store takes the same TLS and secret options,
         # without each command's registrar having to remember them.
         if long == "--mqtt-url":
@@ -179,6 +237,12 @@ class Parser(argparse.ArgumentParser):
 
     def parse_known_args(self, args=None, namespace=None):
         namespace, rest = super().parse_known_args(args, namespace)
+        if rest and self._is_leaf() and self.prog != "shems":
+            # Refused here, by the subcommand that was given them, not by `shems` at the top:
+            # the usage shown is then the one of the subcommand the user was typing.
+            hints = "".join(did_you_mean(word.split("=", 1)[0], self._options())
+                            for word in rest if word.startswith("-"))
+            self.error(f"unrecognized arguments: {' '.join(rest)}{hints}")
         try:
             resolve_secret_files(namespace)
         except ValueError as exc:
@@ -250,31 +314,23 @@ def horizon_list(value: str) -> tuple[float, ...]:
     return hours
 
 
-def load_option(value: str):
-    from pipeline.energy.plan_input import parse_load_option
+def _plan_option(parser_name: str) -> Callable[[str], Any]:
+    """An argparse type from a parser of pipeline.energy.plan_input (imported when first used,
+    so `shems --help` does not load the planner)."""
+    def parse(value: str):
+        from pipeline.energy import plan_input
 
-    try:
-        return parse_load_option(value)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
+        try:
+            return getattr(plan_input, parser_name)(value)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
 
-
-def battery_option(value: str):
-    from pipeline.energy.plan_input import parse_battery_option
-
-    try:
-        return parse_battery_option(value)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
+    return parse
 
 
-def ev_option(value: str):
-    from pipeline.energy.plan_input import parse_ev_option
-
-    try:
-        return parse_ev_option(value)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
+load_option = _plan_option("parse_load_option")
+battery_option = _plan_option("parse_battery_option")
+ev_option = _plan_option("parse_ev_option")
 
 
 def day(value: str):

@@ -77,9 +77,32 @@ def _who() -> str:
         return "cli"
 
 
+def _access_problem(args: argparse.Namespace, known_homes: set[str] | None) -> str | None:
+    """Why ``user add`` must refuse this role and these homes, or None: a homeowner sees only the
+    homes listed, so a typo there would sign them in to an empty viewer; an operator or admin sees
+    the whole fleet, so a home given to one means a misunderstanding. ``known_homes`` None: the
+    store is not open yet, so only role and homes are checked against each other."""
+    homes = sorted(set(args.home or ()))
+    if args.role != "homeowner" and homes:
+        return (f"an {args.role} sees every home: --home is for homeowners only "
+                f"(got {', '.join(homes)})")
+    if args.role == "homeowner" and not homes:
+        return "a homeowner needs at least one home (--home)"
+    if known_homes is None:
+        return None
+    unknown = [h for h in homes if h not in known_homes]
+    if unknown:
+        listed = ", ".join(sorted(known_homes)[:10]) or "none yet: import or run the flow first"
+        return (f"no home {', '.join(map(repr, unknown))} in the store "
+                f"(homes there: {listed})")
+    return None
+
+
 def cmd_user(args: argparse.Namespace) -> int:
     from ui.auth import Role
 
+    if args.action == "add" and (problem := _access_problem(args, None)) is not None:
+        return _fail(problem)
     try:
         accounts = _accounts(args.store_url)
     except Exception as exc:
@@ -88,6 +111,9 @@ def cmd_user(args: argparse.Namespace) -> int:
         return _fail(f"cannot open the store {mask_url(args.store_url)}: {exc}")
     try:
         if args.action == "add":
+            known = {h for (h,) in accounts.db.rows("SELECT DISTINCT home_id FROM devices")}
+            if (problem := _access_problem(args, known)) is not None:
+                return _fail(problem)
             accounts.add_user(args.name, _read_password(args), Role(args.role), args.home or (),
                               by=_who())
             print(f"added {args.name} ({args.role}{': ' + ', '.join(args.home) if args.home else ''})")

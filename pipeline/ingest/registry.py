@@ -10,12 +10,20 @@ A TOML file, stored in the ``devices`` table on start::
     device_id = "heat-pump"
     kind = "appliance"                       # meter | appliance | pv | battery | ev
     timezone = "Europe/London"               # optional (default UTC): Tasmota reports local time
+    full_topic = "%topic%/%prefix%/"         # optional, Tasmota: its FullTopic (default
+                                             # "%prefix%/%topic%/") ...
+    prefix = "tele"                          # ... and its telemetry prefix (Prefix3, default "tele")
+    base_topic = "zigbee2mqtt"               # optional, Zigbee2MQTT: its mqtt.base_topic
 
     [[home]]                                 # optional: a home's local time zone, for
     home_id = "home-1"                       # profiles, tariffs and daily recommendations
     timezone = "Europe/London"
 
 Native devices (``shems/<home>/<device>/reading``) need no entry: they register on first sight.
+A Zigbee2MQTT ``vendor_id`` is the device's friendly name, which may contain ``/``
+(``ground floor/kitchen plug``); names must differ across base topics (a device is looked up by
+its name). The flow subscribes to the telemetry topics these layouts give
+(see pipeline.ingest.decode.topics).
 A home without a ``[[home]]`` entry takes the time zone of its registered devices, else the
 flow's ``--timezone``.
 """
@@ -39,6 +47,33 @@ class RegistryEntry:
     device_id: str
     kind: DeviceKind
     timezone: str = "UTC"
+    full_topic: str | None = None  # Tasmota FullTopic; None: Tasmota's default
+    prefix: str | None = None  # Tasmota telemetry prefix; None: "tele"
+    base_topic: str | None = None  # Zigbee2MQTT base topic; None: "zigbee2mqtt"
+
+    def telemetry_topic(self) -> str | None:
+        """Where a Tasmota device with a changed layout publishes SENSOR; None for the default
+        layout (``tele/<topic>/SENSOR``, which the flow always hears) and other sources."""
+        if self.source != Source.TASMOTA or (self.full_topic is None and self.prefix is None):
+            return None
+        full = (self.full_topic or TASMOTA_FULL_TOPIC).replace("%prefix%", self.prefix or "tele")
+        return full.replace("%topic%", self.vendor_id).rstrip("/") + "/SENSOR"
+
+
+TASMOTA_FULL_TOPIC = "%prefix%/%topic%/"
+Z2M_BASE_TOPIC = "zigbee2mqtt"
+
+
+def _topic_text(item: dict, key: str, where: str) -> str | None:
+    """An optional topic piece: text without MQTT wildcards, not starting with a ``/``."""
+    value = item.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.strip("/") or "+" in value or "#" in value \
+            or value.startswith("/") or not value.isprintable():
+        raise ValueError(f"{where}: '{key}' must be a topic without + or # and not starting "
+                         f"with /, got {value!r}")
+    return value
 
 
 def _check_timezone(tz: object, where: str) -> str:
@@ -61,6 +96,14 @@ class Registry:
         for e in entries:
             if e.timezone != "UTC":
                 self._home_tz.setdefault(e.home_id, e.timezone)
+        # Asked for every message (topic routing): computed once.
+        self._tasmota_topics = {t: e.vendor_id for e in entries if (t := e.telemetry_topic()) is not None}
+        names: dict[str, set[str]] = {Z2M_BASE_TOPIC: set()}
+        for e in entries:
+            if e.source == Source.ZIGBEE2MQTT:
+                names.setdefault(e.base_topic or Z2M_BASE_TOPIC, set()).add(e.vendor_id)
+        # Longest base first: a base may lie under another ("zigbee2mqtt/house2").
+        self._z2m_names = {base: frozenset(names[base]) for base in sorted(names, key=len, reverse=True)}
 
     @classmethod
     def empty(cls) -> Registry:
@@ -100,8 +143,17 @@ class Registry:
             if channel is not None and (not isinstance(channel, int) or channel < 0):
                 raise ValueError(f"{where}: 'channel' must be a whole number >= 0")
             tz = _check_timezone(item.get("timezone", "UTC"), where)
+            layout = {key: _topic_text(item, key, where) for key in ("full_topic", "prefix", "base_topic")}
+            if layout["full_topic"] is not None and "%prefix%" not in layout["full_topic"]:
+                raise ValueError(f"{where}: 'full_topic' must hold %prefix% (Tasmota needs it)")
+            wrong = [k for k, v in layout.items() if v is not None and source != (
+                Source.ZIGBEE2MQTT if k == "base_topic" else Source.TASMOTA)]
+            if wrong:
+                raise ValueError(f"{where}: '{wrong[0]}' does not apply to a {source.value} device")
+            if "/" in item["vendor_id"] and source != Source.ZIGBEE2MQTT:
+                raise ValueError(f"{where}: a {source.value} vendor_id cannot contain '/'")
             entries.append(RegistryEntry(source, item["vendor_id"], channel, item["home_id"],
-                                         item["device_id"], kind, tz))
+                                         item["device_id"], kind, tz, **layout))
         homes = data.get("home", [])
         if not isinstance(homes, list):
             raise ValueError(f"{path}: expected [[home]] tables")
@@ -119,6 +171,15 @@ class Registry:
             # A single-channel device may be registered with or without channel 0.
             entry = self._index.get((source, vendor_id, 0 if channel is None else None))
         return entry
+
+    def tasmota_topics(self) -> dict[str, str]:
+        """Telemetry topic -> Tasmota topic id, for the devices whose layout was changed."""
+        return self._tasmota_topics
+
+    def zigbee2mqtt_names(self) -> dict[str, frozenset[str]]:
+        """Base topic -> the friendly names registered under it (the default base always there),
+        longest base first."""
+        return self._z2m_names
 
     def entries(self) -> list[RegistryEntry]:
         return list(self._entries)

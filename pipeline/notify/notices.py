@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from enum import Enum
 
-from pipeline.records import Anomaly, Recommendation
+from pipeline.records import Anomaly, BudgetAlert, BudgetAlertKind, Recommendation
 
 
 class NoticeKind(str, Enum):
@@ -46,22 +46,6 @@ class Notice:
     body: str
 
 
-@dataclass(frozen=True, slots=True)
-class BudgetAlert:
-    """The bill's projection for a month exceeds the budget a homeowner set (issue 12, item 3).
-
-    Whoever computes the projection hands one of these to ``budget_notice`` and enqueues the
-    notice; one alert per home, month and budget, so raising the budget re-arms it."""
-
-    home_id: str
-    month: str  # YYYY-MM, the home's local month
-    budget: float
-    projected: float
-    so_far: float
-    currency: str
-    at: datetime
-
-
 def _key_time(t: datetime) -> str:
     return t.strftime("%Y-%m-%dT%H:%M:%S.%fZ") if t.utcoffset() is not None else t.isoformat()
 
@@ -85,10 +69,12 @@ def recommendation_notice(r: Recommendation) -> Notice:
 
 
 def budget_notice(b: BudgetAlert) -> Notice:
-    body = (f"This month's bill is projected at {b.projected:,.2f} {b.currency}, over your budget of "
-            f"{b.budget:,.2f} {b.currency} ({b.so_far:,.2f} {b.currency} so far).")
-    return Notice(NoticeKind.BUDGET, b.home_id, f"budget:{b.home_id}:{b.month}:{b.budget:.2f}",
-                  b.at, f"Bill projected over budget · {b.home_id}", body)
+    """One notice per home, month, kind and budget: "projected over" and then "already over" are
+    two events, and raising the budget re-arms both. The body is the alert's own sentence (money
+    in the locale it was made for, ``pipeline.energy.bill.budget_alert``)."""
+    title = ("Bill over budget" if b.kind is BudgetAlertKind.EXCEEDED else "Bill projected over budget")
+    return Notice(NoticeKind.BUDGET, b.home_id, f"budget:{b.home_id}:{b.month}:{b.kind.value}:{b.budget:.2f}",
+                  b.created_at, f"{title} · {b.home_id}", b.message)
 
 
 def test_message(username: str) -> tuple[str, str]:

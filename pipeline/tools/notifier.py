@@ -1,7 +1,8 @@
 """``shems notify``: the notifier, a process of its own beside the flow.
 
-Each poll (1) reads the anomalies and new recommendations stored since its cursor, turns them
-into notices (pipeline/notify) and queues each once per subscribed user (the store's
+Each poll (1) reads the anomalies and new recommendations stored since its cursor, and (every
+15 minutes) works out which homes' months are over or projected over their budgets
+(``ui.energy.budget_alerts``), turns them into notices (pipeline/notify) and queues each once per subscribed user (the store's
 ``notifications`` table is the dedupe log), then (2) sends what is queued through Apprise to each
 user's targets, except to users inside their quiet hours, whose notices wait for the end of them.
 
@@ -25,8 +26,12 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
 from pipeline.logs import get_logger, mask_secrets
+from pipeline.records import BudgetAlert
+from ui.cost import load_pricing
 from ui.db import Database
+from ui.energy import budget_alerts
 from ui.notifications import NotifyStore, Pending, Sender, apprise_send, send_to_targets
+from ui.settings import load_settings
 
 log = get_logger(__name__)
 
@@ -48,13 +53,24 @@ class PollResult:
 class Notifier:
     def __init__(self, db: Database, *, send: Sender = apprise_send, timezone_name: str = "UTC",
                  lookback: timedelta = DEFAULT_LOOKBACK, since: datetime | None = None,
-                 max_attempts: int = MAX_ATTEMPTS) -> None:
+                 max_attempts: int = MAX_ATTEMPTS, budget_every: timedelta = timedelta(minutes=15)) -> None:
         self.store = NotifyStore(db)
         self.send = send
         self.timezone = timezone_name
         self.lookback = lookback
         self.since = since  # the first run's cursor (default: now, so history is not told)
         self.max_attempts = max_attempts
+        # A month's projection moves slowly and costs a month of minutes per home with a budget to
+        # work out: checked at most this often (the dedupe log keeps one alert per month anyway).
+        self.budget_every = budget_every
+        self._budgets_due: datetime | None = None
+
+    def _budget_alerts(self, now: datetime) -> list[BudgetAlert]:
+        try:
+            return budget_alerts(self.store.db, load_pricing(self.store.db, load_settings()), self.timezone, now)
+        except Exception as exc:  # a bad tariff row must not stop anomalies from being told
+            log.warning("notify_budget_failed", error=mask_secrets(str(exc)))
+            return []
 
     def poll(self, now: datetime | None = None) -> PollResult:
         now = now or datetime.now(timezone.utc)
@@ -63,6 +79,9 @@ class Notifier:
             cursor = self.since or now
         queued = sum(self.store.enqueue(n, now) for n in self.store.notices_since(cursor))
         self.store.set_cursor(CURSOR, max(cursor, now - self.lookback))
+        if self._budgets_due is None or now >= self._budgets_due:
+            queued += sum(self.store.enqueue_budget(a, now) for a in self._budget_alerts(now))
+            self._budgets_due = now + self.budget_every
         sent = held = failed = 0
         for p in self.store.pending(self.max_attempts):
             outcome = self._deliver(p, now)

@@ -8,7 +8,11 @@ Each home is deterministic for its seed and the time of day, with these loads:
 * a washing machine on some days (2 kW heating for 20 min, then ~250 W for 70 min);
 * a dishwasher most evenings (1.8 kW, 100 W, 1.8 kW phases);
 * an EV charging at 7.2 kW some evenings, in some homes;
-* PV in some homes: negative power in daylight, a bell over the day with passing clouds.
+* PV in some homes: negative power in daylight, a bell over the day with passing clouds;
+* a home battery in some PV homes: it charges from the solar surplus in the late morning
+  (positive power) and discharges into the evening load (negative), up to its power rating; no state of charge is
+  kept (each instant stays a pure function of the time), so it is a picture, not a battery model
+  (a home given a ``battery`` model below has that instead).
 
 The ``mains`` meter sees the sum of everything (net of PV, so it goes negative at sunny noon).
 Every device carries a cumulative energy counter: the meter's is the import register (it only
@@ -68,6 +72,13 @@ class SimulatedHome:
         self.pv_kw = rng.uniform(3, 6) if rng.random() < 0.4 else 0.0
         self.tz_offset_h = 0.0  # simulated homes live on UTC clocks
         self.has_ev = self.has_ev or self.ev_plugged
+        # its own stream, so adding batteries left every other draw (and home) as it was
+        battery = random.Random(f"{self.seed}:battery")
+        self.battery_kw = battery.choice((2.5, 3.0, 5.0)) if self.pv_kw and battery.random() < 0.6 else 0.0
+
+    @property
+    def has_battery(self) -> bool:
+        return self.battery_kw > 0 or self.battery is not None
 
     def devices(self) -> list[tuple[str, DeviceKind]]:
         out = [("mains", DeviceKind.METER), ("fridge", DeviceKind.APPLIANCE), ("kettle", DeviceKind.APPLIANCE),
@@ -76,7 +87,7 @@ class SimulatedHome:
             out.append(("ev", DeviceKind.EV))
         if self.pv_kw:
             out.append(("pv", DeviceKind.PV))
-        if self.battery is not None:
+        if self.has_battery:
             out.append(("battery", DeviceKind.BATTERY))
         return out
 
@@ -124,6 +135,18 @@ class SimulatedHome:
         if relay is not None:
             p = {device: relay(device, power) for device, power in p.items()}
         base = self.base_w * (1 + 0.05 * noise.uniform(-1, 1))
+        if self.battery_kw and self.battery is None:  # a modelled battery obeys setpoints instead
+            net = base + sum(p.values())
+            rating = self.battery_kw * 1000
+            battery = 0.0
+            # charging is held to two late-morning hours, so a day's charge stays near what a
+            # home battery holds (2 h x its rating) and about what the evening takes back
+            if 10 * 60 <= minute < 12 * 60 and net < 0:
+                battery = min(-net, rating)  # charge from the surplus
+            elif minute >= 17 * 60 and net > 0:
+                battery = -min(net, rating)  # discharge into the evening load
+            battery = round(battery, 1)
+            p["battery"] = relay("battery", battery) if relay is not None else battery
         p["mains"] = round(base + sum(v for k, v in p.items()), 1)
         return p
 

@@ -17,6 +17,12 @@ A **tariff** prices imported energy (and pays for exported energy) per kWh, in o
 Export is paid at the tariff's ``export_price`` (flat, default 0), a TOU period's own
 ``export_price`` where one is given, or the price file's ``export_price`` column.
 
+What a bill adds (``pipeline.energy.bill``), all optional and 0 by default: ``standing_charge``
+(currency per day, for every local day the tariff is in effect at the day's start), ``levy_per_kwh``
+(a per-kWh levy or duty on imported energy, e.g. Germany's Stromsteuer; taxed like the energy) and
+``tax_rate`` (VAT or sales tax on the subtotal as a fraction: UK domestic VAT is 0.05). Prices are
+before tax. ``base_band`` names the rate outside every TOU period on a bill ("day" for Economy 7).
+
 A **tariff history** is a list of tariffs, each with ``effective_from``: an instant (kept in UTC).
 A tariff applies from its ``effective_from`` until the next one's, so a new price never rewrites
 the cost of the past. In TOML a bare date means local midnight in the tariff's time zone.
@@ -50,6 +56,8 @@ TOML format (``deploy/tariffs.example.toml`` is a complete example)::
     days = "all"                     # all | weekdays | weekends | ["mon", "sat", ...]
     # months = [11, 12, 1, 2]        # optional; all months when absent
     # export_price = 0.10            # optional; the tariff's export price when absent
+    # standing_charge = 0.58, tax_rate = 0.05, levy_per_kwh = 0.0, base_band = "day"
+    #                                # optional bill terms on any tariff (see above)
 
     [home.house7]                    # a home's own history
     timezone = "Europe/Dublin"       # optional, for this home's tariffs
@@ -145,6 +153,10 @@ class Tariff:
     export_price: float = 0.0
     periods: tuple[TouPeriod, ...] = ()
     prices: PriceSeries | None = None
+    standing_charge: float = 0.0  # currency per local day
+    tax_rate: float = 0.0  # fraction of the subtotal (VAT), 0.05 = 5 %
+    levy_per_kwh: float = 0.0  # currency per imported kWh, before tax
+    base_band: str = ""  # a bill's name for the rate outside every TOU period
 
     def __post_init__(self) -> None:
         _check_zone(self.timezone)
@@ -161,6 +173,12 @@ class Tariff:
         for value in (self.import_price, self.export_price):
             if value is not None and not math.isfinite(value):
                 raise ValueError(f"tariff {self.label}: prices must be finite numbers")
+        for key in ("standing_charge", "tax_rate", "levy_per_kwh"):
+            value = getattr(self, key)
+            if not math.isfinite(value) or value < 0:
+                raise ValueError(f"tariff {self.label}: {key} must be a finite number, 0 or more")
+        if self.tax_rate >= 1:
+            raise ValueError(f"tariff {self.label}: tax_rate is a fraction (0.05 for 5 %), not {self.tax_rate}")
 
     @property
     def label(self) -> str:
@@ -223,6 +241,11 @@ class Tariff:
                              "import_price": list(self.prices.import_price),
                              "export_price": None if self.prices.export_price is None
                              else list(self.prices.export_price)}
+        for key in ("standing_charge", "tax_rate", "levy_per_kwh"):
+            if getattr(self, key):
+                out[key] = getattr(self, key)
+        if self.base_band:
+            out["base_band"] = self.base_band
         return out
 
     @staticmethod
@@ -243,6 +266,10 @@ class Tariff:
             prices=None if prices is None else PriceSeries(
                 prices["first_s"], prices["step_s"], tuple(prices["import_price"]),
                 None if prices["export_price"] is None else tuple(prices["export_price"])),
+            standing_charge=float(spec.get("standing_charge") or 0.0),
+            tax_rate=float(spec.get("tax_rate") or 0.0),
+            levy_per_kwh=float(spec.get("levy_per_kwh") or 0.0),
+            base_band=str(spec.get("base_band") or ""),
         )
 
 
@@ -386,6 +413,21 @@ def with_cost(frame: pl.DataFrame, book: TariffBook) -> pl.DataFrame:
 # ---------------------------------------------------------------------- helpers
 
 _TOU_CACHE: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
+_OWNER_CACHE: dict[tuple, np.ndarray] = {}
+
+
+def band_index(tariff: Tariff, ts: pl.Series) -> np.ndarray:
+    """Which rate band prices each UTC instant: the index of the TOU period, or -1 for the
+    tariff's base rate (every instant of a flat or dynamic tariff)."""
+    if tariff.kind != TariffKind.TOU:
+        return np.full(len(ts), -1, dtype=np.int64)
+    _tou_tables(tariff)
+    owner = _OWNER_CACHE[(tariff.import_price, tariff.export_price, tariff.periods)]
+    local = _utc_series(ts).dt.convert_time_zone(tariff.timezone)
+    idx = (((local.dt.month().cast(pl.Int32) - 1) * 7 + local.dt.weekday().cast(pl.Int32) - 1)
+           * _MINUTES_PER_DAY + local.dt.hour().cast(pl.Int32) * 60
+           + local.dt.minute().cast(pl.Int32)).to_numpy()
+    return owner[idx].astype(np.int64)
 
 
 def _tou_tables(tariff: Tariff) -> tuple[np.ndarray, np.ndarray]:
@@ -416,6 +458,7 @@ def _tou_tables(tariff: Tariff) -> tuple[np.ndarray, np.ndarray]:
         raise ValueError(f"no time-of-use period covers {_DAY_NAMES[d]} {_hhmm(minute)} in month {m + 1}: "
                          "set the tariff's import_price for the hours outside its periods")
     tables = imp.reshape(-1), exp.reshape(-1)
+    _OWNER_CACHE[key] = owner.reshape(-1)
     _TOU_CACHE[key] = tables
     return tables
 

@@ -71,7 +71,7 @@ def book_from_mapping(data: Mapping, base_dir: Path = Path("."), source: str = "
 
 
 _TARIFF_KEYS = {"name", "effective_from", "kind", "import_price", "export_price", "period",
-                "price_file", "timezone"}
+                "price_file", "timezone", "standing_charge", "tax_rate", "levy_per_kwh", "base_band"}
 _PERIOD_KEYS = {"name", "start", "end", "import_price", "export_price", "days", "months"}
 
 
@@ -101,7 +101,11 @@ def _parse_tariff(spec: Mapping, currency: str, zone: str, base_dir: Path, where
         raise ValueError(f"{where}: price_file belongs to kind = \"dynamic\"")
     try:
         return Tariff(effective, kind, currency, zone, str(spec.get("name", "")), imp,
-                      _price(spec, "export_price", where) or 0.0, periods, prices)
+                      _price(spec, "export_price", where) or 0.0, periods, prices,
+                      standing_charge=_price(spec, "standing_charge", where) or 0.0,
+                      tax_rate=_price(spec, "tax_rate", where) or 0.0,
+                      levy_per_kwh=_price(spec, "levy_per_kwh", where) or 0.0,
+                      base_band=str(spec.get("base_band", "")))
     except ValueError as exc:
         raise ValueError(f"{where}: {exc}") from None
 

@@ -18,7 +18,9 @@ from pipeline.ingest.decode.ack import decode_ack
 from pipeline.ingest.decode.common import DecodeError
 from pipeline.ingest.decode.native import decode_native
 from pipeline.ingest.decode.shelly import ShellyDecoder
+from pipeline.ingest.decode.shelly_gen1 import ShellyGen1Decoder
 from pipeline.ingest.decode.tasmota import decode_tasmota
+from pipeline.ingest.decode.topics import DEFAULT_SUBSCRIPTIONS, route, subscriptions
 from pipeline.ingest.decode.zigbee2mqtt import decode_zigbee2mqtt
 from pipeline.ingest.registry import Registry
 from pipeline.ingest.validation import check_id, check_reading, check_ts
@@ -29,40 +31,33 @@ from pipeline.settings import ValidationSettings
 
 log = get_logger(__name__)
 
-# Topic filters the source subscribes to (under the deployment's topic prefix).
-SUBSCRIPTIONS: tuple[str, ...] = (
-    "shems/+/+/reading",
-    "shems/+/+/ack",  # devices answering the viewer's commands (published on .../set)
-    "+/events/rpc",
-    "+/status/+",
-    "tele/+/SENSOR",
-    "zigbee2mqtt/+",
-)
+# Topic filters of the default layouts (under the deployment's topic prefix); the flow subscribes
+# to ``subscriptions(registry)``, which adds the layouts the registry names.
+SUBSCRIPTIONS: tuple[str, ...] = DEFAULT_SUBSCRIPTIONS + ("zigbee2mqtt/#",)
 
-__all__ = ["SUBSCRIPTIONS", "DecoderState", "decode", "route_key"]
+__all__ = ["SUBSCRIPTIONS", "DecoderState", "decode", "parse_payload", "route_key", "subscriptions"]
 
 
-def route_key(topic: str) -> str | None:
+def route_key(topic: str, registry: Registry | None = None) -> str | None:
     """Groups the messages of one physical device, so its decoder state lives in one place."""
-    parts = topic.split("/")
-    if len(parts) == 4 and parts[0] == "shems" and parts[3] == "reading":
-        return f"native/{parts[1]}/{parts[2]}"
-    if len(parts) == 4 and parts[0] == "shems" and parts[3] == "ack":
-        return f"ack/{parts[1]}/{parts[2]}"
-    if len(parts) == 3 and (parts[1:] == ["events", "rpc"] or parts[1] == "status"):
-        return f"shelly/{parts[0]}"
-    if len(parts) == 3 and parts[0] == "tele" and parts[2] == "SENSOR":
-        return f"tasmota/{parts[1]}"
-    if len(parts) == 2 and parts[0] == "zigbee2mqtt":
-        return f"zigbee2mqtt/{parts[1]}"
-    return None
+    found = route(topic, registry)
+    return None if found is None else found.key
 
 
 @dataclass
 class DecoderState:
-    """Per physical device; only Shelly needs any (its last full status per component)."""
+    """Per physical device; only Shelly needs any (its last full status per component, or a
+    Gen1 device's last values per channel)."""
 
     shelly: ShellyDecoder = field(default_factory=ShellyDecoder)
+    shelly1: ShellyGen1Decoder = field(default_factory=ShellyGen1Decoder)
+
+    def gen1(self) -> ShellyGen1Decoder:
+        # A state snapshotted before Gen1 support has no such attribute (Gen1 devices have keys
+        # of their own, so this is belt and braces).
+        if not hasattr(self, "shelly1"):
+            self.shelly1 = ShellyGen1Decoder()
+        return self.shelly1
 
 
 def _storable(text: str) -> str:
@@ -77,17 +72,6 @@ def _dead(msg: RawMessage, reason: str, code: DeadLetterCode | str) -> DeadLette
     payload = msg.payload if isinstance(msg.payload, (bytes, str)) else repr(msg.payload)
     return DeadLetter.of(msg.received_at, _storable(str(msg.topic)), payload, _storable(reason),
                          step="decode", error=error)
-
-
-def _ids(kind: str, parts: list[str]) -> list[tuple[str, str]]:
-    """The ids a topic carries: they become keys in state and in the store."""
-    if kind.startswith(("native/", "ack/")):
-        return [("home_id", parts[1]), ("device_id", parts[2])]
-    if kind.startswith("shelly/"):
-        return [("shelly id", parts[0])]
-    if kind.startswith("tasmota/"):
-        return [("tasmota topic", parts[1])]
-    return [("zigbee2mqtt name", parts[1])]
 
 
 def _too_deep(data: object, limit: int) -> bool:
@@ -126,6 +110,12 @@ def _parse(payload: bytes, settings: ValidationSettings) -> object:
     return data
 
 
+def parse_payload(payload: bytes, settings: ValidationSettings) -> object:
+    """JSON under the bounds every message gets (UTF-8, nesting, no NaN); DecodeError with its
+    code otherwise. For other ways in (HTTP) that must judge a body as the flow judges a message."""
+    return _parse(payload, settings)
+
+
 def decode(state: DecoderState | None, msg: RawMessage, registry: Registry,
            validation: ValidationSettings
            ) -> tuple[DecoderState | None, list[Reading | DeadLetter | CommandAck]]:
@@ -141,16 +131,20 @@ def decode(state: DecoderState | None, msg: RawMessage, registry: Registry,
 def _decode(state: DecoderState | None, msg: RawMessage, registry: Registry,
             validation: ValidationSettings
             ) -> tuple[DecoderState | None, list[Reading | DeadLetter | CommandAck]]:
-    kind = route_key(msg.topic)
+    found = route(msg.topic, registry)
     try:
-        if kind is None:
+        if found is None:
             raise DecodeError(f"no decoder for topic {msg.topic[:200]!r}",
                               DeadLetterCode.UNKNOWN_TOPIC)
-        parts = msg.topic.split("/")
-        for what, value in _ids(kind, parts):
-            violation = check_id(value, what, validation)
-            if violation is not None:
-                raise DecodeError(violation.reason, violation.code)
+        if found.kind == "ignore":
+            return state, []  # recognised: a bridge message, an attribute, a command, ...
+        kind, parts = found.kind, found.parts
+        for what, value in found.ids:
+            # A Zigbee2MQTT friendly name may hold '/': each of its levels must be an id.
+            for piece in (value.split("/") if kind == "zigbee2mqtt" else (value,)):
+                violation = check_id(piece, what, validation)
+                if violation is not None:
+                    raise DecodeError(violation.reason, violation.code)
         if len(msg.topic) > validation.max_topic_chars:
             raise DecodeError(f"topic is {len(msg.topic)} characters long "
                               f"(limit {validation.max_topic_chars})", DeadLetterCode.TOO_LARGE)
@@ -159,21 +153,27 @@ def _decode(state: DecoderState | None, msg: RawMessage, registry: Registry,
                               f"(limit {validation.max_payload_bytes})", DeadLetterCode.TOO_LARGE)
         data = _parse(msg.payload, validation)
         results: Sequence[Reading | DeadLetter | CommandAck]
-        if kind.startswith("ack/"):
-            results = [decode_ack(parts[1], parts[2], data, msg.received_at)]
-        elif kind.startswith("native/"):
-            results = [decode_native(parts[1], parts[2], data, msg.received_at)]
-        elif kind.startswith("shelly/"):
+        if kind == "ack":
+            results = [decode_ack(parts[0], parts[1], data, msg.received_at)]
+        elif kind == "native":
+            results = [decode_native(parts[0], parts[1], data, msg.received_at)]
+        elif kind == "shelly":
             state = state or DecoderState()
             if parts[1] == "events":
-                results = list(state.shelly.on_rpc(parts[0], data, msg.received_at, registry))
+                results = state.shelly.on_rpc(parts[0], data, msg.received_at, registry,
+                                              lambda reason, code: _dead(msg, reason, code))
             else:
                 results = list(state.shelly.on_status(parts[0], parts[2], data, msg.received_at, registry))
-        elif kind.startswith("tasmota/"):
-            results = decode_tasmota(parts[1], data, msg.received_at, registry,
+        elif kind == "shelly_gen1":
+            state = state or DecoderState()
+            results = state.gen1().on_value(parts[0], parts[1], parts[2], parts[3], data,
+                                            msg.received_at, registry)
+        elif kind == "tasmota":
+            results = decode_tasmota(parts[0], data, msg.received_at, registry,
                                      lambda reason, code: _dead(msg, reason, code))
         else:
-            results = list(decode_zigbee2mqtt(parts[1], data, msg.received_at, registry))
+            results = decode_zigbee2mqtt(parts[0], data, msg.received_at, registry,
+                                         maybe_attribute=parts[1] == "maybe")
     except DecodeError as exc:
         return state, [_dead(msg, str(exc), exc.code)]
     out: list[Reading | DeadLetter | CommandAck] = []

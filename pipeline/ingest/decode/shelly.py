@@ -6,28 +6,44 @@
 * ``<id>/status/<component>``: the component's full status; it has no time stamp, so the time of
   receipt is used.
 
-Components: ``switch:N`` and ``pm1:N`` (``apower`` W, ``aenergy.total`` Wh, ``voltage``,
-``current``), ``em1:N`` (``act_power``), ``em:N`` (``total_act_power``, with its energy counter
-``total_act`` Wh in ``emdata:N``). Channel N picks the registry entry.
+Components: ``switch:N``, ``pm1:N``, ``cover:N`` (a 2PM in cover mode), ``light:N``, ``rgb:N``
+and ``rgbw:N`` (``apower`` W, ``aenergy.total`` Wh, ``voltage``, ``current``); ``em1:N``
+(``act_power``, with its counter ``total_act_energy`` Wh in ``em1data:N``: Pro EM, Pro EM-50, EM
+Gen3, a Pro 3EM in its monophase profile); ``em:N`` (a three-phase meter such as the Pro 3EM:
+``total_act_power``, with its counter ``total_act`` Wh in ``emdata:N``). Channel N picks the
+registry entry.
+
+Three-phase meters are stored as their total: one device, the sum of the phases'
+power and energy (what a home's meter and its bill count); the reading's voltage and current
+are phase A's. The per-phase ``a_``/``b_``/``c_`` values are not stored.
+
+Components that carry no measurement (``sys``, ``wifi``, ``mqtt``, ``ble``, ``cloud``, ``eth``,
+``input:N``, ``temperature:N``, ...) yield nothing. A component this decoder does not know that
+does carry power or energy (a field named ``*power*`` or ``*energy*``) is dead-lettered
+(``unsupported_measurement``), never dropped without a trace; the other components of the same
+message are still read.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 
 from pipeline.ingest.decode.common import DecodeError, number, obj, parse_ts, shown
 from pipeline.ingest.registry import Registry
 from pipeline.reasons import DeadLetterCode
-from pipeline.records import Reading, Source
+from pipeline.records import DeadLetter, Reading, Source
 
-_POWER_FIELD = {"switch": "apower", "pm1": "apower", "em1": "act_power", "em": "total_act_power"}
+_POWER_FIELD = {"switch": "apower", "pm1": "apower", "cover": "apower", "light": "apower",
+                "rgb": "apower", "rgbw": "apower", "em1": "act_power", "em": "total_act_power"}
 _ENERGY_COMPONENT = {"em": "emdata", "em1": "em1data"}
+_ENERGY_FIELD = {"emdata": "total_act", "em1data": "total_act_energy"}
 # Only the components and fields the readings are made of are kept between messages: the state
 # of a device stays a few small dicts whatever it sends (other components: sys, wifi, input, ...
 # carry no measurement).
 _TRACKED = frozenset(_POWER_FIELD) | frozenset(_ENERGY_COMPONENT.values())
 _KEPT_FIELDS = frozenset({"apower", "act_power", "total_act_power", "voltage", "current",
-                          "a_voltage", "a_current", "total_act"})
+                          "a_voltage", "a_current", "total_act", "total_act_energy"})
 _MAX_CHANNEL = 255  # Shelly devices have at most a handful of channels
 
 
@@ -42,6 +58,19 @@ def _split(component: str) -> tuple[str, int] | None:
 def _tracked(component: str) -> bool:
     parts = _split(component)
     return parts is not None and parts[0] in _TRACKED and parts[1] <= _MAX_CHANNEL
+
+
+def _metering(update: object) -> str | None:
+    """The first field that looks like power or energy, in a component this decoder skips."""
+    if not isinstance(update, dict):
+        return None
+    return next((str(k) for k in update if "power" in str(k) or "energy" in str(k)), None)
+
+
+def _unsupported(component: str, field: str) -> tuple[str, DeadLetterCode]:
+    return (f"Shelly component {shown(component)} carries {shown(field)} but is not one this "
+            f"decoder reads (switch, pm1, cover, light, rgb, rgbw, em1, em)",
+            DeadLetterCode.UNSUPPORTED_MEASUREMENT)
 
 
 def _measured(value: object, where: str) -> bool:
@@ -97,8 +126,9 @@ class ShellyDecoder:
             raise DecodeError(f"unregistered shelly device {shelly_id} channel {channel}: "
                               f"add it to the registry", DeadLetterCode.UNREGISTERED_DEVICE)
         if name in _ENERGY_COMPONENT:
-            data = self.components.get(f"{_ENERGY_COMPONENT[name]}:{channel}", {})
-            energy = number(data, "total_act", path=f"{_ENERGY_COMPONENT[name]}:{channel}.")
+            energy_name = _ENERGY_COMPONENT[name]
+            data = self.components.get(f"{energy_name}:{channel}", {})
+            energy = number(data, _ENERGY_FIELD[energy_name], path=f"{energy_name}:{channel}.")
         else:
             energy = number(obj(status.get("aenergy", {}), f"{component}.aenergy"), "total",
                             path=f"{component}.aenergy.")
@@ -115,13 +145,18 @@ class ShellyDecoder:
             source=Source.SHELLY,
         )
 
-    def on_rpc(self, shelly_id: str, data: object, received_at: datetime, registry: Registry) -> list[Reading]:
+    def on_rpc(self, shelly_id: str, data: object, received_at: datetime, registry: Registry,
+               dead: Callable[[str, DeadLetterCode], DeadLetter]) -> list[Reading | DeadLetter]:
         frame = obj(data, "Shelly RPC frame")
         method = frame.get("method")
         if method not in ("NotifyStatus", "NotifyFullStatus"):
             return []  # events, responses: nothing to measure
         params = obj(frame.get("params"), "params")
         ts = parse_ts(params.get("ts"), received_at, "params.ts")
+        out: list[Reading | DeadLetter] = []
+        for component, update in params.items():
+            if component != "ts" and not _tracked(component) and (field := _metering(update)):
+                out.append(dead(*_unsupported(component, field)))
         updates = {component: _kept(component, obj(update, component))
                    for component, update in params.items() if _tracked(component)}
         for component, update in updates.items():
@@ -139,11 +174,14 @@ class ShellyDecoder:
                 if name == energy_name and f"{power_name}:{channel}" not in touched:
                     touched.append(f"{power_name}:{channel}")
         readings = [self._reading(shelly_id, c, ts, registry) for c in touched]
-        return [r for r in readings if r is not None]
+        return out + [r for r in readings if r is not None]
 
     def on_status(self, shelly_id: str, component: str, data: object, received_at: datetime,
                   registry: Registry) -> list[Reading]:
         if not _tracked(component):
+            field = _metering(data)
+            if field is not None:
+                raise DecodeError(*_unsupported(component, field))
             return []  # sys, wifi, cloud, input, ...: no measurements
         self.components[component] = _kept(component, obj(data, f"{component} status"))
         reading = self._reading(shelly_id, component, received_at, registry)

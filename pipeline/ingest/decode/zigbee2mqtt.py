@@ -1,10 +1,11 @@
-"""Zigbee2MQTT device state on ``zigbee2mqtt/<friendly name>``: ``power`` W, ``energy`` kWh,
+"""Zigbee2MQTT device state on ``<base topic>/<friendly name>``: ``power`` W, ``energy`` kWh,
 ``voltage`` V, ``current`` A, and ``last_seen`` (ISO 8601 or epoch ms, per Zigbee2MQTT's
 ``last_seen`` setting) as the time stamp when present.
 
 A Zigbee network carries many devices that measure no power (sensors, lights): their messages are
 not errors and yield nothing. A device that does report power but is not in the registry is
-dead-lettered, so no measurement is silently dropped.
+dead-lettered, so no measurement is silently dropped. Which topics are states, attributes or
+commands is decided by the topic router (pipeline.ingest.decode.topics).
 """
 
 from __future__ import annotations
@@ -18,8 +19,11 @@ from pipeline.reasons import DeadLetterCode
 from pipeline.records import Reading, Source
 
 
-def decode_zigbee2mqtt(name: str, data: object, received_at: datetime, registry: Registry) -> list[Reading]:
-    if name == "bridge":
+def decode_zigbee2mqtt(name: str, data: object, received_at: datetime, registry: Registry,
+                       maybe_attribute: bool = False) -> list[Reading]:
+    """``maybe_attribute``: the topic may be an attribute of an unregistered device (a name with
+    a ``/`` the registry does not know), so a value that is not a JSON object is no error."""
+    if name == "bridge" or (maybe_attribute and not isinstance(data, dict)):
         return []
     body = obj(data, "Zigbee2MQTT state")
     power = number(body, "power")
