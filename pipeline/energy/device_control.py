@@ -210,7 +210,8 @@ class SwitchBoard:
                              f"a {kind.value} cannot be switched")
         if cmd.battery_w is not None and key not in self.batteries:
             return self._ack(key, cmd, AckStatus.REJECTED, current, now,
-                             f"a {kind.value} takes no battery setpoint")
+                             f"{device_id} takes no battery setpoint" + (
+                                 " (it reports power but is not controllable)" if kind is DeviceKind.BATTERY else ""))
         if cmd.limit_w is not None and kind is not DeviceKind.EV:
             return self._ack(key, cmd, AckStatus.REJECTED, current, now,
                              f"a {kind.value} takes no charge limit")
