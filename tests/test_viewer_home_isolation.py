@@ -21,6 +21,7 @@ import ui.data
 import ui.db
 import ui.energy
 import ui.notifications
+import ui.plans
 from pipeline.records import (
     AckStatus,
     CommandAck,
@@ -41,7 +42,7 @@ from ui.db import Database
 from ui.settings import ViewerSettings
 
 LAYERS: list[ModuleType] = [ui.data, ui.control, ui.db, ui.cost, pipeline.cli.viewer, ui.accounts,
-                          ui.charts, ui.notifications, ui.energy]
+                          ui.charts, ui.notifications, ui.energy, ui.plans]
 T0 = datetime(2026, 3, 2, 12, 0, tzinfo=timezone.utc)
 NOW = T0 + timedelta(minutes=10)
 PRICING = Pricing("GBP", 0.30, "flat 0.30 GBP/kWh")
@@ -131,7 +132,15 @@ NO_PRINCIPAL = {
     **{f"ui.charts.{n}": "pure: draws a frame already read under a check"
        for n in ("stacked_usage", "cost_by_device", "period_comparison", "daily_heatmap",
                  "weekly_heatmap", "recent_power", "device_power", "forecast_chart",
-                 "forecast_errors", "fleet_demand", "with_gaps")},
+                 "forecast_errors", "fleet_demand", "with_gaps", "plan_vs_actual")},
+    **{f"ui.plans.{n}": "plans: `shems plan --accept`/`--propose` and `shems execute` (server side); "
+       "the Plan page calls require_home(p, home) before any of them and passes only that home"
+       for n in ("PlanStore.accept", "PlanStore.propose", "PlanStore.activate", "PlanStore.plan",
+                 "PlanStore.plans", "PlanStore.commands", "PlanStore.set_status", "PlanStore.set_plan_status",
+                 "PlanStore.supersede", "PlanStore.ack", "PlanStore.samples", "PlanStore.device",
+                 "PlanStore.meter", "PlanStore.record_sent", "planned_vs_actual")},
+    **{f"ui.plans.{n}": "pure: a slot as JSON, or the cost of a slot already read"
+       for n in ("slot_json", "SlotActual.cost")},
 }
 
 

@@ -71,6 +71,7 @@ home_pages = [
     st.Page(PAGES / "devices.py", title="Devices", icon=":material/power:"),
     st.Page(PAGES / "bill.py", title="Bill", icon=":material/receipt_long:"),
     st.Page(PAGES / "flow.py", title="Energy flow", icon=":material/solar_power:"),
+    st.Page(PAGES / "plan.py", title="Plan", icon=":material/event_upcoming:"),
 ]
 sections = {"Home": home_pages,
             "Account": [st.Page(PAGES / "account.py", title="Notifications", icon=":material/mail:")]}

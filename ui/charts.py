@@ -217,3 +217,22 @@ def fleet_demand(demand: pl.DataFrame, forecast: pl.DataFrame) -> go.Figure:
                        name="forecast", line=dict(color="#ff7f0e"), hovertemplate="%{y:.1f} kW"),
         ]
     return _layout(go.Figure(traces), y_title="kW (UTC)")
+
+
+def plan_vs_actual(slots: list, device: str, tz: str) -> go.Figure:
+    """A plan's power per slot for one device (or "grid", the meter) against what was measured."""
+    from zoneinfo import ZoneInfo
+
+    zone = ZoneInfo(tz)
+    x = [s.start.astimezone(zone) for s in slots]
+    if device == "grid":
+        planned = [s.planned_grid_w for s in slots]
+        measured = [s.measured_grid_w for s in slots]
+    else:
+        planned = [s.planned[device] for s in slots]
+        measured = [s.measured[device] for s in slots]
+    fig = go.Figure()
+    fig.add_trace(go.Scatter(x=x, y=planned, name="planned", line_shape="hv"))
+    fig.add_trace(go.Scatter(x=x, y=measured, name="measured", line_shape="hv", mode="lines+markers"))
+    fig.update_layout(title=plot_escape(device))
+    return _layout(fig, height=260, y_title="W")

@@ -10,7 +10,20 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable, Sequence
 
-from pipeline.cli import bench, bill, evaluate, http, import_export, notify, plan, publish, run, savings, viewer
+from pipeline.cli import (
+    bench,
+    bill,
+    evaluate,
+    execute,
+    http,
+    import_export,
+    notify,
+    plan,
+    publish,
+    run,
+    savings,
+    viewer,
+)
 from pipeline.cli.args import Parser
 
 # In the order `shems --help` lists them.
@@ -24,6 +37,7 @@ SUBCOMMANDS: tuple[Callable, ...] = (
     import_export.register_export,
     bench.register,
     plan.register,
+    execute.register,
     bill.register,
     savings.register,
     viewer.register_ui,

@@ -76,13 +76,41 @@ def cmd_plan(args) -> int:
                               tuple(prices["export_price"].to_list()), args.power_limit_w, book.currency, tz,
                               pv, args.battery, ev)
         plan = optimize(problem)
+        plan_id = _accept(args, problem, plan) if args.accept or args.propose else None
     except ValueError as exc:
         return fail(str(exc))
     if args.json:
-        print(json.dumps(_plan_json(plan)))
+        print(json.dumps(_plan_json(plan) | ({"plan_id": plan_id} if plan_id else {})))
     else:
         _print_plan(plan, problem, tz, base_note, book.tariff_at(home, start).describe())
+        if plan_id:
+            print(f"proposed as plan {plan_id}: accept it on the viewer's Plan page" if args.propose else
+                  f"accepted as plan {plan_id}: `shems execute` carries it out")
     return 0
+
+
+def _accept(args, problem, plan) -> str:
+    """Store the plan: accepted (``shems execute`` carries it out; it replaces the home's active
+    plan) or proposed (the household accepts it in the viewer)."""
+    from sinks.base import mask_url
+    from ui.db import Database
+    from ui.plans import PlanStore
+
+    if not (args.store_url and args.home):
+        raise ValueError("--accept and --propose store the plan: give --store-url and --home")
+    if args.accept and args.propose:
+        raise ValueError("give --accept or --propose, not both")
+    try:
+        db = Database(args.store_url, migrate=True)
+    except Exception as exc:  # the driver's error, one line
+        raise ValueError(f"cannot open the store {mask_url(args.store_url)}: {exc}") from None
+    try:
+        store = PlanStore(db)
+        keep = store.propose if args.propose else store.accept
+        return keep(args.home, problem, plan, args.accepted_by,
+                    battery_device=args.battery_device, ev_device=args.ev_device)
+    finally:
+        db.close()
 
 
 def _plan_prices(args):
@@ -219,4 +247,11 @@ def register(sub) -> None:
     p.add("--hours", type=positive_float, default=24.0,
           help="horizon of a battery/EV/PV plan, from --date's midnight or the next slot")
     p.add("--json", action="store_true", help="print the plan as JSON")
+    p.add("--accept", action="store_true",
+          help="store the plan in --store-url for --home: `shems execute` sends its commands")
+    p.add("--propose", action="store_true",
+          help="store the plan in --store-url for --home to be accepted on the viewer's Plan page")
+    p.add("--accepted-by", default="cli", help="who accepted (or proposed) the plan (recorded with it)")
+    p.add("--battery-device", default="battery", help="the home's device id of the battery")
+    p.add("--ev-device", default="ev", help="the home's device id of the EV charger")
     p.set_defaults(handler=cmd_plan)

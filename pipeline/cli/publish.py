@@ -8,6 +8,7 @@ from pipeline import metrics
 from pipeline.cli.args import (
     add_broker_args,
     add_table_args,
+    battery_option,
     non_negative_float,
     port,
     positive_float,
@@ -42,12 +43,20 @@ def cmd_replay(args) -> int:
 
 
 def cmd_simulate(args) -> int:
+    from dataclasses import replace
+
     from rich.live import Live
 
     from pipeline.cli.common import install_stop_handlers
+    from pipeline.energy.device_control import BatteryModel
     from pipeline.tools.publisher import Publisher
-    from pipeline.tools.simulator import run_simulation
+    from pipeline.tools.simulator import make_homes, run_simulation
 
+    fleet = make_homes(args.homes, args.seed)
+    if args.battery is not None or args.ev_plugged:
+        b = args.battery  # each home its own battery, so its state of charge is its own
+        fleet = [replace(home, ev_plugged=args.ev_plugged, battery=None if b is None else BatteryModel(
+            b.capacity_kwh, b.charge_w, b.discharge_w, b.efficiency, b.soc_kwh)) for home in fleet]
     stop = install_stop_handlers()
     publisher = Publisher(args.mqtt_url, qos=args.qos)
     metrics.serve_publisher_metrics(args.metrics_port, publisher, "simulate")
@@ -57,6 +66,7 @@ def cmd_simulate(args) -> int:
             publisher, args.homes, args.interval, args.duration, args.topic_prefix, args.seed, stop,
             on_tick=lambda n: live.update(
                 f"{args.homes} homes: {n:,} readings published, {n / max(1e-9, time.monotonic() - started):,.0f}/s"),
+            fleet=fleet,
         )
     publisher.close()
     print(f"published {sent:,} readings from {args.homes} simulated homes")
@@ -94,6 +104,11 @@ def register_simulate(sub) -> None:
     p.add("--seed", type=int, default=1, help="random seed (homes are deterministic per seed)")
     p.add("--qos", type=qos, default=1, help="publish QoS")
     p.add("--metrics-port", type=port, help="serve Prometheus metrics (published, acknowledged)")
+    p.add("--battery", type=battery_option, default=None,
+          help="give every home a battery that obeys setpoints (shems execute): "
+               "capacity_kwh=10,power_kw=5,efficiency=0.9,soc=0.5")
+    p.add("--ev-plugged", action="store_true",
+          help="every home has an EV plugged in, charging at 7.2 kW or its charger's limit")
     p.set_defaults(handler=cmd_simulate)
 
 

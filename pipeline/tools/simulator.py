@@ -11,7 +11,8 @@ Each home is deterministic for its seed and the time of day, with these loads:
 * PV in some homes: negative power in daylight, a bell over the day with passing clouds;
 * a home battery in some PV homes: it charges from the solar surplus in the late morning
   (positive power) and discharges into the evening load (negative), up to its power rating; no state of charge is
-  kept (each instant stays a pure function of the time), so it is a picture, not a battery model.
+  kept (each instant stays a pure function of the time), so it is a picture, not a battery model
+  (a home given a ``battery`` model below has that instead).
 
 The ``mains`` meter sees the sum of everything (net of PV, so it goes negative at sunny noon).
 Every device carries a cumulative energy counter: the meter's is the import register (it only
@@ -19,7 +20,9 @@ counts power drawn from the grid), PV's counts generation.
 
 The switchable devices obey commands on ``shems/<home>/<device>/set`` and acknowledge them on
 ``.../ack`` (see ``pipeline.energy.device_control``): a device switched off draws nothing, and the meter
-sees the difference.
+sees the difference. A home given a ``battery`` (a ``BatteryModel``) has a ``battery`` device that
+draws its setpoint (+ charging, - discharging) while its state of charge allows; a home whose EV is
+``ev_plugged`` has a car waiting to charge: it draws its charger's 7.2 kW, or less under a limit.
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
-from pipeline.energy.device_control import SetCommand, SwitchBoard, ack_payload, ack_topic
+from pipeline.energy.device_control import BatteryModel, SetCommand, SwitchBoard, ack_payload, ack_topic
 from pipeline.ingest.decode.common import DecodeError
 from pipeline.logs import get_logger
 from pipeline.records import CommandAck, DeviceKind, Reading, Source
@@ -57,6 +60,8 @@ class SimulatedHome:
     seed: int
     counters: dict[str, float] = field(default_factory=dict)
     last: dict[str, tuple[float, float]] = field(default_factory=dict)  # device -> (ts, power)
+    battery: BatteryModel | None = None
+    ev_plugged: bool = False
 
     def __post_init__(self) -> None:
         rng = random.Random(self.seed)
@@ -66,13 +71,14 @@ class SimulatedHome:
         self.has_ev = rng.random() < 0.3
         self.pv_kw = rng.uniform(3, 6) if rng.random() < 0.4 else 0.0
         self.tz_offset_h = 0.0  # simulated homes live on UTC clocks
+        self.has_ev = self.has_ev or self.ev_plugged
         # its own stream, so adding batteries left every other draw (and home) as it was
         battery = random.Random(f"{self.seed}:battery")
         self.battery_kw = battery.choice((2.5, 3.0, 5.0)) if self.pv_kw and battery.random() < 0.6 else 0.0
 
     @property
     def has_battery(self) -> bool:
-        return self.battery_kw > 0
+        return self.battery_kw > 0 or self.battery is not None
 
     def devices(self) -> list[tuple[str, DeviceKind]]:
         out = [("mains", DeviceKind.METER), ("fridge", DeviceKind.APPLIANCE), ("kettle", DeviceKind.APPLIANCE),
@@ -81,7 +87,7 @@ class SimulatedHome:
             out.append(("ev", DeviceKind.EV))
         if self.pv_kw:
             out.append(("pv", DeviceKind.PV))
-        if self.battery_kw:
+        if self.has_battery:
             out.append(("battery", DeviceKind.BATTERY))
         return out
 
@@ -118,16 +124,18 @@ class SimulatedHome:
             if r.random() < 0.35:
                 start, length = 1080 + r.uniform(0, 240), r.uniform(60, 180)
                 ev = 7200.0 if _in(minute, start, length) or _in(minute + 1440, start, length) else 0.0
-            p["ev"] = ev
+            p["ev"] = 7200.0 if self.ev_plugged else ev
         if self.pv_kw:
             hour = minute / 60
             bell = max(0.0, math.sin(math.pi * (hour - 6) / 14)) if 6 <= hour <= 20 else 0.0
             cloud = 0.55 + 0.45 * math.sin(epoch_min / 17 + self.seed) * math.sin(epoch_min / 41)
             p["pv"] = -round(self.pv_kw * 1000 * bell * max(0.2, cloud), 1)
+        if self.battery is not None:
+            p["battery"] = 0.0  # idle unless commanded: the relay (SwitchBoard) gives its setpoint
         if relay is not None:
             p = {device: relay(device, power) for device, power in p.items()}
         base = self.base_w * (1 + 0.05 * noise.uniform(-1, 1))
-        if self.battery_kw:
+        if self.battery_kw and self.battery is None:  # a modelled battery obeys setpoints instead
             net = base + sum(p.values())
             rating = self.battery_kw * 1000
             battery = 0.0
@@ -181,7 +189,9 @@ class CommandListener:
         self.publisher = publisher
         self.topic_prefix = topic_prefix
         self.board = SwitchBoard({(home.home_id, device): kind for home in fleet
-                                  for device, kind in home.devices()}, stuck=stuck)
+                                  for device, kind in home.devices()}, stuck=stuck,
+                                 batteries={(home.home_id, "battery"): home.battery for home in fleet
+                                            if home.battery is not None})
         self._homes = {home.home_id for home in fleet}
         self._lock = threading.Lock()  # paho's thread commands, the simulation thread reads
         publisher.subscribe(f"{topic_prefix}shems/+/+/set", self._on_message)
@@ -218,13 +228,15 @@ class CommandListener:
 def run_simulation(publisher, homes: int, interval_s: float, duration_s: float | None,
                    topic_prefix: str = "", seed: int = 1, stop_event: threading.Event | None = None,
                    on_tick=None, control: bool = True,
-                   stuck: frozenset[tuple[str, str]] = frozenset()) -> int:
+                   stuck: frozenset[tuple[str, str]] = frozenset(),
+                   fleet: list[SimulatedHome] | None = None) -> int:
     """Publish every device of every home each interval (ts = now) until the duration or stop.
 
     With ``control`` the devices obey commands (``stuck`` ones acknowledge but keep drawing).
+    ``fleet`` replaces the ``homes`` made from ``seed`` (homes with batteries, plugged-in EVs).
     """
     stop_event = stop_event or threading.Event()
-    fleet = make_homes(homes, seed)
+    fleet = fleet if fleet is not None else make_homes(homes, seed)
     listener = CommandListener(publisher, fleet, topic_prefix, stuck) if control else None
     started = time.monotonic()
     sent = 0
