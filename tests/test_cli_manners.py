@@ -43,6 +43,7 @@ _NEEDS: dict[tuple[str, ...], list[str]] = {
     ("simulate",): ["--duration", "5"],
     ("demo",): ["--duration", "5"],
     ("bench", "ingest"): ["--devices", "1", "--seconds", "1"],
+    ("bill",): ["--home", "h1"],
 }
 
 
