@@ -18,9 +18,10 @@ from datetime import datetime
 from pipeline.energy.tariff import TariffBook
 from pipeline.insights.anomaly import AnomalySettings, DeviceDetector, HomeDetector
 from pipeline.insights.forecast import ForecastSettings, HomeForecaster
+from pipeline.insights.packing import pack, unpack
 from pipeline.insights.recommend import HomeRecommender
 from pipeline.records import Anomaly, DeviceWindow, Forecast, ForecastScore, HomeWindow, Recommendation
-from pipeline.settings import RecommendSettings
+from pipeline.settings import RecommendSettings, reduce_settings
 
 Insight = Forecast | ForecastScore | Anomaly | Recommendation
 
@@ -32,6 +33,9 @@ class InsightSettings:
     forecasts: bool = True
     anomalies: bool = True
     recommendations: bool = True
+
+    def __reduce__(self):
+        return reduce_settings(self)
 
 
 class HomeInsights:
@@ -48,6 +52,14 @@ class HomeInsights:
         # Made on the first window that can be priced: without a tariff book it would only hold
         # about 30 KB of empty history per home.
         self.recommender: HomeRecommender | None = None
+
+    def __getstate__(self) -> bytes:
+        # The recovery snapshot: compressed, its arrays byte-shuffled (pipeline/insights/packing.py).
+        return pack(self.__dict__)
+
+    def __setstate__(self, state: bytes | dict) -> None:
+        # A dict: a snapshot from before packing (each part converts its own old layout).
+        self.__dict__.update(unpack(state) if isinstance(state, bytes) else state)
 
     def add(self, window: DeviceWindow | HomeWindow, book: TariffBook | None,
             now_wall: datetime | None = None) -> list[Insight]:

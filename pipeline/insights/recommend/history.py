@@ -37,27 +37,49 @@ _NUMPY_TYPES = {"f": np.float32, "B": np.uint8}
 
 
 class HourRings:
-    """Values per UTC hour for the last ``hours`` hours, in ``array`` columns sharing one tag
-    column that says which hour each slot holds (a slot is cleared when a newer hour takes it)."""
+    """Values per UTC hour for the last ``hours`` hours, in ``array`` columns. Hours are written
+    in order (newest last), so the ring needs only the newest hour to know which hour each slot
+    holds; a slot holds its hour when its ``minutes`` (every ring has that column) is above 0.
+    Slots of the hours skipped when a newer hour arrives are cleared."""
 
-    __slots__ = ("tags", "columns")
+    __slots__ = ("hours", "newest", "columns")
 
     def __init__(self, hours: int, **typecodes: str) -> None:
-        self.tags = array("i", [-1]) * hours
+        self.hours = hours
+        self.newest = -1
         self.columns: dict[str, array[Any]] = {name: array(code, bytes(array(code).itemsize * hours))
                         for name, code in typecodes.items()}
 
+    def __getstate__(self):
+        return self.hours, self.newest, self.columns
+
+    def __setstate__(self, state) -> None:
+        if isinstance(state, tuple) and len(state) == 3:
+            self.hours, self.newest, self.columns = state
+            return
+        # Before this layout (pickled slots): a tag column said which hour each slot held.
+        tags, self.columns = state[1]["tags"], state[1]["columns"]
+        self.hours = len(tags)
+        self.newest = max(tags)
+        for k, tag in enumerate(tags):
+            if tag < 0 or tag <= self.newest - self.hours:
+                for column in self.columns.values():
+                    column[k] = 0
+
     def _slot(self, hour: int) -> int | None:
-        k = hour % len(self.tags)
-        tag = self.tags[k]
-        if tag == hour:
-            return k
-        if tag > hour:  # older than the ring reaches
+        cap = self.hours
+        if hour > self.newest:
+            if hour - self.newest >= cap or self.newest < 0:
+                for name, column in self.columns.items():
+                    self.columns[name] = array(column.typecode, bytes(column.itemsize * cap))
+            else:
+                for h in range(self.newest + 1, hour + 1):
+                    for column in self.columns.values():
+                        column[h % cap] = 0
+            self.newest = hour
+        elif hour <= self.newest - cap:  # older than the ring reaches
             return None
-        self.tags[k] = hour
-        for column in self.columns.values():
-            column[k] = 0
-        return k
+        return hour % cap
 
     def add(self, hour: int, **values: float) -> None:
         k = self._slot(hour)
@@ -74,11 +96,12 @@ class HourRings:
     def window(self, name: str, first_hour: int, hours: int) -> np.ndarray:
         """``hours`` values of one column from ``first_hour``; NaN where the ring holds nothing."""
         wanted = np.arange(first_hour, first_hour + hours)
-        k = wanted % len(self.tags)
-        tags = np.frombuffer(self.tags, dtype=np.int32)[k]
+        k = wanted % self.hours
+        minutes = np.frombuffer(self.columns["minutes"], dtype=np.uint8)[k]
+        held = (minutes > 0) & (wanted <= self.newest) & (wanted > self.newest - self.hours)
         column = self.columns[name]
         values = np.frombuffer(column, dtype=_NUMPY_TYPES[column.typecode])[k].astype(float)
-        return np.where(tags == wanted, values, np.nan)
+        return np.where(held, values, np.nan)
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,10 +135,37 @@ class DeviceHistory:
     def __init__(self, kind: DeviceKind, flexible: bool, hours: int) -> None:
         self.kind = kind
         self.flexible = flexible
-        self.hourly = HourRings(hours, energy="f", minutes="B")  # Wh; minutes with a window
+        # Wh; minutes with a window. Every kind reads it except for meters, PV and batteries (no
+        # usage check, never flexible): they keep none.
+        self.hourly: HourRings | None = (None if kind in _NO_USAGE_CHECK and not flexible
+                                         else HourRings(hours, energy="f", minutes="B"))
         self.open_run: _OpenRun | None = None
         self.runs: list[Run] = []
         self.newest_min = -1
+
+    def __getstate__(self):
+        # Runs as four arrays (start, end, quarters per run; all quarters) instead of a list of
+        # records with a tuple of floats each.
+        runs = self.runs
+        packed = (array("q", [r.start_s for r in runs]), array("q", [r.end_s for r in runs]),
+                  array("H", [len(r.quarter_wh) for r in runs]),
+                  array("d", [q for r in runs for q in r.quarter_wh]))
+        return self.kind, self.flexible, self.hourly, self.open_run, packed, self.newest_min
+
+    def __setstate__(self, state) -> None:
+        if isinstance(state, tuple) and len(state) == 2:  # before this layout: pickled slots
+            for name, value in state[1].items():
+                setattr(self, name, value)
+            if self.kind in _NO_USAGE_CHECK and not self.flexible:
+                self.hourly = None
+            return
+        self.kind, self.flexible, self.hourly, self.open_run, packed, self.newest_min = state
+        starts, ends, lengths, quarters = packed
+        self.runs = []
+        at = 0
+        for start, end, n in zip(starts, ends, lengths):
+            self.runs.append(Run(start, end, tuple(quarters[at:at + n])))
+            at += n
 
 
 class HomeHistory:
