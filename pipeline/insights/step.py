@@ -58,8 +58,20 @@ class HomeInsights:
         return pack(self.__dict__)
 
     def __setstate__(self, state: bytes | dict) -> None:
-        # A dict: a snapshot from before packing (each part converts its own old layout).
-        self.__dict__.update(unpack(state) if isinstance(state, bytes) else state)
+        if isinstance(state, bytes):
+            self.__dict__.update(unpack(state))
+            return
+        # A snapshot from before packing (each part converts its own old layout).
+        self.__dict__.update(state)
+        if self.recommender is not None:
+            self._link(self.recommender)
+
+    def _link(self, recommender: HomeRecommender) -> None:
+        """The home's imported energy per hour is snapshotted against its hourly forecasting
+        history, the same hours' mean power (see ``HourRings.basis``)."""
+        engine = self.forecaster.engines.get(60)
+        if self.settings.forecasts and engine is not None:
+            recommender.home.hourly.basis = ("imported", engine.history, self.forecaster.clock)
 
     def add(self, window: DeviceWindow | HomeWindow, book: TariffBook | None,
             now_wall: datetime | None = None) -> list[Insight]:
@@ -89,6 +101,7 @@ class HomeInsights:
     def _recommender(self) -> HomeRecommender:
         if self.recommender is None:
             self.recommender = HomeRecommender(self.home_id, self.settings.recommend)
+            self._link(self.recommender)
         return self.recommender
 
     def next_due(self) -> datetime | None:

@@ -40,20 +40,38 @@ class HourRings:
     """Values per UTC hour for the last ``hours`` hours, in ``array`` columns. Hours are written
     in order (newest last), so the ring needs only the newest hour to know which hour each slot
     holds; a slot holds its hour when its ``minutes`` (every ring has that column) is above 0.
-    Slots of the hours skipped when a newer hour arrives are cleared."""
+    Slots of the hours skipped when a newer hour arrives are cleared.
 
-    __slots__ = ("hours", "newest", "columns")
+    ``basis`` may name a column and a predictor of it, the home's hourly forecasting history and
+    its local clock (an hour's mean power in W is its energy in Wh): the snapshot then holds that
+    column XOR the prediction, mostly zero bits, and restoring XORs it back (lossless)."""
+
+    __slots__ = ("hours", "newest", "columns", "basis")
 
     def __init__(self, hours: int, **typecodes: str) -> None:
         self.hours = hours
         self.newest = -1
         self.columns: dict[str, array[Any]] = {name: array(code, bytes(array(code).itemsize * hours))
                         for name, code in typecodes.items()}
+        self.basis: tuple[str, Any, Any] | None = None  # (column, SlotRing, LocalClock)
 
     def __getstate__(self):
-        return self.hours, self.newest, self.columns
+        if self.basis is None:
+            return self.hours, self.newest, self.columns
+        name = self.basis[0]
+        columns = dict(self.columns)
+        bits = np.frombuffer(columns[name], dtype=np.uint32) ^ self._predicted_bits()
+        columns[name] = array("f", bits.tobytes())
+        return self.hours, self.newest, columns, self.basis
 
     def __setstate__(self, state) -> None:
+        self.basis = None
+        if isinstance(state, tuple) and len(state) == 4:
+            self.hours, self.newest, self.columns, self.basis = state
+            name = state[3][0]
+            bits = np.frombuffer(self.columns[name], dtype=np.uint32) ^ self._predicted_bits()
+            self.columns[name] = array("f", bits.tobytes())
+            return
         if isinstance(state, tuple) and len(state) == 3:
             self.hours, self.newest, self.columns = state
             return
@@ -65,6 +83,18 @@ class HourRings:
             if tag < 0 or tag <= self.newest - self.hours:
                 for column in self.columns.values():
                     column[k] = 0
+
+    def _predicted_bits(self) -> np.ndarray:
+        """Per slot, the float32 bits of the basis's value for the local hour of its UTC hour."""
+        out = np.zeros(self.hours, dtype=np.uint32)
+        if self.basis is None or self.newest < 0:
+            return out
+        _, ring, clock = self.basis
+        held = range(max(0, self.newest - self.hours + 1), self.newest + 1)
+        local = np.array([clock.local_slot(hour * 60, 60) for hour in held])
+        out[np.arange(held.start, held.stop) % self.hours] = \
+            ring.take(local).astype(np.float32).view(np.uint32)
+        return out
 
     def _slot(self, hour: int) -> int | None:
         cap = self.hours
@@ -143,29 +173,11 @@ class DeviceHistory:
         self.runs: list[Run] = []
         self.newest_min = -1
 
-    def __getstate__(self):
-        # Runs as four arrays (start, end, quarters per run; all quarters) instead of a list of
-        # records with a tuple of floats each.
-        runs = self.runs
-        packed = (array("q", [r.start_s for r in runs]), array("q", [r.end_s for r in runs]),
-                  array("H", [len(r.quarter_wh) for r in runs]),
-                  array("d", [q for r in runs for q in r.quarter_wh]))
-        return self.kind, self.flexible, self.hourly, self.open_run, packed, self.newest_min
-
     def __setstate__(self, state) -> None:
-        if isinstance(state, tuple) and len(state) == 2:  # before this layout: pickled slots
-            for name, value in state[1].items():
-                setattr(self, name, value)
-            if self.kind in _NO_USAGE_CHECK and not self.flexible:
-                self.hourly = None
-            return
-        self.kind, self.flexible, self.hourly, self.open_run, packed, self.newest_min = state
-        starts, ends, lengths, quarters = packed
-        self.runs = []
-        at = 0
-        for start, end, n in zip(starts, ends, lengths):
-            self.runs.append(Run(start, end, tuple(quarters[at:at + n])))
-            at += n
+        for name, value in state[1].items():  # pickled slots: (None, {name: value})
+            setattr(self, name, value)
+        if self.kind in _NO_USAGE_CHECK and not self.flexible:
+            self.hourly = None  # a snapshot from before meters kept none
 
 
 class HomeHistory:
