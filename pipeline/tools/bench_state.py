@@ -9,7 +9,9 @@ the home's total), and reports:
   (``flows.logic._GuardedLogic.dump``);
 * ``bytes_per_home_memory``: what the states hold once restored from those snapshots (the traced
   allocations of ``pickle.loads``, tracemalloc), per home;
-* ``us_per_window``: wall time of ``HomeInsights.add`` per window (the windows are built first).
+* ``us_per_window``: wall time of ``HomeInsights.add`` per window (the windows are built first);
+* ``us_per_snapshot``: wall time of ``pickle.dumps`` per home (a recovery epoch pays it for
+  every home that changed).
 
 The data is the bundled day of REFIT House 2 (``pipeline/data/sample_home.parquet``, 30 s), as
 1-minute windows; each further day and home takes it with each device's day rotated by a seeded
@@ -49,6 +51,7 @@ class StateBenchResult:
     bytes_per_home_snapshot: int
     bytes_per_home_memory: int
     us_per_window: float
+    us_per_snapshot: float  # pickle.dumps of one home's state, what each recovery epoch costs a home
 
 
 def _sample_day() -> dict[str, tuple[DeviceKind, np.ndarray]]:
@@ -113,7 +116,9 @@ def run_state_bench(homes: int, days: int) -> StateBenchResult:
     book = book_from_toml(TARIFFS)
     sample = _sample_day()
     states, spent, windows = _feed(homes, days, book, sample)
+    t0 = time.perf_counter()
     snapshots = [pickle.dumps(s) for s in states]
+    dumping = time.perf_counter() - t0
     del states
     gc.collect()
     # Memory: what the states hold once restored from their snapshots, as after a restart
@@ -126,7 +131,7 @@ def run_state_bench(homes: int, days: int) -> StateBenchResult:
     tracemalloc.stop()
     del restored
     return StateBenchResult(homes, days, round(sum(map(len, snapshots)) / homes), round(held / homes),
-                            round(spent / windows * 1e6, 2))
+                            round(spent / windows * 1e6, 2), round(dumping / homes * 1e6, 1))
 
 
 def print_state_result(result: StateBenchResult, console, as_json: bool) -> None:
@@ -138,6 +143,7 @@ def print_state_result(result: StateBenchResult, console, as_json: bool) -> None
     table.add_row("snapshot per home (pickled state)", f"{result.bytes_per_home_snapshot:,} B")
     table.add_row("memory per home (tracemalloc)", f"{result.bytes_per_home_memory:,} B")
     table.add_row("HomeInsights.add per window", f"{result.us_per_window:.1f} µs")
+    table.add_row("snapshot (pickle.dumps) per home", f"{result.us_per_snapshot:,.0f} µs")
     console.print(table)
     if as_json:
         print(json.dumps(asdict(result)))
