@@ -82,3 +82,44 @@ def test_a_state_restored_from_its_snapshot_at_any_minute_gives_the_same_outputs
         got.append(restored.add(w, book))
     assert sum(map(len, expected)) > 500
     assert got == expected
+
+
+def test_rings_pickled_with_their_tag_column_load_with_the_same_hours():
+    """Hourly rings of snapshots from before the compact layout (a tag per slot) read the same."""
+    from array import array
+
+    import numpy as np
+
+    from pipeline.insights.recommend.history import HourRings
+
+    ring = HourRings(48, energy="f", minutes="B")
+    tags = array("i", [-1]) * 48
+    energy, minutes = array("f", [0.0]) * 48, array("B", [0]) * 48
+    for hour in [*range(100, 130), *range(140, 150)]:  # a gap of ten hours, then a wrap
+        ring.add(hour, energy=hour * 1.5, minutes=60)
+        tags[hour % 48], energy[hour % 48], minutes[hour % 48] = hour, hour * 1.5, 60
+    old = HourRings.__new__(HourRings)
+    old.__setstate__((None, {"tags": tags, "columns": {"energy": energy, "minutes": minutes}}))
+    for name in ("energy", "minutes"):
+        np.testing.assert_array_equal(old.window(name, 90, 70), ring.window(name, 90, 70))
+    assert np.isnan(ring.window("energy", 131, 1)[0]) and ring.window("energy", 149, 1)[0] == 149 * 1.5
+
+
+def test_rolling_quantiles_restore_river_state_bit_for_bit():
+    import random
+
+    from river import stats
+
+    from pipeline.insights.anomaly.rolling import RollingQuantile, compact
+
+    rng = random.Random(7)
+    for n, window in ((0, 4), (3, 28), (500, 336)):
+        river, ours = stats.RollingQuantile(q=0.9, window_size=window), RollingQuantile(q=0.9, window_size=window)
+        for _ in range(n):
+            x = rng.random() * 1000
+            river.update(x)
+            ours.update(x)
+        restored = pickle.loads(pickle.dumps(ours))
+        assert restored._rolling_quantile.__getstate__() == river._rolling_quantile.__getstate__()
+        assert len(pickle.dumps(ours)) < len(pickle.dumps(river)) * 0.6 + 100
+        assert compact(pickle.loads(pickle.dumps(river))).get() == river.get()

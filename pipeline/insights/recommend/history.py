@@ -90,10 +90,13 @@ class HourRings:
         if self.basis is None or self.newest < 0:
             return out
         _, ring, clock = self.basis
-        held = range(max(0, self.newest - self.hours + 1), self.newest + 1)
-        local = np.array([clock.local_slot(hour * 60, 60) for hour in held])
-        out[np.arange(held.start, held.stop) % self.hours] = \
-            ring.take(local).astype(np.float32).view(np.uint32)
+        held = np.arange(max(0, self.newest - self.hours + 1), self.newest + 1)
+        # The zone's offset looked up once a day (a lookup per hour would cost milliseconds): on a
+        # day the clocks change, a few hours are predicted from the wrong hour, which costs bytes,
+        # not exactness (restoring computes the same prediction).
+        daily = np.array([clock.offset_min(int(hour) * 60) for hour in held[::24]])
+        local = (held * 60 + np.repeat(daily, 24)[:len(held)]) // 60
+        out[held % self.hours] = ring.take(local).astype(np.float32).view(np.uint32)
         return out
 
     def _slot(self, hour: int) -> int | None:
