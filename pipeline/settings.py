@@ -152,7 +152,10 @@ def shared_settings(cls: type, changed: tuple[tuple[str, Any], ...]) -> Any:
     """The settings object of ``cls`` with these fields changed from its defaults, one per
     distinct value in the process: every home restored from a snapshot shares its fleet's."""
     key = (cls, changed)
-    found = _SHARED.get(key)
+    try:
+        found = _SHARED.get(key)
+    except TypeError:  # a field value that cannot be a key (settings are frozen, so rarely)
+        return cls(**dict(changed))
     if found is None:
         found = _SHARED[key] = cls(**dict(changed))
     return found
