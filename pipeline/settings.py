@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import zlib
-from dataclasses import dataclass, replace
+from dataclasses import MISSING, dataclass, fields, replace
 from datetime import datetime, timezone
+from typing import Any
 
 # Hard limits on any time stamp the decoders produce, whatever the configuration: far enough from
 # datetime.min/max that no arithmetic downstream (windows, hours, days, a year of history,
@@ -94,6 +95,9 @@ EVENT_TIME_ONLY_IDLE_S = 1e8
 class RecommendSettings:
     """How recommendations are estimated (see pipeline/recommend.py for the definitions)."""
 
+    def __reduce__(self):
+        return reduce_settings(self)
+
     history_days: int = 62  # hourly history kept per device and home
     window_days: int = 30  # "the last 30 days" every estimate looks at
     min_days: float = 7.0  # days of data a kind needs in its window before it says anything
@@ -137,3 +141,35 @@ def home_offset_min(home_id: str, spread_min: int) -> int:
     """A minute in 0..``spread_min`` fixed by the home's id (CRC32, so the same in every process
     and after a restart): when a home does work that every home would otherwise do at once."""
     return zlib.crc32(home_id.encode()) % (spread_min + 1)
+
+
+# ------------------------------------------------------------------ settings in snapshots
+
+_SHARED: dict[tuple, Any] = {}
+
+
+def shared_settings(cls: type, changed: tuple[tuple[str, Any], ...]) -> Any:
+    """The settings object of ``cls`` with these fields changed from its defaults, one per
+    distinct value in the process: every home restored from a snapshot shares its fleet's."""
+    key = (cls, changed)
+    try:
+        found = _SHARED.get(key)
+    except TypeError:  # a field value that cannot be a key (settings are frozen, so rarely)
+        return cls(**dict(changed))
+    if found is None:
+        found = _SHARED[key] = cls(**dict(changed))
+    return found
+
+
+def reduce_settings(settings: Any) -> tuple:
+    """``__reduce__`` of a settings dataclass: only the fields that differ from the defaults, so
+    a home's snapshot does not carry its fleet's configuration field by field (and unpickling
+    shares one object per distinct configuration)."""
+    changed = []
+    for f in fields(settings):
+        default = f.default if f.default is not MISSING else (
+            f.default_factory() if f.default_factory is not MISSING else MISSING)
+        value = getattr(settings, f.name)
+        if value != default:
+            changed.append((f.name, value))
+    return shared_settings, (type(settings), tuple(changed))

@@ -36,3 +36,22 @@ def register(sub) -> None:
           help="run the flow without forecasts, anomalies and recommendations (the ingest core alone)")
     p.add("--json", action="store_true", help="end with one JSON line")
     p.set_defaults(handler=cmd_bench)
+    register_state(kinds)
+
+
+def cmd_bench_state(args) -> int:
+    from rich.console import Console
+
+    from pipeline.tools.bench_state import print_state_result, run_state_bench
+
+    console = Console(stderr=args.json)  # keep stdout's last line for the JSON
+    print_state_result(run_state_bench(args.homes, args.days), console, args.json)
+    return 0
+
+
+def register_state(kinds) -> None:
+    p = kinds.add_parser("state", help="snapshot bytes, memory and time per window of one home's insights state")
+    p.add("--homes", type=positive_int, default=20, help="homes of 5 devices (a meter and 4 appliances), a TOU tariff")
+    p.add("--days", type=positive_int, default=30, help="days of 1-minute windows fed to each home")
+    p.add("--json", action="store_true", help="end with one JSON line")
+    p.set_defaults(handler=cmd_bench_state)

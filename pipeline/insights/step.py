@@ -18,9 +18,10 @@ from datetime import datetime
 from pipeline.energy.tariff import TariffBook
 from pipeline.insights.anomaly import AnomalySettings, DeviceDetector, HomeDetector
 from pipeline.insights.forecast import ForecastSettings, HomeForecaster
+from pipeline.insights.packing import pack, unpack
 from pipeline.insights.recommend import HomeRecommender
 from pipeline.records import Anomaly, DeviceWindow, Forecast, ForecastScore, HomeWindow, Recommendation
-from pipeline.settings import RecommendSettings
+from pipeline.settings import RecommendSettings, reduce_settings
 
 Insight = Forecast | ForecastScore | Anomaly | Recommendation
 
@@ -32,6 +33,9 @@ class InsightSettings:
     forecasts: bool = True
     anomalies: bool = True
     recommendations: bool = True
+
+    def __reduce__(self):
+        return reduce_settings(self)
 
 
 class HomeInsights:
@@ -48,6 +52,26 @@ class HomeInsights:
         # Made on the first window that can be priced: without a tariff book it would only hold
         # about 30 KB of empty history per home.
         self.recommender: HomeRecommender | None = None
+
+    def __getstate__(self) -> bytes:
+        # The recovery snapshot: compressed, its arrays byte-shuffled (pipeline/insights/packing.py).
+        return pack(self.__dict__)
+
+    def __setstate__(self, state: bytes | dict) -> None:
+        if isinstance(state, bytes):
+            self.__dict__.update(unpack(state))
+            return
+        # A snapshot from before packing (each part converts its own old layout).
+        self.__dict__.update(state)
+        if self.recommender is not None:
+            self._link(self.recommender)
+
+    def _link(self, recommender: HomeRecommender) -> None:
+        """The home's imported energy per hour is snapshotted against its hourly forecasting
+        history, the same hours' mean power (see ``HourRings.basis``)."""
+        engine = self.forecaster.engines.get(60)
+        if self.settings.forecasts and engine is not None:
+            recommender.home.hourly.basis = ("imported", engine.history, self.forecaster.clock)
 
     def add(self, window: DeviceWindow | HomeWindow, book: TariffBook | None,
             now_wall: datetime | None = None) -> list[Insight]:
@@ -77,6 +101,7 @@ class HomeInsights:
     def _recommender(self) -> HomeRecommender:
         if self.recommender is None:
             self.recommender = HomeRecommender(self.home_id, self.settings.recommend)
+            self._link(self.recommender)
         return self.recommender
 
     def next_due(self) -> datetime | None:

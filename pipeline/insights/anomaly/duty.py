@@ -20,6 +20,7 @@ from collections import deque
 from river import stats
 
 from pipeline.insights.anomaly.learned import learned
+from pipeline.insights.anomaly.rolling import RollingQuantile, compact
 from pipeline.insights.anomaly.settings import HOUR, AnomalySettings
 from pipeline.insights.anomaly.subject import Subject
 from pipeline.insights.anomaly.text import percent
@@ -33,8 +34,8 @@ class DutyCycle:
         self.hour_on = self.hour_windows = self.hour_starts = 0
         self.prev_on = False
         self.hours: deque[tuple[int, float]] = deque(maxlen=settings.duty_horizon_h)  # (hour, duty)
-        self.usual = stats.RollingQuantile(q=0.5, window_size=settings.duty_history_h)
-        self.spread = stats.RollingQuantile(q=0.5, window_size=settings.duty_history_h)
+        self.usual = RollingQuantile(q=0.5, window_size=settings.duty_history_h)
+        self.spread = RollingQuantile(q=0.5, window_size=settings.duty_history_h)
         self.cycles = stats.EWMean(fading_factor=0.02)
         self.learned_hours = 0
         self.open_start: float | None = None
@@ -44,6 +45,10 @@ class DutyCycle:
         self.open_score = 0.0
         self.open_worst = 0.0
         self.open_last_abnormal = 0.0
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self.usual, self.spread = compact(self.usual), compact(self.spread)  # River's, before
 
     def add(self, subject: Subject, ts: float, on: bool) -> list[Anomaly]:
         hour = int(ts // HOUR)

@@ -13,9 +13,8 @@ Score: the on-period's length divided by the usual long run (the learned quantil
 
 from __future__ import annotations
 
-from river import stats
-
 from pipeline.insights.anomaly.learned import learned
+from pipeline.insights.anomaly.rolling import RollingQuantile, compact
 from pipeline.insights.anomaly.settings import AnomalySettings
 from pipeline.insights.anomaly.subject import Subject
 from pipeline.insights.anomaly.text import duration
@@ -25,12 +24,16 @@ from pipeline.records import Anomaly, AnomalyKind
 class LongRunning:
     def __init__(self, settings: AnomalySettings) -> None:
         self.settings = settings
-        self.lengths = stats.RollingQuantile(q=settings.long_quantile, window_size=settings.long_history_runs)
+        self.lengths = RollingQuantile(q=settings.long_quantile, window_size=settings.long_history_runs)
         self.runs = 0
         self.first_ts: float | None = None
         self.run_start: float | None = None
         self.last_on: float | None = None
         self.open_usual: float | None = None  # set while an anomaly is open
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self.lengths = compact(self.lengths)  # River's own, before
 
     def usual(self) -> float | None:
         return self.lengths.get() if self.runs else None

@@ -9,12 +9,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 
+from pipeline.settings import reduce_settings
+
 HOUR = 3600.0
 DAY = 86400.0
 
 
 @dataclass(frozen=True, slots=True)
 class AnomalySettings:
+    def __reduce__(self):
+        return reduce_settings(self)
+
     window_s: int = 60  # the windows' length (pipeline.settings.WindowSettings.window_s)
 
     # Learning pauses while an anomaly of that kind is open, at most this long: a lasting change

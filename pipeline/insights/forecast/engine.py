@@ -68,10 +68,16 @@ class _Contexts:
         self.numbers = array("f", [0.0]) * (_ISSUES * self._WIDTH)
 
     def __getstate__(self):
-        return self.made, self.known, self.numbers
+        # Column by column (each number across the issues, then the next): a coefficient or a
+        # bound varies little from issue to issue, so its bytes compress better side by side.
+        rows = np.frombuffer(self.numbers, dtype=np.float32).reshape(_ISSUES, self._WIDTH)
+        return self.made, self.known, array("f", rows.T.tobytes()), "by-column"
 
     def __setstate__(self, state) -> None:
-        self.made, self.known, self.numbers = state
+        self.made, self.known, self.numbers = state[:3]
+        if len(state) > 3:  # by column (before: row by row, as kept)
+            columns = np.frombuffer(self.numbers, dtype=np.float32).reshape(self._WIDTH, _ISSUES)
+            self.numbers = array("f", columns.T.tobytes())
 
     def put(self, ctx: IssueContext, coefficients: np.ndarray, bands: list[tuple[float, float, int]]) -> None:
         row = (ctx.made_min // 60) % _ISSUES

@@ -31,6 +31,19 @@ class HomeForecaster:
         self.clock = LocalClock(settings.timezone)
         self.slotter = MinuteSlotter(settings.resolutions, settings.min_coverage, settings.max_hold_min)
         self.engines = {res: ResolutionForecaster(res, settings) for res in settings.resolutions}
+        self._link_histories()
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._link_histories()  # a snapshot from before the links
+
+    def _link_histories(self) -> None:
+        """Each history is snapshotted against the finest one whose slots divide its own (the
+        hourly against the quarter-hourly): see ``SlotRing.basis``."""
+        finest = min(self.engines)
+        for res, engine in self.engines.items():
+            if res != finest and res % finest == 0:
+                engine.history.basis = (self.engines[finest].history, res // finest)
 
     # The closed slots and the boundary of an hour whose work waits for this home's minute of the
     # hour (class default: snapshots from before the stagger load without it).

@@ -59,10 +59,30 @@ class QuantileLinear:
         )
 
     def __getstate__(self):
-        return self.model
+        # River pickles the model with its optimizer, loss, schedules and a dict per feature
+        # (about 940 bytes); its state is the step count, the intercept and two numbers per
+        # feature. Keys stay in their learned order (the dot product sums in that order).
+        m = self.model
+        g2 = m.optimizer.g2
+        if not set(m._weights) | set(g2) <= set(FEATURES):
+            return m  # a feature this class never feeds: River's own pickle
+        return (m.optimizer.lr.learning_rate, m.intercept_lr.learning_rate, m.optimizer.n_iterations,
+                m.intercept, bytes(FEATURES.index(k) for k in m._weights), array("d", (m._weights[k] for k in m._weights)),
+                bytes(FEATURES.index(k) for k in g2), array("d", g2.values()))
 
-    def __setstate__(self, model) -> None:
-        self.model = model
+    def __setstate__(self, state) -> None:
+        if isinstance(state, linear_model.LinearRegression):  # before the compact layout
+            self.model = state
+            return
+        rate, intercept_rate, steps, intercept, keys, weights, g2_keys, g2 = state
+        QuantileLinear.__init__(self, rate, intercept_rate)
+        m = self.model
+        m.optimizer.n_iterations = steps
+        m.intercept = intercept
+        for k, w in zip(keys, weights):
+            m._weights[FEATURES[k]] = w
+        for k, g in zip(g2_keys, g2):
+            m.optimizer.g2[FEATURES[k]] = g
 
     def coefficients(self) -> np.ndarray:
         """The intercept, then the weights in ``FEATURES`` order."""

@@ -28,7 +28,19 @@ class PendingForecasts:
         self.values = array("f", [math.nan]) * (_ISSUES * len(horizons) * 3)
 
     def __getstate__(self):
-        return self.horizons, self.made, self.values
+        # A forecast is read once, when its target slot matures, and every target ending by the
+        # newest issue matured before that issue was made: those are dropped (NaN) from the
+        # snapshot, about three fifths of it.
+        values = self.values
+        newest = max(self.made)
+        width = len(self.horizons) * 3
+        dead = [(row * width + k * 3) for row, made in enumerate(self.made) if made >= 0
+                for k, horizon in enumerate(self.horizons) if made + horizon <= newest]
+        if dead:
+            values = array("f", values)
+            for at in dead:
+                values[at] = values[at + 1] = values[at + 2] = math.nan
+        return self.horizons, self.made, values
 
     def __setstate__(self, state) -> None:
         self.horizons, self.made, self.values = state

@@ -4,10 +4,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from pipeline.settings import reduce_settings
+
 
 @dataclass(frozen=True, slots=True)
 class ForecastSettings:
     """Tunables of ``HomeForecaster``. The defaults are what ``shems evaluate`` scores."""
+
+    def __reduce__(self):
+        return reduce_settings(self)
 
     # The home's time zone (IANA name). Calendar features and the daily profile use its local
     # clock, so "the same slot yesterday" is the same wall-clock time across DST changes.

@@ -37,27 +37,82 @@ _NUMPY_TYPES = {"f": np.float32, "B": np.uint8}
 
 
 class HourRings:
-    """Values per UTC hour for the last ``hours`` hours, in ``array`` columns sharing one tag
-    column that says which hour each slot holds (a slot is cleared when a newer hour takes it)."""
+    """Values per UTC hour for the last ``hours`` hours, in ``array`` columns. Hours are written
+    in order (newest last), so the ring needs only the newest hour to know which hour each slot
+    holds; a slot holds its hour when its ``minutes`` (every ring has that column) is above 0.
+    Slots of the hours skipped when a newer hour arrives are cleared.
 
-    __slots__ = ("tags", "columns")
+    ``basis`` may name a column and a predictor of it, the home's hourly forecasting history and
+    its local clock (an hour's mean power in W is its energy in Wh): the snapshot then holds that
+    column XOR the prediction, mostly zero bits, and restoring XORs it back (lossless)."""
+
+    __slots__ = ("hours", "newest", "columns", "basis")
 
     def __init__(self, hours: int, **typecodes: str) -> None:
-        self.tags = array("i", [-1]) * hours
+        self.hours = hours
+        self.newest = -1
         self.columns: dict[str, array[Any]] = {name: array(code, bytes(array(code).itemsize * hours))
                         for name, code in typecodes.items()}
+        self.basis: tuple[str, Any, Any] | None = None  # (column, SlotRing, LocalClock)
+
+    def __getstate__(self):
+        if self.basis is None:
+            return self.hours, self.newest, self.columns
+        name = self.basis[0]
+        columns = dict(self.columns)
+        bits = np.frombuffer(columns[name], dtype=np.uint32) ^ self._predicted_bits()
+        columns[name] = array("f", bits.tobytes())
+        return self.hours, self.newest, columns, self.basis
+
+    def __setstate__(self, state) -> None:
+        self.basis = None
+        if isinstance(state, tuple) and len(state) == 4:
+            self.hours, self.newest, self.columns, self.basis = state
+            name = state[3][0]
+            bits = np.frombuffer(self.columns[name], dtype=np.uint32) ^ self._predicted_bits()
+            self.columns[name] = array("f", bits.tobytes())
+            return
+        if isinstance(state, tuple) and len(state) == 3:
+            self.hours, self.newest, self.columns = state
+            return
+        # Before this layout (pickled slots): a tag column said which hour each slot held.
+        tags, self.columns = state[1]["tags"], state[1]["columns"]
+        self.hours = len(tags)
+        self.newest = max(tags)
+        for k, tag in enumerate(tags):
+            if tag < 0 or tag <= self.newest - self.hours:
+                for column in self.columns.values():
+                    column[k] = 0
+
+    def _predicted_bits(self) -> np.ndarray:
+        """Per slot, the float32 bits of the basis's value for the local hour of its UTC hour."""
+        out = np.zeros(self.hours, dtype=np.uint32)
+        if self.basis is None or self.newest < 0:
+            return out
+        _, ring, clock = self.basis
+        held = np.arange(max(0, self.newest - self.hours + 1), self.newest + 1)
+        # The zone's offset looked up once a day (a lookup per hour would cost milliseconds): on a
+        # day the clocks change, a few hours are predicted from the wrong hour, which costs bytes,
+        # not exactness (restoring computes the same prediction).
+        daily = np.array([clock.offset_min(int(hour) * 60) for hour in held[::24]])
+        local = (held * 60 + np.repeat(daily, 24)[:len(held)]) // 60
+        out[held % self.hours] = ring.take(local).astype(np.float32).view(np.uint32)
+        return out
 
     def _slot(self, hour: int) -> int | None:
-        k = hour % len(self.tags)
-        tag = self.tags[k]
-        if tag == hour:
-            return k
-        if tag > hour:  # older than the ring reaches
+        cap = self.hours
+        if hour > self.newest:
+            if hour - self.newest >= cap or self.newest < 0:
+                for name, column in self.columns.items():
+                    self.columns[name] = array(column.typecode, bytes(column.itemsize * cap))
+            else:
+                for h in range(self.newest + 1, hour + 1):
+                    for column in self.columns.values():
+                        column[h % cap] = 0
+            self.newest = hour
+        elif hour <= self.newest - cap:  # older than the ring reaches
             return None
-        self.tags[k] = hour
-        for column in self.columns.values():
-            column[k] = 0
-        return k
+        return hour % cap
 
     def add(self, hour: int, **values: float) -> None:
         k = self._slot(hour)
@@ -74,11 +129,12 @@ class HourRings:
     def window(self, name: str, first_hour: int, hours: int) -> np.ndarray:
         """``hours`` values of one column from ``first_hour``; NaN where the ring holds nothing."""
         wanted = np.arange(first_hour, first_hour + hours)
-        k = wanted % len(self.tags)
-        tags = np.frombuffer(self.tags, dtype=np.int32)[k]
+        k = wanted % self.hours
+        minutes = np.frombuffer(self.columns["minutes"], dtype=np.uint8)[k]
+        held = (minutes > 0) & (wanted <= self.newest) & (wanted > self.newest - self.hours)
         column = self.columns[name]
         values = np.frombuffer(column, dtype=_NUMPY_TYPES[column.typecode])[k].astype(float)
-        return np.where(tags == wanted, values, np.nan)
+        return np.where(held, values, np.nan)
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,10 +168,19 @@ class DeviceHistory:
     def __init__(self, kind: DeviceKind, flexible: bool, hours: int) -> None:
         self.kind = kind
         self.flexible = flexible
-        self.hourly = HourRings(hours, energy="f", minutes="B")  # Wh; minutes with a window
+        # Wh; minutes with a window. Every kind reads it except for meters, PV and batteries (no
+        # usage check, never flexible): they keep none.
+        self.hourly: HourRings | None = (None if kind in _NO_USAGE_CHECK and not flexible
+                                         else HourRings(hours, energy="f", minutes="B"))
         self.open_run: _OpenRun | None = None
         self.runs: list[Run] = []
         self.newest_min = -1
+
+    def __setstate__(self, state) -> None:
+        for name, value in state[1].items():  # pickled slots: (None, {name: value})
+            setattr(self, name, value)
+        if self.kind in _NO_USAGE_CHECK and not self.flexible:
+            self.hourly = None  # a snapshot from before meters kept none
 
 
 class HomeHistory:

@@ -29,7 +29,7 @@ def peak(rec: HomeRecommender, w: _Window) -> list[Recommendation]:
     standby, _ = rec.always_on(w)
     flexible = np.zeros(w.hours)
     for dev in rec.devices.values():
-        if dev.flexible:
+        if dev.flexible and dev.hourly is not None:  # a flexible device always keeps one
             flexible += np.nan_to_num(dev.hourly.window("energy", w.first_hour, w.hours))
     present = peak & ~np.isnan(imported)
     peak_wh = np.nan_to_num(imported)[present]

@@ -89,7 +89,8 @@ class HomeRecommender:
         if minute <= dev.newest_min:
             return []  # a device minute is emitted once; a repeat would be counted twice
         dev.newest_min = minute
-        dev.hourly.add(minute // 60, energy=window.energy_wh, minutes=1)
+        if dev.hourly is not None:
+            dev.hourly.add(minute // 60, energy=window.energy_wh, minutes=1)
         if dev.flexible:
             self._track_run(dev, minute, window.mean_power_w, window.energy_wh)
         return self._maybe_evaluate(minute * 60, book)

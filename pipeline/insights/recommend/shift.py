@@ -23,7 +23,7 @@ def shifts(rec: HomeRecommender, w: _Window) -> list[Recommendation]:
     solar = _ShiftTotals()
     home_days = np.nansum(rec.home.hourly.window("minutes", w.first_hour, w.hours)) / 1440
     for device_id, dev in sorted(rec.devices.items()):
-        if not dev.flexible:
+        if not dev.flexible or dev.hourly is None:  # a flexible device always keeps one
             continue
         days = np.nansum(dev.hourly.window("minutes", w.first_hour, w.hours)) / 1440
         if days < s.min_days:

@@ -19,7 +19,7 @@ def usage_increase(rec: HomeRecommender, w: _Window) -> list[Recommendation]:
     s = rec.settings
     out = []
     for device_id, dev in sorted(rec.devices.items()):
-        if dev.kind in _NO_USAGE_CHECK:
+        if dev.kind in _NO_USAGE_CHECK or dev.hourly is None:  # the others always keep one
             continue
         recent = dev.hourly.window("energy", w.first_hour, w.hours)
         before = dev.hourly.window("energy", w.first_hour - w.hours, w.hours)
