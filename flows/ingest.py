@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 
@@ -68,9 +69,11 @@ def aggregate_and_store(
     home, and sends everything to the store. With ``exit_on_sink_error`` (the long-running flow)
     an error the sink raises ends the process with one line (flows/fatal.py); without it (imports
     run in-process too) it propagates to the caller."""
-    windows = aggregate("aggregate", readings, window, meter_home_ids, flush_on_eof)
+    snapshots = bool(recoverable_partitions)  # without recovery no snapshot is ever read
+    windows = aggregate("aggregate", readings, window, meter_home_ids, flush_on_eof, snapshots)
     found: list[Stream] = []
     if insights is not None:
+        insights = replace(insights, snapshots=snapshots)
         derived = derive_insights("derive_insights", windows.device_windows, windows.home_windows, insights)
         found += [derived.insights, derived.dead_letters]
     to_store = op.merge("to_store", readings, windows.device_windows, windows.late, windows.home_windows,
@@ -166,7 +169,8 @@ def build_flow(
     # The spooled source dead-letters a message that crashed the process before (flows/spool.py).
     crashed_split = op.branch("crashed_or_message", received, lambda x: isinstance(x, DeadLetter))
     crashed, messages = crashed_split.trues, crashed_split.falses
-    decoded = decode_messages("decode_messages", messages, registry, cfg.validation)
+    decoded = decode_messages("decode_messages", messages, registry, cfg.validation,
+                              snapshots=recoverable_partitions is not None)
     aggregate_and_store(
         decoded.readings,
         [decoded.dead_letters, decoded.acks, crashed, ticks],

@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from datetime import datetime
+from functools import lru_cache
 
 from pipeline.reasons import DeadLetterCode
 from pipeline.records import Reading
@@ -51,6 +52,7 @@ def check_ts(ts: datetime, received_at: datetime, settings: ValidationSettings,
     return None
 
 
+@lru_cache(maxsize=16)  # per reading otherwise: the decode step is hot
 def _bounds(settings: ValidationSettings) -> dict[str, tuple[float, float, str]]:
     return {
         "power_w": (settings.min_power_w, settings.max_power_w, "W"),

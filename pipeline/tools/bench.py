@@ -148,9 +148,9 @@ class Flow:
     """One or more `shems run` processes forming one Bytewax cluster."""
 
     def __init__(self, mqtt_url: str, store_url: str, prefix: str, workers: int, processes: int, qos: int,
-                 insights: bool = True):
+                 insights: bool = True, client_prefix: str | None = None, wait: bool = True):
         self.procs: list[subprocess.Popen] = []
-        client_prefix = f"bench-{uuid.uuid4().hex[:8]}"
+        client_prefix = client_prefix or f"bench-{uuid.uuid4().hex[:8]}"
         addresses = ";".join(f"127.0.0.1:{free_port()}" for _ in range(processes))
         self.logs = []
         for i in range(processes):
@@ -165,7 +165,8 @@ class Flow:
             self.logs.append(log)
             self.procs.append(subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
                                                env=dict(os.environ, PYTHONUNBUFFERED="1")))
-        self._wait_connected(workers * processes)
+        if wait:
+            self._wait_connected(workers * processes)
 
     def _wait_connected(self, clients: int) -> None:
         deadline = time.monotonic() + 90

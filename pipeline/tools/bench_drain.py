@@ -1,0 +1,236 @@
+"""`shems bench drain`: how fast the flow empties a backlog, against a subscriber that only counts.
+
+A private Mosquitto without queue limits, a fresh store, and two persistent sessions (QoS 1,
+MQTT 5 session expiry) subscribed before anything is published: one for a paho subscriber that
+only counts, one with the client ids and topic filters `shems run` uses. Then ``--readings``
+native readings from ``--devices`` devices are published while both are offline, so the broker
+queues the whole backlog twice. Each consumer then drains its copy with nothing else running:
+
+* ``raw_drain_per_s``: the counting subscriber, first message to last;
+* ``shems_drain_per_s``: `shems run` (a subprocess), from the flow's first committed rows to
+  the last, read by polling ``count(*)`` of ``readings`` every 20 ms (the rows of the first
+  commit are not counted: they arrived before the clock started).
+
+The ratio of the two is the share of the MQTT client's own capacity the flow keeps.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import tempfile
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+import psycopg
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.subscribeoptions import SubscribeOptions
+from rich.console import Console
+
+from pipeline.config import parse_mqtt_url, sqlite_path, store_kind
+from pipeline.ingest.decode import SUBSCRIPTIONS
+from pipeline.tools.bench import Flow, _payloads
+from pipeline.tools.broker import start_private_broker
+from pipeline.tools.publisher import Publisher
+
+SESSION_EXPIRY_S = 3600
+SHARE_GROUP = "shems"  # `shems run`'s default --share-group
+
+
+@dataclass
+class DrainResult:
+    readings: int
+    devices: int
+    raw_drain_per_s: float
+    shems_drain_per_s: float
+    insights: bool
+    processes: int
+    workers: int
+    raw_seconds: float
+    shems_seconds: float
+
+    @property
+    def ratio(self) -> float:
+        return self.shems_drain_per_s / self.raw_drain_per_s if self.raw_drain_per_s else 0.0
+
+    def as_json(self) -> dict:
+        return {"readings": self.readings, "raw_drain_per_s": round(self.raw_drain_per_s, 1),
+                "shems_drain_per_s": round(self.shems_drain_per_s, 1), "ratio": round(self.ratio, 3),
+                "insights": self.insights, "processes": self.processes, "workers": self.workers,
+                "devices": self.devices}
+
+
+def _session(url: str, client_id: str, filters: list[str], on_message=None) -> mqtt.Client:
+    """Connect a persistent session (clean_start False, session expiry); with ``filters``,
+    subscribe at QoS 1 and return after the SUBACK, without, resume the session's subscriptions
+    (a SUBSCRIBE would queue behind the backlog the broker sends at once)."""
+    ep = parse_mqtt_url(url)
+    ready = threading.Event()
+    client = mqtt.Client(callback_api_version=mqtt.CallbackAPIVersion.VERSION2, client_id=client_id,
+                         protocol=mqtt.MQTTv5)
+    ep.configure(client)
+    if on_message is not None:
+        client.on_message = on_message
+    props = Properties(PacketTypes.CONNECT)
+    props.SessionExpiryInterval = SESSION_EXPIRY_S
+    if filters:
+        client.on_subscribe = lambda *a: ready.set()
+        client.on_connect = lambda c, *a: c.subscribe([(f, SubscribeOptions(qos=1)) for f in filters])
+    else:
+        client.on_connect = lambda *a: ready.set()
+    client.connect(ep.host, ep.port, clean_start=False, properties=props)
+    client.loop_start()
+    if not ready.wait(10):
+        client.loop_stop()
+        raise RuntimeError(f"client {client_id} could not {'subscribe' if filters else 'connect'}")
+    return client
+
+
+def _leave(client: mqtt.Client) -> None:
+    """A plain DISCONNECT: the broker keeps the session and queues for it."""
+    client.disconnect()
+    client.loop_stop()
+
+
+def flow_client_ids(client_prefix: str, processes: int, workers: int) -> list[str]:
+    """The MQTT client ids `shems run` uses (flows/ingest.py, flows/mqtt_source.py)."""
+    return [f"{client_prefix}-p{p}-{w + p * workers}" for p in range(processes) for w in range(workers)]
+
+
+def flow_filters(prefix: str, consumers: int) -> list[str]:
+    plain = [prefix + t for t in SUBSCRIPTIONS]
+    return [f"$share/{SHARE_GROUP}/{f}" for f in plain] if consumers > 1 else plain
+
+
+class _StoreCounter:
+    """``count(*)`` of ``readings`` in either store, for polling."""
+
+    def __init__(self, store_url: str) -> None:
+        self.sqlite = store_kind(store_url) == "sqlite"
+        self.conn: sqlite3.Connection | psycopg.Connection
+        if self.sqlite:
+            self.conn = sqlite3.connect(sqlite_path(store_url), timeout=30)
+        else:
+            self.conn = psycopg.connect(store_url, autocommit=True)
+
+    def count(self) -> int:
+        try:
+            row = self.conn.execute("SELECT count(*) FROM readings").fetchone()
+        except (sqlite3.OperationalError, psycopg.errors.UndefinedTable):
+            return 0  # the flow has not created the schema yet
+        return int(row[0]) if row else 0
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+def drain_raw(url: str, client_id: str, total: int, timeout: float) -> float:
+    """The counting subscriber drains its session; messages per second, first to last."""
+    count = 0
+    first = last = 0.0
+    done = threading.Event()
+
+    def on_message(client, userdata, message):
+        nonlocal count, first, last
+        count += 1
+        if count == 1:
+            first = time.perf_counter()
+        if count == total:
+            last = time.perf_counter()
+            done.set()
+
+    client = _session(url, client_id, [], on_message)
+    done.wait(timeout)
+    _leave(client)
+    if count < total:
+        raise RuntimeError(f"the counting subscriber received {count} of {total} messages")
+    return (total - 1) / (last - first)
+
+
+def drain_flow(flow: Flow, counter: _StoreCounter, baseline: int, total: int, timeout: float,
+               console: Console) -> tuple[float, float]:
+    """Poll the store until the flow has stored every reading; (readings/s, seconds) from the first
+    poll that saw rows to the last."""
+    deadline = time.monotonic() + timeout
+    first: tuple[float, int] | None = None
+    shown = time.monotonic()
+    while True:
+        n = counter.count() - baseline
+        now = time.perf_counter()
+        if n > 0 and first is None:
+            first = (now, n)
+        if n >= total:
+            break
+        if any(p.poll() is not None for p in flow.procs):
+            raise RuntimeError(f"the flow exited after storing {n} of {total} readings")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the flow stored {n} of {total} readings in {timeout:g} s")
+        if time.monotonic() - shown >= 5:
+            console.print(f"  flow stored {n:,} of {total:,}")
+            shown = time.monotonic()
+        time.sleep(0.02)
+    assert first is not None
+    seconds = now - first[0]
+    return (total - first[1]) / seconds if seconds > 0 else float("inf"), seconds
+
+
+def run_drain(readings: int, devices: int, insights: bool, processes: int, workers: int,
+              store_url: str | None, console: Console, timeout: float = 900.0) -> DrainResult:
+    broker = start_private_broker(unlimited_queues=True)
+    tmp = tempfile.TemporaryDirectory(prefix="shems-drain-")
+    store_url = store_url or f"sqlite:///{Path(tmp.name) / 'drain.db'}"
+    run_id = uuid.uuid4().hex[:8]
+    prefix = f"drain-{run_id}/"
+    client_prefix = f"drain-{run_id}"
+    consumers = processes * workers
+    try:
+        console.print(f"broker {broker.url} (no queue limits), store {store_url.split('@')[-1]}, "
+                      f"{readings:,} readings from {devices:,} devices, "
+                      f"{'with' if insights else 'without'} insights, {processes} process(es)")
+        raw_id = f"{client_prefix}-raw"
+        # Both sessions exist before the first publish, then go offline: the broker queues for both.
+        _leave(_session(broker.url, raw_id, [prefix + "shems/#"]))
+        for cid in flow_client_ids(client_prefix, processes, workers):
+            _leave(_session(broker.url, cid, flow_filters(prefix, consumers)))
+        start = (datetime.now(timezone.utc) - timedelta(days=1)).replace(microsecond=0)
+        publisher = Publisher(broker.url, qos=1)
+        started = time.perf_counter()
+        for topic, payload in _payloads(prefix, devices, readings, start):
+            publisher.publish_raw(topic, payload)
+        publisher.close()
+        console.print(f"backlog published in {time.perf_counter() - started:.1f} s")
+
+        raw = drain_raw(broker.url, raw_id, readings, timeout)
+        console.print(f"counting subscriber: {raw:,.0f} msg/s")
+
+        counter = _StoreCounter(store_url)
+        baseline = counter.count()
+        # `shems run` connects with the same client ids and finds its session queued.
+        flow = Flow(broker.url, store_url, prefix, workers, processes, 1, insights,
+                    client_prefix=client_prefix, wait=False)
+        try:
+            shems, seconds = drain_flow(flow, counter, baseline, readings, timeout, console)
+        finally:
+            flow.stop()
+            counter.close()
+        console.print(f"shems run: {shems:,.0f} readings/s ({shems / raw:.2f} of the counting subscriber)")
+        return DrainResult(readings, devices, raw, shems, insights, processes, workers,
+                           (readings - 1) / raw, seconds)
+    finally:
+        broker.stop()
+        tmp.cleanup()
+
+
+def print_drain(result: DrainResult, console: Console, as_json: bool) -> None:
+    console.print(f"drain of {result.readings:,} readings: counting subscriber "
+                  f"{result.raw_drain_per_s:,.0f}/s, shems {result.shems_drain_per_s:,.0f}/s, "
+                  f"ratio {result.ratio:.2f} ({'with' if result.insights else 'without'} insights, "
+                  f"{result.processes} process(es) x {result.workers} worker(s))")
+    if as_json:
+        print(json.dumps(result.as_json()), flush=True)
