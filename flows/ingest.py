@@ -292,6 +292,7 @@ def run(cfg: IngestConfig, stop_event: threading.Event | None = None) -> None:
         stop_event=stop_event,
         max_buffered=cfg.max_buffered_messages,
         connect_timeout_s=cfg.startup_timeout_s,
+        client_process=cfg.mqtt_process and recovery is None,
     )
     source: MqttSource | SpooledMqttSource = settings
     if recovery is not None and cfg.recovery_dir is not None:

@@ -30,7 +30,7 @@ from collections import deque
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import paho.mqtt.client as mqtt
 from bytewax.inputs import DynamicSource, FixedPartitionedSource, StatefulSourcePartition, StatelessSourcePartition
@@ -81,6 +81,7 @@ class MqttSource(DynamicSource):
         tick_s: float = 0.2,
         max_buffered: int = DEFAULT_MAX_BUFFERED,
         connect_timeout_s: float = 12.0,
+        client_process: bool = False,
     ) -> None:
         self.endpoint = endpoint
         self.topics = tuple(topics)
@@ -97,6 +98,9 @@ class MqttSource(DynamicSource):
         self.tick_s = tick_s
         self.max_buffered = max_buffered
         self.connect_timeout_s = connect_timeout_s
+        # The paho client in a process of its own per worker (flows/mqtt_process.py), so its
+        # per-message work runs beside the dataflow instead of taking turns with it for the GIL.
+        self.client_process = client_process
         # The broker's dropped-message count as last seen, and where to keep it across restarts
         # (the recovery directory, when there is one): drops while the flow was down show too.
         self.dropped_seen: int | None = None
@@ -105,7 +109,11 @@ class MqttSource(DynamicSource):
         # signal (a restart is coming): only the former should flush open windows as final.
         self.went_idle = threading.Event()
 
-    def build(self, step_id: str, worker_index: int, worker_count: int) -> MqttPartition:
+    def build(self, step_id: str, worker_index: int, worker_count: int) -> StatelessSourcePartition:
+        if self.client_process:
+            from flows.mqtt_process import ProcessMqttPartition
+
+            return ProcessMqttPartition(self, worker_index)
         return MqttPartition(self, worker_index)
 
 
@@ -202,9 +210,13 @@ class _Receiver:
         self.client.loop_stop()
         endpoint = str(self.src.endpoint)
         if self.refused is not None:
-            exit_now("mqtt", f"the MQTT broker {endpoint} refused client {client_id}: {self.refused}")
-        exit_now("mqtt", f"cannot reach the MQTT broker {endpoint} within "
-                         f"{self.src.connect_timeout_s:g} s")
+            self.fail("mqtt", f"the MQTT broker {endpoint} refused client {client_id}: {self.refused}")
+        self.fail("mqtt", f"cannot reach the MQTT broker {endpoint} within {self.src.connect_timeout_s:g} s")
+
+    def fail(self, where: str, message: str) -> NoReturn:
+        """Ends the process with one line (a client in a process of its own reports to the flow
+        instead: flows/mqtt_process.py)."""
+        exit_now(where, message)
 
     # paho callbacks run on paho's network thread: keep them minimal.
     def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:

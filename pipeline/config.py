@@ -170,6 +170,9 @@ class IngestConfig:
     max_buffered_messages: int = 100_000
     # At start, how long the store and the broker each get to answer before the flow gives up.
     startup_timeout_s: float = 12.0
+    # The MQTT client in a process of its own per worker (flows/mqtt_process.py); not with
+    # recovery, whose spool acknowledges in process.
+    mqtt_process: bool = False
 
     @property
     def consumers(self) -> int:

@@ -25,7 +25,7 @@ def cmd_drain(args) -> int:
 
     console = Console(stderr=True)  # progress on stderr; stdout keeps the JSON line
     result = run_drain(args.readings, args.devices, not args.no_insights, args.processes, args.workers,
-                       args.store_url, console)
+                       args.store_url, console, mqtt_process=args.mqtt_process)
     print_drain(result, console, args.json)
     return 0
 
@@ -57,5 +57,6 @@ def register(sub) -> None:
     d.add("--workers", "-w", type=positive_int, default=1, help="Bytewax workers per flow process")
     d.add("--processes", "-p", type=positive_int, default=1, help="flow processes (a Bytewax cluster)")
     d.add("--no-insights", action="store_true", help="run the flow without forecasts, anomalies and recommendations")
+    d.add("--mqtt-process", action="store_true", help="run the flow with `shems run --mqtt-process`")
     d.add("--json", action="store_true", help="end with one JSON line")
     d.set_defaults(handler=cmd_drain)

@@ -148,7 +148,8 @@ class Flow:
     """One or more `shems run` processes forming one Bytewax cluster."""
 
     def __init__(self, mqtt_url: str, store_url: str, prefix: str, workers: int, processes: int, qos: int,
-                 insights: bool = True, client_prefix: str | None = None, wait: bool = True):
+                 insights: bool = True, client_prefix: str | None = None, wait: bool = True,
+                 extra_args: tuple[str, ...] = ()):
         self.procs: list[subprocess.Popen] = []
         client_prefix = client_prefix or f"bench-{uuid.uuid4().hex[:8]}"
         addresses = ";".join(f"127.0.0.1:{free_port()}" for _ in range(processes))
@@ -161,6 +162,7 @@ class Flow:
                 cmd += ["-i", str(i), "-a", addresses]
             if not insights:
                 cmd.append("--no-insights")
+            cmd += extra_args
             log = open(Path(os.environ.get("TMPDIR", "/tmp")) / f"{client_prefix}-{i}.log", "w")
             self.logs.append(log)
             self.procs.append(subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,

@@ -54,6 +54,8 @@ class DrainResult:
     workers: int
     raw_seconds: float
     shems_seconds: float
+    stored: int  # readings the flow stored (every one, or the run fails)
+    mqtt_process: bool = False
 
     @property
     def ratio(self) -> float:
@@ -63,7 +65,8 @@ class DrainResult:
         return {"readings": self.readings, "raw_drain_per_s": round(self.raw_drain_per_s, 1),
                 "shems_drain_per_s": round(self.shems_drain_per_s, 1), "ratio": round(self.ratio, 3),
                 "insights": self.insights, "processes": self.processes, "workers": self.workers,
-                "devices": self.devices}
+                "devices": self.devices, "stored": self.stored,
+                "mqtt_process": self.mqtt_process}
 
 
 def _session(url: str, client_id: str, filters: list[str], on_message=None) -> mqtt.Client:
@@ -154,9 +157,9 @@ def drain_raw(url: str, client_id: str, total: int, timeout: float) -> float:
 
 
 def drain_flow(flow: Flow, counter: _StoreCounter, baseline: int, total: int, timeout: float,
-               console: Console) -> tuple[float, float]:
+               console: Console) -> tuple[float, float, int]:
     """Poll the store until the flow has stored every reading; (readings/s, seconds) from the first
-    poll that saw rows to the last."""
+    poll that saw rows to the last, and the readings stored."""
     deadline = time.monotonic() + timeout
     first: tuple[float, int] | None = None
     shown = time.monotonic()
@@ -177,11 +180,12 @@ def drain_flow(flow: Flow, counter: _StoreCounter, baseline: int, total: int, ti
         time.sleep(0.02)
     assert first is not None
     seconds = now - first[0]
-    return (total - first[1]) / seconds if seconds > 0 else float("inf"), seconds
+    return (total - first[1]) / seconds if seconds > 0 else float("inf"), seconds, n
 
 
 def run_drain(readings: int, devices: int, insights: bool, processes: int, workers: int,
-              store_url: str | None, console: Console, timeout: float = 900.0) -> DrainResult:
+              store_url: str | None, console: Console, timeout: float = 900.0,
+              mqtt_process: bool = False) -> DrainResult:
     broker = start_private_broker(unlimited_queues=True)
     tmp = tempfile.TemporaryDirectory(prefix="shems-drain-")
     store_url = store_url or f"sqlite:///{Path(tmp.name) / 'drain.db'}"
@@ -213,15 +217,16 @@ def run_drain(readings: int, devices: int, insights: bool, processes: int, worke
         baseline = counter.count()
         # `shems run` connects with the same client ids and finds its session queued.
         flow = Flow(broker.url, store_url, prefix, workers, processes, 1, insights,
-                    client_prefix=client_prefix, wait=False)
+                    client_prefix=client_prefix, wait=False,
+                    extra_args=("--mqtt-process",) if mqtt_process else ())
         try:
-            shems, seconds = drain_flow(flow, counter, baseline, readings, timeout, console)
+            shems, seconds, stored = drain_flow(flow, counter, baseline, readings, timeout, console)
         finally:
             flow.stop()
             counter.close()
         console.print(f"shems run: {shems:,.0f} readings/s ({shems / raw:.2f} of the counting subscriber)")
         return DrainResult(readings, devices, raw, shems, insights, processes, workers,
-                           (readings - 1) / raw, seconds)
+                           (readings - 1) / raw, seconds, stored, mqtt_process)
     finally:
         broker.stop()
         tmp.cleanup()
