@@ -20,6 +20,7 @@ import pickle
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterable
 from datetime import datetime, timezone
+from typing import Any
 
 from bytewax.operators import StatefulBatchLogic
 
@@ -343,9 +344,9 @@ class StatelessDecoder:
         self.registry = registry
         self.validation = validation
 
-    def __call__(self, values: list[RawMessage]) -> list[object]:
+    def __call__(self, values: list[RawMessage]) -> list[Any]:
         registry, validation = self.registry, self.validation
-        out: list[object] = []
+        out: list[Any] = []
         for msg in values:
             try:
                 if _CRASH_MARKER is not None and _CRASH_MARKER in msg.payload:

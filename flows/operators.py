@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import TypeGuard
 
 import bytewax.operators as op
 from bytewax.dataflow import Stream, operator
@@ -94,11 +95,11 @@ def _keeps_state(message: RawMessage) -> bool:
 _STATEFUL_ROUTE = "shelly/"
 
 
-def _is_reading(x: object) -> bool:
+def _is_reading(x: object) -> TypeGuard[Reading]:
     return type(x) is Reading
 
 
-def _is_ack(x: object) -> bool:
+def _is_ack(x: object) -> TypeGuard[CommandAck]:
     return type(x) is CommandAck
 
 

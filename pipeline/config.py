@@ -157,7 +157,7 @@ class IngestConfig:
     workers: int = 1
     process_id: int | None = None
     addresses: tuple[str, ...] = ()
-    batch_rows: int = 5000
+    batch_rows: int = 20_000  # large: the device upsert and the commit are per batch
     flush_interval_s: float = 0.5
     epoch_interval_s: float = 5.0
     window: WindowSettings = field(default_factory=WindowSettings)

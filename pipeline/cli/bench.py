@@ -13,7 +13,8 @@ def cmd_bench(args) -> int:
     console = Console(stderr=args.json)  # keep stdout's last line for the JSON
     result = run_bench(args.devices, args.seconds, args.rate, args.burst, args.qos, args.mqtt_url,
                        args.store_url, args.workers, args.processes, args.naive_burst, console,
-                       insights=not args.no_insights)
+                       insights=not args.no_insights,
+                       flow_args=("--mqtt-process",) if args.mqtt_process else ())
     print_result(result, console, args.json)
     return 0
 
@@ -25,7 +26,7 @@ def cmd_drain(args) -> int:
 
     console = Console(stderr=True)  # progress on stderr; stdout keeps the JSON line
     result = run_drain(args.readings, args.devices, not args.no_insights, args.processes, args.workers,
-                       args.store_url, console, mqtt_process=args.mqtt_process)
+                       args.store_url, console, mqtt_process=bool(args.mqtt_process))
     print_drain(result, console, args.json)
     return 0
 
@@ -46,6 +47,7 @@ def register(sub) -> None:
     p.add("--processes", "-p", type=positive_int, default=1, help="flow processes (a Bytewax cluster)")
     p.add("--no-insights", action="store_true",
           help="run the flow without forecasts, anomalies and recommendations (the ingest core alone)")
+    p.add("--mqtt-process", action="store_true", help="run the flow with `shems run --mqtt-process`")
     p.add("--json", action="store_true", help="end with one JSON line")
     p.set_defaults(handler=cmd_bench)
 

@@ -41,7 +41,7 @@ def add_run_args(p: Parser) -> None:
     p.add("--qos", type=qos, default=1, help="subscription QoS")
     p.add("--allowed-lateness", type=non_negative_float, default=WindowSettings().allowed_lateness_s,
           help="seconds a reading may lag the newest of its device and still be aggregated")
-    p.add("--batch-rows", type=positive_int, default=5000, help="rows per store transaction")
+    p.add("--batch-rows", type=positive_int, default=20_000, help="rows per store transaction")
     p.add("--flush-interval", type=positive_float, default=0.5,
           help="longest a row waits before its batch is committed (s)")
     p.add("--tariffs", type=existing_file,
@@ -89,7 +89,7 @@ def config_from_args(args: argparse.Namespace) -> IngestConfig:
         insights=not args.no_insights,
         max_buffered_messages=args.max_buffered_messages,
         startup_timeout_s=args.startup_timeout,
-        mqtt_process=args.mqtt_process,
+        mqtt_process=bool(args.mqtt_process),
     )
 
 

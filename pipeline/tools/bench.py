@@ -214,8 +214,8 @@ def _count(conn: psycopg.Connection) -> int:
 
 def measure_shems(flow_url: str, store_url: str, qos: int, prefix: str, messages, devices: int,
                   seconds: float, rate: float, workers: int, processes: int, console: Console,
-                  insights: bool = True):
-    flow = Flow(flow_url, store_url, prefix, workers, processes, qos, insights)
+                  insights: bool = True, flow_args: tuple[str, ...] = ()):
+    flow = Flow(flow_url, store_url, prefix, workers, processes, qos, insights, extra_args=flow_args)
     poll = psycopg.connect(store_url, autocommit=True)
     try:
         publisher = Publisher(flow_url, qos=qos)
@@ -315,7 +315,7 @@ def _p50_p99(values: list[float]) -> tuple[float, float]:
 
 def run_bench(devices: int, seconds: float, rate: float, burst: int | None, qos: int, mqtt_url: str | None,
               store_url: str | None, workers: int, processes: int, naive_burst: int | None,
-              console: Console, insights: bool = True) -> BenchResult:
+              console: Console, insights: bool = True, flow_args: tuple[str, ...] = ()) -> BenchResult:
     burst = burst or max(50_000, 5 * devices)
     naive_burst = naive_burst or min(burst, 20_000)
     broker = None
@@ -340,7 +340,7 @@ def run_bench(devices: int, seconds: float, rate: float, burst: int | None, qos:
         prefix = f"bench-flow-{run_id}/"
         throughput, p50, p99, achieved, rss, slope, lag_by_minute = measure_shems(
             mqtt_url, store_url, qos, prefix, _payloads(prefix, devices, burst, start), devices, seconds, rate,
-            workers, processes, console, insights)
+            workers, processes, console, insights, flow_args)
         by_minute = [round(m, 1) for t, m in rss if int((t - rss[0][0]) // 2) % 30 == 0]
         return BenchResult(devices, throughput, p50, p99, naive, raw, burst, rate, achieved,
                            rss[0][1] if rss else 0.0, rss[-1][1] if rss else 0.0,
