@@ -17,12 +17,14 @@ The ratio of the two is the share of the MQTT client's own capacity the flow kee
 from __future__ import annotations
 
 import json
+import os
+import resource
 import sqlite3
 import tempfile
 import threading
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -56,6 +58,10 @@ class DrainResult:
     shems_seconds: float
     stored: int  # readings the flow stored (every one, or the run fails)
     mqtt_process: bool = False
+    raw_cpu_us: float = 0.0  # CPU µs per message of the counting subscriber
+    # CPU µs per reading of each process of the first flow process's tree (with --mqtt-process,
+    # the flow and its client processes): what the work costs, which a busy machine does not change
+    shems_cpu_us: list[float] = field(default_factory=list)
 
     @property
     def ratio(self) -> float:
@@ -66,7 +72,9 @@ class DrainResult:
                 "shems_drain_per_s": round(self.shems_drain_per_s, 1), "ratio": round(self.ratio, 3),
                 "insights": self.insights, "processes": self.processes, "workers": self.workers,
                 "devices": self.devices, "stored": self.stored,
-                "mqtt_process": self.mqtt_process}
+                "mqtt_process": self.mqtt_process, "raw_cpu_us_per_reading": round(self.raw_cpu_us, 2),
+                "shems_cpu_us_per_reading": self.shems_cpu_us,
+                "cpu_ratio": round(self.raw_cpu_us / sum(self.shems_cpu_us), 3) if sum(self.shems_cpu_us) else None}
 
 
 def _session(url: str, client_id: str, filters: list[str], on_message=None) -> mqtt.Client:
@@ -133,8 +141,40 @@ class _StoreCounter:
         self.conn.close()
 
 
-def drain_raw(url: str, client_id: str, total: int, timeout: float) -> float:
-    """The counting subscriber drains its session; messages per second, first to last."""
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def _process_tree(pid: int) -> list[int]:
+    """``pid`` and its descendants (the flow and, with --mqtt-process, its client processes)."""
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        try:
+            for task in os.listdir(f"/proc/{p}/task"):
+                todo.extend(int(c) for c in Path(f"/proc/{p}/task/{task}/children").read_text().split())
+        except OSError:
+            pass
+    return out
+
+
+def _cpu_s(pids: list[int]) -> dict[int, float]:
+    """User + system CPU seconds of each live process (a busy machine stretches wall time, not
+    these: they say what the work costs)."""
+    out = {}
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        out[pid] = (int(fields[11]) + int(fields[12])) / _TICK  # utime, stime
+    return out
+
+
+def drain_raw(url: str, client_id: str, total: int, timeout: float) -> tuple[float, float]:
+    """The counting subscriber drains its session: messages per second, first to last, and CPU
+    µs per message (this process's, which does nothing else meanwhile)."""
+    cpu_before = resource.getrusage(resource.RUSAGE_SELF)
     count = 0
     first = last = 0.0
     done = threading.Event()
@@ -151,25 +191,39 @@ def drain_raw(url: str, client_id: str, total: int, timeout: float) -> float:
     client = _session(url, client_id, [], on_message)
     done.wait(timeout)
     _leave(client)
+    cpu_after = resource.getrusage(resource.RUSAGE_SELF)
     if count < total:
         raise RuntimeError(f"the counting subscriber received {count} of {total} messages")
-    return (total - 1) / (last - first)
+    cpu = (cpu_after.ru_utime - cpu_before.ru_utime) + (cpu_after.ru_stime - cpu_before.ru_stime)
+    return (total - 1) / (last - first), cpu / total * 1e6
+
+
+@dataclass
+class FlowDrain:
+    per_s: float
+    seconds: float
+    stored: int
+    cpu_us: list[float]  # CPU µs per reading of each flow process (the flow first), same interval
 
 
 def drain_flow(flow: Flow, counter: _StoreCounter, baseline: int, total: int, timeout: float,
-               console: Console) -> tuple[float, float, int]:
-    """Poll the store until the flow has stored every reading; (readings/s, seconds) from the first
-    poll that saw rows to the last, and the readings stored."""
+               console: Console) -> FlowDrain:
+    """Poll the store until the flow has stored every reading: readings/s and CPU per reading
+    from the first poll that saw rows to the last."""
     started = time.perf_counter()
+    cpu_start = cpu_first = _cpu_s(_process_tree(flow.procs[0].pid))
     deadline = time.monotonic() + timeout
     first: tuple[float, int] | None = None
     shown = time.monotonic()
     while True:
         n = counter.count() - baseline
         now = time.perf_counter()
+        pids = _process_tree(flow.procs[0].pid)
         if n > 0 and first is None:
             first = (now, n)
+            cpu_first = _cpu_s(pids)
         if n >= total:
+            cpu_end = _cpu_s(pids)
             break
         if any(p.poll() is not None for p in flow.procs):
             raise RuntimeError(f"the flow exited after storing {n} of {total} readings")
@@ -180,14 +234,18 @@ def drain_flow(flow: Flow, counter: _StoreCounter, baseline: int, total: int, ti
             shown = time.monotonic()
         time.sleep(0.02)
     assert first is not None
+
+    def cpu_us(since: dict[int, float], readings: int) -> list[float]:
+        return [round((cpu_end[p] - since.get(p, 0.0)) / readings * 1e6, 2) for p in cpu_end]
+
     if first[1] >= total:
         # One commit held the whole backlog (a small one): count from the flow's start instead,
         # which includes its start-up, so the rate is a lower bound.
         seconds = now - started
         console.print("  one commit held every reading: counted from the flow's start (a lower bound)")
-        return total / seconds, seconds, n
+        return FlowDrain(total / seconds, seconds, n, cpu_us(cpu_start, total))
     seconds = now - first[0]
-    return (total - first[1]) / seconds, seconds, n
+    return FlowDrain((total - first[1]) / seconds, seconds, n, cpu_us(cpu_first, total - first[1]))
 
 
 def run_drain(readings: int, devices: int, insights: bool, processes: int, workers: int,
@@ -217,7 +275,7 @@ def run_drain(readings: int, devices: int, insights: bool, processes: int, worke
         publisher.close()
         console.print(f"backlog published in {time.perf_counter() - started:.1f} s")
 
-        raw = drain_raw(broker.url, raw_id, readings, timeout)
+        raw, raw_cpu_us = drain_raw(broker.url, raw_id, readings, timeout)
         console.print(f"counting subscriber: {raw:,.0f} msg/s")
 
         counter = _StoreCounter(store_url)
@@ -227,13 +285,17 @@ def run_drain(readings: int, devices: int, insights: bool, processes: int, worke
                     client_prefix=client_prefix, wait=False,
                     extra_args=("--mqtt-process",) if mqtt_process else ())
         try:
-            shems, seconds, stored = drain_flow(flow, counter, baseline, readings, timeout, console)
+            drained = drain_flow(flow, counter, baseline, readings, timeout, console)
         finally:
             flow.stop()
             counter.close()
-        console.print(f"shems run: {shems:,.0f} readings/s ({shems / raw:.2f} of the counting subscriber)")
+        shems = drained.per_s
+        console.print(f"shems run: {shems:,.0f} readings/s ({shems / raw:.2f} of the counting subscriber); "
+                      f"CPU µs per reading: counting subscriber {raw_cpu_us:.1f}, flow processes "
+                      f"{', '.join(f'{c:.1f}' for c in drained.cpu_us)}")
         return DrainResult(readings, devices, raw, shems, insights, processes, workers,
-                           (readings - 1) / raw, seconds, stored, mqtt_process)
+                           (readings - 1) / raw, drained.seconds, drained.stored, mqtt_process,
+                           raw_cpu_us, drained.cpu_us)
     finally:
         broker.stop()
         tmp.cleanup()
