@@ -253,6 +253,7 @@ def run(cfg: IngestConfig, stop_event: threading.Event | None = None) -> None:
     from bytewax.recovery import RecoveryConfig, init_db_dir
     from bytewax.run import cli_main
 
+    from flows.mqtt_process import ProcessMqttSource
     from flows.mqtt_source import MqttSource, SpooledMqttSource
 
     registry = load_registry(cfg)
@@ -276,7 +277,9 @@ def run(cfg: IngestConfig, stop_event: threading.Event | None = None) -> None:
         # ... and file the state of steps now inside operators under their old step ids.
         snapshot_compat.rename_steps(cfg.recovery_dir, {f"{FLOW_ID}.{old}": f"{FLOW_ID}.{new}"
                                                         for old, new in MOVED_STEPS.items()})
-    settings = MqttSource(
+    # --mqtt-process: the client in a process of its own, not with recovery (the spool acks in process)
+    source_class = ProcessMqttSource if cfg.mqtt_process and recovery is None else MqttSource
+    settings = source_class(
         parse_mqtt_url(cfg.mqtt_url),
         SUBSCRIPTIONS,
         topic_prefix=cfg.topic_prefix,
@@ -292,7 +295,6 @@ def run(cfg: IngestConfig, stop_event: threading.Event | None = None) -> None:
         stop_event=stop_event,
         max_buffered=cfg.max_buffered_messages,
         connect_timeout_s=cfg.startup_timeout_s,
-        client_process=cfg.mqtt_process and recovery is None,
     )
     source: MqttSource | SpooledMqttSource = settings
     if recovery is not None and cfg.recovery_dir is not None:

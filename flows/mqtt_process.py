@@ -94,6 +94,7 @@ def child_main(settings: dict, worker_index: int, conn, stop, parent_pid: int) -
                     receiver._release_held()
                 continue
             items = [first, *receiver._drain(batch_max - 1)]
+            receiver.received += len(items)  # for its stop line
             conn.send_bytes(pickle.dumps([(m.topic, m.payload, m.received_at) for m in items],
                                          protocol=pickle.HIGHEST_PROTOCOL))
         receiver._shutdown()  # a plain DISCONNECT: the session stays
@@ -106,6 +107,13 @@ def child_main(settings: dict, worker_index: int, conn, stop, parent_pid: int) -
     except (BrokenPipeError, EOFError, OSError):
         os._exit(0)  # the flow is gone
     conn.close()
+
+
+class ProcessMqttSource(MqttSource):
+    """:class:`MqttSource` whose partitions run their client in a process of their own."""
+
+    def build(self, step_id: str, worker_index: int, worker_count: int) -> StatelessSourcePartition:
+        return ProcessMqttPartition(self, worker_index)
 
 
 class ProcessMqttPartition(StatelessSourcePartition):

@@ -81,7 +81,6 @@ class MqttSource(DynamicSource):
         tick_s: float = 0.2,
         max_buffered: int = DEFAULT_MAX_BUFFERED,
         connect_timeout_s: float = 12.0,
-        client_process: bool = False,
     ) -> None:
         self.endpoint = endpoint
         self.topics = tuple(topics)
@@ -98,9 +97,6 @@ class MqttSource(DynamicSource):
         self.tick_s = tick_s
         self.max_buffered = max_buffered
         self.connect_timeout_s = connect_timeout_s
-        # The paho client in a process of its own per worker (flows/mqtt_process.py), so its
-        # per-message work runs beside the dataflow instead of taking turns with it for the GIL.
-        self.client_process = client_process
         # The broker's dropped-message count as last seen, and where to keep it across restarts
         # (the recovery directory, when there is one): drops while the flow was down show too.
         self.dropped_seen: int | None = None
@@ -110,10 +106,6 @@ class MqttSource(DynamicSource):
         self.went_idle = threading.Event()
 
     def build(self, step_id: str, worker_index: int, worker_count: int) -> StatelessSourcePartition:
-        if self.client_process:
-            from flows.mqtt_process import ProcessMqttPartition
-
-            return ProcessMqttPartition(self, worker_index)
         return MqttPartition(self, worker_index)
 
 
