@@ -43,6 +43,7 @@ log = get_logger(__name__)
 
 _READY = "ready"
 _FAILED = "failed"
+_GATHER_S = 0.005
 _STARTUP_GRACE_S = 30.0  # a spawned interpreter imports paho and the pipeline before connecting
 
 
@@ -93,6 +94,9 @@ def child_main(settings: dict, worker_index: int, conn, stop, parent_pid: int) -
                 if receiver.held:
                     receiver._release_held()
                 continue
+            # A moment for a batch to gather: forwarding a few messages at a time costs a pipe
+            # write and two GIL hand-overs each time (paho's thread and this one).
+            time.sleep(_GATHER_S)
             items = [first, *receiver._drain(batch_max - 1)]
             receiver.received += len(items)  # for its stop line
             conn.send_bytes(pickle.dumps([(m.topic, m.payload, m.received_at) for m in items],
