@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 
@@ -71,10 +72,12 @@ def aggregate_and_store(
     home, and sends everything to the store. With ``exit_on_sink_error`` (the long-running flow)
     an error the sink raises ends the process with one line (flows/fatal.py); without it (imports
     run in-process too) it propagates to the caller."""
-    windows = aggregate("aggregate", readings, window, meter_home_ids, flush_on_eof)
+    snapshots = bool(recoverable_partitions)  # without recovery no snapshot is ever read
+    windows = aggregate("aggregate", readings, window, meter_home_ids, flush_on_eof, snapshots)
     found: list[Stream] = []
     derived = None
     if insights is not None:
+        insights = replace(insights, snapshots=snapshots)
         derived = derive_insights("derive_insights", windows.device_windows, windows.home_windows, insights)
         found += [derived.insights, derived.dead_letters]
     if home_assistant is not None:
@@ -175,7 +178,8 @@ def build_flow(
     # The spooled source dead-letters a message that crashed the process before (flows/spool.py).
     crashed_split = op.branch("crashed_or_message", received, lambda x: isinstance(x, DeadLetter))
     crashed, messages = crashed_split.trues, crashed_split.falses
-    decoded = decode_messages("decode_messages", messages, registry, cfg.validation)
+    decoded = decode_messages("decode_messages", messages, registry, cfg.validation,
+                              snapshots=recoverable_partitions is not None)
     aggregate_and_store(
         decoded.readings,
         [decoded.dead_letters, decoded.acks, crashed, ticks],
@@ -261,6 +265,7 @@ def run(cfg: IngestConfig, stop_event: threading.Event | None = None) -> None:
     from bytewax.recovery import RecoveryConfig, init_db_dir
     from bytewax.run import cli_main
 
+    from flows.mqtt_process import ProcessMqttSource
     from flows.mqtt_source import MqttSource, SpooledMqttSource
 
     registry = load_registry(cfg)
@@ -284,7 +289,9 @@ def run(cfg: IngestConfig, stop_event: threading.Event | None = None) -> None:
         # ... and file the state of steps now inside operators under their old step ids.
         snapshot_compat.rename_steps(cfg.recovery_dir, {f"{FLOW_ID}.{old}": f"{FLOW_ID}.{new}"
                                                         for old, new in MOVED_STEPS.items()})
-    settings = MqttSource(
+    # --mqtt-process: the client in a process of its own, not with recovery (the spool acks in process)
+    source_class = ProcessMqttSource if cfg.mqtt_process and recovery is None else MqttSource
+    settings = source_class(
         parse_mqtt_url(cfg.mqtt_url),
         subscriptions(registry),  # the default topic layouts and those the registry names
         topic_prefix=cfg.topic_prefix,

@@ -20,6 +20,7 @@ import pickle
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterable
 from datetime import datetime, timezone
+from typing import Any
 
 from bytewax.operators import StatefulBatchLogic
 
@@ -173,6 +174,10 @@ class _GuardedLogic(StatefulBatchLogic):
 
     step = ""
     counts_own_dead_letters = True  # False where on_batch counts every dead letter it returns
+    # Bytewax asks every touched key for a snapshot at each epoch, recovery or not; without a
+    # recovery directory nobody reads them, and pickling every device's windows every epoch was
+    # a tenth of the flow's time (profile in issue 13).
+    snapshots = True
 
     def __init__(self, state, worker: str) -> None:
         self.state = state
@@ -263,6 +268,8 @@ class _GuardedLogic(StatefulBatchLogic):
         return None
 
     def snapshot(self):
+        if not self.snapshots:
+            return None
         try:
             return self.dump()
         except Exception as exc:  # noqa: BLE001 - resumes from a fresh state instead
@@ -301,23 +308,54 @@ class DecodeLogic(_GuardedLogic):
 
     def on_batch(self, values: list[RawMessage]) -> tuple[Iterable[object], bool]:
         out = self.run_records(values)
-        # One counter update per label per batch, not per reading (the decode step is hot).
-        counts = Counter(("decoded", item.source.value) if isinstance(item, Reading)
-                         else ("dead", metrics.dead_letter_labels(item))
-                         for item in out if isinstance(item, (Reading, DeadLetter)))
-        dead: Counter = Counter()
-        for (what, label), n in counts.items():
-            if what == "decoded":
-                metrics.READINGS_DECODED.labels(worker=self.worker, source=label).inc(n)
-            else:
-                dead[label] += n
-        if dead:
-            _count_labels(self.worker, dead)
+        count_decoded(self.worker, out)
         # No vendor state to keep (e.g. native devices): drop the key to bound memory.
         return out, DISCARD if self.state is None else RETAIN
 
     def dump(self) -> DecoderState | None:
         return pickle.loads(pickle.dumps(self.state))
+
+
+def count_decoded(worker: str, out: list) -> None:
+    """One counter update per label per batch, not per reading (the decode step is hot)."""
+    sources: Counter = Counter()
+    dead: Counter = Counter()
+    for item in out:
+        kind = type(item)
+        if kind is Reading:
+            sources[item.source] += 1
+        elif kind is DeadLetter:
+            dead[metrics.dead_letter_labels(item)] += 1
+    for source, n in sources.items():
+        metrics.READINGS_DECODED.labels(worker=worker, source=source.value).inc(n)
+    if dead:
+        _count_labels(worker, dead)
+
+
+class StatelessDecoder:
+    """Decodes a whole batch of messages of devices that keep no vendor state (native, acks,
+    Tasmota, Zigbee2MQTT) in one call, without Bytewax's per-key routing, logic objects and
+    snapshots: that per-key machinery cost more than the decoding itself. Same guards as the
+    keyed step: what raises is dead-lettered, the batch goes on."""
+
+    step = "decode"
+
+    def __init__(self, registry: Registry, validation: ValidationSettings) -> None:
+        self.registry = registry
+        self.validation = validation
+
+    def __call__(self, values: list[RawMessage]) -> list[Any]:
+        registry, validation = self.registry, self.validation
+        out: list[Any] = []
+        for msg in values:
+            try:
+                if _CRASH_MARKER is not None and _CRASH_MARKER in msg.payload:
+                    os._exit(1)
+                out.extend(decode(None, msg, registry, validation)[1])
+            except Exception as exc:  # noqa: BLE001 - one record never ends the process
+                out.append(record_failed(self.step, msg, exc))
+        count_decoded(metrics.worker_label(), out)
+        return out
 
 
 class DeviceWindowLogic(_GuardedLogic):
@@ -445,19 +483,24 @@ class HomeTotalLogic(_GuardedLogic):
         return None if self.state is None else self.state.next_due()
 
 
-def device_window_builder(settings: WindowSettings, flush_on_eof: Callable[[], bool]):
+def device_window_builder(settings: WindowSettings, flush_on_eof: Callable[[], bool],
+                          snapshots: bool = True):
     def build(resume: bytes | None) -> DeviceWindowLogic:
         windower = pickle.loads(resume) if resume is not None else None
-        return DeviceWindowLogic(windower, settings, metrics.worker_label(), flush_on_eof)
+        logic = DeviceWindowLogic(windower, settings, metrics.worker_label(), flush_on_eof)
+        logic.snapshots = snapshots
+        return logic
 
     return build
 
 
 def home_total_builder(settings: WindowSettings, meter_homes: frozenset[str],
-                       flush_on_eof: Callable[[], bool]):
+                       flush_on_eof: Callable[[], bool], snapshots: bool = True):
     def build(resume: bytes | None) -> HomeTotalLogic:
         aggregator = pickle.loads(resume) if resume is not None else None
-        return HomeTotalLogic(aggregator, settings, meter_homes, metrics.worker_label(), flush_on_eof)
+        logic = HomeTotalLogic(aggregator, settings, meter_homes, metrics.worker_label(), flush_on_eof)
+        logic.snapshots = snapshots
+        return logic
 
     return build
 
@@ -564,9 +607,11 @@ class InsightsLogic(_GuardedLogic):
 
 
 def insights_builder(registry: Registry, default_timezone: str, settings: InsightSettings,
-                     book: TariffBook | None, live: bool):
+                     book: TariffBook | None, live: bool, snapshots: bool = True):
     def build(resume: bytes | None) -> InsightsLogic:
         state = pickle.loads(resume) if resume is not None else None
-        return InsightsLogic(registry, default_timezone, settings, book, live, state)
+        logic = InsightsLogic(registry, default_timezone, settings, book, live, state)
+        logic.snapshots = snapshots
+        return logic
 
     return build

@@ -30,7 +30,7 @@ from collections import deque
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import paho.mqtt.client as mqtt
 from bytewax.inputs import DynamicSource, FixedPartitionedSource, StatefulSourcePartition, StatelessSourcePartition
@@ -105,7 +105,7 @@ class MqttSource(DynamicSource):
         # signal (a restart is coming): only the former should flush open windows as final.
         self.went_idle = threading.Event()
 
-    def build(self, step_id: str, worker_index: int, worker_count: int) -> MqttPartition:
+    def build(self, step_id: str, worker_index: int, worker_count: int) -> StatelessSourcePartition:
         return MqttPartition(self, worker_index)
 
 
@@ -202,9 +202,13 @@ class _Receiver:
         self.client.loop_stop()
         endpoint = str(self.src.endpoint)
         if self.refused is not None:
-            exit_now("mqtt", f"the MQTT broker {endpoint} refused client {client_id}: {self.refused}")
-        exit_now("mqtt", f"cannot reach the MQTT broker {endpoint} within "
-                         f"{self.src.connect_timeout_s:g} s")
+            self.fail("mqtt", f"the MQTT broker {endpoint} refused client {client_id}: {self.refused}")
+        self.fail("mqtt", f"cannot reach the MQTT broker {endpoint} within {self.src.connect_timeout_s:g} s")
+
+    def fail(self, where: str, message: str) -> NoReturn:
+        """Ends the process with one line (a client in a process of its own reports to the flow
+        instead: flows/mqtt_process.py)."""
+        exit_now(where, message)
 
     # paho callbacks run on paho's network thread: keep them minimal.
     def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:

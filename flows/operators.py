@@ -15,14 +15,15 @@ those ids: a snapshot written before a step moved into an operator is renamed at
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import TypeGuard
 
 import bytewax.operators as op
 from bytewax.dataflow import Stream, operator
 
-from flows.logic import DecodeLogic, device_window_builder, home_total_builder, insights_builder
+from flows.logic import DecodeLogic, StatelessDecoder, device_window_builder, home_total_builder, insights_builder
 from pipeline import metrics
 from pipeline.energy.tariff import TariffBook
 from pipeline.ingest.decode import route_key
@@ -92,19 +93,47 @@ class DecodeOut:
     acks: Stream[CommandAck]
 
 
+def _keeps_state(route: Callable[[RawMessage], str]) -> Callable[[RawMessage], bool]:
+    """Shelly's partial status updates need the device's last full status, and a Gen1 device's
+    power message its last counter; nothing else keeps vendor state."""
+
+    def keeps(message: RawMessage) -> bool:
+        return route(message).startswith(_STATEFUL_ROUTES)
+
+    return keeps
+
+
+_STATEFUL_ROUTES = ("shelly/", "shelly1/")
+
+
+def _is_reading(x: object) -> TypeGuard[Reading]:
+    return type(x) is Reading
+
+
+def _is_ack(x: object) -> TypeGuard[CommandAck]:
+    return type(x) is CommandAck
+
+
 @operator
 def decode_messages(step_id: str, messages: Stream[RawMessage], registry: Registry,
-                    validation: ValidationSettings) -> DecodeOut:
-    """Decodes and validates messages per physical device (vendor state such as Shelly's last
-    full status is kept per device); what fails becomes a dead letter with its reason."""
-    routed = op.key_on("route", messages, _router(registry))
+                    validation: ValidationSettings, snapshots: bool = True) -> DecodeOut:
+    """Decodes and validates messages; what fails becomes a dead letter with its reason. Messages
+    of devices with vendor state (Shelly's last full status) are decoded per physical device in a
+    keyed step; all others, a batch at a time without keys."""
+    route = _router(registry)
+    split_state = op.branch("stateful_or_not", messages, _keeps_state(route))
+    routed = op.key_on("route", split_state.trues, route)
 
     def decode_builder(resume):
-        return DecodeLogic(registry, validation, metrics.worker_label(), resume)
+        logic = DecodeLogic(registry, validation, metrics.worker_label(), resume)
+        logic.snapshots = snapshots
+        return logic
 
-    decoded = op.key_rm("decoded", op.stateful_batch("decode", routed, decode_builder))
-    split = op.branch("reading_or_dead_letter", decoded, lambda x: isinstance(x, Reading))
-    rest = op.branch("ack_or_dead_letter", split.falses, lambda x: isinstance(x, CommandAck))
+    keyed = op.key_rm("decoded", op.stateful_batch("decode", routed, decode_builder))
+    plain = op.flat_map_batch("decode_plain", split_state.falses, StatelessDecoder(registry, validation))
+    decoded = op.merge("all_decoded", plain, keyed)
+    split = op.branch("reading_or_dead_letter", decoded, _is_reading)
+    rest = op.branch("ack_or_dead_letter", split.falses, _is_ack)
     return DecodeOut(split.trues, rest.falses, rest.trues)
 
 
@@ -118,14 +147,14 @@ class AggregateOut:
 
 @operator
 def aggregate(step_id: str, readings: Stream[Reading], window: WindowSettings,
-              meter_home_ids: frozenset[str], flush_on_eof) -> AggregateOut:
+              meter_home_ids: frozenset[str], flush_on_eof, snapshots: bool = True) -> AggregateOut:
     """Windows readings per device into minutes, then totals the minutes per home (from the
     home's meters, else the sum of its devices). ``flush_on_eof()`` says whether the open
     minutes are emitted as final at the end of input."""
     by_device = op.key_on("by_device", readings, _device_key)
     device_out = op.key_rm(
         "device_out",
-        op.stateful_batch("device_windows", by_device, device_window_builder(window, flush_on_eof)),
+        op.stateful_batch("device_windows", by_device, device_window_builder(window, flush_on_eof, snapshots)),
     )
     split = op.branch("window_or_late", device_out, lambda x: isinstance(x, DeviceWindow))
     # The steps' guards emit dead letters among their records.
@@ -133,7 +162,8 @@ def aggregate(step_id: str, readings: Stream[Reading], window: WindowSettings,
     by_home = op.key_on("by_home", split.trues, _home_key)
     home_out = op.key_rm(
         "home_out",
-        op.stateful_batch("home_totals", by_home, home_total_builder(window, meter_home_ids, flush_on_eof)),
+        op.stateful_batch("home_totals", by_home,
+                          home_total_builder(window, meter_home_ids, flush_on_eof, snapshots)),
     )
     home_split = op.branch("home_window_or_dead_letter", home_out, lambda x: isinstance(x, HomeWindow))
     dead = op.merge("dead_letters", late_split.falses, home_split.falses)
@@ -154,6 +184,7 @@ class InsightsSetup:
     # because homes of one file end on different days: one cut for the file would drop every
     # forecast of a home whose data end earlier. A home not named keeps all its forecasts.
     keep_forecasts_from: Mapping[str, datetime] | None = None
+    snapshots: bool = True  # False without a recovery directory: nobody reads them
 
 
 @dataclass(frozen=True)
@@ -169,7 +200,7 @@ def derive_insights(step_id: str, device_windows: Stream[DeviceWindow], home_win
     per_home = op.key_on("insights_by_home", op.merge("insight_inputs", device_windows, home_windows),
                          _home_key)
     builder = insights_builder(setup.registry, setup.default_timezone, setup.settings, setup.book,
-                               setup.live)
+                               setup.live, setup.snapshots)
     found = op.key_rm("insights_out", op.stateful_batch("insights", per_home, builder))
     if setup.keep_forecasts_from is not None:
         keep_from = setup.keep_forecasts_from

@@ -157,7 +157,7 @@ class IngestConfig:
     workers: int = 1
     process_id: int | None = None
     addresses: tuple[str, ...] = ()
-    batch_rows: int = 5000
+    batch_rows: int = 20_000  # large: the device upsert and the commit are per batch
     flush_interval_s: float = 0.5
     epoch_interval_s: float = 5.0
     window: WindowSettings = field(default_factory=WindowSettings)
@@ -172,6 +172,9 @@ class IngestConfig:
     startup_timeout_s: float = 12.0
     # Home Assistant MQTT discovery and states (flows/home_assistant.py); None: off.
     ha_prefix: str | None = None
+    # The MQTT client in a process of its own per worker (flows/mqtt_process.py); not with
+    # recovery, whose spool acknowledges in process.
+    mqtt_process: bool = False
 
     @property
     def consumers(self) -> int:

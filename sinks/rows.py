@@ -16,7 +16,8 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
 def to_us(ts: datetime) -> int:
-    return (ts - _EPOCH) // timedelta(microseconds=1)
+    d = ts - _EPOCH  # exact integer arithmetic (a float timestamp could round a microsecond off)
+    return (d.days * 86_400 + d.seconds) * 1_000_000 + d.microseconds
 
 
 @overload
@@ -56,18 +57,20 @@ def dead_letter_row(d: rec.DeadLetter, fix_text: Callable[[str], str] = lambda t
 
 def device_rows(batch: Batch) -> list[rec.DeviceInfo]:
     """Registry entries of the batch plus one summary per device seen in its readings."""
-    seen: dict[tuple[str, str], rec.DeviceInfo] = {}
+    # [reading, first ts, last ts] per device; one DeviceInfo per device at the end, not one
+    # per reading (readings come in time order, so nearly every one moved last_seen).
+    seen: dict[tuple[str, str], list] = {}
     for r in batch.readings:
         key = (r.home_id, r.device_id)
-        info = seen.get(key)
-        if info is None:
-            seen[key] = rec.DeviceInfo(r.home_id, r.device_id, r.kind, r.source, r.ts, r.ts)
-            continue
-        assert info.first_seen is not None and info.last_seen is not None  # made above from a reading
-        if r.ts < info.first_seen or r.ts > info.last_seen:
-            seen[key] = rec.DeviceInfo(r.home_id, r.device_id, r.kind, r.source,
-                                   min(info.first_seen, r.ts), max(info.last_seen, r.ts))
-    return list(batch.devices) + list(seen.values())
+        span = seen.get(key)
+        if span is None:
+            seen[key] = [r, r.ts, r.ts]
+        elif r.ts > span[2]:
+            span[0], span[2] = r, r.ts  # kind and source as of the reading that moved a bound
+        elif r.ts < span[1]:
+            span[0], span[1] = r, r.ts
+    return list(batch.devices) + [rec.DeviceInfo(r.home_id, r.device_id, r.kind, r.source, first, last)
+                                  for r, first, last in seen.values()]
 
 
 # ----- one row tuple per record kind, in the tables' column order. Each store passes how it

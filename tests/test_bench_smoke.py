@@ -27,3 +27,32 @@ def test_bench_ingest_prints_a_table_and_a_json_last_line():
     assert [m["minute"] for m in result["latency_ms_by_minute"]] == [0]
     assert result["latency_ms_by_minute"][0]["p99"] == result["p99_ms"]
     assert "raw broker" in proc.stderr  # the table goes to stderr when --json keeps stdout for JSON
+
+
+def _drain(*extra: str) -> dict:
+    proc = subprocess.run(
+        [sys.executable, "-m", "pipeline.cli", "bench", "drain", "--readings", "3000", "--devices", "60",
+         "--json", *extra],
+        capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "counting subscriber" in proc.stderr  # progress on stderr, stdout keeps the JSON
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def test_bench_drain_stores_every_queued_reading_and_ends_with_its_json_line():
+    # The run fails (non-zero) unless the flow stored every one of the 3,000 queued readings and
+    # the counting subscriber received every one.
+    result = _drain("--no-insights")
+    assert set(result) >= {"readings", "raw_drain_per_s", "shems_drain_per_s", "ratio", "insights", "processes"}
+    assert result["readings"] == 3000 and result["insights"] is False and result["processes"] == 1
+    assert result["stored"] == 3000
+    assert result["raw_drain_per_s"] > 0 and result["shems_drain_per_s"] > 0
+    assert result["ratio"] == round(result["shems_drain_per_s"] / result["raw_drain_per_s"], 3) or \
+        abs(result["ratio"] - result["shems_drain_per_s"] / result["raw_drain_per_s"]) < 0.01
+
+
+def test_bench_drain_with_insights_and_the_client_in_its_own_process():
+    result = _drain("--mqtt-process")
+    assert result["insights"] is True and result["mqtt_process"] is True
+    assert result["stored"] == 3000
+    assert result["shems_drain_per_s"] > 0

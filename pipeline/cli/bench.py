@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pipeline.cli.args import mqtt_url, positive_float, positive_int, qos
+from pipeline.cli.args import mqtt_url, positive_float, positive_int, qos, store_url
 
 
 def cmd_bench(args) -> int:
@@ -13,8 +13,21 @@ def cmd_bench(args) -> int:
     console = Console(stderr=args.json)  # keep stdout's last line for the JSON
     result = run_bench(args.devices, args.seconds, args.rate, args.burst, args.qos, args.mqtt_url,
                        args.store_url, args.workers, args.processes, args.naive_burst, console,
-                       insights=not args.no_insights)
+                       insights=not args.no_insights,
+                       flow_args=("--mqtt-process",) if args.mqtt_process else ())
     print_result(result, console, args.json)
+    return 0
+
+
+def cmd_drain(args) -> int:
+    from rich.console import Console
+
+    from pipeline.tools.bench_drain import print_drain, run_drain
+
+    console = Console(stderr=True)  # progress on stderr; stdout keeps the JSON line
+    result = run_drain(args.readings, args.devices, not args.no_insights, args.processes, args.workers,
+                       args.store_url, console, mqtt_process=bool(args.mqtt_process))
+    print_drain(result, console, args.json)
     return 0
 
 
@@ -34,8 +47,22 @@ def register(sub) -> None:
     p.add("--processes", "-p", type=positive_int, default=1, help="flow processes (a Bytewax cluster)")
     p.add("--no-insights", action="store_true",
           help="run the flow without forecasts, anomalies and recommendations (the ingest core alone)")
+    p.add("--mqtt-process", action="store_true", help="run the flow with `shems run --mqtt-process`")
     p.add("--json", action="store_true", help="end with one JSON line")
     p.set_defaults(handler=cmd_bench)
+
+    d = kinds.add_parser("drain", help="a queued backlog drained by the flow vs a subscriber that only counts")
+    d.add("--readings", type=positive_int, default=100_000, help="readings queued while both consumers are offline")
+    d.add("--devices", type=positive_int, default=2_000, help="devices they come from (5 per home)")
+    d.add("--store-url", type=store_url, default=None,
+          help="store for the flow (default: a fresh SQLite file, removed after)")
+    d.add("--workers", "-w", type=positive_int, default=1, help="Bytewax workers per flow process")
+    d.add("--processes", "-p", type=positive_int, default=1, help="flow processes (a Bytewax cluster)")
+    d.add("--no-insights", action="store_true", help="run the flow without forecasts, anomalies and recommendations")
+    d.add("--mqtt-process", action="store_true", help="run the flow with `shems run --mqtt-process`")
+    d.add("--json", action="store_true", help="end with one JSON line")
+    d.set_defaults(handler=cmd_drain)
+
     register_state(kinds)
 
 

@@ -41,7 +41,7 @@ def add_run_args(p: Parser) -> None:
     p.add("--qos", type=qos, default=1, help="subscription QoS")
     p.add("--allowed-lateness", type=non_negative_float, default=WindowSettings().allowed_lateness_s,
           help="seconds a reading may lag the newest of its device and still be aggregated")
-    p.add("--batch-rows", type=positive_int, default=5000, help="rows per store transaction")
+    p.add("--batch-rows", type=positive_int, default=20_000, help="rows per store transaction")
     p.add("--flush-interval", type=positive_float, default=0.5,
           help="longest a row waits before its batch is committed (s)")
     p.add("--tariffs", type=existing_file,
@@ -57,6 +57,9 @@ def add_run_args(p: Parser) -> None:
           help="publish each home's sensors to Home Assistant by MQTT discovery, and their states")
     p.add("--ha-prefix", type=ha_prefix, default="homeassistant",
           help="Home Assistant's discovery prefix (with --ha-discovery)")
+    p.add("--mqtt-process", action="store_true",
+          help="run each worker's MQTT client in a process of its own, feeding the worker in batches "
+               "(faster; not with --recovery-dir, whose spool acknowledges in process)")
     p.add("--startup-timeout", type=positive_float, default=12.0,
           help="seconds the store and the broker each get to answer at start before the flow exits "
                "with an error (once running, outages are ridden out)")
@@ -98,6 +101,7 @@ def config_from_args(args: argparse.Namespace) -> IngestConfig:
         max_buffered_messages=args.max_buffered_messages,
         startup_timeout_s=args.startup_timeout,
         ha_prefix=args.ha_prefix if args.ha_discovery else None,
+        mqtt_process=bool(args.mqtt_process),
     )
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from datetime import datetime
+from functools import lru_cache
 
 from pipeline.reasons import DeadLetterCode
 from pipeline.records import Reading
@@ -51,6 +52,7 @@ def check_ts(ts: datetime, received_at: datetime, settings: ValidationSettings,
     return None
 
 
+@lru_cache(maxsize=16)  # per reading otherwise: the decode step is hot
 def _bounds(settings: ValidationSettings) -> dict[str, tuple[float, float, str]]:
     return {
         "power_w": (settings.min_power_w, settings.max_power_w, "W"),
@@ -61,9 +63,11 @@ def _bounds(settings: ValidationSettings) -> dict[str, tuple[float, float, str]]
 
 
 def check_reading(reading: Reading, received_at: datetime,
-                  settings: ValidationSettings) -> Violation | None:
-    """None when the reading is acceptable, else what is wrong with it."""
-    for what, value in (("home_id", reading.home_id), ("device_id", reading.device_id)):
+                  settings: ValidationSettings, ids_checked: bool = False) -> Violation | None:
+    """None when the reading is acceptable, else what is wrong with it. ``ids_checked``: the
+    caller has checked these very ids already (a native topic's, before the parse)."""
+    ids = () if ids_checked else (("home_id", reading.home_id), ("device_id", reading.device_id))
+    for what, value in ids:
         violation = check_id(value, what, settings) if isinstance(value, str) else Violation(
             DeadLetterCode.BAD_ID, f"{what} is not text")
         if violation is not None:

@@ -148,9 +148,10 @@ class Flow:
     """One or more `shems run` processes forming one Bytewax cluster."""
 
     def __init__(self, mqtt_url: str, store_url: str, prefix: str, workers: int, processes: int, qos: int,
-                 insights: bool = True):
+                 insights: bool = True, client_prefix: str | None = None, wait: bool = True,
+                 extra_args: tuple[str, ...] = ()):
         self.procs: list[subprocess.Popen] = []
-        client_prefix = f"bench-{uuid.uuid4().hex[:8]}"
+        client_prefix = client_prefix or f"bench-{uuid.uuid4().hex[:8]}"
         addresses = ";".join(f"127.0.0.1:{free_port()}" for _ in range(processes))
         self.logs = []
         for i in range(processes):
@@ -161,11 +162,13 @@ class Flow:
                 cmd += ["-i", str(i), "-a", addresses]
             if not insights:
                 cmd.append("--no-insights")
+            cmd += extra_args
             log = open(Path(os.environ.get("TMPDIR", "/tmp")) / f"{client_prefix}-{i}.log", "w")
             self.logs.append(log)
             self.procs.append(subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
                                                env=dict(os.environ, PYTHONUNBUFFERED="1")))
-        self._wait_connected(workers * processes)
+        if wait:
+            self._wait_connected(workers * processes)
 
     def _wait_connected(self, clients: int) -> None:
         deadline = time.monotonic() + 90
@@ -211,8 +214,8 @@ def _count(conn: psycopg.Connection) -> int:
 
 def measure_shems(flow_url: str, store_url: str, qos: int, prefix: str, messages, devices: int,
                   seconds: float, rate: float, workers: int, processes: int, console: Console,
-                  insights: bool = True):
-    flow = Flow(flow_url, store_url, prefix, workers, processes, qos, insights)
+                  insights: bool = True, flow_args: tuple[str, ...] = ()):
+    flow = Flow(flow_url, store_url, prefix, workers, processes, qos, insights, extra_args=flow_args)
     poll = psycopg.connect(store_url, autocommit=True)
     try:
         publisher = Publisher(flow_url, qos=qos)
@@ -312,7 +315,7 @@ def _p50_p99(values: list[float]) -> tuple[float, float]:
 
 def run_bench(devices: int, seconds: float, rate: float, burst: int | None, qos: int, mqtt_url: str | None,
               store_url: str | None, workers: int, processes: int, naive_burst: int | None,
-              console: Console, insights: bool = True) -> BenchResult:
+              console: Console, insights: bool = True, flow_args: tuple[str, ...] = ()) -> BenchResult:
     burst = burst or max(50_000, 5 * devices)
     naive_burst = naive_burst or min(burst, 20_000)
     broker = None
@@ -337,7 +340,7 @@ def run_bench(devices: int, seconds: float, rate: float, burst: int | None, qos:
         prefix = f"bench-flow-{run_id}/"
         throughput, p50, p99, achieved, rss, slope, lag_by_minute = measure_shems(
             mqtt_url, store_url, qos, prefix, _payloads(prefix, devices, burst, start), devices, seconds, rate,
-            workers, processes, console, insights)
+            workers, processes, console, insights, flow_args)
         by_minute = [round(m, 1) for t, m in rss if int((t - rss[0][0]) // 2) % 30 == 0]
         return BenchResult(devices, throughput, p50, p99, naive, raw, burst, rate, achieved,
                            rss[0][1] if rss else 0.0, rss[-1][1] if rss else 0.0,

@@ -76,7 +76,10 @@ class PrivateBroker:
         self.stop()
 
 
-def start_private_broker(port: int | None = None, persistence: bool = False) -> PrivateBroker:
+def start_private_broker(port: int | None = None, persistence: bool = False,
+                         unlimited_queues: bool = False) -> PrivateBroker:
+    """``unlimited_queues``: no bound at all on a session's queue (``shems bench drain`` queues a
+    whole backlog for offline sessions), instead of deploy's large one."""
     binary = find_mosquitto()
     if binary is None:
         raise RuntimeError(
@@ -86,8 +89,11 @@ def start_private_broker(port: int | None = None, persistence: bool = False) -> 
     port = port or free_port()
     workdir = tempfile.TemporaryDirectory(prefix="shems-mosquitto-")
     conf = Path(workdir.name) / "mosquitto.conf"
-    conf.write_text(_CONF.format(port=port, dir=workdir.name,
-                                 persistence="true" if persistence else "false"))
+    text = _CONF.format(port=port, dir=workdir.name, persistence="true" if persistence else "false")
+    if unlimited_queues:
+        text = text.replace(f"max_queued_messages {QUEUE_SETTINGS['max_queued_messages']}",
+                            "max_queued_messages 0")
+    conf.write_text(text)
     proc = subprocess.Popen([binary, "-c", str(conf)], stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 10

@@ -68,15 +68,14 @@ def _outside(field: str, text: str, too_old: bool) -> DecodeError:
 def to_utc(ts: datetime, field: str = "ts", local: tzinfo = timezone.utc) -> datetime:
     """An aware UTC time from a parsed one (naive means ``local``), refusing anything outside
     [TS_FLOOR, TS_CEILING) before converting, so the conversion cannot overflow."""
-    text = shown(ts.isoformat())
     # The year check comes first: any offset is under a day, so a year inside the bounds cannot
     # step outside datetime's range when converted.
     if not TS_FLOOR.year <= ts.year < TS_CEILING.year:
-        raise _outside(field, text, ts.year < TS_FLOOR.year)
+        raise _outside(field, shown(ts.isoformat()), ts.year < TS_FLOOR.year)
     aware = ts.replace(tzinfo=local) if ts.tzinfo is None else ts
-    utc = aware.astimezone(timezone.utc)
+    utc = aware if aware.tzinfo is timezone.utc else aware.astimezone(timezone.utc)
     if not TS_FLOOR <= utc < TS_CEILING:
-        raise _outside(field, text, utc < TS_FLOOR)
+        raise _outside(field, shown(ts.isoformat()), utc < TS_FLOOR)
     return utc
 
 
