@@ -69,7 +69,10 @@ class HaStateLogic(_GuardedLogic):
     def handle(self, record: HaInput):
         if self.state is None:
             self.state = self.fresh_state(record)
-        self.state.add(record, self.pricer.cost(record) if isinstance(record, HomeWindow) else None)
+        if isinstance(record, HomeWindow):
+            self.state.add(record, *self.pricer.minute(record))
+        else:
+            self.state.add(record)
         return []
 
     def on_batch(self, values: list[HaInput]):

@@ -283,3 +283,36 @@ def test_shems_run_publishes_discovery_and_states_that_follow_the_flow(tmp_path,
         _clear_retained(watcher, pub)
         watcher.close()
         pub.close()
+
+
+def test_the_bill_sensor_adds_standing_charge_levy_and_tax_as_the_bill_does():
+    """Three days of a home importing and exporting under a tariff with a standing charge, a levy
+    and 5 % VAT: "bill so far" is what pipeline.energy.bill makes of the same minutes (that bill
+    rounds each line to the cent, so they may differ by a few cents)."""
+    import math as _math
+
+    import polars as pl
+
+    from pipeline.energy.bill import bill
+    from pipeline.ha.state import Pricer
+
+    book = book_from_mapping({"currency": "EUR", "timezone": "Europe/Berlin", "tariff": [
+        {"effective_from": "2020-01-01", "kind": "flat", "import_price": 0.30, "export_price": 0.08,
+         "standing_charge": 0.45, "tax_rate": 0.05, "levy_per_kwh": 0.02}]})
+    pricer = Pricer(book)
+    d = HomeDashboard("h", "Europe/Berlin")
+    start = datetime(2024, 5, 31, 22, 0, tzinfo=timezone.utc)  # 2024-06-01 00:00 in Berlin
+    minutes = [window(start + timedelta(minutes=i), 20.0 + 15 * _math.sin(i / 50) - (30 if 600 <= i % 1440 < 840 else 0))
+               for i in range(3 * 1440)]
+    for w in minutes:
+        d.add(w, *pricer.minute(w))
+    states, _ = d.values("EUR")
+    reference = bill(book.history("h"), pl.DataFrame({"bucket": [w.bucket for w in minutes],
+                                                     "energy_wh": [w.energy_wh for w in minutes]}),
+                     start, minutes[-1].bucket + timedelta(minutes=1), "Europe/Berlin", "h")
+    assert reference.days == 3 and reference.export_credit > 0
+    assert states["bill_so_far"]["value"] == pytest.approx(float(reference.due), abs=0.05)
+    # Without the standing charge and tax it would be far lower: the sensor carries them.
+    assert states["bill_so_far"]["value"] > states["cost_today"]["value"] * 3 * 0.5 + 3 * 0.45
+    # The projection adds all 30 days' standing charges.
+    assert states["bill_projected"]["value"] >= 30 * 0.45 * 1.05

@@ -6,10 +6,12 @@ the newest minute it saw, so a replay gives the same values as the live run. Aft
 returns the sensors whose values changed (``HaUpdate``); the flow publishes them.
 
 Money: cost is energy times the tariff book's import price (export at the export price) per
-minute, as the viewer prices it; the bill so far is that sum since the local month began; the
-projection carries the month's cost per hour so far over the whole month. Standing charges and
-taxes are not in it (no bill model in this tree yet). Both count what this flow has seen since
-the month began (with ``--recovery-dir`` that survives restarts; without it a restart starts from
+minute, as the viewer prices it. The bill follows ``pipeline.energy.bill``: imported energy at the
+unit rate plus the levy, the standing charge for every local day of the month so far, tax on
+both, export credited after tax; it differs from the Bill page only by that page's rounding of
+each line to the penny. The projection carries the month's energy per hour so far over the whole
+month and adds every day's standing charge. Energy counts what this flow has seen since the
+month began (with ``--recovery-dir`` that survives restarts; without it a restart starts from
 zero).
 """
 
@@ -27,6 +29,18 @@ from pipeline.energy.tariff import TariffBook, price_frame
 from pipeline.records import Anomaly, Forecast, HomeWindow, Recommendation
 
 HA_STATE_MAX = 255  # HA refuses a longer state
+
+
+@dataclass(frozen=True, slots=True)
+class BillTerms:
+    """A tariff's daily standing charge and tax rate, as the bill applies them."""
+
+    standing_per_day: float = 0.0
+    tax_rate: float = 0.0
+
+    @property
+    def standing_taxed(self) -> float:
+        return self.standing_per_day * (1 + self.tax_rate)
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,16 +65,30 @@ class Pricer:
 
     def cost(self, w: HomeWindow) -> float | None:
         """The minute's cost (None without a book or where it has no price)."""
+        return self.minute(w)[0]
+
+    def minute(self, w: HomeWindow) -> tuple[float | None, float | None, BillTerms | None]:
+        """The minute's energy cost, what it adds to the bill (import at the unit rate plus the
+        levy, taxed; export credited untaxed) and the tariff's daily terms; None where unpriced."""
         if self.book is None:
-            return None
+            return None, None, None
         day = self.days.get(w.home_id)
         if day is None or not day[0] <= w.bucket < day[0] + timedelta(minutes=len(day[1])):
             day = self._prices(w.home_id, w.bucket.replace(minute=0, second=0, microsecond=0))
             self.days[w.home_id] = day
         i = int((w.bucket - day[0]) // timedelta(minutes=1))
-        price = day[1][i] if w.energy_wh >= 0 else day[2][i]
-        cost = float(w.energy_wh) / 1000.0 * float(price)
-        return cost if math.isfinite(cost) else None
+        kwh = float(w.energy_wh) / 1000.0
+        price = float(day[1][i] if kwh >= 0 else day[2][i])
+        cost = kwh * price
+        if not math.isfinite(cost):
+            return None, None, None
+        try:
+            tariff = self.book.tariff_at(w.home_id, w.bucket)
+        except ValueError:
+            return cost, cost, None
+        terms = BillTerms(float(tariff.standing_charge), float(tariff.tax_rate))
+        bill = kwh * (price + tariff.levy_per_kwh) * (1 + tariff.tax_rate) if kwh >= 0 else cost
+        return cost, bill, terms
 
 
     def _prices(self, home_id: str, start: datetime) -> tuple[datetime, np.ndarray, np.ndarray]:
@@ -95,7 +123,10 @@ class HomeDashboard:
     day: date | None = None
     month: tuple[int, int] | None = None
     today: dict[datetime, tuple[float, float | None]] = field(default_factory=dict)  # bucket -> (Wh, cost)
+    today_bill: dict[datetime, float] = field(default_factory=dict)  # bucket -> what it adds to the bill
     month_before_today_cost: float = 0.0
+    month_before_today_bill: float = 0.0
+    terms: BillTerms = field(default_factory=BillTerms)
     month_priced: bool = False  # a price was known for some minute of the month
     month_first_bucket: datetime | None = None
     newest: HomeWindow | None = None
@@ -105,7 +136,7 @@ class HomeDashboard:
     published: dict[str, dict] = field(default_factory=dict)
 
     # ------------------------------------------------------------------ feeding
-    def add_window(self, w: HomeWindow, cost: float | None) -> None:
+    def add_window(self, w: HomeWindow, cost: float | None, bill: float | None = None) -> None:
         zone = ZoneInfo(self.timezone)
         local = w.bucket.astimezone(zone)
         if self.day is None or local.date() > self.day:
@@ -113,6 +144,9 @@ class HomeDashboard:
         elif local.date() < self.day:
             return  # a re-emitted minute of a past day: today's sensors are about today
         self.today[w.bucket] = (float(w.energy_wh), cost)
+        billed = bill if bill is not None else cost
+        if billed is not None:
+            self.today_bill[w.bucket] = billed
         if cost is not None:
             self.month_priced = True
         if self.month_first_bucket is None:
@@ -124,11 +158,13 @@ class HomeDashboard:
         month = (day.year, day.month)
         if self.month == month and self.day is not None:
             self.month_before_today_cost += sum(c for _, c in self.today.values() if c is not None)
+            self.month_before_today_bill += sum(self.today_bill.values())
         else:
-            self.month, self.month_before_today_cost = month, 0.0
+            self.month, self.month_before_today_cost, self.month_before_today_bill = month, 0.0, 0.0
             self.month_priced, self.month_first_bucket = False, None
         self.day = day
         self.today = {}
+        self.today_bill = {}
 
     def add_forecast(self, f: Forecast) -> None:
         if f.resolution_min != 60 or f.horizon_min != 60:
@@ -146,9 +182,12 @@ class HomeDashboard:
     def add_recommendation(self, r: Recommendation) -> None:
         self.recommendations[(r.kind, r.device_id)] = r
 
-    def add(self, record: HomeWindow | Forecast | Anomaly | Recommendation, cost: float | None = None) -> None:
+    def add(self, record: HomeWindow | Forecast | Anomaly | Recommendation, cost: float | None = None,
+            bill: float | None = None, terms: BillTerms | None = None) -> None:
         if isinstance(record, HomeWindow):
-            self.add_window(record, cost)
+            if terms is not None:
+                self.terms = terms
+            self.add_window(record, cost, bill)
         elif isinstance(record, Forecast):
             self.add_forecast(record)
         elif isinstance(record, Anomaly):
@@ -169,12 +208,15 @@ class HomeDashboard:
             day_start = datetime.combine(self.day, datetime.min.time(), zone)
             if currency and self.month_priced:
                 cost_today = sum(c for _, c in self.today.values() if c is not None)
-                so_far = self.month_before_today_cost + cost_today
+                energy_so_far = self.month_before_today_bill + sum(self.today_bill.values())
+                standing = self.terms.standing_taxed
+                so_far = energy_so_far + standing * self.day.day  # every day of the month so far
                 month_start = day_start.replace(day=1)
                 states["cost_today"] = {"value": _round(cost_today, 2), "last_reset": _iso(day_start)}
                 states["bill_so_far"] = {"value": _round(so_far, 2), "last_reset": _iso(month_start)}
-                projected = self._projection(so_far, month_start, zone)
-                if projected is not None:
+                projected = self._projection(energy_so_far, month_start, zone)
+                if projected is not None and self.month is not None:
+                    projected += standing * calendar.monthrange(*self.month)[1]
                     states["bill_projected"] = {"value": _round(projected, 2), "last_reset": _iso(month_start)}
         if self.next_hour is not None:
             f = self.next_hour
