@@ -247,3 +247,64 @@ def test_cli_rejects_a_bad_battery_in_one_line(capsys):
     code, out, err = run(capsys, "--battery", "capacity_kwh=ten,power_kw=3")
     assert code == 2
     assert "capacity_kwh" in err and "Traceback" not in err
+
+
+def test_plan_a_home_from_the_store_and_the_registry(capsys, sqlite_url, tmp_path):
+    """`shems plan --home H --store-url URL --registry FILE --json`: the base load from the home's
+    newest stored forecast, the tariff the flow stored, the battery and PV from the registry."""
+    from pathlib import Path
+
+    from pipeline.energy.tariff import book_from_toml
+    from pipeline.records import Forecast
+    from sinks.base import Batch
+    from sinks.stores import open_store
+
+    book_path = Path(__file__).resolve().parents[1] / "deploy" / "tariffs.example.toml"
+    store = open_store(sqlite_url)
+    store.migrate()
+    store.upsert_tariffs(book_from_toml(book_path).to_rows())
+    made = datetime(2024, 6, 4, 20, tzinfo=UTC)
+    start = datetime(2024, 6, 4, 23, tzinfo=UTC)  # 2024-06-05 00:00 BST
+    store.write(Batch(forecasts=[Forecast("h1", made, start + timedelta(minutes=15 * i), 15, 15 * (i + 1),
+                                          400.0 + (900.0 if 17 * 4 <= i < 20 * 4 else 0.0), 0.0, 0.0, "test")
+                                 for i in range(2 * 96)]))
+    store.close()
+    registry = tmp_path / "registry.toml"
+    registry.write_text('''
+[[device]]
+source = "native"
+vendor_id = "house-battery"
+home_id = "h1"
+device_id = "house-battery"
+kind = "battery"
+specs = { capacity_kwh = 8, power_kw = 2.5, efficiency = 0.92, soc = 0.3 }
+
+[[device]]
+source = "native"
+vendor_id = "roof"
+home_id = "h1"
+device_id = "roof"
+kind = "pv"
+specs = { kwp = 3.5 }
+
+[[home]]
+home_id = "h1"
+timezone = "Europe/London"
+latitude = 53.4
+longitude = -2.2
+''')
+    code, out, err = run(capsys, "--home", "h1", "--store-url", sqlite_url, "--registry", str(registry),
+                         "--date", "2024-06-05", "--json")
+    assert code == 0, err
+    result = json.loads(out.strip().splitlines()[-1])
+    schedule = result["schedule"]
+    assert len(schedule) == 96 and schedule[0]["start"].startswith("2024-06-04T23:00")
+    assert schedule[18 * 4]["base_w"] == pytest.approx(1300.0)  # the forecast's evening, 18:00 BST
+    assert max(x["pv_w"] for x in schedule) > 1500  # 3.5 kWp in June
+    assert schedule[0]["soc_kwh"] is not None and max(x["soc_kwh"] for x in schedule) <= 8 + 1e-6
+    assert any(x["battery_w"] < -100 for x in schedule)  # it discharges into the dear evening
+    assert result["cost"] < result["baseline_cost"]
+    # A registry spec the planner does not know is refused in one line.
+    registry.write_text(registry.read_text().replace("soc = 0.3", "colour = 3"))
+    code, _, err = run(capsys, "--home", "h1", "--store-url", sqlite_url, "--registry", str(registry), "--json")
+    assert code == 2 and "unknown spec 'colour'" in err

@@ -37,6 +37,10 @@ def cmd_plan(args) -> int:
         book, home = _plan_prices(args)
         tz = args.tz or book.timezone(home)
         specs = list(args.load or []) + (load_specs_from_toml(args.loads) if args.loads else [])
+        devices_note = _from_registry(args)
+        if args.latitude is None or args.longitude is None:  # London unless told
+            args.latitude = 51.5 if args.latitude is None else args.latitude
+            args.longitude = -0.13 if args.longitude is None else args.longitude
         flexible = args.battery is not None or args.ev is not None or args.pv_kwp is not None
         if not specs and not flexible:
             raise ValueError("nothing to plan: give --load name,kwh,hours,earliest,deadline, --loads FILE, "
@@ -72,6 +76,7 @@ def cmd_plan(args) -> int:
         if args.pv_kwp is not None:
             pv = clear_sky_pv_w(start, slot, n, args.pv_kwp, args.latitude, args.longitude)
             base_note += f"; PV {args.pv_kwp:g} kWp clear-sky at {args.latitude:g}, {args.longitude:g}"
+        base_note += devices_note
         problem = PlanProblem(start, slot, tuple(prices["import_price"].to_list()), tuple(base), loads,
                               tuple(prices["export_price"].to_list()), args.power_limit_w, book.currency, tz,
                               pv, args.battery, ev)
@@ -87,6 +92,37 @@ def cmd_plan(args) -> int:
             print(f"proposed as plan {plan_id}: accept it on the viewer's Plan page" if args.propose else
                   f"accepted as plan {plan_id}: `shems execute` carries it out")
     return 0
+
+
+def _from_registry(args) -> str:
+    """Fill --battery, --pv-kwp and --latitude/--longitude from the home's registry entries
+    (``specs``, ``[[home]]``) where the command line does not give them; says what it took."""
+    from pipeline.energy.plan_input import parse_battery_option
+    from pipeline.ingest.registry import Registry
+    from pipeline.records import DeviceKind
+
+    if not (args.registry and args.home):
+        return ""
+    registry = Registry.load(args.registry)
+    taken = []
+    batteries = [e for e in registry.home_devices(args.home, DeviceKind.BATTERY) if e.specs]
+    if args.battery is None and batteries:
+        entry = batteries[0]
+        given = dict(entry.specs)
+        if "soc" not in given:
+            given["soc"] = 0.5  # readings carry no state of charge: the middle, said in the note
+        text = ",".join(f"{k}={v:g}" for k, v in sorted(given.items()))
+        args.battery = parse_battery_option(text)
+        args.battery_device = entry.device_id
+        taken.append(f"battery {entry.device_id} ({text})")
+    arrays = [e for e in registry.home_devices(args.home, DeviceKind.PV) if e.spec("kwp")]
+    if args.pv_kwp is None and arrays:
+        args.pv_kwp = sum(e.spec("kwp") or 0.0 for e in arrays)
+        taken.append(f"PV {args.pv_kwp:g} kWp")
+    location = registry.home_location(args.home)
+    if location is not None and args.latitude is None and args.longitude is None:
+        args.latitude, args.longitude = location
+    return f"; from the registry: {', '.join(taken)}" if taken else ""
 
 
 def _accept(args, problem, plan) -> str:
@@ -122,12 +158,34 @@ def _plan_prices(args):
         raise ValueError("give --tariffs or --prices, not both")
     if args.tariffs:
         return book_from_toml(args.tariffs), args.home or "*"
+    if not args.prices and args.store_url:
+        return _stored_book(args.store_url), args.home or "*"
     if not args.prices:
-        raise ValueError("no prices: give --tariffs FILE (a tariff book) or --prices FILE (ts, import_price[, export_price])")
+        raise ValueError("no prices: give --tariffs FILE (a tariff book), --prices FILE (ts, import_price[, "
+                         "export_price]) or --store-url (the tariffs `shems run --tariffs` stored)")
     series = load_price_file(args.prices)
     tariff = Tariff(datetime.fromtimestamp(series.first_s, timezone.utc), TariffKind.DYNAMIC, args.currency,
                     args.tz or "UTC", args.prices.name, None, args.export_price, prices=series)
     return TariffBook(args.currency, (tariff,)), "*"
+
+
+def _stored_book(url: str):
+    from pipeline.energy.tariff import TariffBook
+    from sinks.base import mask_url
+    from sinks.stores import open_store
+
+    if store_kind(url) == "sqlite" and not Path(sqlite_path(url)).is_file():
+        raise ValueError(f"no SQLite store at {sqlite_path(url)}")
+    store = open_store(url)
+    try:
+        rows = store.tariffs()
+    except Exception as exc:  # the store's driver error, e.g. a missing table
+        raise ValueError(f"cannot read tariffs from {mask_url(url)}: {exc}") from None
+    finally:
+        store.close()
+    if not rows:
+        raise ValueError(f"no tariffs stored in {mask_url(url)}: give --tariffs FILE")
+    return TariffBook.from_rows(rows)
 
 
 def _stored_forecasts(url: str, home: str):
@@ -242,8 +300,12 @@ def register(sub) -> None:
           help="an EV charge: energy_kwh=20,power_kw=7.4,deadline=07:00 (optional earliest=18:00, min_power_kw)")
     p.add("--pv-kwp", type=non_negative_float, default=None,
           help="PV array peak power in kWp: a clear-sky forecast at --latitude/--longitude")
-    p.add("--latitude", type=latitude, default=51.5, help="the home's latitude for the PV forecast")
-    p.add("--longitude", type=longitude, default=-0.13, help="the home's longitude for the PV forecast")
+    p.add("--latitude", type=latitude, default=None,
+          help="the home's latitude for the PV forecast (default: the registry's [[home]], else 51.5)")
+    p.add("--longitude", type=longitude, default=None,
+          help="the home's longitude for the PV forecast (default: the registry's [[home]], else -0.13)")
+    p.add("--registry", type=existing_file, default=None,
+          help="device registry TOML: --home's battery and PV specs and location, where not given here")
     p.add("--hours", type=positive_float, default=24.0,
           help="horizon of a battery/EV/PV plan, from --date's midnight or the next slot")
     p.add("--json", action="store_true", help="print the plan as JSON")

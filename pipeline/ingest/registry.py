@@ -15,9 +15,16 @@ A TOML file, stored in the ``devices`` table on start::
     prefix = "tele"                          # ... and its telemetry prefix (Prefix3, default "tele")
     base_topic = "zigbee2mqtt"               # optional, Zigbee2MQTT: its mqtt.base_topic
 
+    specs = { capacity_kwh = 10, power_kw = 5, efficiency = 0.9 }  # optional, for plans:
+                                             # battery capacity_kwh, power_kw (charge_kw,
+                                             # discharge_kw), efficiency, min_soc, max_soc, soc;
+                                             # EV power_kw, min_power_kw; PV kwp
+
     [[home]]                                 # optional: a home's local time zone, for
     home_id = "home-1"                       # profiles, tariffs and daily recommendations
     timezone = "Europe/London"
+    latitude = 51.5                          # optional, with longitude: for the PV forecast
+    longitude = -0.13
 
 Native devices (``shems/<home>/<device>/reading``) need no entry: they register on first sight.
 A Zigbee2MQTT ``vendor_id`` is the device's friendly name, which may contain ``/``
@@ -50,6 +57,13 @@ class RegistryEntry:
     full_topic: str | None = None  # Tasmota FullTopic; None: Tasmota's default
     prefix: str | None = None  # Tasmota telemetry prefix; None: "tele"
     base_topic: str | None = None  # Zigbee2MQTT base topic; None: "zigbee2mqtt"
+    # What a plan needs to know of the device (``specs = {...}``): a battery's capacity_kwh,
+    # power_kw (or charge_kw/discharge_kw), efficiency, min_soc, max_soc, soc; an EV charger's
+    # power_kw, min_power_kw; a PV array's kwp.
+    specs: tuple[tuple[str, float], ...] = ()
+
+    def spec(self, key: str, default: float | None = None) -> float | None:
+        return dict(self.specs).get(key, default)
 
     def telemetry_topic(self) -> str | None:
         """Where a Tasmota device with a changed layout publishes SENSOR; None for the default
@@ -86,11 +100,38 @@ def _check_timezone(tz: object, where: str) -> str:
     return tz
 
 
+_SPEC_KEYS = {
+    DeviceKind.BATTERY: {"capacity_kwh", "power_kw", "charge_kw", "discharge_kw", "efficiency", "min_soc",
+                         "max_soc", "soc"},
+    DeviceKind.EV: {"power_kw", "min_power_kw"},
+    DeviceKind.PV: {"kwp"},
+}
+
+
+def _specs(raw: object, kind: DeviceKind, where: str) -> tuple[tuple[str, float], ...]:
+    if raw is None:
+        return ()
+    allowed = _SPEC_KEYS.get(kind, set())
+    if not isinstance(raw, dict) or not allowed:
+        raise ValueError(f"{where}: 'specs' is a table of numbers for a battery, an EV or PV "
+                         f"(this device is a {kind.value})")
+    out = []
+    for key, value in raw.items():
+        if key not in allowed:
+            raise ValueError(f"{where}: unknown spec {key!r} for a {kind.value}; expected some of {sorted(allowed)}")
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0 or value == float("inf"):
+            raise ValueError(f"{where}: spec {key!r} must be a number >= 0, got {value!r}")
+        out.append((key, float(value)))
+    return tuple(sorted(out))
+
+
 class Registry:
     """Lookup by (source, vendor id, channel). Picklable: Bytewax operators close over it."""
 
-    def __init__(self, entries: list[RegistryEntry], home_timezones: dict[str, str] | None = None) -> None:
+    def __init__(self, entries: list[RegistryEntry], home_timezones: dict[str, str] | None = None,
+                 locations: dict[str, tuple[float, float]] | None = None) -> None:
         self._entries = entries
+        self._locations = dict(locations or {})
         self._index = {(e.source, e.vendor_id, e.channel): e for e in entries}
         self._home_tz = dict(home_timezones or {})
         for e in entries:
@@ -108,6 +149,13 @@ class Registry:
     @classmethod
     def empty(cls) -> Registry:
         return cls([])
+
+    def home_location(self, home_id: str) -> tuple[float, float] | None:
+        """The home's latitude and longitude from its [[home]] entry (for a PV forecast)."""
+        return self._locations.get(home_id)
+
+    def home_devices(self, home_id: str, kind: DeviceKind) -> list[RegistryEntry]:
+        return [e for e in self._entries if e.home_id == home_id and e.kind == kind]
 
     def home_timezone(self, home_id: str, default: str = "UTC") -> str:
         """The home's IANA time zone: its [[home]] entry, else its devices', else ``default``."""
@@ -152,18 +200,27 @@ class Registry:
                 raise ValueError(f"{where}: '{wrong[0]}' does not apply to a {source.value} device")
             if "/" in item["vendor_id"] and source != Source.ZIGBEE2MQTT:
                 raise ValueError(f"{where}: a {source.value} vendor_id cannot contain '/'")
+            specs = _specs(item.get("specs"), kind, where)
             entries.append(RegistryEntry(source, item["vendor_id"], channel, item["home_id"],
-                                         item["device_id"], kind, tz, **layout))
+                                         item["device_id"], kind, tz, **layout, specs=specs))
         homes = data.get("home", [])
         if not isinstance(homes, list):
             raise ValueError(f"{path}: expected [[home]] tables")
         home_tz = {}
+        locations: dict[str, tuple[float, float]] = {}
         for i, item in enumerate(homes, start=1):
             where = f"{path}: home #{i}"
             if not isinstance(item.get("home_id"), str) or not item["home_id"]:
                 raise ValueError(f"{where}: 'home_id' is required and must be a non-empty string")
             home_tz[item["home_id"]] = _check_timezone(item.get("timezone"), where)
-        return cls(entries, home_tz)
+            if "latitude" in item or "longitude" in item:
+                lat, lon = item.get("latitude"), item.get("longitude")
+                if not (isinstance(lat, (int, float)) and isinstance(lon, (int, float))
+                        and -90 <= lat <= 90 and -180 <= lon <= 180):
+                    raise ValueError(f"{where}: 'latitude' and 'longitude' go together, in degrees "
+                                     f"(-90..90, -180..180), got {lat!r}, {lon!r}")
+                locations[item["home_id"]] = (float(lat), float(lon))
+        return cls(entries, home_tz, locations)
 
     def lookup(self, source: Source, vendor_id: str, channel: int | None) -> RegistryEntry | None:
         entry = self._index.get((source, vendor_id, channel))
