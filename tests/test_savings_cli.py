@@ -116,3 +116,43 @@ def test_savings_table_and_one_line_errors(seeded, capsys, monkeypatch):
     assert main(["savings", "--store-url", "postgresql://nobody@127.0.0.1:1/none?connect_timeout=2"]) == 2
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+def test_the_viewer_shows_the_measured_saving_to_the_household_and_the_fleet(seeded, monkeypatch):
+    """The household sees its accepted advice's measured saving on the Alerts page; an operator
+    sees the fleet's measured savings on the Fleet page (Streamlit AppTest on the same store)."""
+    from streamlit.testing.v1 import AppTest
+
+    from tests.viewer_seed import APP, apply_env, viewer_env
+    from ui.accounts import Accounts
+    from ui.auth import Role
+    from ui.db import Database
+
+    url, treated, _ = seeded
+    db = Database(url)
+    try:
+        accounts = Accounts(db)
+        accounts.add_user("hilda", "hilda-secret-12", Role.HOMEOWNER, [treated], by="test")
+        accounts.add_user("otto", "otto-secret-123", Role.OPERATOR, by="test")
+        tokens = {u: accounts.sign_in(u, pw).token for u, pw in (("hilda", "hilda-secret-12"),
+                                                                ("otto", "otto-secret-123"))}
+    finally:
+        db.close()
+    apply_env(monkeypatch, viewer_env(url))
+
+    at = AppTest.from_file(str(APP), default_timeout=120)
+    at.session_state["session_token"] = tokens["hilda"]
+    at.run()
+    at.switch_page("views/alerts.py").run()
+    assert not at.exception, [e.value for e in at.exception]
+    captions = "\n".join(c.value for c in at.caption)
+    assert "Measured:" in captions and "kWh saved" in captions and "90 % confidence" in captions
+
+    at = AppTest.from_file(str(APP), default_timeout=120)
+    at.session_state["session_token"] = tokens["otto"]
+    at.run()
+    at.switch_page("views/fleet.py").run()
+    assert not at.exception, [e.value for e in at.exception]
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Measured"] == "1 of 3"
+    assert metrics["Promises kept"].endswith("of 1")

@@ -66,6 +66,7 @@ HOME_CALLS = {
         c.db, c.accounts, who, home, [{"device_id": "kettle", "kind": "long_running", "started_at": T0}]),
     "ui.data.decide_recommendation": lambda c, who, home: ui.data.decide_recommendation(
         c.db, c.accounts, who, home, "standby_waste", "", "accepted"),
+    "ui.data.measured_savings": lambda c, who, home: ui.data.measured_savings(c.db, who, home),
     "ui.control.send_command": lambda c, who, home: ui.control.send_command(
         c.db, c.accounts, c.settings, who, home, "kettle", CommandState.OFF),
     "ui.control.command_status": lambda c, who, home: ui.control.command_status(
@@ -90,6 +91,7 @@ FLEET_CALLS = {
     "ui.data.fleet_homes": lambda c, who: ui.data.fleet_homes(c.db, who, NOW, 600),
     "ui.data.home_choices": lambda c, who: ui.data.home_choices(c.db, who, include="b"),
     "ui.data.audit_log": lambda c, who: ui.data.audit_log(c.db, who),
+    "ui.data.fleet_savings": lambda c, who: ui.data.fleet_savings(c.db, who),
 }
 # No principal, and why none is needed.
 NO_PRINCIPAL = {

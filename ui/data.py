@@ -566,6 +566,25 @@ def decide_recommendation(db: Database, accounts: Accounts, principal: Principal
     return found
 
 
+def measured_savings(db: Database, principal: Principal, home_id: str) -> dict[tuple[str, str], object]:
+    """What the home's accepted recommendations measurably saved (``shems savings``), by (kind,
+    device_id): a ``MeasuredRecommendation`` each (measured, still measuring, or why not)."""
+    require_home(principal, home_id)
+    from pipeline.tools.savings_report import measure_store
+
+    results, _ = measure_store(db.url, home_id)
+    return {(m.kind, m.device_id): m for m in results}
+
+
+def fleet_savings(db: Database, principal: Principal):
+    """The fleet's measured savings of accepted recommendations (operators): the per-recommendation
+    results and their summary (``pipeline.energy.savings.FleetSavings``)."""
+    require_fleet(principal)
+    from pipeline.tools.savings_report import measure_store
+
+    return measure_store(db.url)
+
+
 # ---------------------------------------------------------------------------- fleet
 #
 # Everything here is one SQL aggregate over the whole fleet or one page of homes: no query returns

@@ -142,6 +142,8 @@ def _recommendation(i: int, row: dict, decide: bool) -> None:
             when = row["status_changed_at"]
             st.caption(f"{md_escape(status.capitalize())} by {md_escape(row['status_changed_by'] or 'someone')}"
                        + (f" on {when.astimezone(zone):%d %b %H:%M}" if when else ""))
+        if status == "accepted":
+            _measured(measured.get((row["kind"], row["device_id"])), row["currency"])
         if decide:
             a, b, _ = st.columns([1, 1, 3])
             choice = None
@@ -159,6 +161,32 @@ def _recommendation(i: int, row: dict, decide: bool) -> None:
                     st.rerun()
 
 
+def _measured(m, currency: str) -> None:
+    """What an accepted recommendation measurably saved (baseline vs actual, `shems savings`)."""
+    if m is None:
+        return
+    if m.state != "measured" or m.savings is None:
+        st.caption(f"Savings: {md_escape(m.state)} ({md_escape(m.note)}).")
+        return
+    s = m.savings
+    if s.method == "price paid per kWh":
+        text = (f"Measured: {fmt.money(s.money, currency, loc)} saved over {fmt.plural(s.days, 'day')} "
+                f"(± {fmt.money(s.money_uncertainty, currency, loc)}, 90 % confidence)")
+    else:
+        money = "" if s.money is None else f", {fmt.money(s.money, currency, loc)}"
+        text = (f"Measured: {fmt.number(s.saved_kwh, loc)} kWh saved{money} over {fmt.plural(s.days, 'day')} "
+                f"(± {fmt.number(s.uncertainty_kwh, loc)} kWh, 90 % confidence)")
+    if not s.significant:
+        text += "; not yet distinguishable from no change"
+    st.caption(text + ".")
+
+
+measured: dict = {}
+if (recs["status"] == "accepted").any():
+    try:
+        measured = data.measured_savings(v.db, p, home)
+    except Exception as exc:  # noqa: BLE001 - a measurement that fails must not hide the advice
+        st.caption(f"Savings could not be measured: {md_escape(str(exc))}")
 for i, row in enumerate(current.iter_rows(named=True)):
     _recommendation(i, row, can_decide)
 if stale.height:

@@ -105,3 +105,33 @@ with right:
         st.dataframe(f.silent_meters, hide_index=True)
         if f.silent_meters_total > f.silent_meters.height:
             st.caption(f"The {f.silent_meters.height} silent longest of {f.silent_meters_total:,}.")
+
+SAVINGS_TTL_S = 3600  # measured over days: an hour-old figure is as good as a fresh one
+
+
+@st.cache_data(ttl=SAVINGS_TTL_S, show_spinner="Measuring the savings of accepted recommendations…",
+               max_entries=8)
+def _savings(url: str, _db: Database, who: Principal):
+    return data.fleet_savings(_db, who)
+
+
+st.subheader("Measured savings of accepted recommendations")
+with refusals():
+    results, fleet_summary = _savings(v.settings.store_url, v.db, p)
+if not results:
+    st.caption("No recommendation has been accepted yet.")
+else:
+    measuring = sum(1 for m in results if m.state == "measuring")
+    unmeasurable = sum(1 for m in results if m.state == "not measurable")
+    s1, s2, s3, s4 = st.columns(4)
+    currency = next((m.currency for m in results if m.currency), "")
+    s1.metric("Measured", f"{fleet_summary.measured} of {len(results)}",
+              help=f"{measuring} still measuring (14 days needed), {unmeasurable} without enough history.")
+    s2.metric("Saved in all", f"{fleet_summary.total_money:,.2f} {currency}".strip(),
+              help="Baseline minus actual, summed over the measured recommendations.")
+    s3.metric("Median a month", f"{fleet_summary.median_money_per_month:,.2f} {currency}".strip(),
+              help=f"10-90 %: {fleet_summary.p10_money_per_month:,.2f} to {fleet_summary.p90_money_per_month:,.2f}.")
+    s4.metric("Promises kept", f"{fleet_summary.promises_kept} of {fleet_summary.measured}",
+              help="Measured saving a month at least the promised one; "
+                   f"{fleet_summary.significant} distinguishable from no change at 90 %.")
+    st.caption(f"Baseline vs actual, as `shems savings` measures it (read again every {SAVINGS_TTL_S // 60} minutes).")
