@@ -22,8 +22,12 @@ def cmd_bench(args) -> int:
 def cmd_drain(args) -> int:
     from rich.console import Console
 
+    from pipeline.cli.common import check_store_reachable, fail
     from pipeline.tools.bench_drain import print_drain, run_drain
 
+    # Before a backlog of --readings is published and drained: a store that is not there says so.
+    if args.store_url and (problem := check_store_reachable(args.store_url)):
+        return fail(problem)
     console = Console(stderr=True)  # progress on stderr; stdout keeps the JSON line
     result = run_drain(args.readings, args.devices, not args.no_insights, args.processes, args.workers,
                        args.store_url, console, mqtt_process=bool(args.mqtt_process))
