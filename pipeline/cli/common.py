@@ -37,6 +37,23 @@ def check_store_reachable(url: str) -> str | None:
     return None
 
 
+def open_database(command: str, url: str):
+    """The store through the viewer's data layer, migrated, for the commands that work on its
+    tables (notify, execute, ...); None after one line on stderr when it cannot be opened."""
+    from sinks.base import mask_url
+    from ui.db import Database
+
+    problem = check_store_reachable(url)
+    if problem:
+        print(f"shems {command}: error: {problem}", file=sys.stderr)
+        return None
+    try:
+        return Database(url, migrate=True)
+    except Exception as exc:  # noqa: BLE001 - a schema it cannot migrate: one line
+        print(f"shems {command}: error: cannot open the store {mask_url(url)}: {one_line(exc)}", file=sys.stderr)
+        return None
+
+
 def install_stop_handlers() -> threading.Event:
     """SIGINT/SIGTERM ask the flow to stop cleanly: drain, commit, keep the broker session."""
     stop = threading.Event()

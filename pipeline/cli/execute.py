@@ -8,7 +8,7 @@ import argparse
 import sys
 
 from pipeline.cli.args import Parser, add_broker_args, positive_float, store_url
-from pipeline.cli.common import check_store_reachable, install_stop_handlers, one_line
+from pipeline.cli.common import install_stop_handlers, one_line, open_database
 from pipeline.config import DEFAULT_STORE_URL
 
 
@@ -16,18 +16,10 @@ def cmd_execute(args: argparse.Namespace) -> int:
     from pipeline.logs import configure, get_logger
     from pipeline.tools.plan_executor import ExecutorSettings, PlanExecutor
     from sinks.base import mask_url
-    from ui.db import Database
 
     configure()
-    problem = check_store_reachable(args.store_url)
-    if problem:
-        print(f"shems execute: error: {problem}", file=sys.stderr)
-        return 1
-    try:
-        db = Database(args.store_url, migrate=True)
-    except Exception as exc:  # noqa: BLE001 - a schema it cannot migrate: one line
-        print(f"shems execute: error: cannot open the store {mask_url(args.store_url)}: {one_line(exc)}",
-              file=sys.stderr)
+    db = open_database("execute", args.store_url)
+    if db is None:
         return 1
     try:
         if args.status:

@@ -4,11 +4,10 @@ targets (pipeline/tools/notifier.py says why it is a process of its own)."""
 from __future__ import annotations
 
 import argparse
-import sys
 from datetime import datetime, timedelta, timezone
 
 from pipeline.cli.args import Parser, positive_float, store_url, timezone_name
-from pipeline.cli.common import check_store_reachable, install_stop_handlers, one_line
+from pipeline.cli.common import install_stop_handlers, open_database
 from pipeline.config import DEFAULT_STORE_URL
 
 
@@ -24,18 +23,10 @@ def cmd_notify(args: argparse.Namespace) -> int:
     from pipeline.logs import configure, get_logger
     from pipeline.tools.notifier import Notifier
     from sinks.base import mask_url
-    from ui.db import Database
 
     configure()
-    problem = check_store_reachable(args.store_url)
-    if problem:
-        print(f"shems notify: error: {problem}", file=sys.stderr)
-        return 1
-    try:
-        db = Database(args.store_url, migrate=True)
-    except Exception as exc:  # noqa: BLE001 - a schema it cannot migrate: one line
-        print(f"shems notify: error: cannot open the store {mask_url(args.store_url)}: {one_line(exc)}",
-              file=sys.stderr)
+    db = open_database("notify", args.store_url)
+    if db is None:
         return 1
     notifier = Notifier(db, timezone_name=args.timezone, lookback=timedelta(hours=args.lookback_hours),
                         since=args.since)
