@@ -34,10 +34,10 @@ from typing import NoReturn
 from bytewax.inputs import StatelessSourcePartition
 
 from flows.fatal import describe, exit_now
-from flows.mqtt_source import MqttPartition, MqttSource, SourceItem
+from flows.mqtt_source import BatchPacing, MqttPartition, MqttSource, SourceItem
 from pipeline import metrics
 from pipeline.logs import get_logger
-from pipeline.records import RawMessage, Tick
+from pipeline.records import RawMessage
 
 log = get_logger(__name__)
 
@@ -120,7 +120,7 @@ class ProcessMqttSource(MqttSource):
         return ProcessMqttPartition(self, worker_index)
 
 
-class ProcessMqttPartition(StatelessSourcePartition):
+class ProcessMqttPartition(BatchPacing, StatelessSourcePartition):
     """A worker's source partition fed by its client process."""
 
     def __init__(self, source: MqttSource, worker_index: int) -> None:
@@ -179,33 +179,18 @@ class ProcessMqttPartition(StatelessSourcePartition):
     def next_batch(self) -> Iterable[SourceItem]:
         batch = self._read(self.src.batch_max)
         now = time.monotonic()
-        if batch:
-            self.last_message_mono = now
-            self.received += len(batch)
-            self._received.inc(len(batch))
+        self._count(batch, now)
         if self.stopping or self._should_stop(now, idle=not batch):
             batch.extend(self._shutdown())
             if not batch:
                 raise StopIteration()
             return batch
-        if now >= self.next_tick_mono:
-            batch.append(Tick(datetime.now(timezone.utc), self.worker_index))
-            self.next_tick_mono = now + self.src.tick_s
-        return batch
+        return self._with_tick(batch, now)
 
     def next_awake(self) -> datetime | None:
         if self.conn.poll():
             return None
         return datetime.now(timezone.utc) + timedelta(milliseconds=5)
-
-    def _should_stop(self, now: float, idle: bool) -> bool:
-        if self.src.stop_event.is_set():
-            return True
-        limit = self.src.idle_exit_s
-        if idle and limit is not None and now - self.last_message_mono >= limit:
-            self.src.went_idle.set()
-            return True
-        return False
 
     def _shutdown(self) -> list[SourceItem]:
         if self.stopping:

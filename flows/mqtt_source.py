@@ -134,7 +134,40 @@ class SpooledMqttSource(FixedPartitionedSource):
         return SpooledMqttPartition(self.settings, int(for_part), spool, resume_state or 0)
 
 
-class _Receiver:
+class BatchPacing:
+    """What every source partition does around a batch, in process or fed by a client process:
+    count it, stop on a signal or after ``--idle-exit`` of silence, add the wall-clock Tick."""
+
+    src: MqttSource
+    worker_index: int
+    last_message_mono: float
+    next_tick_mono: float
+    received: int
+    _received: Any  # the partition's messages-received counter
+
+    def _count(self, batch: list, now: float) -> None:
+        if batch:
+            self.last_message_mono = now
+            self.received += len(batch)
+            self._received.inc(len(batch))
+
+    def _should_stop(self, now: float, idle: bool) -> bool:
+        if self.src.stop_event.is_set():
+            return True
+        limit = self.src.idle_exit_s
+        if idle and limit is not None and now - self.last_message_mono >= limit:
+            self.src.went_idle.set()
+            return True
+        return False
+
+    def _with_tick(self, batch: list, now: float) -> list:
+        if now >= self.next_tick_mono:
+            batch.append(Tick(datetime.now(timezone.utc), self.worker_index))
+            self.next_tick_mono = now + self.src.tick_s
+        return batch
+
+
+class _Receiver(BatchPacing):
     """The paho client and the batching shared by both partition kinds."""
 
     manual_ack = True  # acked once buffered (see the module docstring), never before
@@ -374,10 +407,7 @@ class _Receiver:
         batch = self._take(self.src.batch_max)
         self._buffered.set(self.inbox.qsize())
         now = time.monotonic()
-        if batch:
-            self.last_message_mono = now
-            self.received += len(batch)
-            self._received.inc(len(batch))
+        self._count(batch, now)
         if self.stopping or self._should_stop(now, idle=not batch):
             self._shutdown()
             # Anything that arrived between the last drain and the disconnect is still ours.
@@ -385,25 +415,13 @@ class _Receiver:
             if not batch:
                 raise StopIteration()
             return batch
-        if now >= self.next_tick_mono:
-            batch.append(Tick(datetime.now(timezone.utc), self.worker_index))
-            self.next_tick_mono = now + self.src.tick_s
-        return batch
+        return self._with_tick(batch, now)
 
     def next_awake(self) -> datetime | None:
         # Poll the in-memory queue every few ms when idle rather than spinning the worker.
         if self.inbox.empty():
             return datetime.now(timezone.utc) + timedelta(milliseconds=5)
         return None
-
-    def _should_stop(self, now: float, idle: bool) -> bool:
-        if self.src.stop_event.is_set():
-            return True
-        limit = self.src.idle_exit_s
-        if idle and limit is not None and now - self.last_message_mono >= limit:
-            self.src.went_idle.set()
-            return True
-        return False
 
     def _shutdown(self) -> None:
         if self.stopping:
