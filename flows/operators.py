@@ -28,19 +28,16 @@ from pipeline import metrics
 from pipeline.energy.tariff import TariffBook
 from pipeline.ingest.decode import route_key
 from pipeline.ingest.registry import Registry
-from pipeline.insights.step import InsightSettings
+from pipeline.insights.step import Insight, InsightSettings
 from pipeline.records import (
-    Anomaly,
     CommandAck,
     DeadLetter,
     DeviceWindow,
     Forecast,
-    ForecastScore,
     HomeWindow,
     LateReading,
     RawMessage,
     Reading,
-    Recommendation,
 )
 from pipeline.settings import ValidationSettings, WindowSettings
 
@@ -189,7 +186,7 @@ class InsightsSetup:
 
 @dataclass(frozen=True)
 class InsightsOut:
-    insights: Stream[Forecast | ForecastScore | Anomaly | Recommendation]
+    insights: Stream[Insight]
     dead_letters: Stream[DeadLetter]
 
 

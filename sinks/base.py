@@ -95,6 +95,15 @@ class Batch:
         )
 
 
+# Which list of a Batch each record type goes to (exact types: records are final dataclasses).
+BATCH_FIELD: dict[type, str] = {
+    Reading: "readings", DeviceWindow: "device_windows", HomeWindow: "home_windows",
+    DeadLetter: "dead_letters", LateReading: "late_readings", Forecast: "forecasts",
+    ForecastScore: "forecast_scores", Anomaly: "anomalies", Recommendation: "recommendations",
+    CommandAck: "command_acks",
+}
+
+
 class Store(Protocol):
     """What the flow, the importer, the benchmark and the viewer need from a store."""
 

@@ -21,32 +21,11 @@ from tenacity import Retrying, retry_if_exception, stop_never, wait_exponential_
 
 from pipeline import metrics
 from pipeline.logs import get_logger
-from pipeline.records import (
-    Anomaly,
-    CommandAck,
-    DeadLetter,
-    DeviceWindow,
-    Forecast,
-    ForecastScore,
-    HomeWindow,
-    LateReading,
-    Reading,
-    Recommendation,
-    Tick,
-)
-from sinks.base import ROW, TRANSIENT, Batch, StoreError, WritableStore, mask_url, one_line
+from pipeline.records import DeadLetter, LateReading, Tick
+from sinks.base import BATCH_FIELD, ROW, TRANSIENT, Batch, StoreError, WritableStore, mask_url, one_line
 from sinks.stores import open_store
 
 log = get_logger(__name__)
-
-
-# Which list of a Batch each record type goes to (exact types: records are final dataclasses).
-_BATCH_FIELD: dict[type, str] = {
-    Reading: "readings", DeviceWindow: "device_windows", HomeWindow: "home_windows",
-    DeadLetter: "dead_letters", LateReading: "late_readings", Forecast: "forecasts",
-    ForecastScore: "forecast_scores", Anomaly: "anomalies", Recommendation: "recommendations",
-    CommandAck: "command_acks",
-}
 
 
 class BatchBuffer:
@@ -64,7 +43,7 @@ class BatchBuffer:
         b = self.batch
         added = 0
         for item in items:
-            field_name = _BATCH_FIELD.get(type(item))
+            field_name = BATCH_FIELD.get(type(item))
             if field_name is None:
                 if isinstance(item, Tick):
                     continue
