@@ -112,7 +112,7 @@ def frames(homes: int, hours: float, now: datetime) -> dict[str, pl.DataFrame]:
                                                     pl.col("bucket").min().alias("first_seen"),
                                                     (pl.col("bucket").max() + timedelta(seconds=30))
                                                     .alias("last_seen"))
-    registry = seen.select("home_id", "device_id", "kind", pl.lit("mqtt").alias("source"),
+    registry = seen.select("home_id", "device_id", "kind", pl.lit("native").alias("source"),
                            "first_seen", "last_seen", pl.lit(None, pl.Utf8).alias("vendor_id"),
                            pl.lit(None, pl.Int64).alias("channel"), pl.lit("UTC").alias("timezone"))
     made = now.replace(minute=0, second=0, microsecond=0) - timedelta(hours=1)

@@ -7,9 +7,10 @@ import polars as pl
 import streamlit as st
 
 from ui import charts, data
-from ui.auth import Principal
+from ui.auth import AccessDenied, Principal
 from ui.common import now, principal, refusals, viewer
 from ui.db import Database
+from ui.safe import md_escape
 
 ORDERS = {"kWh today": "today_kwh", "home id": "home_id"}
 PAGE_SIZES = [10, 25, 50, 100]
@@ -116,11 +117,18 @@ def _savings(url: str, _db: Database, who: Principal):
 
 
 st.subheader("Measured savings of accepted recommendations")
+measured = None
 with refusals():
-    results, fleet_summary = _savings(v.settings.store_url, v.db, p)
-if not results:
+    try:
+        measured = _savings(v.settings.store_url, v.db, p)
+    except AccessDenied:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a measurement that fails must not take the page down
+        st.caption(f"Savings could not be measured: {md_escape(str(exc))}")
+if measured is not None and not measured[0]:
     st.caption("No recommendation has been accepted yet.")
-else:
+elif measured is not None:
+    results, fleet_summary = measured
     measuring = sum(1 for m in results if m.state == "measuring")
     unmeasurable = sum(1 for m in results if m.state == "not measurable")
     s1, s2, s3, s4 = st.columns(4)
