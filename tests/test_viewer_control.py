@@ -185,7 +185,7 @@ def test_switch_off_is_published_obeyed_acknowledged_and_confirmed(loop):
                     "WHERE action = 'command' AND detail LIKE :c", {"c": f"{command_id}%"})
     assert audit == [("alice", "command", SIM_HOME, "fridge", f"{command_id} off")]
     log = at.dataframe[-1].value
-    assert list(log[["issued_by", "device_id", "state", "answer"]].iloc[0]) == \
+    assert list(log[["By", "Device", "Switch to", "Answer"]].iloc[0]) == \
         ["alice", "fridge", "off", "applied"]
     # The meter sees it too: the fridge draws nothing now.
     latest = db.rows("SELECT power_w FROM readings WHERE home_id = :h AND device_id = 'fridge' "

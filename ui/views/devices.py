@@ -96,7 +96,10 @@ if log.is_empty():
     st.caption("No command sent to this home yet.")
 else:
     st.dataframe(log.select(
-        pl.col("issued_at").dt.convert_time_zone(tz).alias("sent"), "issued_by", "device_id",
-        "state", pl.col("run_at").dt.convert_time_zone(tz).alias("scheduled for"),
-        pl.col("answer").fill_null("no answer"),
-        pl.col("answered_at").dt.convert_time_zone(tz).alias("answered")), hide_index=True)
+        pl.col("issued_at").dt.convert_time_zone(tz).dt.strftime("%Y-%m-%d %H:%M:%S").alias("Sent"),
+        pl.col("issued_by").alias("By"), pl.col("device_id").alias("Device"), pl.col("state").alias("Switch to"),
+        pl.col("run_at").dt.convert_time_zone(tz).dt.strftime("%Y-%m-%d %H:%M").fill_null("now")
+        .alias("Scheduled for"),
+        pl.col("answer").fill_null("no answer").alias("Answer"),
+        pl.col("answered_at").dt.convert_time_zone(tz).dt.strftime("%Y-%m-%d %H:%M:%S").fill_null("—")
+        .alias("Answered")), hide_index=True)
