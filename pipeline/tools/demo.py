@@ -5,7 +5,10 @@ replayed day begins), so forecasts, their scores, anomalies and recommendations 
 viewer's first screen. A broker is started when none is reachable; the flow runs as a child
 process (`shems run`) into SQLite; a bundled day of the same home is replayed (shifted so it ends now) and simulated
 homes publish live readings beside it, obeying commands from the viewer (`shems ui`, a second
-child process) for which a demo homeowner and a demo operator are created.
+child process) for which a demo homeowner and a demo operator are created. The first simulated
+home has a battery that obeys setpoints: once the flow has seen it, a day's plan for it is
+proposed (`shems plan --propose`), and `shems execute` (a third child process) carries it out
+when the homeowner accepts it on the viewer's Plan page.
 """
 
 from __future__ import annotations
@@ -75,6 +78,43 @@ def _summary(store_url: str, console: Console) -> None:
 DEMO_HOMEOWNER = "demo-home"
 DEMO_OPERATOR = "demo-operator"
 SAMPLE_HOME = "refit-house2"
+# The first simulated home's battery: what `shems plan` is told and what the simulator obeys.
+DEMO_BATTERY = dict(capacity_kwh=5.0, power_kw=2.5, efficiency=0.9, soc=0.5)
+
+
+def propose_battery_plan(store_url: str, home: str, stop: threading.Event, console: Console) -> None:
+    """Wait until the flow has stored the home's battery, then propose a day's plan for it (the
+    homeowner accepts it on the Plan page; the executor does nothing before that)."""
+    from ui.db import Database
+
+    deadline = time.monotonic() + 120
+    while not stop.is_set() and time.monotonic() < deadline:
+        try:
+            db = Database(store_url)
+            try:
+                seen = db.rows("SELECT 1 FROM devices WHERE home_id = :h AND device_id = 'battery'", {"h": home})
+                # A home new to the store has no forecast yet: its load so far stands in for one.
+                mean = db.rows("SELECT avg(mean_power_w) FROM home_1m WHERE home_id = :h", {"h": home})
+            finally:
+                db.close()
+        except Exception:  # the schema may not be there yet
+            seen, mean = [], []
+        if seen and mean and mean[0][0] is not None:
+            break
+        stop.wait(1.0)
+    else:
+        return
+    battery = ",".join(f"{k}={v:g}" for k, v in DEMO_BATTERY.items())
+    done = subprocess.run(
+        [sys.executable, "-m", "pipeline.cli", "plan", "--home", home, "--store-url", store_url,
+         "--tariffs", str(DEMO_TARIFFS), "--battery", battery, "--hours", "24", "--propose",
+         "--base-load-w", f"{max(float(mean[0][0]), 0.0):.0f}",
+         "--accepted-by", "shems demo"],
+        capture_output=True, text=True)
+    if done.returncode:
+        console.print(f"[red]no battery plan for {home}[/]: {done.stderr.strip()[-300:]}")
+    else:
+        console.print(f"a day's battery plan for {home} is proposed: accept it on the viewer's Plan page")
 
 
 def demo_sign_ins(store_url: str, homes: list[str]) -> dict[str, str]:
@@ -156,14 +196,29 @@ def run_demo(mqtt_url: str, store_url: str, homes: int, duration: float | None,
         cmd += ["--metrics-port", str(metrics_port)]
     log_path = Path(".shems/demo-flow.log")
     log_path.parent.mkdir(parents=True, exist_ok=True)
+    from dataclasses import replace
+
+    from pipeline.energy.device_control import BatteryModel
     from pipeline.tools.simulator import make_homes
 
-    passwords = demo_sign_ins(store_url, [make_homes(1)[0].home_id, SAMPLE_HOME])
+    fleet = make_homes(max(homes, 1), 1)
+    capacity, power_w = DEMO_BATTERY["capacity_kwh"], DEMO_BATTERY["power_kw"] * 1000
+    fleet[0] = replace(fleet[0], battery=BatteryModel(capacity, power_w, power_w, DEMO_BATTERY["efficiency"],
+                                                      capacity * DEMO_BATTERY["soc"]))
+    planned_home = fleet[0].home_id
+    passwords = demo_sign_ins(store_url, [planned_home, SAMPLE_HOME])
     import_history(store_url, console)
     with open(log_path, "w") as log:
         flow = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
                                 env=dict(os.environ, PYTHONUNBUFFERED="1"))
     console.print(f"flow started (pid {flow.pid}, log {log_path}); store {store_url}")
+    executor_log = Path(".shems/demo-executor.log")
+    with open(executor_log, "w") as log:
+        executor = subprocess.Popen(
+            [sys.executable, "-m", "pipeline.cli", "execute", "--store-url", store_url, "--mqtt-url", url,
+             "--client-id", f"shems-demo-executor-{os.getpid()}"],
+            stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ, PYTHONUNBUFFERED="1"))
+    console.print(f"plan executor started (pid {executor.pid}, log {executor_log})")
     viewer = None
     if ui_port:
         ui_log = Path(".shems/demo-viewer.log")
@@ -174,8 +229,8 @@ def run_demo(mqtt_url: str, store_url: str, homes: int, duration: float | None,
                 stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ, PYTHONUNBUFFERED="1"))
         console.print(f"[bold]viewer: http://127.0.0.1:{ui_port}[/] (pid {viewer.pid}, log {ui_log})")
         console.print(f"  sign in as [bold]{DEMO_HOMEOWNER}[/] / [bold]{passwords[DEMO_HOMEOWNER]}[/] "
-                      f"(homeowner of {make_homes(1)[0].home_id} and {SAMPLE_HOME}; switch its "
-                      "fridge off on the Devices page)")
+                      f"(homeowner of {planned_home} and {SAMPLE_HOME}; switch its "
+                      "fridge off on the Devices page, accept its battery plan on the Plan page)")
         console.print(f"  or as [bold]{DEMO_OPERATOR}[/] / [bold]{passwords[DEMO_OPERATOR]}[/] "
                       "(operator: every home and the fleet)")
     if metrics_port:
@@ -193,9 +248,10 @@ def run_demo(mqtt_url: str, store_url: str, homes: int, duration: float | None,
         threading.Thread(
             target=run_simulation,
             kwargs=dict(publisher=publisher, homes=homes, interval_s=interval_s,
-                        duration_s=duration, topic_prefix="", seed=1, stop_event=stop),
+                        duration_s=duration, topic_prefix="", seed=1, stop_event=stop, fleet=fleet),
             daemon=True,
         ),
+        threading.Thread(target=propose_battery_plan, args=(store_url, planned_home, stop, console), daemon=True),
     ]
     for t in threads:
         t.start()
@@ -228,12 +284,13 @@ def run_demo(mqtt_url: str, store_url: str, homes: int, duration: float | None,
     finally:
         stop.set()
         publisher.close()
-        if viewer is not None and viewer.poll() is None:
-            viewer.send_signal(signal.SIGTERM)
-            try:
-                viewer.wait(15)
-            except subprocess.TimeoutExpired:
-                viewer.kill()
+        for child in (viewer, executor):
+            if child is not None and child.poll() is None:
+                child.send_signal(signal.SIGTERM)
+                try:
+                    child.wait(15)
+                except subprocess.TimeoutExpired:
+                    child.kill()
         if flow.poll() is None:
             flow.send_signal(signal.SIGTERM)
             try:
