@@ -29,9 +29,12 @@ lint: venv
 	$(BIN)/python -m ruff check .
 	$(BIN)/python -m mypy
 
+# The suite runs on TEST_WORKERS processes (pytest-xdist), a test file per worker at a time:
+# every test has its own database, topic prefix and client id, so they cannot see each other.
+TEST_WORKERS ?= 2
 test: lint services
 	@bash scripts/ensure_tools.sh
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 bench: venv services
 	$(BIN)/shems bench ingest --devices 10000 --seconds 20

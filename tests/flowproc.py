@@ -33,7 +33,9 @@ class FlowProcess:
     _connected: threading.Event = field(default_factory=threading.Event)
     _seen: int = 0
 
-    def start(self, idle_exit: float | None = None, timeout: float = 60.0,
+    # Generous: with the suite on both cores beside other work, starting Python, Bytewax and the
+    # client has been seen to take over a minute; a flow that never connects still fails.
+    def start(self, idle_exit: float | None = None, timeout: float = 150.0,
               wait: bool = True) -> FlowProcess:
         cmd = [
             sys.executable, "-m", "pipeline.cli", "run",
@@ -56,7 +58,7 @@ class FlowProcess:
             self.wait_connected(timeout)
         return self
 
-    def wait_connected(self, timeout: float = 60.0) -> None:
+    def wait_connected(self, timeout: float = 150.0) -> None:
         if not self._connected.wait(timeout):
             self.kill()
             raise RuntimeError("flow did not connect:\n" + "\n".join(self.log_lines[-40:]))
