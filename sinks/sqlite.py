@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -112,31 +112,25 @@ class SqliteStore:
     def classify(self, exc: BaseException) -> str:
         return classify(exc)
 
+    def transaction(self) -> AbstractContextManager[None]:
+        return self._atomic("BEGIN IMMEDIATE", "COMMIT", ("ROLLBACK",))
+
+    def savepoint(self) -> AbstractContextManager[None]:
+        return self._atomic("SAVEPOINT part", "RELEASE part", ("ROLLBACK TO part", "RELEASE part"))
+
     @contextmanager
-    def transaction(self) -> Iterator[None]:
+    def _atomic(self, begin: str, done: str, undo: tuple[str, ...]) -> Iterator[None]:
         c = self.conn
-        c.execute("BEGIN IMMEDIATE")
+        c.execute(begin)
         try:
             yield
-            c.execute("COMMIT")
+            c.execute(done)
         except BaseException:
             # Some errors (a full disk, an I/O error) end the transaction by themselves.
             if c.in_transaction:
-                c.execute("ROLLBACK")
+                for statement in undo:
+                    c.execute(statement)
             raise
-
-    @contextmanager
-    def savepoint(self) -> Iterator[None]:
-        c = self.conn
-        c.execute("SAVEPOINT part")
-        try:
-            yield
-        except BaseException:
-            if c.in_transaction:
-                c.execute("ROLLBACK TO part")
-                c.execute("RELEASE part")
-            raise
-        c.execute("RELEASE part")
 
     def after_commit(self, batch: Batch) -> None:
         pass
@@ -162,17 +156,12 @@ class SqliteStore:
         for m in migrations("sqlite"):
             if m.version in done:
                 continue
-            c.execute("BEGIN IMMEDIATE")
-            try:
+            with self.transaction():
                 # executescript would commit on its own; run statement by statement instead.
                 for statement in _statements(m.sql):
                     c.execute(statement)
                 c.execute("INSERT INTO schema_migrations VALUES (?, ?, ?)",
                           (m.version, m.name, to_us(datetime.now(timezone.utc))))
-                c.execute("COMMIT")
-            except BaseException:
-                c.execute("ROLLBACK")
-                raise
 
     @property
     def schema_version(self) -> int:
@@ -240,13 +229,8 @@ class SqliteStore:
         )
 
     def upsert_devices(self, devices: Sequence[DeviceInfo]) -> None:
-        self.conn.execute("BEGIN IMMEDIATE")
-        try:
+        with self.transaction():
             self._upsert_devices(devices)
-            self.conn.execute("COMMIT")
-        except BaseException:
-            self.conn.execute("ROLLBACK")
-            raise
 
     # ------------------------------------------------------------------ reads
     def counts(self) -> dict[str, int]:
@@ -352,14 +336,9 @@ class SqliteStore:
         return [table_rows.tariff_from_row(row, from_us) for row in rows]
 
     def upsert_tariffs(self, rows: Sequence[TariffRow]) -> None:
-        self.conn.execute("BEGIN IMMEDIATE")
-        try:
+        with self.transaction():
             self.conn.executemany("INSERT OR REPLACE INTO tariffs VALUES (?,?,?)",
                                   [(r.home_id, to_us(r.effective_from), r.spec_json) for r in rows])
-            self.conn.execute("COMMIT")
-        except BaseException:
-            self.conn.execute("ROLLBACK")
-            raise
 
     def close(self) -> None:
         self.conn.close()
