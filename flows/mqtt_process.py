@@ -177,20 +177,15 @@ class ProcessMqttPartition(BatchPacing, StatelessSourcePartition):
         return out
 
     def next_batch(self) -> Iterable[SourceItem]:
-        batch = self._read(self.src.batch_max)
-        now = time.monotonic()
-        self._count(batch, now)
-        if self.stopping or self._should_stop(now, idle=not batch):
-            batch.extend(self._shutdown())
-            if not batch:
-                raise StopIteration()
-            return batch
-        return self._with_tick(batch, now)
+        return self._paced(self._read(self.src.batch_max), time.monotonic())
 
     def next_awake(self) -> datetime | None:
         if self.conn.poll():
             return None
         return datetime.now(timezone.utc) + timedelta(milliseconds=5)
+
+    def _stop_and_drain(self) -> list[SourceItem]:
+        return self._shutdown()
 
     def _shutdown(self) -> list[SourceItem]:
         if self.stopping:

@@ -143,7 +143,23 @@ class BatchPacing:
     last_message_mono: float
     next_tick_mono: float
     received: int
+    stopping: bool
     _received: Any  # the partition's messages-received counter
+
+    def _paced(self, batch: list, now: float) -> list:
+        """The batch just read, counted; when the flow is to stop, with what the partition still
+        receives as it stops (StopIteration once that is nothing too), else with a Tick when due."""
+        self._count(batch, now)
+        if self.stopping or self._should_stop(now, idle=not batch):
+            batch.extend(self._stop_and_drain())
+            if not batch:
+                raise StopIteration()
+            return batch
+        return self._with_tick(batch, now)
+
+    def _stop_and_drain(self) -> list:
+        """Stop receiving (idempotent); what arrived before the stop."""
+        raise NotImplementedError
 
     def _count(self, batch: list, now: float) -> None:
         if batch:
@@ -406,16 +422,12 @@ class _Receiver(BatchPacing):
     def _next_batch(self) -> Iterable[SourceItem]:
         batch = self._take(self.src.batch_max)
         self._buffered.set(self.inbox.qsize())
-        now = time.monotonic()
-        self._count(batch, now)
-        if self.stopping or self._should_stop(now, idle=not batch):
-            self._shutdown()
-            # Anything that arrived between the last drain and the disconnect is still ours.
-            batch.extend(self._take(sys.maxsize))
-            if not batch:
-                raise StopIteration()
-            return batch
-        return self._with_tick(batch, now)
+        return self._paced(batch, time.monotonic())
+
+    def _stop_and_drain(self) -> list:
+        self._shutdown()
+        # Anything that arrived between the last drain and the disconnect is still ours.
+        return self._take(sys.maxsize)
 
     def next_awake(self) -> datetime | None:
         # Poll the in-memory queue every few ms when idle rather than spinning the worker.

@@ -35,6 +35,12 @@ TABLES = ("readings", "device_1m", "home_1m", "devices", "dead_letter", "late_re
 RECOMMENDATION_STATUSES = ("new", "accepted", "dismissed")
 
 
+def check_recommendation_status(status: str) -> None:
+    """Refuse a status no store keeps (ValueError), before anything is written."""
+    if status not in RECOMMENDATION_STATUSES:
+        raise ValueError(f"status must be one of {RECOMMENDATION_STATUSES}, got {status!r}")
+
+
 class StoreError(Exception):
     """The store cannot be written for a reason that waiting will not fix (schema mismatch, wrong
     credentials, bad configuration). The message is one line, safe to print (no secrets)."""

@@ -25,6 +25,7 @@ import os
 import time
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime, timedelta, timezone
+from operator import attrgetter
 from typing import Any
 
 import psycopg
@@ -35,7 +36,6 @@ import sinks.rows as table_rows
 from pipeline.records import Anomaly, DeadLetter, DeviceInfo, DeviceWindow, Forecast, ForecastScore, HomeWindow, Reading
 from sinks.base import (
     FATAL,
-    RECOMMENDATION_STATUSES,
     ROW,
     TABLES,
     TRANSIENT,
@@ -44,6 +44,7 @@ from sinks.base import (
     StoreError,
     StoreUnavailable,
     TariffRow,
+    check_recommendation_status,
     mask_url,
     one_line,
 )
@@ -138,6 +139,7 @@ _READING_TYPES = ["text", "text", "timestamptz", "float8", "float8", "float8", "
 _DEVICE_1M_TYPES = ["text", "text", "timestamptz", "text", "float8", "float8", "float8", "float8", "int4"]
 _HOME_1M_TYPES = ["text", "timestamptz", "float8", "float8", "float8", "float8", "int4"]
 _FORECAST_TYPES = ["text", "int4", "timestamptz", "timestamptz", "int4", "float8", "float8", "float8", "text"]
+_WINDOW_VALUES = ("mean_power_w", "min_power_w", "max_power_w", "energy_wh", "samples")
 
 def _one_row(cur: psycopg.Cursor) -> tuple[Any, ...]:
     """The row of a query that always returns exactly one (an aggregate, EXISTS)."""
@@ -308,40 +310,21 @@ class PostgresStore:
                            (table_rows.reading_row(r) for r in batch.readings))
                 cur.execute("INSERT INTO readings SELECT * FROM stage_readings ON CONFLICT DO NOTHING")
             if batch.device_windows:
-                windows = _last_by_key(batch.device_windows, lambda w: (w.home_id, w.device_id, w.bucket))
-                self._copy(cur, "stage_device_1m", _DEVICE_1M_TYPES,
-                           (table_rows.device_window_row(w, count=_int4) for w in windows))
-                cur.execute(
-                    "INSERT INTO device_1m SELECT * FROM stage_device_1m "
-                    "ON CONFLICT (home_id, device_id, bucket) DO UPDATE SET kind = excluded.kind, "
-                    "mean_power_w = excluded.mean_power_w, min_power_w = excluded.min_power_w, "
-                    "max_power_w = excluded.max_power_w, energy_wh = excluded.energy_wh, "
-                    "samples = excluded.samples")
+                self._merge(cur, "device_1m", _DEVICE_1M_TYPES, table_rows.device_window_row,
+                            batch.device_windows, key=("home_id", "device_id", "bucket"),
+                            update=("kind", *_WINDOW_VALUES))
             if batch.home_windows:
-                windows = _last_by_key(batch.home_windows, lambda w: (w.home_id, w.bucket))
-                self._copy(cur, "stage_home_1m", _HOME_1M_TYPES,
-                           (table_rows.home_window_row(w, count=_int4) for w in windows))
-                cur.execute(
-                    "INSERT INTO home_1m SELECT * FROM stage_home_1m "
-                    "ON CONFLICT (home_id, bucket) DO UPDATE SET "
-                    "mean_power_w = excluded.mean_power_w, min_power_w = excluded.min_power_w, "
-                    "max_power_w = excluded.max_power_w, energy_wh = excluded.energy_wh, "
-                    "samples = excluded.samples")
+                self._merge(cur, "home_1m", _HOME_1M_TYPES, table_rows.home_window_row, batch.home_windows,
+                            key=("home_id", "bucket"), update=_WINDOW_VALUES)
             if not self.has_timescale:
                 self._refresh_hourly(cur, batch)
             for attr, sql, row in _EVENT_WRITES:
                 if items := getattr(batch, attr):
                     cur.executemany(sql, [row(x) for x in items])
             if batch.forecasts:
-                forecasts = _last_by_key(batch.forecasts, lambda f: (f.home_id, f.resolution_min,
-                                                                     f.made_at, f.target_ts))
-                self._copy(cur, "stage_forecasts", _FORECAST_TYPES,
-                           (table_rows.forecast_row(f, count=_int4) for f in forecasts))
-                cur.execute(
-                    "INSERT INTO forecasts SELECT * FROM stage_forecasts "
-                    "ON CONFLICT (home_id, resolution_min, made_at, target_ts) DO UPDATE SET "
-                    "horizon_min = excluded.horizon_min, yhat_w = excluded.yhat_w, "
-                    "lower_w = excluded.lower_w, upper_w = excluded.upper_w, model = excluded.model")
+                self._merge(cur, "forecasts", _FORECAST_TYPES, table_rows.forecast_row, batch.forecasts,
+                            key=("home_id", "resolution_min", "made_at", "target_ts"),
+                            update=("horizon_min", "yhat_w", "lower_w", "upper_w", "model"))
             if batch.forecast_scores:
                 scores = _last_by_key(batch.forecast_scores,
                                       lambda x: (x.home_id, x.resolution_min, x.horizon_min))
@@ -399,6 +382,16 @@ class PostgresStore:
                         self.conn.execute("CALL refresh_continuous_aggregate(%s, %s, %s)", (view, start, end))
         finally:
             self._set_statement_timeout(self.conn)
+
+    @classmethod
+    def _merge(cls, cur: psycopg.Cursor, table: str, types: list[str], row: Callable[..., tuple],
+               items: Iterable[Any], key: tuple[str, ...], update: tuple[str, ...]) -> None:
+        """COPY ``items`` into stage_<table>, then upsert them into ``table`` on ``key`` (the
+        records' attributes of the same names): a re-emitted row replaces the ``update`` columns."""
+        last = _last_by_key(items, attrgetter(*key))
+        cls._copy(cur, f"stage_{table}", types, (row(x, count=_int4) for x in last))
+        cur.execute(f"INSERT INTO {table} SELECT * FROM stage_{table} ON CONFLICT ({', '.join(key)}) "
+                    f"DO UPDATE SET {', '.join(f'{c} = excluded.{c}' for c in update)}")
 
     @staticmethod
     def _copy(cur: psycopg.Cursor, table: str, types: list[str], rows: Iterable[tuple]) -> None:
@@ -507,8 +500,7 @@ class PostgresStore:
 
     def set_recommendation_status(self, home_id: str, kind: str, device_id: str, status: str,
                                   by: str) -> bool:
-        if status not in RECOMMENDATION_STATUSES:
-            raise ValueError(f"status must be one of {RECOMMENDATION_STATUSES}, got {status!r}")
+        check_recommendation_status(status)
         cur = self.conn.execute(
             "UPDATE recommendations SET status = %s, status_changed_at = now(), status_changed_by = %s "
             "WHERE home_id = %s AND kind = %s AND device_id = %s",

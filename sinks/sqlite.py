@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -14,7 +14,6 @@ from pipeline.config import sqlite_path
 from pipeline.records import Anomaly, DeadLetter, DeviceInfo, DeviceWindow, Forecast, ForecastScore, HomeWindow, Reading
 from sinks.base import (
     FATAL,
-    RECOMMENDATION_STATUSES,
     ROW,
     TABLES,
     TRANSIENT,
@@ -22,6 +21,7 @@ from sinks.base import (
     StoredRecommendation,
     StoreError,
     TariffRow,
+    check_recommendation_status,
 )
 from sinks.migrate import migrations
 from sinks.rows import dead_letter_row, device_rows, from_us, to_us
@@ -112,31 +112,25 @@ class SqliteStore:
     def classify(self, exc: BaseException) -> str:
         return classify(exc)
 
+    def transaction(self) -> AbstractContextManager[None]:
+        return self._atomic("BEGIN IMMEDIATE", "COMMIT", ("ROLLBACK",))
+
+    def savepoint(self) -> AbstractContextManager[None]:
+        return self._atomic("SAVEPOINT part", "RELEASE part", ("ROLLBACK TO part", "RELEASE part"))
+
     @contextmanager
-    def transaction(self) -> Iterator[None]:
+    def _atomic(self, begin: str, done: str, undo: tuple[str, ...]) -> Iterator[None]:
         c = self.conn
-        c.execute("BEGIN IMMEDIATE")
+        c.execute(begin)
         try:
             yield
-            c.execute("COMMIT")
+            c.execute(done)
         except BaseException:
             # Some errors (a full disk, an I/O error) end the transaction by themselves.
             if c.in_transaction:
-                c.execute("ROLLBACK")
+                for statement in undo:
+                    c.execute(statement)
             raise
-
-    @contextmanager
-    def savepoint(self) -> Iterator[None]:
-        c = self.conn
-        c.execute("SAVEPOINT part")
-        try:
-            yield
-        except BaseException:
-            if c.in_transaction:
-                c.execute("ROLLBACK TO part")
-                c.execute("RELEASE part")
-            raise
-        c.execute("RELEASE part")
 
     def after_commit(self, batch: Batch) -> None:
         pass
@@ -162,17 +156,12 @@ class SqliteStore:
         for m in migrations("sqlite"):
             if m.version in done:
                 continue
-            c.execute("BEGIN IMMEDIATE")
-            try:
+            with self.transaction():
                 # executescript would commit on its own; run statement by statement instead.
                 for statement in _statements(m.sql):
                     c.execute(statement)
                 c.execute("INSERT INTO schema_migrations VALUES (?, ?, ?)",
                           (m.version, m.name, to_us(datetime.now(timezone.utc))))
-                c.execute("COMMIT")
-            except BaseException:
-                c.execute("ROLLBACK")
-                raise
 
     @property
     def schema_version(self) -> int:
@@ -240,13 +229,8 @@ class SqliteStore:
         )
 
     def upsert_devices(self, devices: Sequence[DeviceInfo]) -> None:
-        self.conn.execute("BEGIN IMMEDIATE")
-        try:
+        with self.transaction():
             self._upsert_devices(devices)
-            self.conn.execute("COMMIT")
-        except BaseException:
-            self.conn.execute("ROLLBACK")
-            raise
 
     # ------------------------------------------------------------------ reads
     def counts(self) -> dict[str, int]:
@@ -268,28 +252,28 @@ class SqliteStore:
         sql += " ORDER BY r.home_id, r.device_id, r.ts"
         return [table_rows.reading_from_row(row, from_us) for row in self.conn.execute(sql, args)]
 
-    def device_windows(self, home_id: str | None = None) -> list[DeviceWindow]:
+    def _of_home(self, select: str, home_id: str | None, order: str) -> sqlite3.Cursor:
+        """``select`` (SELECT ... FROM a table with a home_id), only ``home_id``'s rows when given."""
         where, args = ("WHERE home_id = ?", [home_id]) if home_id else ("", [])
-        rows = self.conn.execute(
-            f"SELECT home_id, device_id, kind, bucket, mean_power_w, min_power_w, max_power_w, "
-            f"energy_wh, samples FROM device_1m {where} ORDER BY home_id, device_id, bucket", args)
+        return self.conn.execute(f"{select} {where} ORDER BY {order}", args)
+
+    def device_windows(self, home_id: str | None = None) -> list[DeviceWindow]:
+        rows = self._of_home("SELECT home_id, device_id, kind, bucket, mean_power_w, min_power_w, max_power_w, "
+                             "energy_wh, samples FROM device_1m", home_id, "home_id, device_id, bucket")
         return [table_rows.device_window_from_row(row, from_us) for row in rows]
 
     def home_windows(self, home_id: str | None = None) -> list[HomeWindow]:
-        where, args = ("WHERE home_id = ?", [home_id]) if home_id else ("", [])
-        rows = self.conn.execute(
-            f"SELECT home_id, bucket, mean_power_w, min_power_w, max_power_w, energy_wh, samples "
-            f"FROM home_1m {where} ORDER BY home_id, bucket", args)
+        rows = self._of_home("SELECT home_id, bucket, mean_power_w, min_power_w, max_power_w, energy_wh, "
+                             "samples FROM home_1m", home_id, "home_id, bucket")
         return [table_rows.home_window_from_row(row, from_us) for row in rows]
 
     def hourly(self, level: str, home_id: str | None = None) -> list[tuple]:
         """Rows of device_1h or home_1h (level 'device' or 'home'), bucket as aware datetime:
         keys, mean/min/max power, energy_wh, samples, minutes, power_wh."""
         view = {"device": "device_1h", "home": "home_1h"}[level]
-        where, args = ("WHERE home_id = ?", [home_id]) if home_id else ("", [])
         keys = "home_id, device_id, bucket" if level == "device" else "home_id, bucket"
         cols = keys + ", mean_power_w, min_power_w, max_power_w, energy_wh, samples, minutes, power_wh"
-        rows = self.conn.execute(f"SELECT {cols} FROM {view} {where} ORDER BY {keys}", args).fetchall()
+        rows = self._of_home(f"SELECT {cols} FROM {view}", home_id, keys).fetchall()
         pos = 2 if level == "device" else 1
         return [tuple(from_us(v) if i == pos else v for i, v in enumerate(row)) for row in rows]
 
@@ -321,9 +305,7 @@ class SqliteStore:
         return [table_rows.forecast_from_row(row, from_us) for row in rows]
 
     def forecast_scores(self, home_id: str | None = None) -> list[ForecastScore]:
-        where, args = ("WHERE home_id = ?", [home_id]) if home_id else ("", [])
-        rows = self.conn.execute(
-            f"SELECT * FROM forecast_scores {where} ORDER BY home_id, resolution_min, horizon_min", args)
+        rows = self._of_home("SELECT * FROM forecast_scores", home_id, "home_id, resolution_min, horizon_min")
         return [table_rows.forecast_score_from_row(row, from_us) for row in rows]
 
     def anomalies(self, home_id: str | None = None, open_only: bool = False) -> list[Anomaly]:
@@ -337,15 +319,12 @@ class SqliteStore:
         return [table_rows.anomaly_from_row(row, from_us) for row in rows]
 
     def recommendations(self, home_id: str | None = None) -> list[StoredRecommendation]:
-        where, args = ("WHERE home_id = ?", [home_id]) if home_id else ("", [])
-        rows = self.conn.execute(
-            f"SELECT * FROM recommendations {where} ORDER BY home_id, kind, device_id", args)
+        rows = self._of_home("SELECT * FROM recommendations", home_id, "home_id, kind, device_id")
         return [table_rows.recommendation_from_row(row, from_us) for row in rows]
 
     def set_recommendation_status(self, home_id: str, kind: str, device_id: str, status: str,
                                   by: str) -> bool:
-        if status not in RECOMMENDATION_STATUSES:
-            raise ValueError(f"status must be one of {RECOMMENDATION_STATUSES}, got {status!r}")
+        check_recommendation_status(status)
         cur = self.conn.execute(
             "UPDATE recommendations SET status = ?, status_changed_at = ?, status_changed_by = ? "
             "WHERE home_id = ? AND kind = ? AND device_id = ?",
@@ -357,14 +336,9 @@ class SqliteStore:
         return [table_rows.tariff_from_row(row, from_us) for row in rows]
 
     def upsert_tariffs(self, rows: Sequence[TariffRow]) -> None:
-        self.conn.execute("BEGIN IMMEDIATE")
-        try:
+        with self.transaction():
             self.conn.executemany("INSERT OR REPLACE INTO tariffs VALUES (?,?,?)",
                                   [(r.home_id, to_us(r.effective_from), r.spec_json) for r in rows])
-            self.conn.execute("COMMIT")
-        except BaseException:
-            self.conn.execute("ROLLBACK")
-            raise
 
     def close(self) -> None:
         self.conn.close()

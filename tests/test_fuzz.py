@@ -291,6 +291,16 @@ def _leaves(value, path=()):
         yield path
 
 
+def _replace_leaf(draw, body, paths: list) -> None:
+    """One of ``paths`` (from _leaves) in ``body`` given a generated value (none for a bare scalar)."""
+    path = paths[draw(st.integers(min_value=0, max_value=len(paths) - 1))]
+    target = body
+    for key in path[:-1]:
+        target = target[key]
+    if path:
+        target[path[-1]] = draw(st.one_of(field_values, timestamps))
+
+
 @st.composite
 def mutated_seeds(draw) -> tuple[str, bytes]:
     """A real-format vendor payload with one to three leaves replaced by generated values."""
@@ -298,12 +308,7 @@ def mutated_seeds(draw) -> tuple[str, bytes]:
     body = json.loads(seed.read_text())
     paths = list(_leaves(body))
     for _ in range(draw(st.integers(min_value=1, max_value=3))):
-        path = paths[draw(st.integers(min_value=0, max_value=len(paths) - 1))]
-        target = body
-        for key in path[:-1]:
-            target = target[key]
-        if path:
-            target[path[-1]] = draw(st.one_of(field_values, timestamps))
+        _replace_leaf(draw, body, paths)
     return SEED_TOPICS[seed.stem], to_bytes(body)
 
 
@@ -511,13 +516,7 @@ def device_messages(draw) -> tuple[str, bytes]:
                 to_bytes(draw(st.one_of(new_shelly_fields, scalars))))
     name = draw(st.sampled_from(sorted(DEVICE_SEED_TOPICS)))
     body = json.loads((FIXTURES / "payloads" / f"{name}.json").read_text())
-    paths = list(_leaves(body))
-    path = paths[draw(st.integers(min_value=0, max_value=len(paths) - 1))]
-    target = body
-    for key in path[:-1]:
-        target = target[key]
-    if path:
-        target[path[-1]] = draw(st.one_of(field_values, timestamps))
+    _replace_leaf(draw, body, list(_leaves(body)))
     return DEVICE_SEED_TOPICS[name], to_bytes(body)
 
 

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from pipeline.config import (
     DEFAULT_MQTT_URL,
+    DEFAULT_STORE_URL,
     MQTT_TLS_PARAMS,
     check_store_url,
     parse_mqtt_url,
@@ -254,6 +255,17 @@ def add_broker_args(p: Parser) -> None:
     p.add("--mqtt-url", type=mqtt_url, default=DEFAULT_MQTT_URL,
           help="broker, mqtt://[user:pass@]host[:port] or mqtts:// for TLS")
     p.add("--topic-prefix", default="", help="prepended to every topic (multi-tenant brokers, tests)")
+
+
+def add_store_arg(p: Parser, help: str = "sqlite:///path.db or postgresql://user@host/db") -> None:
+    p.add("--store-url", type=store_url, default=DEFAULT_STORE_URL, help=help)
+
+
+def add_poll_args(p: Parser, interval_s: float) -> None:
+    """The options of a command that polls the store: every ``--interval`` seconds, or ``--once``."""
+    p.add("--interval", type=positive_float, default=interval_s,
+          help=f"seconds between polls (default {interval_s:g})")
+    p.add("--once", action="store_true", help="one poll, print what it did, exit (for cron)")
 
 
 def add_table_args(p) -> None:

@@ -7,9 +7,8 @@ import argparse
 import re
 from datetime import datetime, timedelta, timezone
 
-from pipeline.cli.args import store_url
-from pipeline.cli.common import fail, one_line
-from pipeline.config import DEFAULT_STORE_URL
+from pipeline.cli.args import add_store_arg
+from pipeline.cli.common import cannot_open_store, fail
 
 
 def _month(text: str) -> tuple[int, int]:
@@ -31,7 +30,7 @@ def cmd_bill(args: argparse.Namespace) -> int:
     try:
         db = Database(args.store_url, migrate=True)
     except Exception as exc:
-        return fail(f"cannot open the store {mask_url(args.store_url)}: {one_line(exc)}")
+        return fail(cannot_open_store(args.store_url, exc))
     try:
         settings = load_settings()
         cli = Principal("cli", Role.ADMIN, frozenset())
@@ -97,7 +96,7 @@ def cmd_bill(args: argparse.Namespace) -> int:
 
 def register(sub) -> None:
     p = sub.add_parser("bill", help="a home's bill this month (so far, projected, budget) from the store")
-    p.add("--store-url", type=store_url, default=DEFAULT_STORE_URL, help="the store to read")
+    add_store_arg(p, "the store to read")
     p.add("--home", required=True, help="the home's id")
     p.add("--month", type=_month, default=None,
           help="YYYY-MM; default: the month of the home's newest reading")

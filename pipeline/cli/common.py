@@ -7,9 +7,9 @@ import sys
 import threading
 
 
-def fail(message: str) -> int:
+def fail(message: str, status: int = 2) -> int:
     print(f"shems: error: {message}", file=sys.stderr)
-    return 2
+    return status
 
 
 def one_line(exc: BaseException) -> str:
@@ -24,23 +24,28 @@ def one_line(exc: BaseException) -> str:
     return " ".join(mask_url(word) if "://" in word else word for word in text.split(" "))
 
 
+def cannot_open_store(url: str, exc: BaseException) -> str:
+    """Why the store at ``url`` could not be opened, on one line, its password masked."""
+    from sinks.base import mask_url
+
+    return f"cannot open the store {mask_url(url)}: {one_line(exc)}"
+
+
 def check_store_reachable(url: str) -> str | None:
     """None when the store answers, else why not (one line). Before any work: an import of a big
     file must not read it all to then find the store down."""
-    from sinks.base import mask_url
     from sinks.stores import open_store
 
     try:
         open_store(url).close()
     except Exception as exc:  # the driver's error: refused, timed out, wrong password, bad path
-        return f"cannot open the store {mask_url(url)}: {one_line(exc)}"
+        return cannot_open_store(url, exc)
     return None
 
 
 def open_database(command: str, url: str):
     """The store through the viewer's data layer, migrated, for the commands that work on its
     tables (notify, execute, ...); None after one line on stderr when it cannot be opened."""
-    from sinks.base import mask_url
     from ui.db import Database
 
     problem = check_store_reachable(url)
@@ -50,7 +55,7 @@ def open_database(command: str, url: str):
     try:
         return Database(url, migrate=True)
     except Exception as exc:  # noqa: BLE001 - a schema it cannot migrate: one line
-        print(f"shems {command}: error: cannot open the store {mask_url(url)}: {one_line(exc)}", file=sys.stderr)
+        print(f"shems {command}: error: {cannot_open_store(url, exc)}", file=sys.stderr)
         return None
 
 

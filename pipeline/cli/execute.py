@@ -7,9 +7,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from pipeline.cli.args import Parser, add_broker_args, positive_float, store_url
+from pipeline.cli.args import Parser, add_broker_args, add_poll_args, add_store_arg, positive_float
 from pipeline.cli.common import install_stop_handlers, one_line, open_database
-from pipeline.config import DEFAULT_STORE_URL
 
 
 def cmd_execute(args: argparse.Namespace) -> int:
@@ -108,12 +107,10 @@ def register(sub) -> None:
         description="Sends the commands of plans accepted with `shems plan --accept` (or the viewer) at "
                     "their times, confirms each by the device's measured power and plans the rest of the "
                     "horizon again when a device does not follow.")
-    p.add("--store-url", type=store_url, default=DEFAULT_STORE_URL,
-          help="sqlite:///path.db or postgresql://user@host/db")
+    add_store_arg(p)
     add_broker_args(p)
     p.add("--client-id", default="shems-executor", help="MQTT client id")
-    p.add("--interval", type=positive_float, default=5.0, help="seconds between polls (default 5)")
-    p.add("--once", action="store_true", help="one poll, print what it did, exit (for cron)")
+    add_poll_args(p, interval_s=5.0)
     p.add("--ack-timeout-s", type=positive_float, default=60.0,
           help="a device that has not answered a command by then did not follow it")
     p.add("--settle-s", type=positive_float, default=60.0,

@@ -8,9 +8,8 @@ import os
 import socket
 import sys
 
-from pipeline.cli.args import add_broker_args, existing_file, port, positive_float, store_url
-from pipeline.cli.common import fail, one_line
-from pipeline.config import DEFAULT_STORE_URL
+from pipeline.cli.args import add_broker_args, add_store_arg, existing_file, port, positive_float
+from pipeline.cli.common import cannot_open_store, fail, one_line
 
 
 def node_names(value: str) -> dict[str, tuple[str, ...]]:
@@ -46,7 +45,7 @@ def cmd_http(args: argparse.Namespace) -> int:
     try:
         keys = _open_keys(args.store_url)
     except Exception as exc:
-        return fail(f"cannot open the store {mask_url(args.store_url)}: {one_line(exc)}")
+        return fail(cannot_open_store(args.store_url, exc))
     client_id = args.client_id or f"shems-http-{socket.gethostname()}-{os.getpid()}"
     try:
         publisher = BrokerPublisher(args.mqtt_url, client_id, args.topic_prefix, args.publish_timeout)
@@ -72,7 +71,6 @@ def cmd_http(args: argparse.Namespace) -> int:
 def cmd_apikey(args: argparse.Namespace) -> int:
     from pipeline.ingest.validation import check_id
     from pipeline.settings import ValidationSettings
-    from sinks.base import mask_url
 
     if args.action == "add":
         violation = check_id(args.home, "home", ValidationSettings())
@@ -81,7 +79,7 @@ def cmd_apikey(args: argparse.Namespace) -> int:
     try:
         keys = _open_keys(args.store_url)
     except Exception as exc:
-        return fail(f"cannot open the store {mask_url(args.store_url)}: {one_line(exc)}")
+        return fail(cannot_open_store(args.store_url, exc))
     try:
         if args.action == "add":
             known = args.home in keys.store.home_last_seen()
@@ -108,8 +106,7 @@ def register_http(sub) -> None:
     p = sub.add_parser("http", help="readings over HTTP: native JSON and emoncms's input API")
     p.add("--port", type=port, default=8080, env="SHEMS_HTTP_PORT", help="HTTP port")
     p.add("--address", default="127.0.0.1", env="SHEMS_HTTP_ADDRESS", help="address to listen on (0.0.0.0 for all)")
-    p.add("--store-url", type=store_url, default=DEFAULT_STORE_URL,
-          help="store holding the API keys; dead letters are written here")
+    add_store_arg(p, "store holding the API keys; dead letters are written here")
     add_broker_args(p)
     p.add("--client-id", default="", help="MQTT client id (default shems-http-<host>-<pid>)")
     p.add("--rate", type=positive_float, default=2.0, help="requests per second per API key, sustained")
@@ -131,7 +128,7 @@ def register_apikey(sub) -> None:
                            ("list", "list keys: id, home, created, state, label"),
                            ("revoke", "revoke a key by its id")):
         a = actions.add_parser(name, help=helptext)
-        a.add("--store-url", type=store_url, default=DEFAULT_STORE_URL, help="store holding the keys")
+        add_store_arg(a, "store holding the keys")
         if name == "add":
             a.add_argument("home", help="the home the key may write")
             a.add_argument("--label", default="", help="a note, e.g. the device using it")

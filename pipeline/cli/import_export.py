@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import Any, cast
 
 from pipeline import metrics
-from pipeline.cli.args import add_table_args, existing_file, port, store_url, table_spec
-from pipeline.cli.common import check_store_reachable, fail, one_line
+from pipeline.cli.args import add_store_arg, add_table_args, existing_file, port, table_spec
+from pipeline.cli.common import cannot_open_store, check_store_reachable, fail, one_line
 from pipeline.config import DEFAULT_STORE_URL, sqlite_path, store_kind
 
 
@@ -263,9 +263,7 @@ def cmd_export(args) -> int:
     try:
         store = open_store(args.store_url)
     except Exception as exc:  # the driver's error: refused, timed out, wrong password
-        print(f"shems: error: cannot open the store {mask_url(args.store_url)}: {one_line(exc)}",
-              file=sys.stderr)
-        return 1
+        return fail(cannot_open_store(args.store_url, exc), 1)
     try:
         paths = export_parquet(store, args.out)
     except OSError as exc:
@@ -292,7 +290,7 @@ def register_import(sub) -> None:
     add_table_args(p)
     p.add("--strict", action="store_true",
           help="check the whole file first and store nothing (exit 1) if any row is rejected")
-    p.add("--store-url", type=store_url, default=DEFAULT_STORE_URL, help="target store")
+    add_store_arg(p, "target store")
     p.add("--no-insights", action="store_true",
           help="only store readings and aggregates: no forecasts, anomalies or recommendations")
     p.add("--tariffs", type=existing_file,
@@ -307,6 +305,6 @@ def register_import(sub) -> None:
 
 def register_export(sub) -> None:
     p = sub.add_parser("export", help="write readings and aggregates to Parquet files")
-    p.add("--store-url", type=store_url, default=DEFAULT_STORE_URL, help="source store")
+    add_store_arg(p, "source store")
     p.add("--out", type=Path, default=Path("export"), help="output folder")
     p.set_defaults(handler=cmd_export)

@@ -6,9 +6,8 @@ from __future__ import annotations
 import argparse
 from datetime import datetime, timedelta, timezone
 
-from pipeline.cli.args import Parser, positive_float, store_url, timezone_name
+from pipeline.cli.args import Parser, add_poll_args, add_store_arg, positive_float, timezone_name
 from pipeline.cli.common import install_stop_handlers, open_database
-from pipeline.config import DEFAULT_STORE_URL
 
 
 def instant(value: str) -> datetime:
@@ -48,10 +47,8 @@ def register(sub) -> None:
         description="Polls the store for new anomalies and recommendations (and queued budget alerts) "
                     "and sends each once to the Apprise targets users set on the viewer's Account page, "
                     "holding them during a user's quiet hours.")
-    p.add("--store-url", type=store_url, default=DEFAULT_STORE_URL,
-          help="sqlite:///path.db or postgresql://user@host/db")
-    p.add("--interval", type=positive_float, default=30.0, help="seconds between polls (default 30)")
-    p.add("--once", action="store_true", help="one poll, print what it did, exit (for cron)")
+    add_store_arg(p)
+    add_poll_args(p, interval_s=30.0)
     p.add("--since", type=instant, default=None,
           help="on the first run only: tell events from this time on (default: from now; history is not told)")
     p.add("--lookback-hours", type=positive_float, default=48.0,

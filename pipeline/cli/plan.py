@@ -18,7 +18,7 @@ from pipeline.cli.args import (
     store_url,
     timezone_name,
 )
-from pipeline.cli.common import fail
+from pipeline.cli.common import cannot_open_store, fail
 from pipeline.config import sqlite_path, store_kind
 
 
@@ -128,7 +128,6 @@ def _from_registry(args) -> str:
 def _accept(args, problem, plan) -> str:
     """Store the plan: accepted (``shems execute`` carries it out; it replaces the home's active
     plan) or proposed (the household accepts it in the viewer)."""
-    from sinks.base import mask_url
     from ui.db import Database
     from ui.plans import PlanStore
 
@@ -139,7 +138,7 @@ def _accept(args, problem, plan) -> str:
     try:
         db = Database(args.store_url, migrate=True)
     except Exception as exc:  # the driver's error, one line
-        raise ValueError(f"cannot open the store {mask_url(args.store_url)}: {exc}") from None
+        raise ValueError(cannot_open_store(args.store_url, exc)) from None
     try:
         store = PlanStore(db)
         keep = store.propose if args.propose else store.accept

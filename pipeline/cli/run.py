@@ -9,24 +9,23 @@ from pathlib import Path
 from pipeline.cli.args import (
     Parser,
     add_broker_args,
+    add_store_arg,
     existing_file,
     non_negative_float,
     port,
     positive_float,
     positive_int,
     qos,
-    store_url,
     timezone_name,
 )
 from pipeline.cli.common import install_stop_handlers
-from pipeline.config import DEFAULT_STORE_URL, IngestConfig
+from pipeline.config import IngestConfig
 from pipeline.settings import WindowSettings
 
 
 def add_run_args(p: Parser) -> None:
     add_broker_args(p)
-    p.add("--store-url", type=store_url, default=DEFAULT_STORE_URL,
-          help="sqlite:///path.db (embedded default) or postgresql://user@host/db")
+    add_store_arg(p, "sqlite:///path.db (embedded default) or postgresql://user@host/db")
     p.add("--registry", type=existing_file, help="device registry TOML (vendor topics to homes/devices)")
     p.add("--idle-exit", type=positive_float, help="stop after this many seconds without a message")
     p.add("--metrics-port", type=port, help="serve Prometheus metrics on this port")

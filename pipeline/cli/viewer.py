@@ -9,15 +9,11 @@ import sys
 from pathlib import Path
 
 import ui
-from pipeline.cli.args import existing_file, mqtt_url, port, store_url
-from pipeline.config import DEFAULT_MQTT_URL, DEFAULT_STORE_URL
+from pipeline.cli.args import add_store_arg, existing_file, mqtt_url, port
+from pipeline.cli.common import cannot_open_store, fail
+from pipeline.config import DEFAULT_MQTT_URL
 
 APP = Path(ui.__file__).parent / "app.py"
-
-
-def _fail(message: str, status: int = 2) -> int:
-    print(f"shems: error: {message}", file=sys.stderr)
-    return status
 
 
 def cmd_ui(args: argparse.Namespace) -> int:
@@ -28,9 +24,9 @@ def cmd_ui(args: argparse.Namespace) -> int:
     try:
         Database(args.store_url, migrate=True).close()
     except Exception as exc:  # unreachable database, bad path: say so instead of a traceback
-        return _fail(f"cannot open the store {mask_url(args.store_url)}: {exc}")
+        return fail(cannot_open_store(args.store_url, exc))
     if bool(args.ssl_cert_file) != bool(args.ssl_key_file):
-        return _fail("HTTPS needs both --ssl-cert-file and --ssl-key-file")
+        return fail("HTTPS needs both --ssl-cert-file and --ssl-key-file")
     env = dict(os.environ, SHEMS_STORE_URL=args.store_url, SHEMS_MQTT_URL=args.mqtt_url,
                SHEMS_TOPIC_PREFIX=args.topic_prefix, SHEMS_UI_METRICS_PORT=str(args.metrics_port or 0))
     argv = [sys.executable, "-m", "streamlit", "run", str(APP),
@@ -102,34 +98,32 @@ def cmd_user(args: argparse.Namespace) -> int:
     from ui.auth import Role
 
     if args.action == "add" and (problem := _access_problem(args, None)) is not None:
-        return _fail(problem)
+        return fail(problem)
     try:
         accounts = _accounts(args.store_url)
     except Exception as exc:
-        from sinks.base import mask_url
-
-        return _fail(f"cannot open the store {mask_url(args.store_url)}: {exc}")
+        return fail(cannot_open_store(args.store_url, exc))
     try:
         if args.action == "add":
             known = {h for (h,) in accounts.db.rows("SELECT DISTINCT home_id FROM devices")}
             if (problem := _access_problem(args, known)) is not None:
-                return _fail(problem)
+                return fail(problem)
             accounts.add_user(args.name, _read_password(args), Role(args.role), args.home or (),
                               by=_who())
             print(f"added {args.name} ({args.role}{': ' + ', '.join(args.home) if args.home else ''})")
         elif args.action == "remove":
             if not accounts.remove_user(args.name, by=_who()):
-                return _fail(f"no user {args.name!r}", 1)
+                return fail(f"no user {args.name!r}", 1)
             print(f"removed {args.name}")
         elif args.action == "passwd":
             if not accounts.set_password(args.name, _read_password(args), by=_who()):
-                return _fail(f"no user {args.name!r}", 1)
+                return fail(f"no user {args.name!r}", 1)
             print(f"password of {args.name} changed; their sessions ended")
         else:
             for user in accounts.users():
                 print(f"{user.username}\t{user.role.value}\t{','.join(user.homes)}")
     except ValueError as exc:
-        return _fail(str(exc))
+        return fail(str(exc))
     finally:
         accounts.db.close()
     return 0
@@ -137,7 +131,7 @@ def cmd_user(args: argparse.Namespace) -> int:
 
 def register_ui(sub) -> None:
     p = sub.add_parser("ui", help="the viewer (Streamlit): sign-in, live, history, control, fleet")
-    p.add("--store-url", type=store_url, default=DEFAULT_STORE_URL, help="store to show (schema created if empty)")
+    add_store_arg(p, "store to show (schema created if empty)")
     p.add("--port", type=port, default=8501, help="HTTP port")
     p.add("--address", default="127.0.0.1", help="address to listen on (0.0.0.0 for all)")
     p.add("--mqtt-url", type=mqtt_url, default=DEFAULT_MQTT_URL, help="broker for device commands")
@@ -157,7 +151,7 @@ def register_user(sub) -> None:
                            ("passwd", "set a user's password (ends their sessions)"),
                            ("list", "list users, roles and homes")):
         a = actions.add_parser(name, help=helptext)
-        a.add("--store-url", type=store_url, default=DEFAULT_STORE_URL, help="store holding the users")
+        add_store_arg(a, "store holding the users")
         if name != "list":
             a.add_argument("name", help="user name")
         if name in ("add", "passwd"):

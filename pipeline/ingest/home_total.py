@@ -21,6 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+from pipeline.ingest.idle import ClosesWhenIdle
 from pipeline.records import DeviceKind, DeviceWindow, HomeWindow
 from pipeline.settings import WindowSettings
 
@@ -48,8 +49,10 @@ def home_window(home_id: str, bucket: datetime, windows: list[DeviceWindow],
     )
 
 
-class HomeAggregator:
+class HomeAggregator(ClosesWhenIdle[HomeOutput]):
     """Buckets of one home. Picklable: Bytewax snapshots it for recovery."""
+
+    _output = HomeOutput
 
     def __init__(self, settings: WindowSettings, known_meter: bool = False) -> None:
         self.settings = settings
@@ -109,17 +112,8 @@ class HomeAggregator:
             del self.buckets[bucket]
             self.emitted.discard(bucket)
 
-    def close_due(self, now_wall: datetime) -> HomeOutput:
-        due = self.next_due()
-        if due is None or now_wall < due:
-            return HomeOutput()
-        return self.flush()
-
-    def next_due(self) -> datetime | None:
-        pending = any(b not in self.emitted for b in self.buckets)
-        if not pending or self.last_wall is None:
-            return None
-        return self.last_wall + timedelta(seconds=self.settings.idle_close_s)
+    def _holds_open(self) -> bool:
+        return any(b not in self.emitted for b in self.buckets)
 
     def flush(self) -> HomeOutput:
         out = HomeOutput()

@@ -35,6 +35,7 @@ from bisect import insort
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
+from pipeline.ingest.idle import ClosesWhenIdle
 from pipeline.records import DeviceKind, DeviceWindow, Reading
 from pipeline.settings import WindowSettings
 
@@ -88,11 +89,12 @@ class _OpenWindow:
     seen: set[float] = field(default_factory=set)
 
 
-class DeviceWindower:
+class DeviceWindower(ClosesWhenIdle[DeviceOutput]):
     """Windows of one device. Picklable: Bytewax snapshots it for recovery."""
 
     __slots__ = ("settings", "open", "closed_until", "max_ts", "energy", "home_id", "device_id",
                  "kind", "last_wall")
+    _output = DeviceOutput
 
     def __init__(self, settings: WindowSettings) -> None:
         self.settings = settings
@@ -174,16 +176,8 @@ class DeviceWindower:
             counter_resets=self.energy.resets - resets_before,
         )
 
-    def close_due(self, now_wall: datetime) -> DeviceOutput:
-        due = self.next_due()
-        if due is None or now_wall < due:
-            return DeviceOutput()
-        return self.flush()
-
-    def next_due(self) -> datetime | None:
-        if not self.open or self.last_wall is None:
-            return None
-        return self.last_wall + timedelta(seconds=self.settings.idle_close_s)
+    def _holds_open(self) -> bool:
+        return bool(self.open)
 
     def flush(self) -> DeviceOutput:
         out = DeviceOutput()

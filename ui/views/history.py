@@ -1,7 +1,9 @@
 """History and patterns: where the energy and the money went over a chosen range."""
 
 import io
+from collections.abc import Callable
 from datetime import date, timedelta
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import polars as pl
@@ -129,19 +131,20 @@ if not comparable:
     top = top.drop("Compared (kWh)", "Previous period (kWh)", "Change")
 st.dataframe(top, hide_index=True)
 
+
+def _profile(title: str, profile: pl.DataFrame, heatmap: Callable[[pl.DataFrame], Any], key: str) -> None:
+    st.subheader(title)
+    if profile.height:
+        st.plotly_chart(heatmap(profile), config=charts.CONFIG, key=key)
+    else:
+        st.caption("No whole hour with data in this range.")
+
+
 left, right = st.columns(2)
 with left:
-    st.subheader("Daily profile")
-    if h.daily_profile.height:
-        st.plotly_chart(charts.daily_heatmap(h.daily_profile), config=charts.CONFIG, key="daily")
-    else:
-        st.caption("No whole hour with data in this range.")
+    _profile("Daily profile", h.daily_profile, charts.daily_heatmap, "daily")
 with right:
-    st.subheader("Weekly profile")
-    if h.weekly_profile.height:
-        st.plotly_chart(charts.weekly_heatmap(h.weekly_profile), config=charts.CONFIG, key="weekly")
-    else:
-        st.caption("No whole hour with data in this range.")
+    _profile("Weekly profile", h.weekly_profile, charts.weekly_heatmap, "weekly")
 
 export = h.bands.select("device_id", "kind", pl.col("bucket").alias("bucket_utc"),
                         (pl.col("wh") / 1000).alias("kwh"), "cost", "minutes")
