@@ -87,6 +87,12 @@ class AnomalySettings:
     silent_gap_quantile: float = 0.99
     silent_warmup_s: float = 1 * DAY
     silent_warmup_gaps: int = 100
+    # A home's outage (outage.py): at least `outage_min_devices` devices, and at least
+    # `outage_share` of those still heard from, going quiet within `outage_span_s` of each other
+    # are one SILENT anomaly of the home instead of one per device.
+    outage_min_devices: int = 3
+    outage_share: float = 0.75
+    outage_span_s: float = 600.0
 
     # COUNTER_BACKWARDS: an anomaly stays open while resets keep coming, and clears after this
     # long without one.
@@ -97,6 +103,8 @@ class AnomalySettings:
             value = getattr(self, name)
             if not 0 < value < 1:
                 raise ValueError(f"{name} must lie strictly between 0 and 1, got {value}")
+        if not 0 < self.outage_share <= 1:
+            raise ValueError(f"outage_share must lie in (0, 1], got {self.outage_share}")
         low, high = self.duty_range
         if not 0 <= low < high <= 1:
             raise ValueError(f"duty_range must be (low, high) with 0 <= low < high <= 1, got {self.duty_range}")
