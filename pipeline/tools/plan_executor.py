@@ -233,7 +233,8 @@ class PlanExecutor:
             return None
         new_id = self.store.accept(home, rest, plan, f"re-plan of {plan_id}: {why}",
                                    battery_device=stored.battery_device, ev_device=stored.ev_device,
-                                   replaces=plan_id, now=now, keep=frozenset(started))
+                                   replaces=plan_id, now=now, keep=frozenset(started),
+                                   scope=None if stored.scope is None else frozenset(stored.scope))
         log.info("replanned", plan=plan_id, new_plan=new_id, devices=sorted(devices),
                  cost=round(plan.cost, 4), baseline_cost=round(plan.baseline_cost, 4))
         return new_id
