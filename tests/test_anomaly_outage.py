@@ -170,3 +170,15 @@ def test_an_old_snapshot_without_outage_state_loads_and_groups(three_days):
     opened = live.checks_until(windows[0].bucket + timedelta(days=5))
     assert [a.device_id for a in opened] == [""]
     assert np.isclose(opened[0].started_at.timestamp(), start + LIMIT)
+
+
+def test_settings_pickled_by_field_order_before_outages_load_with_their_defaults():
+    """Snapshots from before settings were pickled by name hold the field values in order."""
+    from dataclasses import fields
+
+    given = AnomalySettings(silent_min_s=900.0)
+    old = [getattr(given, f.name) for f in fields(given) if not f.name.startswith("outage_")]
+    restored = AnomalySettings.__new__(AnomalySettings)
+    restored.__setstate__(old)
+    assert restored == AnomalySettings(silent_min_s=900.0)
+    assert restored.outage_share == 0.75 and restored.counter_quiet_s == 3600.0

@@ -87,6 +87,13 @@ class AnomalySettings:
     silent_gap_quantile: float = 0.99
     silent_warmup_s: float = 1 * DAY
     silent_warmup_gaps: int = 100
+
+    # COUNTER_BACKWARDS: an anomaly stays open while resets keep coming, and clears after this
+    # long without one.
+    counter_quiet_s: float = 3600.0
+
+    # Fields added later go last: a snapshot from before settings were pickled by name holds
+    # the values in field order (see __setstate__).
     # A home's outage (outage.py): at least `outage_min_devices` devices, and at least
     # `outage_share` of those still heard from, going quiet within `outage_span_s` of each other
     # are one SILENT anomaly of the home instead of one per device.
@@ -94,9 +101,12 @@ class AnomalySettings:
     outage_share: float = 0.75
     outage_span_s: float = 600.0
 
-    # COUNTER_BACKWARDS: an anomaly stays open while resets keep coming, and clears after this
-    # long without one.
-    counter_quiet_s: float = 3600.0
+    def __setstate__(self, state: list | dict) -> None:
+        # An old snapshot's state: the values of the fields of its time, in order; fields added
+        # since take their defaults.
+        given = state if isinstance(state, dict) else dict(zip((f.name for f in fields(self)), state))
+        for f in fields(self):
+            object.__setattr__(self, f.name, given.get(f.name, f.default))
 
     def __post_init__(self) -> None:
         for name in ("high_quantile", "high_hold_share", "long_quantile", "silent_gap_quantile", "high_min_coverage"):
