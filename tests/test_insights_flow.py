@@ -113,6 +113,33 @@ def test_both_stores_hold_the_same_insights(imported):
         assert sqlite[table] == postgres[table], table
 
 
+def test_an_imported_power_cut_is_one_anomaly_of_the_home_and_a_lone_silence_the_devices(tmp_path):
+    """Three days of House 2 through `shems import` (a real Bytewax run): every device quiet for
+    three hours on day 2 (a power cut) is one SILENT of the home listing the five devices; the
+    kettle alone quiet on day 3 is the kettle's."""
+    frame = pl.read_parquet(REFIT_4W)
+    t0 = frame["ts"].min()
+    cut_at, alone_at = t0 + timedelta(days=1, hours=12), t0 + timedelta(days=2, hours=6)
+    frame = (frame.filter((pl.col("ts") < t0 + timedelta(days=3))
+                          & ~pl.col("ts").is_between(cut_at, cut_at + timedelta(hours=3), closed="left"))
+             .with_columns(pl.when(pl.col("ts").is_between(alone_at, alone_at + timedelta(hours=2),
+                                                           closed="left"))
+                           .then(None).otherwise(pl.col("kettle_w")).alias("kettle_w")))
+    path = tmp_path / "power_cut.parquet"
+    frame.write_parquet(path)
+    url = f"sqlite:///{tmp_path / 'shems.db'}"
+    _import(path, url)
+    silent = [a for a in _insights(url)["anomalies"] if a.kind.value == "silent"]
+    limit = timedelta(minutes=30)  # a 1-minute device: the 30-minute floor
+    assert [(a.device_id, a.started_at, a.ended_at) for a in silent] == [
+        ("", cut_at + limit, cut_at + timedelta(hours=3)),
+        ("kettle", alone_at + limit, alone_at + timedelta(hours=2))]
+    home = silent[0].message
+    assert home.startswith("Your home went quiet: 5 devices (")
+    assert all(name in home for name in ("dishwasher", "kettle", "mains meter", "microwave",
+                                         "washing machine"))
+
+
 # ------------------------------------------------------------------------------ the live flow
 
 def _meter_messages(days: float, step_min: int = 5) -> list[tuple[str, dict]]:

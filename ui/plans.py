@@ -71,6 +71,7 @@ class StoredPlan:
     ev_device: str | None
     problem: PlanProblem
     schedule: tuple[PlanSlot, ...]
+    scope: tuple[str, ...] | None = None  # a plan for these devices only; None: the whole home
 
 
 def slot_json(x: PlanSlot) -> dict:
@@ -86,6 +87,25 @@ def _slot(d: dict) -> PlanSlot:
                     d["pv_w"], d["loads_w"], d["battery_w"], d["soc_kwh"], d["ev_w"], d["grid_w"])
 
 
+def _scope(text: str | None) -> frozenset[str] | None:
+    return None if text is None else frozenset(json.loads(text))
+
+
+def _overlap(new: frozenset[str] | None, old: frozenset[str] | None,
+             commanded: set[str]) -> tuple[set[str] | None, bool]:
+    """What a newly accepted plan takes over from an active one: the devices whose pending
+    commands it supersedes (None: all) and whether the old plan is replaced as a whole. A plan
+    for the whole home replaces another for the whole home, and of a device plan the devices it
+    commands itself; a device plan takes its devices from any plan and replaces a device plan it
+    covers."""
+    if new is None:
+        if old is None:
+            return None, True
+        touched = set(old) & commanded
+        return touched, touched == set(old)
+    return set(new), old is not None and old <= new
+
+
 class PlanStore:
     def __init__(self, db: Database) -> None:
         self.db = db
@@ -93,18 +113,20 @@ class PlanStore:
     def accept(self, home_id: str, problem: PlanProblem, plan: Plan, by: str, *,
                battery_device: str | None = "battery", ev_device: str | None = "ev",
                replaces: str | None = None, now: datetime | None = None,
-               keep: frozenset[str] = frozenset()) -> str:
+               keep: frozenset[str] = frozenset(), scope: frozenset[str] | None = None) -> str:
         """Store an accepted plan and the commands that carry it out; returns its id. A plan
         accepted for a home replaces the home's active one from its start on, except for the
-        old plan's commands to the devices in ``keep`` (loads already running on it)."""
+        old plan's commands to the devices in ``keep`` (loads already running on it). A plan
+        with a ``scope`` (devices) replaces other plans for those devices only."""
         plan_id = self.propose(home_id, problem, plan, by, battery_device=battery_device,
-                               ev_device=ev_device, replaces=replaces, now=now)
+                               ev_device=ev_device, replaces=replaces, now=now, scope=scope)
         self.activate(plan_id, by, now=now, keep=keep)
         return plan_id
 
     def propose(self, home_id: str, problem: PlanProblem, plan: Plan, by: str, *,
                 battery_device: str | None = "battery", ev_device: str | None = "ev",
-                replaces: str | None = None, now: datetime | None = None) -> str:
+                replaces: str | None = None, now: datetime | None = None,
+                scope: frozenset[str] | None = None) -> str:
         """Store a plan for the household to accept (the viewer's plan page); nothing is sent."""
         now = now or datetime.now(timezone.utc)
         plan_id = f"p-{secrets.token_hex(6)}"
@@ -112,15 +134,16 @@ class PlanStore:
         with self.db.transaction() as tx:
             tx.execute(
                 "INSERT INTO plans (plan_id, home_id, status, replaces, accepted_by, accepted_at, start_at, "
-                "end_at, slot_s, cost, baseline_cost, currency, battery_device, ev_device, problem, schedule) "
-                "VALUES (:p, :h, 'proposed', :r, :by, :now, :s, :e, :slot, :c, :bc, :cur, :bd, :ed, :prob, "
-                ":sch)",
+                "end_at, slot_s, cost, baseline_cost, currency, battery_device, ev_device, problem, schedule, "
+                "scope) VALUES (:p, :h, 'proposed', :r, :by, :now, :s, :e, :slot, :c, :bc, :cur, :bd, :ed, "
+                ":prob, :sch, :scope)",
                 {"p": plan_id, "h": home_id, "r": replaces, "by": by, "now": now, "s": problem.start,
                  "e": problem.slot_start(problem.slots), "slot": problem.slot.total_seconds(),
                  "c": plan.cost, "bc": plan.baseline_cost, "cur": plan.currency,
                  "bd": battery_device if problem.battery else None, "ed": ev_device if problem.ev else None,
                  "prob": json.dumps(problem_to_json(problem)),
-                 "sch": json.dumps([slot_json(x) for x in plan.schedule])})
+                 "sch": json.dumps([slot_json(x) for x in plan.schedule]),
+                 "scope": None if scope is None else json.dumps(sorted(scope))})
             for c in commands:
                 tx.execute(
                     "INSERT INTO plan_commands (command_id, plan_id, home_id, device_id, run_at, until_at, "
@@ -137,20 +160,24 @@ class PlanStore:
         home's active plan (see ``accept``). False when it is not a proposal (any more)."""
         now = now or datetime.now(timezone.utc)
         with self.db.transaction() as tx:
-            rows = tx.rows(f"SELECT home_id, {self.db.us('start_at')} FROM plans "
+            rows = tx.rows(f"SELECT home_id, {self.db.us('start_at')}, scope FROM plans "
                            "WHERE plan_id = :p AND status = 'proposed'", {"p": plan_id})
             if not rows:
                 return False
-            home_id, start = rows[0][0], from_us(int(rows[0][1]))
-            for (old,) in tx.rows("SELECT plan_id FROM plans WHERE home_id = :h AND status = 'active'",
-                                  {"h": home_id}):
+            home_id, start, scope = rows[0][0], from_us(int(rows[0][1])), _scope(rows[0][2])
+            commanded = {d for (d,) in tx.rows("SELECT DISTINCT device_id FROM plan_commands WHERE plan_id = :p",
+                                                {"p": plan_id})}
+            for old, old_json in tx.rows("SELECT plan_id, scope FROM plans WHERE home_id = :h "
+                                         "AND status = 'active'", {"h": home_id}):
+                touched, replaced = _overlap(scope, _scope(old_json), commanded)
                 for cid, device in tx.rows("SELECT command_id, device_id FROM plan_commands WHERE "
                                            "plan_id = :p AND status = 'pending' AND run_at >= :t",
                                            {"p": old, "t": start}):
-                    if device not in keep:
+                    if device not in keep and (touched is None or device in touched):
                         tx.execute("UPDATE plan_commands SET status = 'superseded', message = :m "
                                    "WHERE command_id = :c", {"c": cid, "m": f"replaced by {plan_id}"})
-                tx.execute("UPDATE plans SET status = 'replaced' WHERE plan_id = :p", {"p": old})
+                if replaced:
+                    tx.execute("UPDATE plans SET status = 'replaced' WHERE plan_id = :p", {"p": old})
             tx.execute("UPDATE plans SET status = 'active', accepted_by = :by, accepted_at = :now "
                        "WHERE plan_id = :p", {"p": plan_id, "by": by, "now": now})
             tx.execute("UPDATE plan_commands SET status = 'pending' WHERE plan_id = :p AND status = 'proposed'",
@@ -162,13 +189,15 @@ class PlanStore:
         us = self.db.us
         rows = self.db.rows(
             f"SELECT plan_id, home_id, status, replaces, accepted_by, {us('accepted_at')}, cost, "
-            "baseline_cost, currency, battery_device, ev_device, problem, schedule FROM plans "
+            "baseline_cost, currency, battery_device, ev_device, problem, schedule, scope FROM plans "
             "WHERE plan_id = :p", {"p": plan_id})
         if not rows:
             return None
-        p, h, status, replaces, by, at, cost, bcost, cur, bd, ed, prob, sch = rows[0]
+        p, h, status, replaces, by, at, cost, bcost, cur, bd, ed, prob, sch, scope = rows[0]
+        found = _scope(scope)
         return StoredPlan(p, h, status, replaces, by, from_us(int(at)), float(cost), float(bcost), cur, bd, ed,
-                          problem_from_json(json.loads(prob)), tuple(_slot(d) for d in json.loads(sch)))
+                          problem_from_json(json.loads(prob)), tuple(_slot(d) for d in json.loads(sch)),
+                          None if found is None else tuple(sorted(found)))
 
     def plans(self, home_id: str | None = None, status: str | None = None) -> list[str]:
         where = " AND ".join(["1 = 1"] + (["home_id = :h"] if home_id is not None else [])

@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from pipeline.cli.args import Parser, add_broker_args, add_poll_args, add_store_arg, positive_float
+from pipeline.cli.args import Parser, add_broker_args, add_poll_args, add_store_arg, existing_file, positive_float
 from pipeline.cli.common import install_stop_handlers, one_line, open_database
 
 
@@ -37,7 +37,21 @@ def cmd_execute(args: argparse.Namespace) -> int:
 
         settings = ExecutorSettings(args.topic_prefix, args.ack_timeout_s, args.settle_s, args.window_s,
                                     args.store_delay_s)
-        executor = PlanExecutor(db, send, settings)
+        receding = None
+        if args.registry:
+            from datetime import timedelta
+
+            from pipeline.ingest.registry import Registry
+            from pipeline.tools.receding import RecedingHorizon, RecedingSettings
+
+            try:
+                registry = Registry.load(args.registry)
+            except (OSError, ValueError) as exc:
+                print(f"shems execute: error: {one_line(exc)}", file=sys.stderr)
+                return 1
+            receding = RecedingHorizon(db, registry, RecedingSettings(timedelta(seconds=args.replan_every_s),
+                                                                      args.replan_hours))
+        executor = PlanExecutor(db, send, settings, receding)
         try:
             if args.once:
                 r = executor.poll()
@@ -118,6 +132,12 @@ def register(sub) -> None:
     p.add("--window-s", type=positive_float, default=120.0, help="seconds of readings the judgement averages")
     p.add("--store-delay-s", type=positive_float, default=15.0,
           help="how long readings take to reach the store (the flow's batching)")
+    p.add("--registry", type=existing_file, default=None,
+          help="device registry: plan each home with a battery spec afresh every --replan-every-s")
+    p.add("--replan-every-s", type=positive_float, default=3600.0,
+          help="with --registry: seconds between a home's receding-horizon plans (default 3600)")
+    p.add("--replan-hours", type=positive_float, default=24.0,
+          help="with --registry: hours each receding-horizon plan covers (default 24)")
     p.add("--status", action="store_true", help="print plans, their commands and planned vs measured, then exit")
     p.add("--home", default=None, help="with --status: this home's plans")
     p.add("--plan", default=None, help="with --status: this plan")

@@ -2,7 +2,7 @@
 
 ``DeviceSeries`` is one device's readings as numpy arrays (fault injection edits these);
 ``detect`` runs them through exactly what the flow runs: ``DeviceWindower`` per device, the
-device windows to ``DeviceDetector``s and, merged in bucket order, to the ``HomeAggregator`` whose
+device windows in bucket order to ``DeviceDetector``s (their SILENT grouped by ``HomeOutage``) and, merged in bucket order, to the ``HomeAggregator`` whose
 totals go to a ``HomeDetector``. It returns each anomaly once, in its final state (closed if it
 closed), which is what a store keyed by ``started_at`` would hold.
 """
@@ -21,6 +21,7 @@ from pipeline.ingest.home_total import HomeAggregator
 from pipeline.ingest.windowing import DeviceWindower
 from pipeline.insights.anomaly.device import DeviceDetector
 from pipeline.insights.anomaly.home import HomeDetector
+from pipeline.insights.anomaly.outage import HomeOutage
 from pipeline.insights.anomaly.settings import AnomalySettings
 from pipeline.records import Anomaly, AnomalyKind, DeviceKind, DeviceWindow, HomeWindow, Reading, Source
 from pipeline.settings import WindowSettings
@@ -95,11 +96,14 @@ def detect(series: list[DeviceSeries], tz: str = "UTC",
 
     homes: dict[str, list[list[DeviceWindow]]] = {}
     for s in series:
-        windows = device_windows(s, window_settings)
-        detector = DeviceDetector(settings, tz)
-        for window in windows:
-            keep(detector.add(window))
-        homes.setdefault(s.home_id, []).append(windows)
+        homes.setdefault(s.home_id, []).append(device_windows(s, window_settings))
+    for devices in homes.values():
+        # In bucket order across the home's devices, as the flow feeds them: a home's outage is
+        # seen by the first device back, while the others are still quiet.
+        detectors: dict[str, DeviceDetector] = {}
+        outage = HomeOutage(settings)
+        for window in heapq.merge(*devices, key=lambda w: w.bucket):
+            keep(outage.add(detectors, window, tz))
     for home, devices in homes.items():
         has_meter = any(s.kind == DeviceKind.METER for s in series if s.home_id == home)
         home_detector = HomeDetector(settings, tz)

@@ -16,7 +16,9 @@ Each poll:
 4. when a device did not follow, plans the rest of the horizon again without it: its measured
    power joins the base load, the battery starts from its measured state of charge and the EV
    needs what it has not had yet (``remaining_problem``), and the new plan replaces the old one
-   from the current slot on.
+   from the current slot on;
+5. with a registry (``receding``), plans each home with a battery spec afresh every hour for the
+   next 24 hours (``pipeline.tools.receding``).
 
 Why a process and not a step of the flow: sending waits for the broker and judging waits for
 minutes of readings; the flow stays pure and fast, and every decision here is re-derived from
@@ -44,6 +46,7 @@ from pipeline.energy.plan_commands import (
 )
 from pipeline.logs import get_logger, mask_secrets
 from pipeline.records import CommandState, DeviceInfo, DeviceKind, Source
+from pipeline.tools.receding import RecedingHorizon
 from ui.db import Database
 from ui.plans import PlanStore, StoredCommand
 
@@ -73,10 +76,12 @@ class PollResult:
 
 
 class PlanExecutor:
-    def __init__(self, db: Database, send: Send, settings: ExecutorSettings = ExecutorSettings()) -> None:
+    def __init__(self, db: Database, send: Send, settings: ExecutorSettings = ExecutorSettings(),
+                 receding: RecedingHorizon | None = None) -> None:
         self.store = PlanStore(db)
         self.send = send
         self.settings = settings
+        self.receding = receding
 
     def poll(self, now: datetime | None = None) -> PollResult:
         now = now or datetime.now(timezone.utc)
@@ -93,6 +98,8 @@ class PlanExecutor:
             if new:
                 replanned.append(new)
         self._finish_plans(now)
+        if self.receding is not None:
+            replanned += self.receding.poll(now)
         result = PollResult(sent, acknowledged, confirmed, len(failed), superseded, tuple(replanned))
         if sent or acknowledged or confirmed or failed:
             log.info("execute_poll", sent=sent, acknowledged=acknowledged, confirmed=confirmed,
@@ -233,7 +240,8 @@ class PlanExecutor:
             return None
         new_id = self.store.accept(home, rest, plan, f"re-plan of {plan_id}: {why}",
                                    battery_device=stored.battery_device, ev_device=stored.ev_device,
-                                   replaces=plan_id, now=now, keep=frozenset(started))
+                                   replaces=plan_id, now=now, keep=frozenset(started),
+                                   scope=None if stored.scope is None else frozenset(stored.scope))
         log.info("replanned", plan=plan_id, new_plan=new_id, devices=sorted(devices),
                  cost=round(plan.cost, 4), baseline_cost=round(plan.baseline_cost, 4))
         return new_id

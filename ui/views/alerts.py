@@ -13,7 +13,10 @@ import streamlit as st
 from ui import data, fmt
 from ui.auth import AccessDenied
 from ui.common import data_clock, home_page, now, refusals, show_data_age, user_locale
+from ui.device_plans import PlanRefused, plan_recommendation
 from ui.safe import md_escape
+
+PLANNED = "recommendation_plan_note"
 
 v, p, home, tz = home_page("Alerts")
 loc = user_locale(v)
@@ -124,6 +127,9 @@ stale = recs.join(current.select("kind", "device_id"), on=["kind", "device_id"],
 if current.is_empty():
     st.info("No recommendation yet." if recs.is_empty()
             else "No current recommendation: the ones below came from older data.")
+if st.session_state.get(PLANNED):
+    level, note = st.session_state.pop(PLANNED)
+    (st.success if level == "success" else st.warning)(md_escape(note))
 if current.height and not can_decide:
     st.caption("Only the household decides on its recommendations.")
 
@@ -158,7 +164,23 @@ def _recommendation(i: int, row: dict, decide: bool) -> None:
                 except AccessDenied as exc:
                     st.error(md_escape(exc))
                 else:
+                    if choice == "accepted" and row["kind"] == "load_shift" and row["device_id"]:
+                        _plan(row)
                     st.rerun()
+
+
+def _plan(row: dict) -> None:
+    """An accepted load shift becomes the device's next run, planned at the recommended start."""
+    device = row["device_id"]
+    try:
+        made = plan_recommendation(v.db, v.accounts, v.pricing(), p, home, device, row["title"], tz, now())
+    except (PlanRefused, AccessDenied) as exc:
+        st.session_state[PLANNED] = ("warning", f"Accepted, but not planned: {exc}")
+        return
+    st.session_state[PLANNED] = ("success", (
+        f"Planned (plan {made.plan_id}): {device} on at {made.on_at().astimezone(zone):%a %H:%M}, off at "
+        f"{made.off_at().astimezone(zone):%H:%M} ({made.run.describe()}). shems execute sends the "
+        "commands then; the Plan page follows them."))
 
 
 def _measured(m, currency: str) -> None:

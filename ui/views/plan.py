@@ -2,16 +2,20 @@
 plan here; ``shems execute`` then carries it out, and this page shows each command's fate and
 every slot planned against measured."""
 
+from datetime import time, timedelta
 from zoneinfo import ZoneInfo
 
 import polars as pl
 import streamlit as st
 
-from ui import charts
-from ui.auth import require_home
-from ui.common import home_page, refusals
+from ui import charts, data
+from ui.auth import AccessDenied, require_home
+from ui.common import home_page, now, refusals
+from ui.device_plans import PlanRefused, plan_cheapest_before
 from ui.plans import PlanStore, planned_vs_actual
 from ui.safe import md_escape
+
+NOTE = "device_plan_note"
 
 
 def _length(seconds: float) -> str:
@@ -22,15 +26,56 @@ v, p, home, tz = home_page("Plan")
 store = PlanStore(v.db)
 with refusals():
     require_home(p, home)
+zone = ZoneInfo(tz)
+
+
+def _cheapest_before() -> None:
+    """One device's next run in the cheapest window before a time the household picks."""
+    with refusals():
+        devices = data.devices_now(v.db, p, home)
+    switchable = devices.filter(pl.col("switchable"))["device_id"].to_list()
+    if not switchable:
+        return
+    with st.expander("Run a device at the cheapest time"):
+        if not p.owns(home):
+            st.caption("Only the household plans its devices.")
+            return
+        a, b = st.columns(2)
+        device = a.selectbox("Device", switchable, key="cheap_device")
+        before = b.time_input("Done before", value=time(7, 0), key="cheap_before", step=timedelta(minutes=15))
+        if st.button("Plan its next run", key="cheap_plan", type="primary"):
+            try:
+                made = plan_cheapest_before(v.db, v.accounts, v.pricing(), p, home, device, before, tz, now())
+            except (PlanRefused, AccessDenied) as exc:
+                st.error(md_escape(exc))
+                return
+            st.session_state[NOTE] = (
+                f"{device}: on at {made.on_at().astimezone(zone):%a %H:%M}, off at "
+                f"{made.off_at().astimezone(zone):%H:%M} ({made.run.describe()}); "
+                f"{made.cost:,.2f} {made.currency} instead of {made.baseline_cost:,.2f} {made.currency} "
+                "at once. shems execute sends the commands at those times.")
+            st.session_state.pop("plan_shown", None)  # show the new plan
+            st.rerun()
+
+
+_cheapest_before()
+if st.session_state.get(NOTE):
+    st.success(md_escape(st.session_state.pop(NOTE)))
+
 ids = store.plans(home_id=home)
 if not ids:
     st.info("No plan for this home yet: `shems plan --home … --store-url … --propose` proposes one.")
     st.stop()
-stored = store.plan(ids[-1])
+shown = ids[-1]
+if len(ids) > 1:
+    # Newest first; a device's own plan may run beside the home's battery plan.
+    shown = st.selectbox("Plan", list(reversed(ids)), key="plan_shown") or ids[-1]
+stored = store.plan(shown)
 assert stored is not None
 cur = md_escape(stored.currency)
 saving = stored.baseline_cost - stored.cost
-st.markdown(f"**{md_escape(stored.plan_id)}** · {md_escape(stored.status)} · "
+scope = f" · for {md_escape(', '.join(stored.scope))} only" if stored.scope else ""
+st.markdown(f"**{md_escape(stored.plan_id)}** · {md_escape(stored.status)}{scope} · "
             f"{stored.problem.start.astimezone(ZoneInfo(tz)):%a %d %b %H:%M} for "
             f"{stored.problem.slots} slots of {_length(stored.problem.slot.total_seconds())}")
 a, b, c = st.columns(3)

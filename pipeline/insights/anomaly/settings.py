@@ -92,11 +92,29 @@ class AnomalySettings:
     # long without one.
     counter_quiet_s: float = 3600.0
 
+    # Fields added later go last: a snapshot from before settings were pickled by name holds
+    # the values in field order (see __setstate__).
+    # A home's outage (outage.py): at least `outage_min_devices` devices, and at least
+    # `outage_share` of those still heard from, going quiet within `outage_span_s` of each other
+    # are one SILENT anomaly of the home instead of one per device.
+    outage_min_devices: int = 3
+    outage_share: float = 0.75
+    outage_span_s: float = 600.0
+
+    def __setstate__(self, state: list | dict) -> None:
+        # An old snapshot's state: the values of the fields of its time, in order; fields added
+        # since take their defaults.
+        given = state if isinstance(state, dict) else dict(zip((f.name for f in fields(self)), state))
+        for f in fields(self):
+            object.__setattr__(self, f.name, given.get(f.name, f.default))
+
     def __post_init__(self) -> None:
         for name in ("high_quantile", "high_hold_share", "long_quantile", "silent_gap_quantile", "high_min_coverage"):
             value = getattr(self, name)
             if not 0 < value < 1:
                 raise ValueError(f"{name} must lie strictly between 0 and 1, got {value}")
+        if not 0 < self.outage_share <= 1:
+            raise ValueError(f"outage_share must lie in (0, 1], got {self.outage_share}")
         low, high = self.duty_range
         if not 0 <= low < high <= 1:
             raise ValueError(f"duty_range must be (low, high) with 0 <= low < high <= 1, got {self.duty_range}")

@@ -98,6 +98,11 @@ class Silence:
         self.open_start = self._last + self.settings.window_s + self.limit()
         return [self._opened(subject, self.open_start)]
 
+    def opened(self, subject: Subject, start: float) -> Anomaly:
+        """The record of the SILENT that opened at ``start`` (told later when a home's outage
+        held it back: ``outage.py``)."""
+        return self._opened(subject, start)
+
     def _opened(self, subject: Subject, start: float) -> Anomaly:
         since = self._last + self.settings.window_s
         usual = self.usual_gap()
