@@ -245,7 +245,7 @@ class Accounts:
             f"SELECT {self.db.us('at')} FROM signin_attempts WHERE client = :c AND ok = :f "
             "AND at >= :w ORDER BY at DESC", {"c": client, "f": False, "w": window_start})]
         waits.append(_backoff(client_failures, s.signin_client_free_failures,
-                              s.signin_client_max_delay_s, now))
+                              s.signin_client_max_delay_s, now, s.signin_first_delay_s))
         last_ok = tx.rows(f"SELECT {self.db.us('max(at)')} FROM signin_attempts "
                           "WHERE username = :u AND ok = :t", {"u": key, "t": True})[0][0]
         known = tx.rows("SELECT 1 FROM signin_attempts WHERE username = :u AND client = :c "
@@ -259,7 +259,7 @@ class Accounts:
                 "AND ok = :f AND at > :since ORDER BY at DESC",
                 {"u": key, "f": False, "since": since})]
             waits.append(_backoff(name_failures, s.signin_name_free_failures,
-                                  s.signin_name_max_delay_s, now))
+                                  s.signin_name_max_delay_s, now, s.signin_first_delay_s))
         known_waits = [w for w in waits if w is not None]
         return max(known_waits) if known_waits else None
 
@@ -312,13 +312,13 @@ class Accounts:
 
 
 def _backoff(failures: list[datetime], free: int, cap_s: float,
-             now: datetime) -> timedelta | None:
+             now: datetime, first_s: float = 1.0) -> timedelta | None:
     """The wait left after the newest of ``failures`` (newest first): none for the first
-    ``free``, then 1 s, 2 s, 4 s ... up to ``cap_s``."""
+    ``free``, then ``first_s`` (1 s), twice that, four times ... up to ``cap_s``."""
     extra = len(failures) - free
     if extra < 0 or not failures:
         return None
-    delay = timedelta(seconds=min(cap_s, 2.0 ** min(extra, 30)))
+    delay = timedelta(seconds=min(cap_s, first_s * 2.0 ** min(extra, 30)))
     left = failures[0] + delay - now
     return left if left > timedelta(0) else None
 

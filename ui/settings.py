@@ -26,6 +26,7 @@ class ViewerSettings:
     # the same, with its own free count and a short cap, and not for an address this user signed
     # in from before, so nobody can lock a user out.
     signin_window_s: float = 3600.0
+    signin_first_delay_s: float = 1.0  # the first wait; each further failure doubles it
     signin_client_free_failures: int = 5
     signin_client_max_delay_s: float = 300.0
     signin_name_free_failures: int = 10
