@@ -86,7 +86,8 @@ class _ChildReceiver(MqttPartition):
                  expect_session: bool) -> None:
         self.spool = spool
         self.taken = taken  # messages the worker has taken from the pipe (shared memory)
-        self.sent = 0  # messages drained from the inbox for the worker
+        # Admitted into the inbox, ever: minus what the worker took, what waits for the flow.
+        self.admitted = 0
         self.expect_session = expect_session
         super().__init__(source, worker_index)
 
@@ -98,19 +99,19 @@ class _ChildReceiver(MqttPartition):
             os._exit(1)
 
     def _room(self) -> bool:
-        return self.inbox.qsize() + self.sent - self.taken.value < self.src.max_buffered
+        return self.admitted - self.taken.value < self.src.max_buffered
 
     def _admit(self, msg: RawMessage, mid: int, qos: int) -> None:
         end = self.spool.append(msg) if self.spool is not None else 0
         if mid:
             self.client.ack(mid, qos)
         self.inbox.put((msg, end))
+        self.admitted += 1  # under the lock, as every _admit
 
     def take_batch(self, first, limit: int) -> tuple[list, int | None]:
         """``first`` and up to ``limit - 1`` more, as sent to the worker, with the spool offset
         after the last (None without a spool)."""
         items = [first, *self._drain(limit - 1)]
-        self.sent += len(items)
         self.received += len(items)  # for its stop line
         end = items[-1][1] if self.spool is not None else None
         return [(m.topic, m.payload, m.received_at) for m, _ in items], end
@@ -119,7 +120,7 @@ class _ChildReceiver(MqttPartition):
         """The child's metrics into the shared array the flow reads."""
         sample = REGISTRY.get_sample_value
         labels = {"worker": self.worker}
-        stats[_BUFFERED] = self.inbox.qsize() + self.sent - self.taken.value
+        stats[_BUFFERED] = self.admitted - self.taken.value
         stats[_HELD] = len(self.held)
         stats[_PAUSES] = sample("shems_source_pauses_total", labels) or 0.0
         dropped = sample("shems_broker_dropped_messages")
