@@ -285,7 +285,7 @@ def run_drain(readings: int, devices: int, insights: bool, processes: int, worke
         counter = _StoreCounter(store_url)
         baseline = counter.count()
         # `shems run` connects with the same client ids and finds its session queued.
-        extra = () if mqtt_process else ("--mqtt-in-process",)
+        extra: tuple[str, ...] = () if mqtt_process else ("--mqtt-in-process",)
         if recovery:
             extra += ("--recovery-dir", str(Path(tmp.name) / "recovery"))
         flow = Flow(broker.url, store_url, prefix, workers, processes, 1, insights,
