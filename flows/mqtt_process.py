@@ -129,10 +129,21 @@ class _ChildReceiver(MqttPartition):
         stats[_SESSIONS_LOST] = sample("shems_mqtt_sessions_lost_total") or 0.0
 
 
+# The receiver's lock, held around every spool append: an exit waits for the one in progress,
+# so the spool never ends in half a record.
+_admit_lock: threading.Lock | None = None
+
+
+def _exit_now(code: int = 0) -> NoReturn:
+    if _admit_lock is not None:
+        _admit_lock.acquire(timeout=5)
+    os._exit(code)
+
+
 def _watch_parent(parent_pid: int) -> None:
     while True:
         if os.getppid() != parent_pid:
-            os._exit(0)  # the flow is gone: nobody reads, and the client id must be free
+            _exit_now()  # the flow is gone: nobody reads, and the client id must be free
         time.sleep(0.5)
 
 
@@ -166,11 +177,13 @@ def child_main(settings: dict, worker_index: int, conn, stop, parent_pid: int, t
     source.dropped_state = Path(dropped_state) if dropped_state else None
     _ChildReceiver.conn = conn
     receiver = _ChildReceiver(source, worker_index, spool, taken, expect_session)
+    global _admit_lock
+    _admit_lock = receiver.lock
     threading.Thread(target=_publish_stats, args=(receiver, stats), daemon=True).start()
     conn.send_bytes(pickle.dumps((_READY,)))
     inbox, batch_max = receiver.inbox, settings["batch_max"]
     try:
-        while not stop.is_set():
+        while not stop.value:
             try:
                 first = inbox.get(timeout=0.05)
             except queue.Empty:
@@ -193,7 +206,7 @@ def child_main(settings: dict, worker_index: int, conn, stop, parent_pid: int, t
                                          protocol=pickle.HIGHEST_PROTOCOL))
         conn.send_bytes(pickle.dumps(None))
     except (BrokenPipeError, EOFError, OSError):
-        os._exit(0)  # the flow is gone
+        _exit_now()  # the flow is gone
     if spool is not None:
         spool.close()
     conn.close()
@@ -236,7 +249,9 @@ class _ProcessFed(BatchPacing):
         self._received = metrics.MESSAGES_RECEIVED.labels(worker=self.worker)
         ctx = multiprocessing.get_context("spawn")  # never fork a process running Bytewax's threads
         self.conn, child_end = ctx.Pipe(duplex=False)
-        self.stop = ctx.Event()
+        # Shared memory, not an Event: a semaphore left by a flow that exits at once (os._exit)
+        # makes multiprocessing's resource tracker print a warning after the flow's last line.
+        self.stop = ctx.RawValue("b", 0)
         self.taken = ctx.RawValue("q", 0)
         self.stats = ctx.RawArray("d", _STATS_LEN)
         self.stats[_DROPPED] = -1.0
@@ -365,7 +380,7 @@ class _ProcessFed(BatchPacing):
         if self.stopping:
             return
         self.stopping = True
-        self.stop.set()
+        self.stop.value = 1
         deadline = time.monotonic() + 30
         while not self.finished and time.monotonic() < deadline:
             chunk = self._recv(0.2)
