@@ -34,6 +34,7 @@ import multiprocessing
 import os
 import pickle
 import queue
+import signal
 import sys
 import threading
 import time
@@ -163,6 +164,10 @@ def child_main(settings: dict, worker_index: int, conn, stop, parent_pid: int, t
     from pipeline.logs import configure
 
     configure()  # as `shems run` does: same stream, same format
+    # Ctrl-C reaches the whole process group: the flow stops its children itself, after taking
+    # what they hold, so a signal must not end a child first (nor print its traceback).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     threading.Thread(target=_watch_parent, args=(parent_pid,), daemon=True).start()
     spool = None
     if spool_dir is not None:
