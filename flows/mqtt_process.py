@@ -22,7 +22,7 @@ Backpressure: ``--max-buffered-messages`` bounds the messages in the child's inb
 to the worker and not yet taken by it (a shared counter says how many it took); beyond that paho
 holds deliveries unacknowledged, as in process. The child's gauges and counters (buffered, held,
 pauses, the broker's dropped count, lost sessions) reach the flow's metrics through shared memory,
-read by a thread of the flow every half second, so they are current while the worker is blocked.
+read by a thread of the flow four times a second, so they are current while the worker is blocked.
 
 A child never outlives its flow: it exits when the parent process is gone (a SIGKILL leaves no
 client holding the session's client id) or when the pipe breaks.
@@ -60,7 +60,7 @@ _READY = "ready"
 _FAILED = "failed"
 _GATHER_S = 0.005
 _STARTUP_GRACE_S = 30.0  # a spawned interpreter imports paho and the pipeline before connecting
-_STATS_S = 0.25  # how often the child publishes its gauges; the flow reads them twice as slowly
+_STATS_S = 0.25  # how often the child publishes its gauges and the flow copies them
 # The child's metrics, in the shared array: gauges are copied, counters added by their increase.
 _BUFFERED, _HELD, _PAUSES, _DROPPED, _DROPPED_SEEN, _SESSIONS_LOST = range(6)
 _STATS_LEN = 6
@@ -83,9 +83,10 @@ class _ChildReceiver(MqttPartition):
 
     conn = None
 
-    def __init__(self, source: MqttSource, worker_index: int, spool: Spool | None, taken,
+    def __init__(self, source: MqttSource, worker_index: int, spool: Spool | None, taken, stats,
                  expect_session: bool) -> None:
         self.spool = spool
+        self.stats = stats  # the shared array the flow copies its metrics from
         self.taken = taken  # messages the worker has taken from the pipe (shared memory)
         # Admitted into the inbox, ever: minus what the worker took, what waits for the flow.
         self.admitted = 0
@@ -109,6 +110,14 @@ class _ChildReceiver(MqttPartition):
         self.inbox.put((msg, end))
         self.admitted += 1  # under the lock, as every _admit
 
+    def _hold(self, msg: RawMessage, mid: int, qos: int) -> None:
+        pausing = self.paused_since is None
+        super()._hold(msg, mid, qos)
+        # At once, not at the next publish_stats: a pause is what an operator looks for.
+        self.stats[_HELD] = len(self.held)
+        if pausing and self.paused_since is not None:
+            self.stats[_PAUSES] += 1
+
     def take_batch(self, first, limit: int) -> tuple[list, int | None]:
         """``first`` and up to ``limit - 1`` more, as sent to the worker, with the spool offset
         after the last (None without a spool)."""
@@ -117,13 +126,12 @@ class _ChildReceiver(MqttPartition):
         end = items[-1][1] if self.spool is not None else None
         return [(m.topic, m.payload, m.received_at) for m, _ in items], end
 
-    def publish_stats(self, stats) -> None:
-        """The child's metrics into the shared array the flow reads."""
+    def publish_stats(self) -> None:
+        """The child's metrics into the shared array the flow reads (pauses: in ``_hold``)."""
         sample = REGISTRY.get_sample_value
-        labels = {"worker": self.worker}
+        stats = self.stats
         stats[_BUFFERED] = self.admitted - self.taken.value
         stats[_HELD] = len(self.held)
-        stats[_PAUSES] = sample("shems_source_pauses_total", labels) or 0.0
         dropped = sample("shems_broker_dropped_messages")
         stats[_DROPPED] = -1.0 if dropped is None or self.src.dropped_seen is None else dropped
         stats[_DROPPED_SEEN] = sample("shems_broker_dropped_messages_seen_total") or 0.0
@@ -148,10 +156,10 @@ def _watch_parent(parent_pid: int) -> None:
         time.sleep(0.5)
 
 
-def _publish_stats(receiver: _ChildReceiver, stats) -> None:
+def _publish_stats(receiver: _ChildReceiver) -> None:
     while True:
         try:
-            receiver.publish_stats(stats)
+            receiver.publish_stats()
         except Exception:  # noqa: BLE001 - metrics must never stop the client
             pass
         time.sleep(_STATS_S)
@@ -181,10 +189,10 @@ def child_main(settings: dict, worker_index: int, conn, stop, parent_pid: int, t
     source = MqttSource(**settings)
     source.dropped_state = Path(dropped_state) if dropped_state else None
     _ChildReceiver.conn = conn
-    receiver = _ChildReceiver(source, worker_index, spool, taken, expect_session)
+    receiver = _ChildReceiver(source, worker_index, spool, taken, stats, expect_session)
     global _admit_lock
     _admit_lock = receiver.lock
-    threading.Thread(target=_publish_stats, args=(receiver, stats), daemon=True).start()
+    threading.Thread(target=_publish_stats, args=(receiver,), daemon=True).start()
     conn.send_bytes(pickle.dumps((_READY,)))
     inbox, batch_max = receiver.inbox, settings["batch_max"]
     try:
@@ -295,7 +303,7 @@ class _ProcessFed(BatchPacing):
             exit_now(answer[1], answer[2])
 
     def _copy_stats(self) -> None:
-        """The child's gauges and counters into this process's metrics, every half second."""
+        """The child's gauges and counters into this process's metrics, four times a second."""
         labels = {"worker": self.worker}
         buffered = metrics.SOURCE_BUFFERED.labels(**labels)
         held = metrics.SOURCE_HELD.labels(**labels)
@@ -313,7 +321,7 @@ class _ProcessFed(BatchPacing):
                 if stats[i] > seen[i]:
                     counter.inc(stats[i] - seen[i])
                     seen[i] = stats[i]
-            time.sleep(2 * _STATS_S)
+            time.sleep(_STATS_S)
 
     def _recv(self, wait: float) -> tuple[list, int | None] | None:
         """One batch from the child, or None (nothing within ``wait``, or the child is done)."""
