@@ -265,7 +265,7 @@ def run(cfg: IngestConfig, stop_event: threading.Event | None = None) -> None:
     from bytewax.recovery import RecoveryConfig, init_db_dir
     from bytewax.run import cli_main
 
-    from flows.mqtt_process import ProcessMqttSource
+    from flows.mqtt_process import ProcessMqttSource, SpooledProcessMqttSource
     from flows.mqtt_source import MqttSource, SpooledMqttSource
 
     registry = load_registry(cfg)
@@ -289,8 +289,8 @@ def run(cfg: IngestConfig, stop_event: threading.Event | None = None) -> None:
         # ... and file the state of steps now inside operators under their old step ids.
         snapshot_compat.rename_steps(cfg.recovery_dir, {f"{FLOW_ID}.{old}": f"{FLOW_ID}.{new}"
                                                         for old, new in MOVED_STEPS.items()})
-    # --mqtt-process: the client in a process of its own, not with recovery (the spool acks in process)
-    source_class = ProcessMqttSource if cfg.mqtt_process and recovery is None else MqttSource
+    # The client in a process of its own (flows/mqtt_process.py) unless --mqtt-in-process.
+    source_class = ProcessMqttSource if cfg.mqtt_process else MqttSource
     settings = source_class(
         parse_mqtt_url(cfg.mqtt_url),
         subscriptions(registry),  # the default topic layouts and those the registry names
@@ -310,7 +310,8 @@ def run(cfg: IngestConfig, stop_event: threading.Event | None = None) -> None:
     )
     source: MqttSource | SpooledMqttSource = settings
     if recovery is not None and cfg.recovery_dir is not None:
-        source = SpooledMqttSource(settings, cfg.consumers, cfg.recovery_dir / "spool")
+        spooled = SpooledProcessMqttSource if cfg.mqtt_process else SpooledMqttSource
+        source = spooled(settings, cfg.consumers, cfg.recovery_dir / "spool")
     # With recovery the open windows survive in the snapshot, so a stop signal must not flush
     # them as final (the next run completes them); without recovery, or when the input simply
     # went quiet (--idle-exit), flushing is the only way not to lose the minute in progress.

@@ -125,7 +125,7 @@ class SpooledMqttSource(FixedPartitionedSource):
     def list_parts(self) -> list[str]:
         return [str(i) for i in range(self.partitions)]
 
-    def build_part(self, step_id: str, for_part: str, resume_state: int | None) -> SpooledMqttPartition:
+    def build_part(self, step_id: str, for_part: str, resume_state: int | None) -> StatefulSourcePartition:
         self.settings.dropped_state = self.spool_root / "broker_dropped"
         try:
             spool = Spool(self.spool_root / f"part-{for_part}")
@@ -327,10 +327,14 @@ class _Receiver(BatchPacing):
             return
         msg = RawMessage(topic[self.prefix_len :], message.payload, datetime.now(timezone.utc))
         with self.lock:
-            if self.held or self.inbox.qsize() >= self.src.max_buffered:
+            if self.held or not self._room():
                 self._hold(msg, message.mid, message.qos)
                 return
             self._admit(msg, message.mid, message.qos)
+
+    def _room(self) -> bool:
+        """Whether the flow has room for one more received message (--max-buffered-messages)."""
+        return self.inbox.qsize() < self.src.max_buffered
 
     def _on_broker_dropped(self, payload: bytes) -> None:
         try:
@@ -386,7 +390,7 @@ class _Receiver(BatchPacing):
     def _release_held(self) -> None:
         """Admit held messages once the flow has made room (worker thread)."""
         with self.lock:
-            while self.held and self.inbox.qsize() < self.src.max_buffered:
+            while self.held and self._room():
                 self._admit(*self.held.popleft())
             self._held.set(len(self.held))
             if not self.held and self.paused_since is not None:
@@ -453,14 +457,16 @@ class MqttPartition(_Receiver, StatelessSourcePartition):
     """Acknowledges a message once it is in the in-memory buffer (at most once on a crash)."""
 
 
-class SpooledMqttPartition(_Receiver, StatefulSourcePartition):
-    """Acknowledges a message only once it is in the spool; resumes from a snapshot offset.
+class SpoolReplay:
+    """After a restart, hand on again what the spool holds past the snapshot's offset; snapshot
+    the offset just after the last message handed on. Shared by the spooled partition fed by an
+    in-process client and the one fed by a client process (flows/mqtt_process.py).
 
     The spool's crash guard (flows/spool.py) knows whether earlier starts from this offset died:
     then the replay goes one message at a time, recording which one is in hand, and a message
     that was in hand when the process died is dead-lettered instead of replayed again."""
 
-    def __init__(self, source: MqttSource, index: int, spool: Spool, resume_offset: int) -> None:
+    def _start_replay(self, index: int, spool: Spool, resume_offset: int) -> None:
         self.spool = spool
         self.part = index
         self.emitted = resume_offset  # spool offset just after the last message handed on
@@ -470,8 +476,6 @@ class SpooledMqttPartition(_Receiver, StatefulSourcePartition):
         self.replay = spool.read_from(resume_offset, spool.end)
         self.replay_at = resume_offset  # where the next replayed message starts
         self.replaying = resume_offset < spool.end
-        # Anything in the spool means an earlier run subscribed: the broker should know us.
-        self.expect_session = spool.end > 0
         if self.replaying:
             log.info("spool_replay", part=index, bytes=spool.end - resume_offset,
                      starts=self.guard.starts)
@@ -481,13 +485,6 @@ class SpooledMqttPartition(_Receiver, StatefulSourcePartition):
                         starts=self.guard.starts, crashed_at=self.guard.crashed,
                         detail="earlier starts from this spool offset died: replaying one message "
                                "at a time; the one in hand at a crash is dead-lettered")
-        super().__init__(source, index)
-
-    def _admit(self, msg: RawMessage, mid: int, qos: int) -> None:
-        end = self.spool.append(msg)
-        if mid:
-            self.client.ack(mid, qos)
-        self.inbox.put((msg, end))
 
     def _take_replay(self, limit: int) -> list[SourceItem]:
         out: list[SourceItem] = []
@@ -507,30 +504,50 @@ class SpooledMqttPartition(_Receiver, StatefulSourcePartition):
             self.guard.settled()
         return out
 
+    def _screen(self, msgs: list[RawMessage]) -> list[SourceItem]:
+        """A copy of a message that killed the process, delivered again, must not kill it again."""
+        if self.guard.poison:
+            return [self.guard.dead_letter(msg) if self.guard.is_poison(msg) else msg for msg in msgs]
+        return list(msgs)
+
+    def snapshot(self) -> int:
+        self.spool.snapshotted(self.emitted)
+        return self.emitted
+
+    def _close_spool(self) -> None:
+        self.guard.settled()  # a clean stop is no crash
+        self.guard.close()
+        self.spool.close()
+
+
+class SpooledMqttPartition(SpoolReplay, _Receiver, StatefulSourcePartition):
+    """Acknowledges a message only once it is in the spool; resumes from a snapshot offset."""
+
+    def __init__(self, source: MqttSource, index: int, spool: Spool, resume_offset: int) -> None:
+        self._start_replay(index, spool, resume_offset)
+        # Anything in the spool means an earlier run subscribed: the broker should know us.
+        self.expect_session = spool.end > 0
+        super().__init__(source, index)
+
+    def _admit(self, msg: RawMessage, mid: int, qos: int) -> None:
+        end = self.spool.append(msg)
+        if mid:
+            self.client.ack(mid, qos)
+        self.inbox.put((msg, end))
+
     def _take(self, limit: int) -> list[SourceItem]:
         if self.replaying:
-            # Careful: one at a time, so the message in hand at a crash is the one that caused it
-            # (with one worker exactly: Bytewax runs it through every step before asking again).
             out = self._take_replay(1 if self.guard.careful else limit)
             if out:
                 return out
         items: list[tuple[RawMessage, int]] = self._drain(limit)
         if items:
             self.emitted = items[-1][1]
-        if self.guard.poison:  # a copy the broker delivered again must not kill us again
-            return [self.guard.dead_letter(msg) if self.guard.is_poison(msg) else msg
-                    for msg, _ in items]
-        return [msg for msg, _ in items]
+        return self._screen([msg for msg, _ in items])
 
     def next_awake(self) -> datetime | None:
         return None if self.replaying else super().next_awake()
 
-    def snapshot(self) -> int:
-        self.spool.snapshotted(self.emitted)
-        return self.emitted
-
     def close(self) -> None:
         super().close()
-        self.guard.settled()  # a clean stop is no crash
-        self.guard.close()
-        self.spool.close()
+        self._close_spool()

@@ -25,10 +25,12 @@ first had not left the process before it died, and every copy is dead-lettered o
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
 import struct
+import time
 from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
@@ -48,20 +50,56 @@ def encode(msg: RawMessage) -> bytes:
     return struct.pack("<I", len(body) - 4) + body[4:]
 
 
-class Spool:
-    """One writer and reader per source partition; offsets are global byte positions."""
+WRITER_LOCK = "writer.lock"
 
-    def __init__(self, directory: Path) -> None:
+
+class SpoolBusy(OSError):
+    """Another process still writes this spool."""
+
+
+def _lock(directory: Path, wait_s: float) -> int:
+    """An exclusive lock on the spool's writer lock file, waiting up to ``wait_s``: one writer at
+    a time, and a writer left behind by a killed flow (its MQTT client process, which notices
+    within a second) is gone before anyone takes the spool's end."""
+    fd = os.open(directory / WRITER_LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return fd
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                os.close(fd)
+                raise SpoolBusy(f"another process still writes the spool in {directory}") from None
+            time.sleep(0.05)
+
+
+def wait_for_writer(directory: Path, wait_s: float = 10.0) -> None:
+    """Returns once no process writes the spool in ``directory`` (SpoolBusy after ``wait_s``)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    os.close(_lock(directory, wait_s))  # closing the descriptor releases the lock
+
+
+class Spool:
+    """One writer and reader per source partition; offsets are global byte positions.
+
+    The writer holds a lock on the directory for its life. With ``writer=False`` (a flow whose
+    MQTT client process writes the spool: flows/mqtt_process.py) the spool is only read and
+    pruned: call :func:`wait_for_writer` first, so the end read here is final until a new writer
+    starts."""
+
+    def __init__(self, directory: Path, writer: bool = True, lock_wait_s: float = 10.0) -> None:
         self.dir = directory
         self.dir.mkdir(parents=True, exist_ok=True)
+        self.lock_fd = _lock(directory, lock_wait_s) if writer else -1
         segments = self._segments()
         if segments:
             start = segments[-1]
             self.end = start + self._path(start).stat().st_size
         else:
             start = self.end = 0
-        self.current_start = start
-        self.file = open(self._path(start), "ab", buffering=0)
+        self.current_start = start if writer else -1  # a reader may prune any but the last
+        self.file = open(self._path(start), "ab", buffering=0) if writer else None
         self.snapshots: list[int] = []
 
     def _path(self, start: int) -> Path:
@@ -73,6 +111,7 @@ class Spool:
     def append(self, msg: RawMessage) -> int:
         """Write one message; returns the offset just after it."""
         record = encode(msg)
+        assert self.file is not None, "a read-only spool"
         if self.end - self.current_start + len(record) > SEGMENT_BYTES and self.end > self.current_start:
             self.file.close()
             self.current_start = self.end
@@ -109,12 +148,17 @@ class Spool:
             return
         oldest_needed = self.snapshots.pop(0)
         segments = self._segments()
+        # Never the last segment (a following one exists): the only one a writer appends to.
         for start, following in zip(segments, segments[1:]):
             if following <= oldest_needed and start != self.current_start:
                 os.unlink(self._path(start))
 
     def close(self) -> None:
-        self.file.close()
+        if self.file is not None:
+            self.file.close()
+        if self.lock_fd >= 0:
+            os.close(self.lock_fd)
+            self.lock_fd = -1
 
 
 # Starts from one resume offset that may die before the replay goes one message at a time.

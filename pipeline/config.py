@@ -172,9 +172,9 @@ class IngestConfig:
     startup_timeout_s: float = 12.0
     # Home Assistant MQTT discovery and states (flows/home_assistant.py); None: off.
     ha_prefix: str | None = None
-    # The MQTT client in a process of its own per worker (flows/mqtt_process.py); not with
-    # recovery, whose spool acknowledges in process.
-    mqtt_process: bool = False
+    # The MQTT client in a process of its own per worker (flows/mqtt_process.py); False: in the
+    # flow's process (`shems run --mqtt-in-process`).
+    mqtt_process: bool = True
 
     @property
     def consumers(self) -> int:

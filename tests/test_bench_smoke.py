@@ -42,17 +42,17 @@ def _drain(*extra: str) -> dict:
 def test_bench_drain_stores_every_queued_reading_and_ends_with_its_json_line():
     # The run fails (non-zero) unless the flow stored every one of the 3,000 queued readings and
     # the counting subscriber received every one.
-    result = _drain("--no-insights")
+    result = _drain("--no-insights", "--recovery")
     assert set(result) >= {"readings", "raw_drain_per_s", "shems_drain_per_s", "ratio", "insights", "processes"}
     assert result["readings"] == 3000 and result["insights"] is False and result["processes"] == 1
-    assert result["stored"] == 3000
+    assert result["stored"] == 3000 and result["mqtt_process"] is True and result["recovery"] is True
     assert result["raw_drain_per_s"] > 0 and result["shems_drain_per_s"] > 0
     assert result["ratio"] == round(result["shems_drain_per_s"] / result["raw_drain_per_s"], 3) or \
         abs(result["ratio"] - result["shems_drain_per_s"] / result["raw_drain_per_s"]) < 0.01
 
 
-def test_bench_drain_with_insights_and_the_client_in_its_own_process():
-    result = _drain("--mqtt-process")
-    assert result["insights"] is True and result["mqtt_process"] is True
+def test_bench_drain_with_insights_and_the_client_in_the_flows_process():
+    result = _drain("--mqtt-in-process")
+    assert result["insights"] is True and result["mqtt_process"] is False and result["recovery"] is False
     assert result["stored"] == 3000
     assert result["shems_drain_per_s"] > 0

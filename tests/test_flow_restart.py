@@ -40,20 +40,36 @@ def _publish(pub: TestPublisher, prefix: str, rows: list[dict], rate: float | No
     pub.flush()
 
 
+def _stored(url: str) -> int:
+    store = open_store(url)
+    try:
+        return store.counts()["readings"]
+    finally:
+        store.close()
+
+
+@pytest.mark.parametrize("client", ["process", "in_process"])
 @pytest.mark.parametrize("how", ["sigterm", "sigkill"])
-def test_restart_stores_every_reading_once(how, sqlite_url, tmp_path, mqtt_url, topic_prefix):
+def test_restart_stores_every_reading_once(how, client, sqlite_url, tmp_path, mqtt_url, topic_prefix):
+    """With the MQTT client in a process of its own (the default: it writes the spool and goes
+    on for a moment after its flow is killed) and in the flow's process."""
     rows = _readings(2000)
     # Mosquitto's default max_queued_messages (1000) drops QoS 1 messages queued for an offline
     # session beyond that, silently: what is queued while the flow is down stays well below it.
     first, while_down, after = rows[:800], rows[800:1200], rows[1200:]
+    extra = ["--recovery-dir", str(tmp_path / "recovery")]
     flow = FlowProcess(mqtt_url, sqlite_url, topic_prefix,
-                       extra_args=["--recovery-dir", str(tmp_path / "recovery")])
+                       extra_args=extra + (["--mqtt-in-process"] if client == "in_process" else []))
     flow.start()
     pub = TestPublisher()
     # Stop the flow while the first part is still being published.
-    publisher = threading.Thread(target=_publish, args=(pub, topic_prefix, first, 800.0))
+    publisher = threading.Thread(target=_publish, args=(pub, topic_prefix, first, 400.0))
     publisher.start()
-    time.sleep(0.6)
+    # Once the first readings are stored (a spawned client process takes a moment longer to
+    # hand over its first batch than an in-process client).
+    deadline = time.monotonic() + 10
+    while _stored(sqlite_url) == 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
     if how == "sigterm":
         flow.stop()
     else:
@@ -61,9 +77,7 @@ def test_restart_stores_every_reading_once(how, sqlite_url, tmp_path, mqtt_url, 
     publisher.join()
     _publish(pub, topic_prefix, while_down)  # the broker queues these for the flow's session
 
-    store = open_store(sqlite_url)
-    stored_mid_way = store.counts()["readings"]
-    store.close()
+    stored_mid_way = _stored(sqlite_url)
     assert 0 < stored_mid_way < len(first) + len(while_down), stored_mid_way
 
     flow.start(idle_exit=4)
@@ -71,6 +85,8 @@ def test_restart_stores_every_reading_once(how, sqlite_url, tmp_path, mqtt_url, 
     _publish(pub, topic_prefix, after, rate=400.0)
     pub.close()
     flow.wait()
+    if how == "sigkill":  # what was spooled after the last snapshot came from the spool again
+        assert any('"spool_replay"' in line for line in flow.log_lines), flow.log_lines[-30:]
 
     store = open_store(sqlite_url)
     try:

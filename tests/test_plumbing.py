@@ -86,3 +86,31 @@ def test_spool_round_trip_rotation_and_pruning(tmp_path, monkeypatch):
     # Segments wholly before the oldest snapshot still kept (ends[30]) are gone; the rest remain.
     assert [m for m, _ in reopened.read_from(ends[30], ends[-1])] == msgs[31:]
     assert min(int(p.stem) for p in tmp_path.glob("*.spool")) > 0
+
+
+def test_one_spool_writer_at_a_time_and_a_reader_waits_for_the_last_one(tmp_path):
+    """A killed flow's client process may still append for a moment: a second writer is refused
+    while it lives, and a reader that waits for it sees where the spool really ends."""
+    from flows.spool import SpoolBusy, wait_for_writer
+
+    writer = subprocess.Popen(
+        [sys.executable, "-c",
+         "import sys, time; from datetime import datetime, timezone; from pathlib import Path;"
+         "from flows.spool import Spool; from pipeline.records import RawMessage;"
+         "s = Spool(Path(sys.argv[1])); print('locked', flush=True); time.sleep(1.0);"
+         "s.append(RawMessage('t/late', b'x', datetime.now(timezone.utc))); s.close()",
+         str(tmp_path)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert writer.stdout is not None and writer.stdout.readline().strip() == "locked"
+        with pytest.raises(SpoolBusy):
+            Spool(tmp_path, lock_wait_s=0.2)
+        wait_for_writer(tmp_path, 20.0)  # returns once the writer let go: after its append
+    finally:
+        writer.kill()
+        writer.wait()
+    reader = Spool(tmp_path, writer=False)
+    assert [m.topic for m, _ in reader.read_from(0, reader.end)] == ["t/late"]
+    reader.close()
+    again = Spool(tmp_path, lock_wait_s=0.2)  # free again: the next writer gets it at once
+    assert again.end == reader.end
+    again.close()

@@ -14,7 +14,7 @@ def cmd_bench(args) -> int:
     result = run_bench(args.devices, args.seconds, args.rate, args.burst, args.qos, args.mqtt_url,
                        args.store_url, args.workers, args.processes, args.naive_burst, console,
                        insights=not args.no_insights,
-                       flow_args=("--mqtt-process",) if args.mqtt_process else ())
+                       flow_args=("--mqtt-in-process",) if args.mqtt_in_process else ())
     print_result(result, console, args.json)
     return 0
 
@@ -30,7 +30,8 @@ def cmd_drain(args) -> int:
         return fail(problem)
     console = Console(stderr=True)  # progress on stderr; stdout keeps the JSON line
     result = run_drain(args.readings, args.devices, not args.no_insights, args.processes, args.workers,
-                       args.store_url, console, mqtt_process=bool(args.mqtt_process))
+                       args.store_url, console, mqtt_process=not args.mqtt_in_process,
+                       recovery=bool(args.recovery))
     print_drain(result, console, args.json)
     return 0
 
@@ -51,7 +52,8 @@ def register(sub) -> None:
     p.add("--processes", "-p", type=positive_int, default=1, help="flow processes (a Bytewax cluster)")
     p.add("--no-insights", action="store_true",
           help="run the flow without forecasts, anomalies and recommendations (the ingest core alone)")
-    p.add("--mqtt-process", action="store_true", help="run the flow with `shems run --mqtt-process`")
+    p.add("--mqtt-in-process", action="store_true", help="run the flow with `shems run --mqtt-in-process`")
+    p.add("--mqtt-process", action="store_true", help="the flow's MQTT client in its own process (the default)")
     p.add("--json", action="store_true", help="end with one JSON line")
     p.set_defaults(handler=cmd_bench)
 
@@ -63,7 +65,10 @@ def register(sub) -> None:
     d.add("--workers", "-w", type=positive_int, default=1, help="Bytewax workers per flow process")
     d.add("--processes", "-p", type=positive_int, default=1, help="flow processes (a Bytewax cluster)")
     d.add("--no-insights", action="store_true", help="run the flow without forecasts, anomalies and recommendations")
-    d.add("--mqtt-process", action="store_true", help="run the flow with `shems run --mqtt-process`")
+    d.add("--mqtt-in-process", action="store_true", help="run the flow with `shems run --mqtt-in-process`")
+    d.add("--mqtt-process", action="store_true", help="the flow's MQTT client in its own process (the default)")
+    d.add("--recovery", action="store_true",
+          help="run the flow with --recovery-dir (snapshots, and the spool its MQTT client writes)")
     d.add("--json", action="store_true", help="end with one JSON line")
     d.set_defaults(handler=cmd_drain)
 

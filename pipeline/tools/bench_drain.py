@@ -57,11 +57,12 @@ class DrainResult:
     raw_seconds: float
     shems_seconds: float
     stored: int  # readings the flow stored (every one, or the run fails)
-    mqtt_process: bool = False
+    mqtt_process: bool = True
     raw_cpu_us: float = 0.0  # CPU µs per message of the counting subscriber
     # CPU µs per reading of each process of the first flow process's tree (with --mqtt-process,
     # the flow and its client processes): what the work costs, which a busy machine does not change
     shems_cpu_us: list[float] = field(default_factory=list)
+    recovery: bool = False  # the flow ran with --recovery-dir (snapshots and the spool)
 
     @property
     def ratio(self) -> float:
@@ -72,7 +73,8 @@ class DrainResult:
                 "shems_drain_per_s": round(self.shems_drain_per_s, 1), "ratio": round(self.ratio, 3),
                 "insights": self.insights, "processes": self.processes, "workers": self.workers,
                 "devices": self.devices, "stored": self.stored,
-                "mqtt_process": self.mqtt_process, "raw_cpu_us_per_reading": round(self.raw_cpu_us, 2),
+                "mqtt_process": self.mqtt_process, "recovery": self.recovery,
+                "raw_cpu_us_per_reading": round(self.raw_cpu_us, 2),
                 "shems_cpu_us_per_reading": self.shems_cpu_us,
                 "cpu_ratio": round(self.raw_cpu_us / sum(self.shems_cpu_us), 3) if sum(self.shems_cpu_us) else None}
 
@@ -250,7 +252,7 @@ def drain_flow(flow: Flow, counter: _StoreCounter, baseline: int, total: int, ti
 
 def run_drain(readings: int, devices: int, insights: bool, processes: int, workers: int,
               store_url: str | None, console: Console, timeout: float = 900.0,
-              mqtt_process: bool = False) -> DrainResult:
+              mqtt_process: bool = True, recovery: bool = False) -> DrainResult:
     broker = start_private_broker(unlimited_queues=True)
     tmp = tempfile.TemporaryDirectory(prefix="shems-drain-")
     store_url = store_url or f"sqlite:///{Path(tmp.name) / 'drain.db'}"
@@ -261,7 +263,9 @@ def run_drain(readings: int, devices: int, insights: bool, processes: int, worke
     try:
         console.print(f"broker {broker.url} (no queue limits), store {store_url.split('@')[-1]}, "
                       f"{readings:,} readings from {devices:,} devices, "
-                      f"{'with' if insights else 'without'} insights, {processes} process(es)")
+                      f"{'with' if insights else 'without'} insights, {processes} process(es), "
+                      f"MQTT client {'in its own process' if mqtt_process else 'in process'}"
+                      f"{', with --recovery-dir' if recovery else ''}")
         raw_id = f"{client_prefix}-raw"
         # Both sessions exist before the first publish, then go offline: the broker queues for both.
         _leave(_session(broker.url, raw_id, [prefix + "shems/#"]))
@@ -281,9 +285,11 @@ def run_drain(readings: int, devices: int, insights: bool, processes: int, worke
         counter = _StoreCounter(store_url)
         baseline = counter.count()
         # `shems run` connects with the same client ids and finds its session queued.
+        extra: tuple[str, ...] = () if mqtt_process else ("--mqtt-in-process",)
+        if recovery:
+            extra += ("--recovery-dir", str(Path(tmp.name) / "recovery"))
         flow = Flow(broker.url, store_url, prefix, workers, processes, 1, insights,
-                    client_prefix=client_prefix, wait=False,
-                    extra_args=("--mqtt-process",) if mqtt_process else ())
+                    client_prefix=client_prefix, wait=False, extra_args=extra)
         try:
             drained = drain_flow(flow, counter, baseline, readings, timeout, console)
         finally:
@@ -295,7 +301,7 @@ def run_drain(readings: int, devices: int, insights: bool, processes: int, worke
                       f"{', '.join(f'{c:.1f}' for c in drained.cpu_us)}")
         return DrainResult(readings, devices, raw, shems, insights, processes, workers,
                            (readings - 1) / raw, drained.seconds, drained.stored, mqtt_process,
-                           raw_cpu_us, drained.cpu_us)
+                           raw_cpu_us, drained.cpu_us, recovery)
     finally:
         broker.stop()
         tmp.cleanup()
