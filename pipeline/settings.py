@@ -169,7 +169,8 @@ def reduce_settings(settings: Any) -> tuple:
     for f in fields(settings):
         default = f.default if f.default is not MISSING else (
             f.default_factory() if f.default_factory is not MISSING else MISSING)
-        value = getattr(settings, f.name)
+        # A field added after the snapshot the settings came from is at its default.
+        value = getattr(settings, f.name, default)
         if value != default:
             changed.append((f.name, value))
     return shared_settings, (type(settings), tuple(changed))

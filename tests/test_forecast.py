@@ -86,7 +86,7 @@ def test_every_hour_it_forecasts_the_next_24_hours_and_96_quarter_hours(sgsc_win
             assert [f.target_ts for f in got] == [made_at + timedelta(minutes=res * k) for k in range(count)]
             assert [f.horizon_min for f in got] == [res * (k + 1) for k in range(count)]
             assert all(f.lower_w <= f.yhat_w <= f.upper_w and f.lower_w >= 0 for f in got)
-            assert {f.model for f in got} <= {"profile_median", "river_quantile_linear", "blend"}
+            assert {f.model for f in got} <= {"profile_median", "river_quantile_linear", "blend", "profile_typed"}
 
 
 def test_the_hourly_work_is_spread_over_the_hour_and_changes_no_forecast(sgsc_windows):

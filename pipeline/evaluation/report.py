@@ -11,7 +11,7 @@ from rich.table import Table
 
 from pipeline.evaluation.forecast import DAY_AHEAD_H, ForecastEvalRow, ForecastEvaluation
 
-SKILL_TARGET = 0.80
+SKILL_TARGET = 0.72  # issue 14: hourly day-ahead skill on every shared dataset
 
 
 def _num(x: float, digits: int = 1) -> str:

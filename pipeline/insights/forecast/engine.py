@@ -19,6 +19,7 @@ from datetime import datetime, timedelta, timezone
 import numpy as np
 
 from pipeline.insights.forecast.calendar import LocalClock
+from pipeline.insights.forecast.daytypes import DayTypes, country_of
 from pipeline.insights.forecast.features import (
     FEATURES,
     IssueContext,
@@ -26,6 +27,7 @@ from pipeline.insights.forecast.features import (
     feature_matrix,
     issue_context,
     profile_stats,
+    typed_median,
 )
 from pipeline.insights.forecast.history import SlotRing
 from pipeline.insights.forecast.intervals import ConformalBand
@@ -118,11 +120,35 @@ class ResolutionForecaster:
         self.pending = PendingForecasts(scored)
         self.board = ScoreBoard(scored)
         self._weights: np.ndarray | None = None
+        self._days: DayTypes | None = None
 
     def __getstate__(self):
         state = dict(self.__dict__)
         state["_weights"] = None  # derived from the settings
+        state.pop("_days", None)  # likewise
         return state
+
+    def __setstate__(self, state) -> None:
+        self.__dict__.update(state)
+        self._days = None
+
+    @property
+    def day_types(self) -> DayTypes:
+        if self._days is None:
+            self._days = DayTypes(country_of(self.settings.timezone,
+                                          getattr(self.settings, "holiday_country", "")))
+        return self._days
+
+    def _same_type(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Per row: is its local day off, and (rows x profile days) is each earlier day of the
+        same type."""
+        day = rows * self.res // 1440
+        lags = np.arange(1, self.days + 1)
+        first = int(day.min()) - self.days if len(day) else 0
+        span = np.arange(first, (int(day.max()) if len(day) else 0) + 1)
+        off_span = self.day_types.off(span)
+        off = off_span[day - first]
+        return off, off_span[day[:, None] - lags[None, :] - first] == off[:, None]
 
     @property
     def weights(self) -> np.ndarray:
@@ -169,9 +195,9 @@ class ResolutionForecaster:
                 if issued is not None:
                     self.board.add(k, actual, *issued, float(stats.day[i]), float(stats.week[i]))
         if pairs:
-            self._learn(matured, rows, stats, pairs)
+            self._learn(matured, rows, known, stats, pairs)
 
-    def _learn(self, matured, rows: np.ndarray, stats,
+    def _learn(self, matured, rows: np.ndarray, known: np.ndarray, stats,
                pairs: list[tuple[int, IssueContext, np.ndarray, list[float]]]) -> None:
         """Revisit every issue that forecast a matured slot: candidate errors for the selection,
         conformal scores for the intervals (both with the forecasts exactly as issued), and one
@@ -192,13 +218,15 @@ class ResolutionForecaster:
         actual = np.array([matured[i][2] for i in which.tolist()])
         end = np.array([matured[i][0] for i in which.tolist()]) + self.res
         horizons = end - np.array([c.made_min for c in ctxs])
-        weekend = (rows[which] * self.res // 1440 + 3) % 7 >= 5
+        off, same = self._same_type(rows)  # per matured slot (several issues share one)
+        weekend = off[which]
+        typed = typed_median(self.history, rows, self.per_day, self.weights, known, same)[which]
         x = feature_matrix(scale, np.array([c.last_dev for c in ctxs]),
                            np.array([c.recent_dev for c in ctxs]),
                            np.array([c.level_dev for c in ctxs]), base, stats.day[which],
                            stats.week[which], stats.weekly[which], horizons, weekend)
         correction = coefficients[:, 0] + np.einsum("ij,ij->i", x, coefficients[:, 1:])
-        preds = candidate_predictions(base, scale, correction)
+        preds = candidate_predictions(base, scale, correction, typed)
         errors = np.abs(actual[:, None] - preds) / scale[:, None]
         bands = bands_of(horizons)
         for band in np.unique(bands).tolist():
@@ -246,11 +274,13 @@ class ResolutionForecaster:
         median = stats.median[per_day:]
         base = np.where(np.isfinite(median), median, level)
         horizons = res * np.arange(1, count + 1)
-        weekend = (target_rows * res // 1440 + 3) % 7 >= 5
+        weekend, same = self._same_type(target_rows)
         x = feature_matrix(np.array(ctx.scale), np.array(ctx.last_dev), np.array(ctx.recent_dev),
                            np.array(ctx.level_dev), base, stats.day[per_day:],
                            stats.week[per_day:], stats.weekly[per_day:], horizons, weekend)
-        preds = candidate_predictions(base, np.array(ctx.scale), self.model.predict(x))
+        preds = candidate_predictions(base, np.array(ctx.scale), self.model.predict(x),
+                                      typed_median(self.history, target_rows, per_day, self.weights,
+                                                   known, same))
         bands = bands_of(horizons)
         chosen = np.array(choices)[bands]
         floor = self.history.minimum()

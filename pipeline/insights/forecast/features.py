@@ -41,6 +41,13 @@ def day_weights(days: int, half_life_days: float) -> np.ndarray:
     return 0.5 ** (np.arange(days) / half_life_days)
 
 
+# The day-type median's weights: a day of the other type counts this much of one of the same type
+# (habits are shared, timings differ), a neighbouring slot half its own (pooling three slots per
+# day steadies a median of few days against a load that shifts by an hour).
+OTHER_TYPE_WEIGHT = 0.35
+NEIGHBOUR_WEIGHT = 0.5
+
+
 def profile_stats(ring: SlotRing, rows: np.ndarray, per_day: int, weights: np.ndarray,
                   known_until: int | np.ndarray) -> ProfileStats:
     """Statistics of the same local slot on each of the last ``len(weights)`` days, per row;
@@ -65,6 +72,36 @@ def profile_stats(ring: SlotRing, rows: np.ndarray, per_day: int, weights: np.nd
     weekly = _row_nanmedian(values[:, 6:min(days, 28):7])
     return ProfileStats(median, spread, values[:, 0].copy(),
                         values[:, 6].copy() if days >= 7 else np.full(len(rows), np.nan), weekly)
+
+
+def typed_median(ring: SlotRing, rows: np.ndarray, per_day: int, weights: np.ndarray,
+                 known_until: int | np.ndarray, same_type: np.ndarray) -> np.ndarray:
+    """The day-type median per row: the same local slot and its two neighbours on each of the
+    last ``len(weights)`` days, days of the other type than the row's (``same_type``: rows x
+    days) weighing ``OTHER_TYPE_WEIGHT``. The later neighbour of the slot one day earlier is
+    left out: a day-ahead issue does not know it yet, and a forecast must read the same history
+    whatever its horizon (it is revisited at maturity exactly as issued)."""
+    lags = per_day * np.arange(1, len(weights) + 1)
+    if isinstance(known_until, np.ndarray):
+        known_until = known_until[:, None]
+    values = ring.take(rows[:, None] - lags[None, :], known_until)
+    day_w = weights[None, :] * np.where(same_type, 1.0, OTHER_TYPE_WEIGHT)
+    before = ring.take(rows[:, None] - lags[None, :] - 1, known_until)
+    after = ring.take(rows[:, None] - lags[None, 1:] + 1, known_until)
+    v = np.concatenate([values, before, after], axis=1)
+    w = np.concatenate([day_w, NEIGHBOUR_WEIGHT * day_w, NEIGHBOUR_WEIGHT * day_w[:, 1:]], axis=1)
+    return _weighted_median(v, w)
+
+
+def _weighted_median(values: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    w = np.where(np.isnan(values), 0.0, weights)
+    order = np.argsort(values, axis=1)  # NaN last
+    sorted_v = np.take_along_axis(values, order, axis=1)
+    cum = np.cumsum(np.take_along_axis(w, order, axis=1), axis=1)
+    total = cum[:, -1]
+    out = sorted_v[np.arange(len(values)), np.argmax(cum >= 0.5 * total[:, None], axis=1)]
+    out[total <= 0] = np.nan
+    return out
 
 
 @dataclass(frozen=True, slots=True)

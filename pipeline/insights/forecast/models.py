@@ -11,6 +11,9 @@ skewed with rare high spikes, so a mean-seeking model overshoots most hours):
   short horizons, where the last hours say a lot.
 * ``blend``: the mean of the two; averaging two errors that are not fully correlated often beats
   both in between.
+* ``profile_typed``: the day-type median (see ``features.profile_stats``): working days from
+  working days, weekends and public holidays mostly from days off, the slot pooled with its
+  neighbours. Better a day ahead for homes whose days off differ from their working days.
 
 ``Selector`` keeps, per horizon band, an exponentially weighted mean of each candidate's absolute
 error (in units of the home's level) as targets mature, and the forecast issued is the candidate
@@ -28,7 +31,10 @@ from river import linear_model, optim
 
 from pipeline.insights.forecast.features import FEATURES
 
-CANDIDATES = ("profile_median", "river_quantile_linear", "blend")
+CANDIDATES = ("profile_median", "river_quantile_linear", "blend", "profile_typed")
+# The candidates of snapshots from before ``profile_typed`` (new ones are appended, so a kept
+# candidate index keeps its meaning).
+_OLD_CANDIDATES = 3
 # Horizon bands (upper edges, minutes) within which one candidate is chosen and one interval
 # is calibrated: the next hour, 1-3 h, 3-6 h, 6-12 h, 12-24 h.
 BAND_EDGES = (60, 180, 360, 720, 1440)
@@ -101,10 +107,13 @@ class QuantileLinear:
             self.model.learn_one(dict(zip(FEATURES, row)), r)
 
 
-def candidate_predictions(profile: np.ndarray, scale: np.ndarray, correction: np.ndarray) -> np.ndarray:
-    """The candidates' forecasts (W), one row per forecast, columns in ``CANDIDATES`` order."""
+def candidate_predictions(profile: np.ndarray, scale: np.ndarray, correction: np.ndarray,
+                          typed: np.ndarray) -> np.ndarray:
+    """The candidates' forecasts (W), one row per forecast, columns in ``CANDIDATES`` order
+    (the day-type median falls back to the profile where it has no days)."""
     river = profile + scale * correction
-    return np.stack([profile, river, 0.5 * (profile + river)], axis=1)
+    typed = np.where(np.isfinite(typed), typed, profile)
+    return np.stack(np.broadcast_arrays(profile, river, 0.5 * (profile + river), typed), axis=1)
 
 
 class Selector:
@@ -122,6 +131,14 @@ class Selector:
 
     def __setstate__(self, state) -> None:
         self.half_life, self.errors, self.counts = state
+        old = len(self.errors) // len(BAND_EDGES)
+        if old < len(CANDIDATES):  # a snapshot from before a candidate was added
+            errors = array("f")
+            for band in range(len(BAND_EDGES)):
+                row = self.errors[band * old:(band + 1) * old]
+                # A new candidate starts with the profile's error: it has to earn its choice.
+                errors.extend(row + array("f", [row[0]]) * (len(CANDIDATES) - old))
+            self.errors = errors
 
     def best(self, band: int) -> int:
         if self.counts[band] == 0:

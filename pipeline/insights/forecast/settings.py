@@ -62,6 +62,11 @@ class ForecastSettings:
     # ForecastScore records are emitted at each issue for these horizons (minutes), per
     # resolution, when the resolution divides them: 15 min, 1, 6, 12 and 24 h.
     score_horizons_min: tuple[int, ...] = (15, 60, 360, 720, 1440)
+    # Public holidays count as days off (like weekends) in the day-type profile and the online
+    # model's day-off feature: "CC" or "CC-REGION" (ISO 3166, e.g. "AU-QLD", "GB-ENG"), "" for
+    # the time zone's country (see ``daytypes``), "none" for weekends only.
+    # Last: snapshots from before it hold the fields by position and load without it.
+    holiday_country: str = ""
 
     def __post_init__(self) -> None:
         from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -70,6 +75,9 @@ class ForecastSettings:
             ZoneInfo(self.timezone)
         except (ZoneInfoNotFoundError, ValueError):
             raise ValueError(f"unknown time zone {self.timezone!r}") from None
+        from pipeline.insights.forecast.daytypes import check_country
+
+        check_country(self.holiday_country)
         for res in self.resolutions:
             if res <= 0 or 60 % res:
                 raise ValueError(f"resolution {res} min must divide 60")
