@@ -570,19 +570,20 @@ def measured_savings(db: Database, principal: Principal, home_id: str) -> dict[t
     """What the home's accepted recommendations measurably saved (``shems savings``), by (kind,
     device_id): a ``MeasuredRecommendation`` each (measured, still measuring, or why not)."""
     require_home(principal, home_id)
-    from pipeline.tools.savings_report import measure_store
+    from pipeline.tools.savings_report import measure_db
 
-    results, _ = measure_store(db.url, home_id)
+    results, _ = measure_db(db, home_id)
     return {(m.kind, m.device_id): m for m in results}
 
 
 def fleet_savings(db: Database, principal: Principal):
     """The fleet's measured savings of accepted recommendations (operators): the per-recommendation
-    results and their summary (``pipeline.energy.savings.FleetSavings``)."""
+    results and their summary (``pipeline.energy.savings.FleetSavings``), in a fixed number of
+    statements however many homes accepted advice (``measure_db``)."""
     require_fleet(principal)
-    from pipeline.tools.savings_report import measure_store
+    from pipeline.tools.savings_report import measure_db
 
-    return measure_store(db.url)
+    return measure_db(db)
 
 
 # ---------------------------------------------------------------------------- fleet

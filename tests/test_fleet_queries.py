@@ -1,0 +1,226 @@
+"""The Fleet page's queries do not loop over homes: the statements the operator's page issues
+(totals, a page of homes, the measured savings) are as many with 200 homes as with 20, and the
+savings measured in batched reads equal the old one-query-per-home measurement
+(``tests/savings_per_home.py``) on a seeded store, in SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+
+import numpy as np
+import psycopg
+import pytest
+
+from pipeline.energy.tariff import book_from_mapping
+from pipeline.records import DeviceInfo, DeviceKind, Recommendation, Source
+from pipeline.tools.savings_report import measure_db, measure_store
+from sinks.base import Batch
+from sinks.rows import to_us
+from sinks.stores import open_store
+from tests import savings_per_home
+from tests.conftest import PG_ADMIN_URL, _unique
+from tests.fleet_seed import seed_fleet
+from ui import data
+from ui.accounts import Accounts
+from ui.db import Database, Transaction
+
+NOW = datetime(2026, 3, 1, 12, 0, tzinfo=timezone.utc)
+DAYS = 100  # of hourly rows per home before NOW
+ZONES = ["Europe/London", "Australia/Brisbane", None]
+
+
+@dataclass
+class Counter:
+    statements: int = 0
+
+
+@pytest.fixture
+def count_statements(monkeypatch) -> Counter:
+    """Counts every statement the viewer's Database runs (ui.db.Transaction, which every read of
+    the Fleet page and of the savings goes through)."""
+    counter = Counter()
+    original = Transaction._cursor
+
+    def counted(self, sql, params):
+        counter.statements += 1
+        return original(self, sql, params)
+
+    monkeypatch.setattr(Transaction, "_cursor", counted)
+    return counter
+
+
+def _hid(i: int) -> str:
+    return f"home-{i:04d}"
+
+
+def seed_savings(url: str, homes: int) -> None:
+    """``homes`` homes with DAYS days of hourly use (a weekly rhythm, noise, and a 30 % cut after
+    acceptance for the treated ones); every tenth home accepted home-level advice at a different
+    hour, home 3 a device's advice and home 5 a load shift on its heat pump, home 7 advice a
+    week ago (still measuring), and a home with no history accepted advice too."""
+    rng = np.random.default_rng(homes)
+    store = open_store(url)
+    store.migrate()
+    store.upsert_devices([DeviceInfo(_hid(i), d, k, Source.NATIVE, timezone=ZONES[i % 3])
+                          for i in range(homes) for d, k in (("mains", DeviceKind.METER),
+                                                             ("heat_pump", DeviceKind.APPLIANCE))])
+    store.upsert_tariffs(book_from_mapping({"currency": "EUR", "timezone": "UTC", "tariff": [
+        {"name": "tou", "effective_from": NOW.date() - timedelta(days=400), "kind": "tou",
+         "import_price": 0.20, "period": [{"name": "day", "start": "07:00", "end": "22:00",
+                                           "import_price": 0.35, "days": "all"}]}]}).to_rows())
+    accepted: dict[tuple[str, str, str], datetime] = {}
+    recs = []
+    for i in range(0, homes, 10):
+        accepted[(_hid(i), "standby_waste", "")] = NOW - timedelta(days=40, hours=i % 24, minutes=i)
+    accepted[(_hid(3), "replace_appliance", "heat_pump")] = NOW - timedelta(days=35, hours=5)
+    accepted[(_hid(5), "load_shift", "heat_pump")] = NOW - timedelta(days=30, hours=2)
+    accepted[(_hid(7), "peak_reduction", "")] = NOW - timedelta(days=7)
+    accepted[("no-history", "standby_waste", "")] = NOW - timedelta(days=20)
+    for (h, kind, device), _ in accepted.items():
+        recs.append(Recommendation(h, device, kind, NOW - timedelta(days=60), kind, "detail", 30.0, 9.0, "EUR"))
+    recs.append(Recommendation(_hid(1), "", "standby_waste", NOW - timedelta(days=60), "new", "d", 1.0, 1.0, "EUR"))
+    store.write(Batch(recommendations=recs))
+    home_rows, device_rows = [], []
+    start = NOW - timedelta(days=DAYS)
+    hours = [start + timedelta(hours=h) for h in range(DAYS * 24)]
+    for i in range(homes):
+        level = 300 + 40 * (i % 7)
+        cut = accepted.get((_hid(i), "standby_waste", ""))
+        for ts in hours:
+            wh = level * (1.3 if ts.weekday() >= 5 else 1.0) * rng.uniform(0.7, 1.3)
+            if cut is not None and ts > cut + timedelta(days=1):
+                wh *= 0.7
+            minutes = 60 if rng.uniform() > 0.01 else 30  # a few hours with a logger gap
+            home_rows.append((_hid(i), ts, wh, minutes))
+            if i in (3, 5):
+                late = ts.hour >= 22 if ts > NOW - timedelta(days=29) else ts.hour < 22
+                device_rows.append((_hid(i), "heat_pump", ts, wh * 0.4 if late or i == 3 else 0.0, minutes))
+    _insert_hours(store, url, home_rows, device_rows)
+    for (h, kind, device), when in accepted.items():
+        assert store.set_recommendation_status(h, kind, device, "accepted", "owner")
+        _set(store, url, "UPDATE recommendations SET status_changed_at = {} WHERE home_id = {} "
+             "AND kind = {} AND device_id = {}", (when, h, kind, device))
+    store.close()
+
+
+def _insert_hours(store, url, homes, devices) -> None:
+    if url.startswith("sqlite"):
+        store.conn.executemany("INSERT INTO home_1h VALUES (?,?,?,?,?,?,?,?,?)",
+                               [(h, to_us(ts), wh, wh, wh, wh, m, m, wh) for h, ts, wh, m in homes])
+        store.conn.executemany("INSERT INTO device_1h VALUES (?,?,?,?,?,?,?,?,?,?)",
+                               [(h, d, to_us(ts), wh, wh, wh, wh, m, m, wh) for h, d, ts, wh, m in devices])
+        return
+    with store.conn.cursor() as cur:
+        with cur.copy("COPY home_1h (home_id, bucket, mean_power_w, min_power_w, max_power_w, "
+                      "energy_wh, samples, minutes, power_wh) FROM STDIN") as copy:
+            for h, ts, wh, m in homes:
+                copy.write_row((h, ts, wh, wh, wh, wh, m, m, wh))
+        with cur.copy("COPY device_1h (home_id, device_id, bucket, mean_power_w, min_power_w, "
+                      "max_power_w, energy_wh, samples, minutes, power_wh) FROM STDIN") as copy:
+            for h, d, ts, wh, m in devices:
+                copy.write_row((h, d, ts, wh, wh, wh, wh, m, m, wh))
+
+
+def _set(store, url, sql: str, args: tuple) -> None:
+    if url.startswith("sqlite"):
+        store.conn.execute(sql.format(*"????"), (to_us(args[0]), *args[1:]))
+    else:
+        store.conn.execute(sql.format(*["%s"] * 4), args)
+
+
+def _store(kind: str, tmp_path, name: str):
+    if kind == "sqlite":
+        return f"sqlite:///{tmp_path / name}.db", None
+    db = _unique("shems_fleetq")
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{db}"')
+    return f"{PG_ADMIN_URL.rsplit('/', 1)[0]}/{db}", db
+
+
+def _drop(db: str | None) -> None:
+    if db:
+        with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
+
+
+def _as_dicts(results) -> list[str]:
+    return [json.dumps({"home": m.home_id, "device": m.device_id, "kind": m.kind, "state": m.state,
+                        "note": m.note, "accepted": m.accepted_at.isoformat(),
+                        "savings": None if m.savings is None else [
+                            m.savings.baseline_kwh, m.savings.actual_kwh, m.savings.saved_kwh,
+                            m.savings.uncertainty_kwh, m.savings.days, m.savings.money,
+                            m.savings.money_uncertainty, m.savings.method]}, sort_keys=True)
+            for m in results]
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgres"])
+def test_batched_savings_equal_the_per_home_measurement(kind, tmp_path):
+    url, name = _store(kind, tmp_path, "savings")
+    try:
+        seed_savings(url, 40)
+        new, fleet = measure_store(url, now=NOW)
+        old, old_fleet = savings_per_home.measure_store(url, now=NOW)
+        assert _as_dicts(new) == _as_dicts(old)
+        assert fleet == old_fleet
+        states = {(m.home_id, m.kind): m.state for m in new}
+        # The seed reaches every branch: measured with a comparison group, a device, a load
+        # shift, still measuring, and no history.
+        assert states[(_hid(0), "standby_waste")] == "measured"
+        assert "comparison group of" in next(m.savings.method for m in new
+                                             if m.home_id == _hid(10) and m.savings)
+        assert states[(_hid(3), "replace_appliance")] == "measured"
+        assert states[(_hid(5), "load_shift")] == "measured"
+        assert states[(_hid(7), "peak_reduction")] == "measuring"
+        assert states[("no-history", "standby_waste")] == "not measurable"
+        assert fleet.measured == 6  # homes 0, 10, 20, 30, the device and the shift
+        # One home's own (the household's Alerts page) too, comparison group and all.
+        one, _ = measure_store(url, _hid(10), now=NOW)
+        before, _ = savings_per_home.measure_store(url, _hid(10), now=NOW)
+        assert _as_dicts(one) == _as_dicts(before) and len(one) == 1
+    finally:
+        _drop(name)
+
+
+def test_savings_statements_do_not_grow_with_the_fleet(tmp_path, count_statements):
+    counts = {}
+    for homes in (20, 200):
+        url = f"sqlite:///{tmp_path / f's{homes}.db'}"
+        seed_savings(url, homes)
+        db = Database(url, migrate=False)
+        try:
+            count_statements.statements = 0
+            results, fleet = measure_db(db, now=NOW)
+            counts[homes] = count_statements.statements
+        finally:
+            db.close()
+        assert len(results) == homes // 10 + 4 and fleet.measured >= homes // 10
+    # Accepted recommendations, tariffs, zones, the homes', the devices' and the comparison
+    # group's rows, the fleet's home ids (the old way: 28 statements for 20 homes, 541 for 200).
+    assert counts[20] == counts[200] <= 8, counts
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgres"])
+def test_fleet_page_statements_do_not_grow_with_the_fleet(kind, tmp_path, count_statements):
+    counts = {}
+    for homes in (20, 200):
+        url, name = _store(kind, tmp_path, f"fleet{homes}")
+        try:
+            seeded = seed_fleet(url, homes, 1.0)
+            db = Database(url, migrate=False)
+            try:
+                olga = Accounts(db).principal("olga")
+                count_statements.statements = 0
+                f = data.fleet(db, olga, seeded.now, 600.0, 600.0)
+                page = data.fleet_homes(db, olga, seeded.now, 600.0, page_size=10)
+                data.fleet_homes(db, olga, seeded.now, 600.0, search="heat_pump", page=1, page_size=10)
+                data.home_choices(db, olga, "fleet-00")
+                data.fleet_savings(db, olga)
+                counts[homes] = count_statements.statements
+            finally:
+                db.close()
+        finally:
+            _drop(name)
+        assert f.homes_total == homes and page.total == homes and page.rows.height == 10
+    assert counts[20] == counts[200], counts
