@@ -130,8 +130,10 @@ CREATE TEMP TABLE IF NOT EXISTS stage_readings (LIKE readings) ON COMMIT DELETE 
 CREATE TEMP TABLE IF NOT EXISTS stage_device_1m (LIKE device_1m) ON COMMIT DELETE ROWS;
 CREATE TEMP TABLE IF NOT EXISTS stage_home_1m (LIKE home_1m) ON COMMIT DELETE ROWS;
 CREATE TEMP TABLE IF NOT EXISTS stage_forecasts (LIKE forecasts) ON COMMIT DELETE ROWS;
+CREATE TEMP TABLE IF NOT EXISTS stage_fleet_1m (LIKE fleet_1m) ON COMMIT DELETE ROWS;
+CREATE TEMP TABLE IF NOT EXISTS stage_fleet_forecast (LIKE fleet_forecast) ON COMMIT DELETE ROWS;
 DELETE FROM stage_readings; DELETE FROM stage_device_1m; DELETE FROM stage_home_1m;
-DELETE FROM stage_forecasts;
+DELETE FROM stage_forecasts; DELETE FROM stage_fleet_1m; DELETE FROM stage_fleet_forecast;
 """  # emptied first: isolating a bad row writes several parts of a batch in one transaction
 
 _READING_TYPES = ["text", "text", "timestamptz", "float8", "float8", "float8", "float8"]
@@ -169,6 +171,47 @@ FROM (SELECT DISTINCT home_id, date_trunc('hour', bucket) AS hour FROM stage_hom
 JOIN home_1m m ON m.home_id = t.home_id AND m.bucket >= t.hour AND m.bucket < t.hour + INTERVAL '1 hour'
 GROUP BY m.home_id, t.hour
 ON CONFLICT (home_id, bucket) DO UPDATE SET {_HOURLY_UPDATE}"""
+
+
+# fleet_1m (migrations/postgres/0015): what this batch changes in each of its minutes, read
+# before home_1m is written (the rows it replaces), then added to the stored sums. An addition,
+# not a recount: several flow processes write the same minute at once, and a recount would see
+# only the homes committed before it (the last to commit would lose the others). A home is
+# written by one process only, so the rows a batch replaces are its own; a replay changes
+# nothing.
+_FLEET_1M_CHANGE = """
+INSERT INTO stage_fleet_1m
+SELECT s.bucket, sum(s.mean_power_w - coalesce(m.mean_power_w, 0)), count(*) - count(m.home_id)
+FROM stage_home_1m s LEFT JOIN home_1m m ON m.home_id = s.home_id AND m.bucket = s.bucket
+GROUP BY s.bucket"""
+_FLEET_1M_ADD = """
+INSERT INTO fleet_1m SELECT * FROM stage_fleet_1m ORDER BY bucket
+ON CONFLICT (bucket) DO UPDATE SET power_w = fleet_1m.power_w + excluded.power_w,
+  homes = fleet_1m.homes + excluded.homes"""
+
+# fleet_forecast (migrations/postgres/0015): the forecasting homes' shares move from their old
+# newest forecasts (taken away before the batch's are written) to their new newest (added
+# after), through the staging table, then added to the stored sums.
+_FLEET_FORECAST_SHARE = """
+INSERT INTO stage_fleet_forecast
+SELECT f.resolution_min, f.made_at, f.target_ts, {sign} * f.yhat_w, {sign} * f.lower_w,
+       {sign} * f.upper_w, {sign}
+FROM (SELECT DISTINCT home_id, resolution_min FROM stage_forecasts) t
+JOIN forecast_newest n ON n.home_id = t.home_id AND n.resolution_min = t.resolution_min
+JOIN forecasts f ON f.home_id = n.home_id AND f.resolution_min = n.resolution_min
+  AND f.made_at = n.made_at"""
+_FORECAST_NEWEST = """
+INSERT INTO forecast_newest
+SELECT home_id, resolution_min, max(made_at) FROM stage_forecasts GROUP BY 1, 2 ORDER BY 1, 2
+ON CONFLICT (home_id, resolution_min) DO UPDATE SET
+  made_at = greatest(forecast_newest.made_at, excluded.made_at)"""
+_FLEET_FORECAST_ADD = """
+INSERT INTO fleet_forecast
+SELECT resolution_min, made_at, target_ts, sum(yhat_w), sum(lower_w), sum(upper_w), sum(homes)
+FROM stage_fleet_forecast GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
+ON CONFLICT (resolution_min, made_at, target_ts) DO UPDATE SET
+  yhat_w = fleet_forecast.yhat_w + excluded.yhat_w, lower_w = fleet_forecast.lower_w + excluded.lower_w,
+  upper_w = fleet_forecast.upper_w + excluded.upper_w, homes = fleet_forecast.homes + excluded.homes"""
 
 
 def _last_by_key(items, key) -> list:
@@ -321,6 +364,7 @@ class PostgresStore:
                 windows = _last_by_key(batch.home_windows, lambda w: (w.home_id, w.bucket))
                 self._copy(cur, "stage_home_1m", _HOME_1M_TYPES,
                            (table_rows.home_window_row(w, count=_int4) for w in windows))
+                cur.execute(_FLEET_1M_CHANGE)
                 cur.execute(
                     "INSERT INTO home_1m SELECT * FROM stage_home_1m "
                     "ON CONFLICT (home_id, bucket) DO UPDATE SET "
@@ -337,11 +381,14 @@ class PostgresStore:
                                                                      f.made_at, f.target_ts))
                 self._copy(cur, "stage_forecasts", _FORECAST_TYPES,
                            (table_rows.forecast_row(f, count=_int4) for f in forecasts))
+                cur.execute(_FLEET_FORECAST_SHARE.format(sign=-1))
                 cur.execute(
                     "INSERT INTO forecasts SELECT * FROM stage_forecasts "
                     "ON CONFLICT (home_id, resolution_min, made_at, target_ts) DO UPDATE SET "
                     "horizon_min = excluded.horizon_min, yhat_w = excluded.yhat_w, "
                     "lower_w = excluded.lower_w, upper_w = excluded.upper_w, model = excluded.model")
+                cur.execute(_FORECAST_NEWEST)
+                cur.execute(_FLEET_FORECAST_SHARE.format(sign=1))
             if batch.forecast_scores:
                 scores = _last_by_key(batch.forecast_scores,
                                       lambda x: (x.home_id, x.resolution_min, x.horizon_min))
@@ -354,6 +401,12 @@ class PostgresStore:
                     "updated_at = excluded.updated_at",
                     [table_rows.forecast_score_row(x) for x in scores])
             self._upsert_devices(cur, device_rows(batch))
+            # Last, in key order: the fleet's rows stay locked from here to the commit, and
+            # every writer of the same minutes or forecasts waits for them.
+            if batch.home_windows:
+                cur.execute(_FLEET_1M_ADD)
+            if batch.forecasts:
+                cur.execute(_FLEET_FORECAST_ADD)
 
     def after_commit(self, batch: Batch) -> None:
         if self.has_timescale:

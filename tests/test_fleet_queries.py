@@ -224,3 +224,129 @@ def test_fleet_page_statements_do_not_grow_with_the_fleet(kind, tmp_path, count_
             _drop(name)
         assert f.homes_total == homes and page.total == homes and page.rows.height == 10
     assert counts[20] == counts[200], counts
+
+
+def _fleet_minutes(url: str) -> tuple[dict, dict]:
+    """fleet_1m as stored, and recounted from home_1m: {bucket: (power_w, homes)}."""
+    db = Database(url, migrate=False)
+    try:
+        stored = {b: (w, n) for b, w, n in db.rows(f"SELECT {db.us('bucket')}, power_w, homes FROM fleet_1m")}
+        counted = {b: (w, n) for b, w, n in db.rows(
+            f"SELECT {db.us('bucket')}, sum(mean_power_w), count(*) FROM home_1m GROUP BY bucket")}
+    finally:
+        db.close()
+    return stored, counted
+
+
+def _assert_same(stored: dict, counted: dict) -> None:
+    assert stored.keys() == counted.keys() and stored
+    for b, (w, n) in counted.items():
+        assert stored[b][1] == n and stored[b][0] == pytest.approx(w, rel=1e-12), b
+
+
+def test_the_store_keeps_the_fleet_minutes(store):
+    """fleet_1m follows new, replayed, re-emitted and late home minutes in every store."""
+    from pipeline.records import HomeWindow
+
+    t0 = datetime(2026, 1, 5, 10, 0, tzinfo=timezone.utc)
+    first = [HomeWindow(f"h{i}", t0 + timedelta(minutes=m), 100.0 + i + m, 1, 2, 3.0, 6)
+             for i in range(5) for m in range(3)]
+    store.write(Batch(home_windows=first))
+    store.write(Batch(home_windows=first[:4]))  # a replay
+    store.write(Batch(home_windows=[HomeWindow("h1", t0, 999.5, 1, 2, 3.0, 6),  # re-emitted
+                                    HomeWindow("h9", t0 + timedelta(minutes=1), 7.25, 1, 2, 3.0, 6),
+                                    HomeWindow("h2", t0 - timedelta(days=3), 50.0, 1, 2, 3.0, 6)]))
+    stored, counted = _fleet_minutes(store.url)
+    _assert_same(stored, counted)
+    assert stored[to_us(t0)] == (pytest.approx(100 + 999.5 + 102 + 103 + 104), 5)
+    assert stored[to_us(t0 + timedelta(minutes=1))][1] == 6
+
+
+def test_postgres_writers_at_once_add_up_in_the_fleet_minutes(pg_url):
+    """Two flow processes write different homes' same minute in overlapping transactions: the
+    one committing second waits for the first and adds its homes to the first's."""
+    import threading
+    import time
+
+    from pipeline.records import HomeWindow
+
+    t0 = datetime(2026, 1, 5, 10, 0, tzinfo=timezone.utc)
+    a, b = open_store(pg_url), open_store(pg_url)
+    a.migrate()
+    try:
+        errors: list[BaseException] = []
+
+        def second() -> None:
+            try:
+                with b.transaction():
+                    b.write_rows(Batch(home_windows=[HomeWindow(f"b{i}", t0, 10.0, 1, 2, 3.0, 6)
+                                                     for i in range(3)]))
+            except BaseException as exc:  # noqa: BLE001 - reported by the assertion below
+                errors.append(exc)
+
+        with a.transaction():
+            a.write_rows(Batch(home_windows=[HomeWindow(f"a{i}", t0, 100.0, 1, 2, 3.0, 6) for i in range(4)]))
+            other = threading.Thread(target=second)
+            other.start()
+            time.sleep(1.0)  # the second writer is blocked on the minute's row now
+        other.join(30)
+        assert not errors and not other.is_alive()
+        stored, counted = _fleet_minutes(pg_url)
+        _assert_same(stored, counted)
+        assert stored[to_us(t0)] == (pytest.approx(430.0), 7)
+    finally:
+        a.close()
+        b.close()
+
+
+# The Fleet page's forecast as it was computed before fleet_forecast: every home's newest hourly
+# forecast made in the last 6 h, grouped.
+_FORECAST_BEFORE = (
+    "SELECT {target} AS target_ts, sum(f.yhat_w), sum(f.lower_w), sum(f.upper_w), count(*) "
+    "FROM forecasts f JOIN (SELECT home_id, max(made_at) AS made_at FROM forecasts "
+    "WHERE resolution_min = 60 AND made_at >= :since GROUP BY home_id) l "
+    "ON l.home_id = f.home_id AND l.made_at = f.made_at "
+    "WHERE f.resolution_min = 60 AND f.target_ts >= :now GROUP BY f.target_ts ORDER BY 1")
+
+
+def test_the_store_keeps_the_fleet_forecast(store):
+    """New, replayed, amended, late and old forecasts: the Fleet page's forecast from
+    fleet_forecast equals the one grouped from every home's forecasts."""
+    from pipeline.records import Forecast
+
+    m1 = datetime(2026, 1, 5, 10, 0, tzinfo=timezone.utc)
+
+    def made(home: str, at: datetime, level: float, resolution: int = 60) -> list[Forecast]:
+        return [Forecast(home, at, at + timedelta(hours=h), resolution, (h + 1) * 60,
+                         level + h, level - 50 + h, level + 50 + h, "test") for h in range(6)]
+
+    store.write(Batch(forecasts=[f for i in range(4) for f in made(f"h{i}", m1, 100.0 * (i + 1))]
+                      + made("h4", m1 - timedelta(hours=10), 999.0)  # too old to show
+                      + made("h0", m1, 5.0, resolution=15)))  # not hourly
+    store.write(Batch(forecasts=made("h0", m1 + timedelta(hours=1), 110.0)
+                      + made("h1", m1 + timedelta(hours=1), 220.0)))
+    store.write(Batch(forecasts=made("h1", m1 + timedelta(hours=1), 220.0)))  # a replay
+    store.write(Batch(forecasts=made("h2", m1, 333.0)[:3]))  # amended, in part
+    store.write(Batch(forecasts=made("h3", m1 - timedelta(hours=1), 1.0)))  # late: not the newest
+    now = m1 + timedelta(hours=2)
+    db = Database(store.url, migrate=False)
+    try:
+        olga = _operator(db)
+        got = data.fleet(db, olga, now, 600.0, 600.0)
+        before = db.rows(_FORECAST_BEFORE.format(target=db.us("f.target_ts")),
+                         {"since": now - timedelta(hours=6), "now": now - timedelta(hours=1)})
+    finally:
+        db.close()
+    assert [r[0] for r in before] == [to_us(t) for t in got.forecast["target_ts"]]
+    assert len(before) == 6  # m1+1h .. m1+6h (h0 and h1 forecast to m1+6h from m1+1h)
+    for column, i in (("yhat_w", 1), ("lower_w", 2), ("upper_w", 3)):
+        assert got.forecast[column].to_list() == pytest.approx([r[i] for r in before]), column
+    assert got.forecast_homes == max(r[4] for r in before) == 4
+
+
+def _operator(db: Database):
+    from ui.auth import Role
+
+    accounts = Accounts(db)
+    accounts.add_user("olga", "olga-secret-12", Role.OPERATOR, by="test")
+    return accounts.principal("olga")

@@ -662,19 +662,19 @@ def fleet(db: Database, principal: Principal, now: datetime, stale_after_s: floa
                       "ORDER BY last_seen IS NOT NULL, last_seen, home_id, device_id LIMIT :n",
                       {**silent_params, "n": FLEET_LIST_LIMIT},
                       {"home_id": pl.Utf8, "device_id": pl.Utf8, "last_seen": TS})
-    # Minutes first, in the time index's order (no sort of every home's minutes), then the
-    # minutes' sums into 15-minute slots.
+    # The fleet's minutes (the store keeps their sums over every home in fleet_1m), summed into
+    # 15-minute slots: 1,440 rows for a day whatever the fleet's size.
     b = _bucket_us(db, "bucket", 900)
-    demand = db.frame(f"SELECT {b} AS bucket, sum(w) / 15.0 AS power_w FROM (SELECT bucket, "
-                      "sum(mean_power_w) AS w FROM home_1m WHERE bucket >= :s GROUP BY bucket) m "
-                      f"GROUP BY {b} ORDER BY 1",
+    demand = db.frame(f"SELECT {b} AS bucket, sum(power_w) / 15.0 AS power_w FROM fleet_1m "
+                      f"WHERE bucket >= :s GROUP BY {b} ORDER BY 1",
                       {"s": now - timedelta(hours=24)}, {"bucket": TS, "power_w": pl.Float64})
+    # Each home's newest hourly forecast if made in the last 6 h, summed: the store keeps the
+    # sums of the homes' newest forecasts by when they were made (fleet_forecast), so this reads
+    # a few rows per hour forecast, not every home's.
     forecast = db.frame(
-        f"SELECT {db.us('f.target_ts')} AS target_ts, sum(f.yhat_w) AS yhat_w, "
-        "sum(f.lower_w) AS lower_w, sum(f.upper_w) AS upper_w, count(*) AS homes FROM forecasts f "
-        "JOIN (SELECT home_id, max(made_at) AS made_at FROM forecasts WHERE resolution_min = 60 "
-        "AND made_at >= :since GROUP BY home_id) l ON l.home_id = f.home_id AND l.made_at = f.made_at "
-        "WHERE f.resolution_min = 60 AND f.target_ts >= :now GROUP BY f.target_ts ORDER BY 1",
+        f"SELECT {db.us('target_ts')} AS target_ts, sum(yhat_w) AS yhat_w, sum(lower_w) AS lower_w, "
+        "sum(upper_w) AS upper_w, sum(homes) AS homes FROM fleet_forecast WHERE resolution_min = 60 "
+        "AND made_at >= :since AND target_ts >= :now AND homes > 0 GROUP BY target_ts ORDER BY 1",
         {"since": now - timedelta(hours=6), "now": now - timedelta(hours=1)},
         {"target_ts": TS, "yhat_w": pl.Float64, "lower_w": pl.Float64, "upper_w": pl.Float64,
          "homes": pl.Int64})

@@ -236,6 +236,8 @@ def fleet_calls(db, principal, now: datetime, search: str) -> list[tuple[str, ob
         if hasattr(data, "home_choices"):
             calls.append((f"home_choices {search!r} (sidebar search)",
                           lambda: data.home_choices(db, principal, search)))
+        if hasattr(data, "fleet_savings"):
+            calls.append(("fleet_savings (measured savings)", lambda: data.fleet_savings(db, principal)))
     else:
         calls.append(("fleet (everything)", lambda: data.fleet(db, principal, now, 120.0, 600.0)))
     return calls
