@@ -350,3 +350,43 @@ def _operator(db: Database):
     accounts = Accounts(db)
     accounts.add_user("olga", "olga-secret-12", Role.OPERATOR, by="test")
     return accounts.principal("olga")
+
+
+def test_migration_0015_fills_the_rollups_as_the_writes_do(store):
+    """A store that has minutes and forecasts before it gains the rollups: the migration's
+    backfill gives what the writes would have kept."""
+    from pipeline.records import Forecast, HomeWindow
+
+    t0 = datetime(2026, 1, 5, 10, 0, tzinfo=timezone.utc)
+    store.write(Batch(home_windows=[HomeWindow(f"h{i}", t0 + timedelta(minutes=m), 10.0 * i + m, 1, 2, 3.0, 6)
+                                    for i in range(4) for m in range(5)],
+                      forecasts=[Forecast(f"h{i}", t0 - timedelta(hours=k), t0 + timedelta(hours=h), 60,
+                                          60, 100.0 * i + h - k, 1.0, 2.0, "test")
+                                 for i in range(3) for k in range(2) for h in range(3)]))
+    store.write(Batch(home_windows=[HomeWindow("h1", t0, 55.5, 1, 2, 3.0, 6)]))
+    tables = {"fleet_1m": "bucket", "forecast_newest": "home_id, resolution_min",
+              "fleet_forecast": "resolution_min, made_at, target_ts"}
+
+    def rows() -> dict[str, list[tuple]]:
+        db = Database(store.url, migrate=False)
+        try:
+            return {t: db.rows(f"SELECT * FROM {t} ORDER BY {keys}") for t, keys in tables.items()}
+        finally:
+            db.close()
+
+    written = rows()
+    db = Database(store.url, migrate=False)
+    try:
+        for t in tables:
+            db.execute(f"DELETE FROM {t}")
+        db.execute("DELETE FROM schema_migrations WHERE version = 15")
+    finally:
+        db.close()
+    store.migrate()
+    filled = rows()
+    assert filled["forecast_newest"] == written["forecast_newest"] and len(filled["forecast_newest"]) == 3
+    for t, keys in (("fleet_1m", 1), ("fleet_forecast", 3)):  # keys, sums, then homes
+        assert len(filled[t]) == len(written[t]) > 0
+        for a, b in zip(filled[t], written[t]):
+            assert a[:keys] == b[:keys] and a[-1] == b[-1], t
+            assert list(a[keys:-1]) == pytest.approx(list(b[keys:-1])), t
