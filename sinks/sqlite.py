@@ -202,10 +202,11 @@ class SqliteStore:
 
     def _refresh_hourly(self, batch: Batch) -> None:
         """Recompute the hours of device_1h/home_1h that this batch's windows fall in, from the
-        1-minute tables, inside the write transaction (see migrations/sqlite/0006). CROSS JOIN
+        1-minute tables, inside the write transaction (see migrations/sqlite/0006), and the
+        days of home_1d from those hours (0015). CROSS JOIN
         fixes the loop order: the touched hours outside, each a range seek in the 1-minute
         table's key (SQLite's planner otherwise scans the whole 1-minute table per batch)."""
-        hour = 3_600_000_000
+        hour, day = 3_600_000_000, 86_400_000_000
         c = self.conn
         if batch.device_windows:
             c.execute("CREATE TEMP TABLE IF NOT EXISTS touched_device_hours "
@@ -233,6 +234,12 @@ class SqliteStore:
                 FROM touched_home_hours t CROSS JOIN home_1m h ON h.home_id = t.home_id
                   AND h.bucket >= t.hour AND h.bucket < t.hour + {hour}
                 GROUP BY h.home_id, t.hour""")
+            c.execute(f"""INSERT OR REPLACE INTO home_1d
+                SELECT t.home_id, t.day, SUM(h.energy_wh)
+                FROM (SELECT DISTINCT home_id, hour - hour % {day} AS day FROM touched_home_hours) t
+                CROSS JOIN home_1h h ON h.home_id = t.home_id AND h.bucket >= t.day
+                  AND h.bucket < t.day + {day}
+                GROUP BY t.home_id, t.day""")
             c.execute("DELETE FROM touched_home_hours")
 
     def _refresh_fleet(self, batch: Batch) -> None:

@@ -136,6 +136,8 @@ def frames(homes: int, hours: float, now: datetime) -> dict[str, pl.DataFrame]:
         pl.lit("invalid JSON").alias("reason"), pl.format("h{}", "i").alias("payload_hash"),
         pl.lit("decode").alias("step"), pl.lit("invalid_json").alias("error"),
         pl.lit(1).alias("payload_bytes"))
+    daily = hm.group_by("home_id", pl.col("bucket").dt.truncate("1d").alias("day")).agg(
+        pl.col("energy_wh").sum())
     fleet = hm.group_by("bucket").agg(pl.col("mean_power_w").sum().alias("power_w"),
                                       pl.len().cast(pl.Int64).alias("homes"))
     newest = forecasts.group_by("home_id", "resolution_min").agg(pl.col("made_at").max())
@@ -143,7 +145,8 @@ def frames(homes: int, hours: float, now: datetime) -> dict[str, pl.DataFrame]:
         pl.col("yhat_w").sum(), pl.col("lower_w").sum(), pl.col("upper_w").sum(),
         pl.len().cast(pl.Int64).alias("homes"))
     return {"devices": registry, "readings": readings, "device_1m": dm, "home_1m": hm,
-            "fleet_1m": fleet, "forecast_newest": newest, "fleet_forecast": fleet_forecast,
+            "fleet_1m": fleet, "home_1d": daily, "forecast_newest": newest,
+            "fleet_forecast": fleet_forecast,
             "device_1h": hourly(dm, ["home_id", "device_id"]), "home_1h": hourly(hm, ["home_id"]),
             "forecasts": forecasts, "anomalies": anomalies, "dead_letter": dead}
 

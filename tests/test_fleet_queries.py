@@ -260,6 +260,18 @@ def test_the_store_keeps_the_fleet_minutes(store):
     _assert_same(stored, counted)
     assert stored[to_us(t0)] == (pytest.approx(100 + 999.5 + 102 + 103 + 104), 5)
     assert stored[to_us(t0 + timedelta(minutes=1))][1] == 6
+    # Each home's day: its minutes' energy.
+    store.write(Batch(home_windows=[HomeWindow("h1", t0.replace(hour=23, minute=59), 1.0, 1, 2, 0.25, 6),
+                                    HomeWindow("h1", t0 + timedelta(days=1), 1.0, 1, 2, 4.0, 6)]))
+    db = Database(store.url, migrate=False)
+    try:
+        days = {(h, d): wh for h, d, wh in db.rows(f"SELECT home_id, {db.us('day')}, energy_wh FROM home_1d")}
+    finally:
+        db.close()
+    day = to_us(t0.replace(hour=0))
+    assert days == pytest.approx({**{(f"h{i}", day): 9.0 for i in range(5)}, ("h1", day): 9.25,
+                                  ("h9", day): 3.0, ("h2", day - 3 * 86_400_000_000): 3.0,
+                                  ("h1", day + 86_400_000_000): 4.0})
 
 
 def test_postgres_writers_at_once_add_up_in_the_fleet_minutes(pg_url):
@@ -364,7 +376,7 @@ def test_migration_0015_fills_the_rollups_as_the_writes_do(store):
                                           60, 100.0 * i + h - k, 1.0, 2.0, "test")
                                  for i in range(3) for k in range(2) for h in range(3)]))
     store.write(Batch(home_windows=[HomeWindow("h1", t0, 55.5, 1, 2, 3.0, 6)]))
-    tables = {"fleet_1m": "bucket", "forecast_newest": "home_id, resolution_min",
+    tables = {"fleet_1m": "bucket", "home_1d": "home_id, day", "forecast_newest": "home_id, resolution_min",
               "fleet_forecast": "resolution_min, made_at, target_ts"}
 
     def rows() -> dict[str, list[tuple]]:
@@ -385,6 +397,8 @@ def test_migration_0015_fills_the_rollups_as_the_writes_do(store):
     store.migrate()
     filled = rows()
     assert filled["forecast_newest"] == written["forecast_newest"] and len(filled["forecast_newest"]) == 3
+    assert [r[:2] for r in filled["home_1d"]] == [r[:2] for r in written["home_1d"]]
+    assert [r[2] for r in filled["home_1d"]] == pytest.approx([r[2] for r in written["home_1d"]])
     for t, keys in (("fleet_1m", 1), ("fleet_forecast", 3)):  # keys, sums, then homes
         assert len(filled[t]) == len(written[t]) > 0
         for a, b in zip(filled[t], written[t]):

@@ -731,8 +731,8 @@ def fleet_homes(db: Database, principal: Principal, now: datetime, stale_after_s
                 order: str = "today_kwh") -> FleetHomes:
     """One page of the fleet's homes: each home's power now, newest reading, energy today (UTC)
     and open anomalies, biggest consumers first (or by home id), optionally only the homes whose
-    id or one of whose devices' ids contains ``search``. Energy today is summed from the hourly
-    rollup (its current hour included), so a day costs 24 rows per home, not 1,440."""
+    id or one of whose devices' ids contains ``search``. Energy today is the daily rollup's
+    (``home_1d``, the store keeps it on every write): one row per home, not 24 or 1,440."""
     require_fleet(principal)
     if page_size < 1:
         raise ValueError(f"page_size must be at least 1, got {page_size}")
@@ -744,16 +744,16 @@ def fleet_homes(db: Database, principal: Principal, now: datetime, stale_after_s
     (total,), = db.rows(f"SELECT count(DISTINCT home_id) FROM devices {where}", params)
     page = max(0, min(page, max(0, -(-total // page_size) - 1)))
     midnight = local_midnight(now, "UTC")
-    today_where = "bucket >= :m" + (f" AND {matching}" if matching else "")
-    # SQLite would walk home_1h's whole history in key order to save the GROUP BY a sort
-    # (it keeps no statistics of a range's size); the day is a small range of the time index.
-    hourly = "home_1h INDEXED BY home_1h_bucket" if db.dialect == "sqlite" else "home_1h"
+    today_where = "day = :m" + (f" AND {matching}" if matching else "")
+    # SQLite would walk home_1d's whole history in key order (it keeps no statistics of a
+    # range's size); the day is a small range of the day index.
+    daily = "home_1d INDEXED BY home_1d_day" if db.dialect == "sqlite" else "home_1d"
     rows = db.frame(
         f"SELECT h.home_id, {db.us('h.last_seen')} AS last_seen, "
         "coalesce(t.wh, 0) / 1000.0 AS today_kwh, coalesce(o.n, 0) AS open_anomalies "
         f"FROM ({_HOME_SEEN.format(where=where)}) h "
-        f"LEFT JOIN (SELECT home_id, sum(energy_wh) AS wh FROM {hourly} WHERE {today_where} "
-        "GROUP BY home_id) t ON t.home_id = h.home_id "
+        f"LEFT JOIN (SELECT home_id, energy_wh AS wh FROM {daily} WHERE {today_where}) t "
+        "ON t.home_id = h.home_id "
         "LEFT JOIN (SELECT home_id, count(*) AS n FROM anomalies WHERE ended_at IS NULL "
         "GROUP BY home_id) o ON o.home_id = h.home_id "
         f"ORDER BY {FLEET_ORDERS[order]} LIMIT :n OFFSET :o",

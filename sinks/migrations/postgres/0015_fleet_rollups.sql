@@ -14,6 +14,23 @@ INSERT INTO fleet_1m
 SELECT bucket, sum(mean_power_w), count(*) FROM home_1m GROUP BY bucket
 ON CONFLICT (bucket) DO UPDATE SET power_w = excluded.power_w, homes = excluded.homes;
 
+-- Each home's energy per UTC day (the sum of its home_1m energy), kept like fleet_1m by adding
+-- each batch's change: the Fleet page ranks every home by its energy today, one row a home
+-- instead of one an hour.
+CREATE TABLE IF NOT EXISTS home_1d (
+    home_id   text             NOT NULL,
+    day       timestamptz      NOT NULL,  -- 00:00 UTC
+    energy_wh double precision NOT NULL,
+    PRIMARY KEY (home_id, day)
+);
+
+INSERT INTO home_1d
+SELECT home_id, date_trunc('day', bucket AT TIME ZONE 'UTC') AT TIME ZONE 'UTC', sum(energy_wh)
+FROM home_1m GROUP BY 1, 2
+ON CONFLICT (home_id, day) DO UPDATE SET energy_wh = excluded.energy_wh;
+
+CREATE INDEX IF NOT EXISTS home_1d_day ON home_1d (day) INCLUDE (home_id, energy_wh);
+
 -- The fleet's forecast: each home's newest forecast (per resolution) in forecast_newest, and in
 -- fleet_forecast the sums of those newest forecasts by the time they were made and the hour they
 -- forecast; a new forecast moves its home's share from its old newest to its new one (additions

@@ -11,6 +11,22 @@ CREATE TABLE IF NOT EXISTS fleet_1m (
 INSERT OR REPLACE INTO fleet_1m
 SELECT bucket, SUM(mean_power_w), COUNT(*) FROM home_1m GROUP BY bucket;
 
+-- Each home's energy per UTC day (the sum of its home_1m energy), recounted from home_1h for the
+-- days a batch touched: the Fleet page ranks every home by its energy today, one row a home
+-- instead of one an hour.
+CREATE TABLE IF NOT EXISTS home_1d (
+    home_id   TEXT    NOT NULL,
+    day       INTEGER NOT NULL,  -- 00:00 UTC
+    energy_wh REAL    NOT NULL,
+    PRIMARY KEY (home_id, day)
+) WITHOUT ROWID;
+
+INSERT OR REPLACE INTO home_1d
+SELECT home_id, bucket - bucket % 86400000000, SUM(energy_wh) FROM home_1h
+GROUP BY home_id, bucket - bucket % 86400000000;
+
+CREATE INDEX IF NOT EXISTS home_1d_day ON home_1d (day, home_id, energy_wh);
+
 -- The fleet's forecast: each home's newest forecast (per resolution) in forecast_newest, and in
 -- fleet_forecast the sums of those newest forecasts by the time they were made and the hour they
 -- forecast; a new forecast moves its home's share from its old newest to its new one. The Fleet
