@@ -744,15 +744,14 @@ def fleet_homes(db: Database, principal: Principal, now: datetime, stale_after_s
     (total,), = db.rows(f"SELECT count(DISTINCT home_id) FROM devices {where}", params)
     page = max(0, min(page, max(0, -(-total // page_size) - 1)))
     midnight = local_midnight(now, "UTC")
-    today_where = "day = :m" + (f" AND {matching}" if matching else "")
-    # SQLite would walk home_1d's whole history in key order (it keeps no statistics of a
-    # range's size); the day is a small range of the day index.
+    # One probe of the day index per home listed: no search condition here (SQLite ran the
+    # search's subquery again for every home, 36 s for 10,000).
     daily = "home_1d INDEXED BY home_1d_day" if db.dialect == "sqlite" else "home_1d"
     rows = db.frame(
         f"SELECT h.home_id, {db.us('h.last_seen')} AS last_seen, "
         "coalesce(t.wh, 0) / 1000.0 AS today_kwh, coalesce(o.n, 0) AS open_anomalies "
         f"FROM ({_HOME_SEEN.format(where=where)}) h "
-        f"LEFT JOIN (SELECT home_id, energy_wh AS wh FROM {daily} WHERE {today_where}) t "
+        f"LEFT JOIN (SELECT home_id, energy_wh AS wh FROM {daily} WHERE day = :m) t "
         "ON t.home_id = h.home_id "
         "LEFT JOIN (SELECT home_id, count(*) AS n FROM anomalies WHERE ended_at IS NULL "
         "GROUP BY home_id) o ON o.home_id = h.home_id "
