@@ -175,31 +175,29 @@ GROUP BY m.home_id, t.hour
 ON CONFLICT (home_id, bucket) DO UPDATE SET {_HOURLY_UPDATE}"""
 
 
-# fleet_1m (migrations/postgres/0015): what this batch changes in each of its minutes, read
-# before home_1m is written (the rows it replaces), then added to the stored sums. An addition,
-# not a recount: several flow processes write the same minute at once, and a recount would see
-# only the homes committed before it (the last to commit would lose the others). A home is
-# written by one process only, so the rows a batch replaces are its own; a replay changes
-# nothing.
-_FLEET_1M_CHANGE = """
-INSERT INTO stage_fleet_1m
-SELECT s.bucket, sum(s.mean_power_w - coalesce(m.mean_power_w, 0)), count(*) - count(m.home_id)
-FROM stage_home_1m s LEFT JOIN home_1m m ON m.home_id = s.home_id AND m.bucket = s.bucket
-GROUP BY s.bucket"""
+# fleet_1m and home_1d (migrations/postgres/0015): what this batch changes in each of its minutes
+# and each home's day, read before home_1m is written (the rows it replaces), then added to the
+# stored sums. An addition, not a recount: several flow processes write the same minute at once,
+# and a recount would see only the homes committed before it (the last to commit would lose the
+# others); and under TimescaleDB home_1h is a continuous aggregate, and a day of minutes per home
+# and batch is too much to read. A home is written by one process only, so the rows a batch
+# replaces are its own; a replay changes nothing. One join for both, bounded to the batch's
+# minutes so TimescaleDB reads only their chunks.
+_HOME_1M_CHANGE = """
+WITH d AS (
+  SELECT s.home_id, s.bucket, s.mean_power_w - coalesce(m.mean_power_w, 0) AS power_w,
+         s.energy_wh - coalesce(m.energy_wh, 0) AS energy_wh, (m.home_id IS NULL)::int AS new
+  FROM stage_home_1m s LEFT JOIN home_1m m ON m.home_id = s.home_id AND m.bucket = s.bucket
+    AND m.bucket >= (SELECT min(bucket) FROM stage_home_1m)
+    AND m.bucket <= (SELECT max(bucket) FROM stage_home_1m)),
+f AS (INSERT INTO stage_fleet_1m SELECT bucket, sum(power_w), sum(new) FROM d GROUP BY bucket)
+INSERT INTO stage_home_1d
+SELECT home_id, date_trunc('day', bucket AT TIME ZONE 'UTC') AT TIME ZONE 'UTC', sum(energy_wh)
+FROM d GROUP BY 1, 2"""
 _FLEET_1M_ADD = """
 INSERT INTO fleet_1m SELECT * FROM stage_fleet_1m ORDER BY bucket
 ON CONFLICT (bucket) DO UPDATE SET power_w = fleet_1m.power_w + excluded.power_w,
   homes = fleet_1m.homes + excluded.homes"""
-
-# home_1d (migrations/postgres/0015) the same way: the change to each home's day, added. One
-# process writes a home, so this could be a recount; it is not, because under TimescaleDB
-# home_1h is a continuous aggregate and a day of minutes per home and batch is too much to read.
-_HOME_1D_CHANGE = """
-INSERT INTO stage_home_1d
-SELECT s.home_id, date_trunc('day', s.bucket AT TIME ZONE 'UTC') AT TIME ZONE 'UTC',
-       sum(s.energy_wh - coalesce(m.energy_wh, 0))
-FROM stage_home_1m s LEFT JOIN home_1m m ON m.home_id = s.home_id AND m.bucket = s.bucket
-GROUP BY 1, 2"""
 _HOME_1D_ADD = """
 INSERT INTO home_1d SELECT * FROM stage_home_1d ORDER BY 1, 2
 ON CONFLICT (home_id, day) DO UPDATE SET energy_wh = home_1d.energy_wh + excluded.energy_wh"""
@@ -379,8 +377,7 @@ class PostgresStore:
                 windows = _last_by_key(batch.home_windows, lambda w: (w.home_id, w.bucket))
                 self._copy(cur, "stage_home_1m", _HOME_1M_TYPES,
                            (table_rows.home_window_row(w, count=_int4) for w in windows))
-                cur.execute(_FLEET_1M_CHANGE)
-                cur.execute(_HOME_1D_CHANGE)
+                cur.execute(_HOME_1M_CHANGE)
                 cur.execute(
                     "INSERT INTO home_1m SELECT * FROM stage_home_1m "
                     "ON CONFLICT (home_id, bucket) DO UPDATE SET "
