@@ -197,7 +197,8 @@ def test_savings_statements_do_not_grow_with_the_fleet(tmp_path, count_statement
             db.close()
         assert len(results) == homes // 10 + 4 and fleet.measured >= homes // 10
     # Accepted recommendations, tariffs, zones, the homes', the devices' and the comparison
-    # group's rows, the fleet's home ids (the old way: 28 statements for 20 homes, 541 for 200).
+    # group's rows, the fleet's home ids (the old way: one per recommendation and one per
+    # comparison home and measured recommendation).
     assert counts[20] == counts[200] <= 8, counts
 
 
