@@ -131,8 +131,12 @@ CREATE TEMP TABLE IF NOT EXISTS stage_readings (LIKE readings) ON COMMIT DELETE 
 CREATE TEMP TABLE IF NOT EXISTS stage_device_1m (LIKE device_1m) ON COMMIT DELETE ROWS;
 CREATE TEMP TABLE IF NOT EXISTS stage_home_1m (LIKE home_1m) ON COMMIT DELETE ROWS;
 CREATE TEMP TABLE IF NOT EXISTS stage_forecasts (LIKE forecasts) ON COMMIT DELETE ROWS;
+CREATE TEMP TABLE IF NOT EXISTS stage_fleet_1m (LIKE fleet_1m) ON COMMIT DELETE ROWS;
+CREATE TEMP TABLE IF NOT EXISTS stage_home_1d (LIKE home_1d) ON COMMIT DELETE ROWS;
+CREATE TEMP TABLE IF NOT EXISTS stage_fleet_forecast (LIKE fleet_forecast) ON COMMIT DELETE ROWS;
 DELETE FROM stage_readings; DELETE FROM stage_device_1m; DELETE FROM stage_home_1m;
-DELETE FROM stage_forecasts;
+DELETE FROM stage_forecasts; DELETE FROM stage_fleet_1m; DELETE FROM stage_fleet_forecast;
+DELETE FROM stage_home_1d;
 """  # emptied first: isolating a bad row writes several parts of a batch in one transaction
 
 _READING_TYPES = ["text", "text", "timestamptz", "float8", "float8", "float8", "float8"]
@@ -171,6 +175,58 @@ FROM (SELECT DISTINCT home_id, date_trunc('hour', bucket) AS hour FROM stage_hom
 JOIN home_1m m ON m.home_id = t.home_id AND m.bucket >= t.hour AND m.bucket < t.hour + INTERVAL '1 hour'
 GROUP BY m.home_id, t.hour
 ON CONFLICT (home_id, bucket) DO UPDATE SET {_HOURLY_UPDATE}"""
+
+
+# fleet_1m and home_1d (migrations/postgres/0016): what this batch changes in each of its minutes
+# and each home's day, read before home_1m is written (the rows it replaces), then added to the
+# stored sums. An addition, not a recount: several flow processes write the same minute at once,
+# and a recount would see only the homes committed before it (the last to commit would lose the
+# others); and under TimescaleDB home_1h is a continuous aggregate, and a day of minutes per home
+# and batch is too much to read. A home is written by one process only, so the rows a batch
+# replaces are its own; a replay changes nothing. One join for both, bounded to the batch's
+# minutes so TimescaleDB reads only their chunks.
+_HOME_1M_CHANGE = """
+WITH d AS (
+  SELECT s.home_id, s.bucket, s.mean_power_w - coalesce(m.mean_power_w, 0) AS power_w,
+         s.energy_wh - coalesce(m.energy_wh, 0) AS energy_wh, (m.home_id IS NULL)::int AS new
+  FROM stage_home_1m s LEFT JOIN home_1m m ON m.home_id = s.home_id AND m.bucket = s.bucket
+    AND m.bucket >= (SELECT min(bucket) FROM stage_home_1m)
+    AND m.bucket <= (SELECT max(bucket) FROM stage_home_1m)),
+f AS (INSERT INTO stage_fleet_1m SELECT bucket, sum(power_w), sum(new) FROM d GROUP BY bucket)
+INSERT INTO stage_home_1d
+SELECT home_id, date_trunc('day', bucket AT TIME ZONE 'UTC') AT TIME ZONE 'UTC', sum(energy_wh)
+FROM d GROUP BY 1, 2"""
+_FLEET_1M_ADD = """
+INSERT INTO fleet_1m SELECT * FROM stage_fleet_1m ORDER BY bucket
+ON CONFLICT (bucket) DO UPDATE SET power_w = fleet_1m.power_w + excluded.power_w,
+  homes = fleet_1m.homes + excluded.homes"""
+_HOME_1D_ADD = """
+INSERT INTO home_1d SELECT * FROM stage_home_1d ORDER BY 1, 2
+ON CONFLICT (home_id, day) DO UPDATE SET energy_wh = home_1d.energy_wh + excluded.energy_wh"""
+
+# fleet_forecast (migrations/postgres/0016): the forecasting homes' shares move from their old
+# newest forecasts (taken away before the batch's are written) to their new newest (added
+# after), through the staging table, then added to the stored sums.
+_FLEET_FORECAST_SHARE = """
+INSERT INTO stage_fleet_forecast
+SELECT f.resolution_min, f.made_at, f.target_ts, {sign} * f.yhat_w, {sign} * f.lower_w,
+       {sign} * f.upper_w, {sign}
+FROM (SELECT DISTINCT home_id, resolution_min FROM stage_forecasts) t
+JOIN forecast_newest n ON n.home_id = t.home_id AND n.resolution_min = t.resolution_min
+JOIN forecasts f ON f.home_id = n.home_id AND f.resolution_min = n.resolution_min
+  AND f.made_at = n.made_at"""
+_FORECAST_NEWEST = """
+INSERT INTO forecast_newest
+SELECT home_id, resolution_min, max(made_at) FROM stage_forecasts GROUP BY 1, 2 ORDER BY 1, 2
+ON CONFLICT (home_id, resolution_min) DO UPDATE SET
+  made_at = greatest(forecast_newest.made_at, excluded.made_at)"""
+_FLEET_FORECAST_ADD = """
+INSERT INTO fleet_forecast
+SELECT resolution_min, made_at, target_ts, sum(yhat_w), sum(lower_w), sum(upper_w), sum(homes)
+FROM stage_fleet_forecast GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
+ON CONFLICT (resolution_min, made_at, target_ts) DO UPDATE SET
+  yhat_w = fleet_forecast.yhat_w + excluded.yhat_w, lower_w = fleet_forecast.lower_w + excluded.lower_w,
+  upper_w = fleet_forecast.upper_w + excluded.upper_w, homes = fleet_forecast.homes + excluded.homes"""
 
 
 def _last_by_key(items, key) -> list:
@@ -314,8 +370,10 @@ class PostgresStore:
                             batch.device_windows, key=("home_id", "device_id", "bucket"),
                             update=("kind", *_WINDOW_VALUES))
             if batch.home_windows:
+                # The rollups take the change each minute makes (before the upsert) and add it after.
                 self._merge(cur, "home_1m", _HOME_1M_TYPES, table_rows.home_window_row, batch.home_windows,
-                            key=("home_id", "bucket"), update=_WINDOW_VALUES)
+                            key=("home_id", "bucket"), update=_WINDOW_VALUES,
+                            before=(_HOME_1M_CHANGE,), after=(_HOME_1D_ADD,))
             if not self.has_timescale:
                 self._refresh_hourly(cur, batch)
             for attr, sql, row in _EVENT_WRITES:
@@ -324,7 +382,9 @@ class PostgresStore:
             if batch.forecasts:
                 self._merge(cur, "forecasts", _FORECAST_TYPES, table_rows.forecast_row, batch.forecasts,
                             key=("home_id", "resolution_min", "made_at", "target_ts"),
-                            update=("horizon_min", "yhat_w", "lower_w", "upper_w", "model"))
+                            update=("horizon_min", "yhat_w", "lower_w", "upper_w", "model"),
+                            before=(_FLEET_FORECAST_SHARE.format(sign=-1),),
+                            after=(_FORECAST_NEWEST, _FLEET_FORECAST_SHARE.format(sign=1)))
             if batch.forecast_scores:
                 scores = _last_by_key(batch.forecast_scores,
                                       lambda x: (x.home_id, x.resolution_min, x.horizon_min))
@@ -337,6 +397,12 @@ class PostgresStore:
                     "updated_at = excluded.updated_at",
                     [table_rows.forecast_score_row(x) for x in scores])
             self._upsert_devices(cur, device_rows(batch))
+            # Last, in key order: the fleet's rows stay locked from here to the commit, and
+            # every writer of the same minutes or forecasts waits for them.
+            if batch.home_windows:
+                cur.execute(_FLEET_1M_ADD)
+            if batch.forecasts:
+                cur.execute(_FLEET_FORECAST_ADD)
 
     def after_commit(self, batch: Batch) -> None:
         if self.has_timescale:
@@ -385,13 +451,19 @@ class PostgresStore:
 
     @classmethod
     def _merge(cls, cur: psycopg.Cursor, table: str, types: list[str], row: Callable[..., tuple],
-               items: Iterable[Any], key: tuple[str, ...], update: tuple[str, ...]) -> None:
+               items: Iterable[Any], key: tuple[str, ...], update: tuple[str, ...],
+               before: tuple[str, ...] = (), after: tuple[str, ...] = ()) -> None:
         """COPY ``items`` into stage_<table>, then upsert them into ``table`` on ``key`` (the
-        records' attributes of the same names): a re-emitted row replaces the ``update`` columns."""
+        records' attributes of the same names): a re-emitted row replaces the ``update`` columns.
+        ``before`` and ``after`` run around the upsert, with the stage filled (rollups)."""
         last = _last_by_key(items, attrgetter(*key))
         cls._copy(cur, f"stage_{table}", types, (row(x, count=_int4) for x in last))
+        for sql in before:
+            cur.execute(sql)
         cur.execute(f"INSERT INTO {table} SELECT * FROM stage_{table} ON CONFLICT ({', '.join(key)}) "
                     f"DO UPDATE SET {', '.join(f'{c} = excluded.{c}' for c in update)}")
+        for sql in after:
+            cur.execute(sql)
 
     @staticmethod
     def _copy(cur: psycopg.Cursor, table: str, types: list[str], rows: Iterable[tuple]) -> None:

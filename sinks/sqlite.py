@@ -179,17 +179,23 @@ class SqliteStore:
             if items := getattr(batch, attr):
                 c.executemany(sql, [row(x, to_us) for x in items])
         self._refresh_hourly(batch)
+        self._refresh_fleet(batch)
+        if batch.forecasts:
+            self._share_fleet_forecast(batch, -1)
         for attr, sql, row in _EVENT_WRITES:
             if items := getattr(batch, attr):
                 c.executemany(sql, [row(x, to_us) for x in items])
+        if batch.forecasts:
+            self._share_fleet_forecast(batch, 1)
         self._upsert_devices(device_rows(batch))
 
     def _refresh_hourly(self, batch: Batch) -> None:
         """Recompute the hours of device_1h/home_1h that this batch's windows fall in, from the
-        1-minute tables, inside the write transaction (see migrations/sqlite/0006). CROSS JOIN
+        1-minute tables, inside the write transaction (see migrations/sqlite/0006), and the
+        days of home_1d from those hours (0016). CROSS JOIN
         fixes the loop order: the touched hours outside, each a range seek in the 1-minute
         table's key (SQLite's planner otherwise scans the whole 1-minute table per batch)."""
-        hour = 3_600_000_000
+        hour, day = 3_600_000_000, 86_400_000_000
         c = self.conn
         if batch.device_windows:
             c.execute("CREATE TEMP TABLE IF NOT EXISTS touched_device_hours "
@@ -217,7 +223,66 @@ class SqliteStore:
                 FROM touched_home_hours t CROSS JOIN home_1m h ON h.home_id = t.home_id
                   AND h.bucket >= t.hour AND h.bucket < t.hour + {hour}
                 GROUP BY h.home_id, t.hour""")
+            c.execute(f"""INSERT OR REPLACE INTO home_1d
+                SELECT t.home_id, t.day, SUM(h.energy_wh)
+                FROM (SELECT DISTINCT home_id, hour - hour % {day} AS day FROM touched_home_hours) t
+                CROSS JOIN home_1h h ON h.home_id = t.home_id AND h.bucket >= t.day
+                  AND h.bucket < t.day + {day}
+                GROUP BY t.home_id, t.day""")
             c.execute("DELETE FROM touched_home_hours")
+
+    def _refresh_fleet(self, batch: Batch) -> None:
+        """Recompute the minutes of fleet_1m that this batch's home windows fall in (see
+        migrations/sqlite/0016): each a range of home_1m's covering bucket index. Exact, and safe
+        with several writers: SQLite runs one write transaction at a time."""
+        if not batch.home_windows:
+            return
+        c = self.conn
+        c.execute("CREATE TEMP TABLE IF NOT EXISTS touched_minutes (bucket INTEGER PRIMARY KEY)")
+        c.executemany("INSERT OR IGNORE INTO touched_minutes VALUES (?)",
+                      {(to_us(w.bucket),) for w in batch.home_windows})
+        c.execute("INSERT OR REPLACE INTO fleet_1m SELECT t.bucket, SUM(h.mean_power_w), COUNT(*) "
+                  "FROM touched_minutes t CROSS JOIN home_1m h ON h.bucket = t.bucket GROUP BY t.bucket")
+        c.execute("DELETE FROM touched_minutes")
+
+    def _share_fleet_forecast(self, batch: Batch, sign: int) -> None:
+        """Move the forecasting homes' shares of fleet_forecast (migrations/sqlite/0016): before
+        the batch's forecasts are written (sign -1) take away each home's newest forecast, after
+        them (sign 1) note the newest and add it."""
+        c = self.conn
+        if sign < 0:
+            c.execute("CREATE TEMP TABLE IF NOT EXISTS touched_forecasts (home_id TEXT, "
+                      "resolution_min INTEGER, PRIMARY KEY (home_id, resolution_min))")
+            c.execute("CREATE TEMP TABLE IF NOT EXISTS stage_fleet_forecast (resolution_min INTEGER, "
+                      "made_at INTEGER, target_ts INTEGER, yhat_w REAL, lower_w REAL, upper_w REAL, "
+                      "homes INTEGER)")
+            c.executemany("INSERT OR IGNORE INTO touched_forecasts VALUES (?,?)",
+                          {(f.home_id, f.resolution_min) for f in batch.forecasts})
+        else:
+            newest: dict[tuple[str, int], int] = {}
+            for f in batch.forecasts:
+                key = (f.home_id, f.resolution_min)
+                newest[key] = max(newest.get(key, to_us(f.made_at)), to_us(f.made_at))
+            c.executemany("INSERT INTO forecast_newest VALUES (?,?,?) ON CONFLICT (home_id, resolution_min) "
+                          "DO UPDATE SET made_at = max(made_at, excluded.made_at)",
+                          [(h, r, m) for (h, r), m in newest.items()])
+        c.execute(f"""INSERT INTO stage_fleet_forecast
+            SELECT f.resolution_min, f.made_at, f.target_ts, {sign} * f.yhat_w, {sign} * f.lower_w,
+                   {sign} * f.upper_w, {sign}
+            FROM touched_forecasts t JOIN forecast_newest n ON n.home_id = t.home_id
+              AND n.resolution_min = t.resolution_min
+            CROSS JOIN forecasts f ON f.home_id = n.home_id AND f.resolution_min = n.resolution_min
+              AND f.made_at = n.made_at""")
+        if sign > 0:
+            c.execute("""INSERT INTO fleet_forecast
+                SELECT resolution_min, made_at, target_ts, SUM(yhat_w), SUM(lower_w), SUM(upper_w),
+                       SUM(homes)
+                FROM stage_fleet_forecast WHERE true GROUP BY resolution_min, made_at, target_ts
+                ON CONFLICT (resolution_min, made_at, target_ts) DO UPDATE SET
+                  yhat_w = yhat_w + excluded.yhat_w, lower_w = lower_w + excluded.lower_w,
+                  upper_w = upper_w + excluded.upper_w, homes = homes + excluded.homes""")
+            c.execute("DELETE FROM stage_fleet_forecast")
+            c.execute("DELETE FROM touched_forecasts")
 
     def _upsert_devices(self, devices: Iterable[DeviceInfo]) -> None:
         self.conn.executemany(

@@ -3,9 +3,9 @@
 forecasts, anomalies and dead letters, bulk-inserted straight into the tables (the flow would take
 far too long to write 50,000 devices' history).
 
-Rows are what the flow writes (``device_1m``, ``home_1m``, ``device_1h``/``home_1h`` computed
-the way the store's refresh computes them); the numbers are synthetic but deterministic in the
-home's index, so a test can recompute what a page must show:
+Rows are what the flow writes (``device_1m``, ``home_1m``, ``device_1h``/``home_1h`` and the
+fleet's rollups computed the way the store computes them); the numbers are synthetic but
+deterministic in the home's index, so a test can recompute what a page must show:
 
 * home ``fleet-NNNNN`` (``home_id(i)``) has a meter ``mains`` and four appliances, except every
   ``NO_METER_EVERY``-th home, which has five appliances and no meter (its total is their sum);
@@ -136,7 +136,17 @@ def frames(homes: int, hours: float, now: datetime) -> dict[str, pl.DataFrame]:
         pl.lit("invalid JSON").alias("reason"), pl.format("h{}", "i").alias("payload_hash"),
         pl.lit("decode").alias("step"), pl.lit("invalid_json").alias("error"),
         pl.lit(1).alias("payload_bytes"))
+    daily = hm.group_by("home_id", pl.col("bucket").dt.truncate("1d").alias("day")).agg(
+        pl.col("energy_wh").sum())
+    fleet = hm.group_by("bucket").agg(pl.col("mean_power_w").sum().alias("power_w"),
+                                      pl.len().cast(pl.Int64).alias("homes"))
+    newest = forecasts.group_by("home_id", "resolution_min").agg(pl.col("made_at").max())
+    fleet_forecast = forecasts.group_by("resolution_min", "made_at", "target_ts").agg(
+        pl.col("yhat_w").sum(), pl.col("lower_w").sum(), pl.col("upper_w").sum(),
+        pl.len().cast(pl.Int64).alias("homes"))
     return {"devices": registry, "readings": readings, "device_1m": dm, "home_1m": hm,
+            "fleet_1m": fleet, "home_1d": daily, "forecast_newest": newest,
+            "fleet_forecast": fleet_forecast,
             "device_1h": hourly(dm, ["home_id", "device_id"]), "home_1h": hourly(hm, ["home_id"]),
             "forecasts": forecasts, "anomalies": anomalies, "dead_letter": dead}
 

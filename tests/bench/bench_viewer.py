@@ -236,6 +236,8 @@ def fleet_calls(db, principal, now: datetime, search: str) -> list[tuple[str, ob
         if hasattr(data, "home_choices"):
             calls.append((f"home_choices {search!r} (sidebar search)",
                           lambda: data.home_choices(db, principal, search)))
+        if hasattr(data, "fleet_savings"):
+            calls.append(("fleet_savings (measured savings)", lambda: data.fleet_savings(db, principal)))
     else:
         calls.append(("fleet (everything)", lambda: data.fleet(db, principal, now, 120.0, 600.0)))
     return calls
@@ -273,9 +275,10 @@ def fleet_times(url: str, runs: int, now: datetime, homes: int) -> tuple[dict[st
     statements = {sql: statistics.median(ts) for sql, ts in timer.samples.items()}
     token = accounts.sign_in("olga", "olga-secret-12").token
     db.close()
-    # The page caches the fleet's totals for a few seconds (every click reruns it): "first view"
-    # clears that cache before each run, the clicks after it (a search, a later page) do not.
-    views: list[tuple[str, dict, bool]] = [("page: Fleet, first view (nothing cached)", {}, True)]
+    # The page caches the fleet's totals and each page of homes for a few seconds (every click
+    # reruns it): "first view" clears the caches before each run; each run of a click after it
+    # asks for a page or a search not seen yet (totals cached, that page of homes not).
+    views: list[tuple[str, list[dict], bool]] = [("page: Fleet, first view (nothing cached)", [{}] * runs, True)]
     at = AppTest.from_file(str(APP), default_timeout=300)
     at.session_state["session_token"] = token
     at.run()
@@ -283,17 +286,21 @@ def fleet_times(url: str, runs: int, now: datetime, homes: int) -> tuple[dict[st
     assert not at.exception, [e.value for e in at.exception]
     keys = {t.key for t in at.text_input}
     if "fleet_search" in keys:
-        views += [(f"page: Fleet, search {search!r}", {"fleet_search": search}, False),
-                  ("page: Fleet, page 20", {"fleet_search": "", "fleet_page": 20}, False)]
-    for title, widgets, cold in views:
-        for key, value in widgets.items():
-            if key == "fleet_page":
-                at.number_input(key=key).set_value(value)
-            else:
-                at.text_input(key=key).input(value)
-            at.run()  # one at a time: a new search goes back to the first page
+        views += [(f"page: Fleet, a new search like {search!r}",
+                   [{"fleet_search": home_id(homes // 2 + 10 * k)[:-1]} for k in range(runs)], False),
+                  ("page: Fleet, a new page (20, 21, ...)",
+                   [{"fleet_search": "", "fleet_page": 20 + k} for k in range(runs)], False)]
+    for title, clicks, cold in views:
         samples = []
-        for _ in range(runs):
+        for widgets in clicks:
+            *first, last = list(widgets.items()) or [(None, None)]
+            for key, value in first:  # one at a time: a new search goes back to the first page
+                at.text_input(key=key).input(value)
+                at.run()
+            if last[0] == "fleet_page":
+                at.number_input(key=last[0]).set_value(last[1])
+            elif last[0] is not None:
+                at.text_input(key=last[0]).input(last[1])
             if cold:
                 st.cache_data.clear()
             started = time.perf_counter()
