@@ -96,8 +96,18 @@ def test_import_summary_says_what_was_made_and_how_to_see_it(imported):
     assert f"see them: shems ui --store-url '{url}'" in out
     # Forecasts are kept per home: the home whose data end six months earlier keeps its own.
     assert counts["forecasts"].get(H2, 0) > 0 and counts["forecasts"].get(H20, 0) > 0
-    # The outage: every device of House 20 silent at once.
-    assert counts["anomalies"].get(H20, 0) >= len(COLUMNS)
+    # The outage: every device of House 20 silent at once is one anomaly of the home (the
+    # detector groups them), and its message names every device.
+    from ui.db import Database
+
+    db = Database(url, migrate=False)
+    try:
+        rows = db.rows("SELECT kind, device_id, message FROM anomalies WHERE home_id = :h", {"h": H20})
+    finally:
+        db.close()
+    assert [(kind, device) for kind, device, _ in rows] == [("silent", "")], rows
+    assert rows[0][2].startswith(f"Your home went quiet: {len(COLUMNS)} devices"), rows[0][2]
+    assert all(device.replace("_", " ") in rows[0][2] for device, _ in COLUMNS.values()), rows[0][2]
 
 
 def sign_in(page, user: str) -> None:
@@ -153,6 +163,6 @@ def test_both_homes_open_on_their_own_newest_data(chromium, imported, user):  # 
             assert "Recent error by horizon" in forecast
         else:
             assert "MAE" not in forecast
-    # The outage (one anomaly per device in the store) is one alert among House 20's earlier ones
+    # The outage (one anomaly of the home in the store) is one alert among House 20's earlier ones
     # (the table is drawn on a canvas: its rows are not text; the screenshot shows them).
     assert "Earlier alerts (1)" in seen[(H20, "Alerts")]

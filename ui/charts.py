@@ -7,12 +7,18 @@ so every device id, model name or currency goes through ``plot_escape`` on its w
 from __future__ import annotations
 
 import numpy as np
+import pandas  # type: ignore[import-untyped]  # noqa: F401 - see below
 import plotly.graph_objects as go
 import polars as pl
 
 from ui.data import UNMETERED, ForecastView
 from ui.fmt import currency_symbol, label
 from ui.safe import plot_escape, plot_labels
+
+# pandas is imported above, once, under the import lock: plotly looks pandas up in sys.modules
+# without importing it, and two sessions drawing their first charts at once (one thread each)
+# then saw a half-imported pandas ("partially initialized module 'pandas' has no attribute
+# 'Series'"): the History page failed in a browser test with two users.
 
 WEEKDAYS = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"]
 UNMETERED_COLOUR = "#9aa0a6"
