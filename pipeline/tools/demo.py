@@ -179,15 +179,26 @@ def import_history(store_url: str, console: Console) -> None:
 
 def run_demo(mqtt_url: str, store_url: str, homes: int, duration: float | None,
              interval_s: float, metrics_port: int | None, ui_port: int | None = 8501) -> int:
+    console = Console()
+    url, broker = ensure_broker(mqtt_url)
+    # The private broker goes with the demo whatever ends it (an unreachable store included):
+    # left running it would hold its port and outlive its configuration's temporary folder.
+    try:
+        if broker:
+            console.print(f"no broker at {mqtt_url}: started a private Mosquitto at {url}")
+        return _run(console, url, store_url, homes, duration, interval_s, metrics_port, ui_port)
+    finally:
+        if broker:
+            broker.stop()
+
+
+def _run(console: Console, url: str, store_url: str, homes: int, duration: float | None,
+         interval_s: float, metrics_port: int | None, ui_port: int | None) -> int:
     from pipeline.ingest.tabular import TableSpec
     from pipeline.tools.file_replay import replay
     from pipeline.tools.publisher import Publisher
     from pipeline.tools.simulator import run_simulation
 
-    console = Console()
-    url, broker = ensure_broker(mqtt_url)
-    if broker:
-        console.print(f"no broker at {mqtt_url}: started a private Mosquitto at {url}")
     stop = threading.Event()
     cmd = [sys.executable, "-m", "pipeline.cli", "run", "--mqtt-url", url, "--store-url", store_url,
            "--client-id-prefix", "shems-demo", "--tariffs", str(DEMO_TARIFFS),
@@ -297,8 +308,6 @@ def run_demo(mqtt_url: str, store_url: str, homes: int, duration: float | None,
                 flow.wait(60)
             except subprocess.TimeoutExpired:
                 flow.kill()
-        if broker:
-            broker.stop()
     console.print()
     _summary(store_url, console)
     console.print(f"[bold]done[/] at {datetime.now(timezone.utc):%H:%M:%S} UTC")
