@@ -361,14 +361,6 @@ class _ProcessFed(BatchPacing):
     def _take(self, limit: int) -> list[SourceItem]:
         return list(self._read(limit))
 
-    def next_batch(self) -> Iterable[SourceItem]:
-        try:
-            return self._next_batch()
-        except StopIteration:
-            raise
-        except Exception as exc:  # noqa: BLE001 - not about one message: a full disk, a bug
-            exit_now("mqtt source", f"the MQTT source failed: {describe(exc)}")
-
     def _next_batch(self) -> Iterable[SourceItem]:
         batch = self._take(self.src.batch_max)
         now = time.monotonic()

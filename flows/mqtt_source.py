@@ -146,6 +146,17 @@ class BatchPacing:
     stopping: bool
     _received: Any  # the partition's messages-received counter
 
+    def next_batch(self) -> Iterable[SourceItem]:
+        try:
+            return self._next_batch()
+        except StopIteration:
+            raise
+        except Exception as exc:  # noqa: BLE001 - not about one message: a full disk, a bug
+            exit_now("mqtt source", f"the MQTT source failed: {describe(exc)}")
+
+    def _next_batch(self) -> Iterable[SourceItem]:
+        raise NotImplementedError
+
     def _paced(self, batch: list, now: float) -> list:
         """The batch just read, counted; when the flow is to stop, with what the partition still
         receives as it stops (StopIteration once that is nothing too), else with a Tick when due."""
@@ -414,14 +425,6 @@ class _Receiver(BatchPacing):
         if self.held:
             self._release_held()
         return out
-
-    def next_batch(self) -> Iterable[SourceItem]:
-        try:
-            return self._next_batch()
-        except StopIteration:
-            raise
-        except Exception as exc:  # noqa: BLE001 - not about one message: a full disk, a bug
-            exit_now("mqtt source", f"the MQTT source failed: {describe(exc)}")
 
     def _next_batch(self) -> Iterable[SourceItem]:
         batch = self._take(self.src.batch_max)
