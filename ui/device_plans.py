@@ -19,6 +19,7 @@ from pipeline.energy.device_plan import TypicalRun, cheapest_before, recommended
 from pipeline.energy.optimize import Plan, PlanError, PlanProblem
 from pipeline.energy.tariff import price_frame
 from pipeline.records import DeviceKind
+from sinks.rows import from_us
 from ui.accounts import Accounts
 from ui.auth import Principal, require_owner
 from ui.cost import Pricing
@@ -72,8 +73,7 @@ def device_run(db: Database, home_id: str, device_id: str, now: datetime) -> Typ
     rows = db.rows(f"SELECT {db.us('bucket')}, mean_power_w FROM device_1m WHERE home_id = :h "
                    "AND device_id = :d AND bucket >= :since AND bucket < :now ORDER BY bucket",
                    {"h": home_id, "d": device_id, "since": now - HISTORY, "now": now})
-    epoch = datetime(1970, 1, 1, tzinfo=now.tzinfo)
-    return typical_run([epoch + timedelta(microseconds=int(t)) for t, _ in rows], [float(w) for _, w in rows])
+    return typical_run([from_us(int(t)) for t, _ in rows], [float(w) for _, w in rows])
 
 
 def _switchable(db: Database, home_id: str, device_id: str) -> None:

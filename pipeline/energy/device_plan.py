@@ -94,9 +94,9 @@ def recommended_start(title: str) -> time | None:
         return None
 
 
-def _slot_after(now: datetime, slot: timedelta) -> datetime:
+def slot_after(now: datetime, slot: timedelta) -> datetime:
     """The start of the next whole slot after ``now`` (UTC grid)."""
-    epoch = datetime(1970, 1, 1, tzinfo=now.tzinfo)
+    epoch = datetime(1970, 1, 1, tzinfo=timezone.utc)
     n = math.floor((now - epoch) / slot) + 1
     return epoch + slot * n
 
@@ -114,7 +114,7 @@ def cheapest_before(device: str, run: TypicalRun, now: datetime, before: time, t
     """The device's next run in the cheapest window from the next slot to the next local
     ``before`` that leaves time for the run (at 06:30 "before 07:00" for a 2-hour run is
     tomorrow's 07:00)."""
-    start = _slot_after(now, slot)
+    start = slot_after(now, slot)
     deadline = next_local(start, before, tz)
     if deadline - start < run.duration:
         deadline = next_local(deadline, before, tz)

@@ -19,9 +19,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 
-from pipeline.energy.optimize import Battery, PlanError, PlanProblem, base_load_from_forecasts, optimize
+from pipeline.energy.device_plan import slot_after
+from pipeline.energy.optimize import PlanError, PlanProblem, base_load_from_forecasts, optimize
 from pipeline.energy.plan_commands import battery_soc_after, energy_kwh
 from pipeline.energy.plan_input import parse_battery_option
 from pipeline.energy.solar import clear_sky_pv_w
@@ -80,11 +81,11 @@ class RecedingHorizon:
 
     def replan(self, home: str, now: datetime, replaces: str | None) -> str:
         s = self.settings
-        epoch = datetime(1970, 1, 1, tzinfo=timezone.utc)
-        start = epoch + s.slot * (math.floor((now - epoch) / s.slot) + 1)
+        start = slot_after(now, s.slot)
         n = math.ceil(timedelta(hours=s.hours) / s.slot)
         tz = self.registry.home_timezone(home, "UTC")
-        prices = price_frame(self._book(), home, start, start + s.slot * n, s.slot)
+        book = self._book()
+        prices = price_frame(book, home, start, start + s.slot * n, s.slot)
         entry = next(e for e in self.registry.home_devices(home, DeviceKind.BATTERY) if e.specs)
         given = dict(entry.specs)
         given.setdefault("soc", 0.5)
@@ -92,7 +93,7 @@ class RecedingHorizon:
         soc = self._soc(replaces, entry.device_id, now)
         if soc is not None:
             soc = min(max(soc, battery.min_soc_kwh), battery.upper_kwh)
-            battery = _with_soc(battery, soc)
+            battery = replace(battery, soc_kwh=soc)
         base = _base_load(self._forecasts(home), start, s.slot, n)
         if base is None:
             log.info("receding_no_forecast", home=home)
@@ -102,7 +103,7 @@ class RecedingHorizon:
         pv = clear_sky_pv_w(start, s.slot, n, kwp, lat, lon) if kwp > 0 else None
         problem = PlanProblem(start, s.slot, tuple(prices["import_price"].to_list()), tuple(base), (),
                               tuple(prices["export_price"].fill_null(0.0).to_list()), None,
-                              self._book().currency, tz, pv, battery, None)
+                              book.currency, tz, pv, battery, None)
         plan = optimize(problem)
         plan_id = self.store.accept(home, problem, plan, BY, battery_device=entry.device_id, ev_device=None,
                                     replaces=replaces, now=now)
@@ -138,10 +139,6 @@ class RecedingHorizon:
         charged = energy_kwh([(t, max(w, 0.0)) for t, w in samples], p.start, now)
         discharged = energy_kwh([(t, max(-w, 0.0)) for t, w in samples], p.start, now)
         return battery_soc_after(battery, charged, discharged)
-
-
-def _with_soc(battery: Battery, soc: float) -> Battery:
-    return replace(battery, soc_kwh=soc)
 
 
 def _base_load(forecasts: list[Forecast], start: datetime, slot: timedelta, n: int) -> tuple[float, ...] | None:
