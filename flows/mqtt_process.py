@@ -5,8 +5,8 @@ Profiled on a drain (issue 13), paho's network thread (reading packets, one PUBA
 our ``on_message``) took about as much CPU as the whole dataflow, and both need the GIL: they
 take turns. Here the unchanged paho receiver (flows/mqtt_source.py: session, subscriptions,
 SUBACK readiness, backpressure, manual acks) runs in a child process, which hands the worker whole
-batches through a pipe: ``([(topic, payload, received_at), ...], spool_end)``, pickled once per
-batch. The worker only unpickles a batch and makes the ``RawMessage`` records.
+batches through a pipe: ``([(topic, payload, received_at epoch s), ...], spool_end)``, pickled once
+per batch. The worker only unpickles a batch and makes the ``RawMessage`` records.
 
 Delivery is what the in-process partitions give. Without ``--recovery-dir`` a message is
 acknowledged once buffered (at most once on a crash). With it, the child is the spool's writer
@@ -49,7 +49,7 @@ from prometheus_client import REGISTRY
 
 from flows.fatal import describe, exit_now
 from flows.mqtt_source import BatchPacing, MqttPartition, MqttSource, SourceItem, SpooledMqttSource, SpoolReplay
-from flows.spool import Spool, SpoolBusy, wait_for_writer
+from flows.spool import Spool, SpoolBusy, encode_parts, wait_for_writer
 from pipeline import metrics
 from pipeline.logs import get_logger
 from pipeline.records import RawMessage
@@ -103,8 +103,14 @@ class _ChildReceiver(MqttPartition):
     def _room(self) -> bool:
         return self.admitted - self.taken.value < self.src.max_buffered
 
-    def _admit(self, msg: RawMessage, mid: int, qos: int) -> None:
-        end = self.spool.append(msg) if self.spool is not None else 0
+    @staticmethod
+    def _stamp(topic: str, payload: bytes) -> tuple[str, bytes, float]:
+        # What the worker gets, as is: no record and no datetime per message here, where the
+        # client is the drain's limit (pickling a datetime alone costs more than the tuple).
+        return topic, payload, time.time()
+
+    def _admit(self, msg: tuple[str, bytes, float], mid: int, qos: int) -> None:
+        end = self.spool.append_record(encode_parts(*msg)) if self.spool is not None else 0
         if mid:
             self.client.ack(mid, qos)
         self.inbox.put((msg, end))
@@ -124,7 +130,7 @@ class _ChildReceiver(MqttPartition):
         items = [first, *self._drain(limit - 1)]
         self.received += len(items)  # for its stop line
         end = items[-1][1] if self.spool is not None else None
-        return [(m.topic, m.payload, m.received_at) for m, _ in items], end
+        return [m for m, _ in items], end
 
     def publish_stats(self) -> None:
         """The child's metrics into the shared array the flow reads (pauses: in ``_hold``)."""
@@ -353,7 +359,8 @@ class _ProcessFed(BatchPacing):
                     break
                 rows, end = chunk
                 self.taken.value += len(rows)  # room in the child's bound
-            out.extend(RawMessage(topic, payload, at) for topic, payload, at in rows)
+            out.extend(RawMessage(topic, payload, datetime.fromtimestamp(at, timezone.utc))
+                       for topic, payload, at in rows)
             if end is not None:
                 self.emitted = end
         return out

@@ -39,6 +39,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from flows.fatal import before_exit, describe, exit_now
+from flows.paho_properties import share_property_tables
 from flows.spool import CrashGuard, Spool
 from pipeline import metrics
 from pipeline.config import MqttEndpoint
@@ -201,6 +202,7 @@ class _Receiver(BatchPacing):
     expect_session = False  # at the first connect: True when earlier runs left work behind
 
     def __init__(self, source: MqttSource, worker_index: int) -> None:
+        share_property_tables()
         self.src = source
         self.worker = str(worker_index)
         self.worker_index = worker_index
@@ -336,12 +338,17 @@ class _Receiver(BatchPacing):
         if topic.startswith("$SYS/"):
             self._on_broker_dropped(message.payload)
             return
-        msg = RawMessage(topic[self.prefix_len :], message.payload, datetime.now(timezone.utc))
+        msg = self._stamp(topic[self.prefix_len :], message.payload)
         with self.lock:
             if self.held or not self._room():
                 self._hold(msg, message.mid, message.qos)
                 return
             self._admit(msg, message.mid, message.qos)
+
+    @staticmethod
+    def _stamp(topic: str, payload: bytes) -> Any:
+        """What is buffered of a message just received, stamped with the time now."""
+        return RawMessage(topic, payload, datetime.now(timezone.utc))
 
     def _room(self) -> bool:
         """Whether the flow has room for one more received message (--max-buffered-messages)."""
@@ -379,8 +386,9 @@ class _Receiver(BatchPacing):
             except OSError:
                 pass
 
-    def _admit(self, msg: RawMessage, mid: int, qos: int) -> None:
-        """Into the inbox, then acknowledged (called with the lock held)."""
+    def _admit(self, msg: Any, mid: int, qos: int) -> None:
+        """Into the inbox, then acknowledged (called with the lock held). ``msg``: what
+        ``_stamp`` made."""
         self.inbox.put(msg)
         if mid:
             self.client.ack(mid, qos)

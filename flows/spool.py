@@ -45,8 +45,13 @@ KEEP_SNAPSHOTS = 20
 
 
 def encode(msg: RawMessage) -> bytes:
-    topic = msg.topic.encode()
-    body = _HEAD.pack(0, msg.received_at.timestamp(), len(topic)) + topic + msg.payload
+    return encode_parts(msg.topic, msg.payload, msg.received_at.timestamp())
+
+
+def encode_parts(topic: str, payload: bytes, received_s: float) -> bytes:
+    """A record of a message not made a :class:`RawMessage` (the client process's)."""
+    encoded = topic.encode()
+    body = _HEAD.pack(0, received_s, len(encoded)) + encoded + payload
     return struct.pack("<I", len(body) - 4) + body[4:]
 
 
@@ -110,7 +115,10 @@ class Spool:
 
     def append(self, msg: RawMessage) -> int:
         """Write one message; returns the offset just after it."""
-        record = encode(msg)
+        return self.append_record(encode(msg))
+
+    def append_record(self, record: bytes) -> int:
+        """Write one record made by :func:`encode` or :func:`encode_parts`."""
         assert self.file is not None, "a read-only spool"
         if self.end - self.current_start + len(record) > SEGMENT_BYTES and self.end > self.current_start:
             self.file.close()
