@@ -9,6 +9,7 @@ import getpass
 import os
 import shutil
 import subprocess
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -359,6 +360,29 @@ def test_the_private_broker_keeps_an_offline_clients_queue_past_debians_1000():
 
     with start_private_broker() as broker:
         assert _queued_for_offline_client(broker.port, 2500) == 2500
+
+
+def test_a_private_broker_stops_when_the_process_that_started_it_is_killed():
+    """SIGKILL runs no cleanup: the broker must not outlive its owner, holding its port."""
+    owner = subprocess.Popen(
+        [sys.executable, "-c", "from pipeline.tools.broker import start_private_broker\n"
+         "import time\nb = start_private_broker()\nprint(b.port, b.process.pid, flush=True)\n"
+         "time.sleep(600)"], stdout=subprocess.PIPE, text=True)
+    try:
+        port, broker_pid = map(int, owner.stdout.readline().split())
+        assert reachable("127.0.0.1", port)
+    finally:
+        owner.kill()
+        owner.wait(10)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and reachable("127.0.0.1", port, 0.2):
+        time.sleep(0.1)
+    assert not reachable("127.0.0.1", port, 0.2)
+    status = Path(f"/proc/{broker_pid}/status")
+    while time.monotonic() < deadline and status.exists() and "\nState:\tZ" not in status.read_text():
+        time.sleep(0.1)
+    # Gone, or exited and waiting for whoever adopted it to reap it.
+    assert not status.exists() or "\nState:\tZ" in status.read_text()
 
 
 def test_ensure_services_gives_a_running_stock_broker_the_queue_settings_once(tmp_path):

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import ctypes
+import getpass
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -25,6 +28,7 @@ persistence {persistence}
 persistence_location {dir}/
 max_inflight_messages 0
 log_dest file {dir}/mosquitto.log
+user {user}
 """ + "".join(f"{key} {value}\n" for key, value in QUEUE_SETTINGS.items())
 
 
@@ -76,6 +80,16 @@ class PrivateBroker:
         self.stop()
 
 
+_PR_SET_PDEATHSIG = 1
+
+
+def _stop_with_parent() -> None:
+    """In the broker's process before it execs: Linux sends it SIGTERM when the process that
+    started it dies, by a signal too (a killed `shems bench drain` left its broker holding a
+    port and a temporary folder)."""
+    ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
 def start_private_broker(port: int | None = None, persistence: bool = False,
                          unlimited_queues: bool = False) -> PrivateBroker:
     """``unlimited_queues``: no bound at all on a session's queue (``shems bench drain`` queues a
@@ -89,13 +103,16 @@ def start_private_broker(port: int | None = None, persistence: bool = False,
     port = port or free_port()
     workdir = tempfile.TemporaryDirectory(prefix="shems-mosquitto-")
     conf = Path(workdir.name) / "mosquitto.conf"
-    text = _CONF.format(port=port, dir=workdir.name, persistence="true" if persistence else "false")
+    # As its owner: a broker started by root would otherwise switch to the mosquitto user, and
+    # Linux forgets the parent-death signal (_stop_with_parent) on that switch.
+    text = _CONF.format(port=port, dir=workdir.name, persistence="true" if persistence else "false",
+                        user=getpass.getuser())
     if unlimited_queues:
         text = text.replace(f"max_queued_messages {QUEUE_SETTINGS['max_queued_messages']}",
                             "max_queued_messages 0")
     conf.write_text(text)
     proc = subprocess.Popen([binary, "-c", str(conf)], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+                            stderr=subprocess.DEVNULL, preexec_fn=_stop_with_parent)
     deadline = time.monotonic() + 10
     while not reachable("127.0.0.1", port, 0.2):
         if proc.poll() is not None or time.monotonic() > deadline:
