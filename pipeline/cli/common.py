@@ -10,7 +10,7 @@ import threading
 from collections.abc import Callable
 from typing import Protocol, TypeVar
 
-PollResult = TypeVar("PollResult", covariant=True)
+Result = TypeVar("Result", covariant=True)
 
 
 def fail(message: str, status: int = 2) -> int:
@@ -79,16 +79,16 @@ def install_stop_handlers() -> threading.Event:
     return stop
 
 
-class Poller(Protocol[PollResult]):
+class Poller(Protocol[Result]):
     """A process that works through the store one poll at a time (the notifier, the executor)."""
 
-    def poll(self) -> PollResult: ...
+    def poll(self) -> Result: ...
 
     def run(self, interval_s: float, stop: threading.Event) -> None: ...
 
 
-def poll_store(poller: Poller[PollResult], args: argparse.Namespace, started_event: str,
-               summary: Callable[[PollResult], str]) -> int:
+def poll_store(poller: Poller[Result], args: argparse.Namespace, started_event: str,
+               summary: Callable[[Result], str]) -> int:
     """What the options of ``add_poll_args`` ask: ``--once``, one poll and its ``summary`` line;
     else a poll every ``--interval`` seconds until SIGINT/SIGTERM."""
     from pipeline.logs import get_logger
