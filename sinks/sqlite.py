@@ -72,14 +72,22 @@ _EVENT_WRITES: tuple[tuple[str, str, Callable[..., tuple]], ...] = (
      "step, error, payload_bytes) VALUES (?,?,?,?,?,?,?,?) ON CONFLICT DO NOTHING", _dead_letter_row),
     ("late_readings", "INSERT INTO late_readings VALUES (?,?,?,?) ON CONFLICT DO NOTHING",
      table_rows.late_reading_row),
-    ("forecasts", "INSERT OR REPLACE INTO forecasts VALUES (?,?,?,?,?,?,?,?,?)",
-     table_rows.forecast_row),
     ("forecast_scores", "INSERT OR REPLACE INTO forecast_scores VALUES (?,?,?,?,?,?,?,?,?,?)",
      table_rows.forecast_score_row),
     ("anomalies", ANOMALY_UPSERT.replace("%s", "?"), table_rows.anomaly_row),
     ("recommendations", RECOMMENDATION_UPSERT.replace("%s", "?"), table_rows.recommendation_row),
     ("command_acks", COMMAND_ACK_INSERT.replace("%s", "?"), table_rows.command_ack_row),
 )
+
+# A forecasting home's share of fleet_forecast: its newest forecast, taken away (sign -1) or
+# added (sign 1) through the staging table.
+_FLEET_FORECAST_SHARE = """INSERT INTO stage_fleet_forecast
+    SELECT f.resolution_min, f.made_at, f.target_ts, {sign} * f.yhat_w, {sign} * f.lower_w,
+           {sign} * f.upper_w, {sign}
+    FROM touched_forecasts t JOIN forecast_newest n ON n.home_id = t.home_id
+      AND n.resolution_min = t.resolution_min
+    CROSS JOIN forecasts f ON f.home_id = n.home_id AND f.resolution_min = n.resolution_min
+      AND f.made_at = n.made_at"""
 
 
 class SqliteStore:
@@ -180,13 +188,11 @@ class SqliteStore:
                 c.executemany(sql, [row(x, to_us) for x in items])
         self._refresh_hourly(batch)
         self._refresh_fleet(batch)
-        if batch.forecasts:
-            self._share_fleet_forecast(batch, -1)
         for attr, sql, row in _EVENT_WRITES:
             if items := getattr(batch, attr):
                 c.executemany(sql, [row(x, to_us) for x in items])
         if batch.forecasts:
-            self._share_fleet_forecast(batch, 1)
+            self._write_forecasts(batch.forecasts)
         self._upsert_devices(device_rows(batch))
 
     def _refresh_hourly(self, batch: Batch) -> None:
@@ -245,44 +251,37 @@ class SqliteStore:
                   "FROM touched_minutes t CROSS JOIN home_1m h ON h.bucket = t.bucket GROUP BY t.bucket")
         c.execute("DELETE FROM touched_minutes")
 
-    def _share_fleet_forecast(self, batch: Batch, sign: int) -> None:
-        """Move the forecasting homes' shares of fleet_forecast (migrations/sqlite/0016): before
-        the batch's forecasts are written (sign -1) take away each home's newest forecast, after
-        them (sign 1) note the newest and add it."""
+    def _write_forecasts(self, forecasts: Sequence[Forecast]) -> None:
+        """Write the forecasts and move their homes' shares of fleet_forecast (migrations/sqlite/0016)
+        from each home's newest forecast before them to its newest after them."""
         c = self.conn
-        if sign < 0:
-            c.execute("CREATE TEMP TABLE IF NOT EXISTS touched_forecasts (home_id TEXT, "
-                      "resolution_min INTEGER, PRIMARY KEY (home_id, resolution_min))")
-            c.execute("CREATE TEMP TABLE IF NOT EXISTS stage_fleet_forecast (resolution_min INTEGER, "
-                      "made_at INTEGER, target_ts INTEGER, yhat_w REAL, lower_w REAL, upper_w REAL, "
-                      "homes INTEGER)")
-            c.executemany("INSERT OR IGNORE INTO touched_forecasts VALUES (?,?)",
-                          {(f.home_id, f.resolution_min) for f in batch.forecasts})
-        else:
-            newest: dict[tuple[str, int], int] = {}
-            for f in batch.forecasts:
-                key = (f.home_id, f.resolution_min)
-                newest[key] = max(newest.get(key, to_us(f.made_at)), to_us(f.made_at))
-            c.executemany("INSERT INTO forecast_newest VALUES (?,?,?) ON CONFLICT (home_id, resolution_min) "
-                          "DO UPDATE SET made_at = max(made_at, excluded.made_at)",
-                          [(h, r, m) for (h, r), m in newest.items()])
-        c.execute(f"""INSERT INTO stage_fleet_forecast
-            SELECT f.resolution_min, f.made_at, f.target_ts, {sign} * f.yhat_w, {sign} * f.lower_w,
-                   {sign} * f.upper_w, {sign}
-            FROM touched_forecasts t JOIN forecast_newest n ON n.home_id = t.home_id
-              AND n.resolution_min = t.resolution_min
-            CROSS JOIN forecasts f ON f.home_id = n.home_id AND f.resolution_min = n.resolution_min
-              AND f.made_at = n.made_at""")
-        if sign > 0:
-            c.execute("""INSERT INTO fleet_forecast
-                SELECT resolution_min, made_at, target_ts, SUM(yhat_w), SUM(lower_w), SUM(upper_w),
-                       SUM(homes)
-                FROM stage_fleet_forecast WHERE true GROUP BY resolution_min, made_at, target_ts
-                ON CONFLICT (resolution_min, made_at, target_ts) DO UPDATE SET
-                  yhat_w = yhat_w + excluded.yhat_w, lower_w = lower_w + excluded.lower_w,
-                  upper_w = upper_w + excluded.upper_w, homes = homes + excluded.homes""")
-            c.execute("DELETE FROM stage_fleet_forecast")
-            c.execute("DELETE FROM touched_forecasts")
+        c.execute("CREATE TEMP TABLE IF NOT EXISTS touched_forecasts (home_id TEXT, "
+                  "resolution_min INTEGER, PRIMARY KEY (home_id, resolution_min))")
+        c.execute("CREATE TEMP TABLE IF NOT EXISTS stage_fleet_forecast (resolution_min INTEGER, "
+                  "made_at INTEGER, target_ts INTEGER, yhat_w REAL, lower_w REAL, upper_w REAL, "
+                  "homes INTEGER)")
+        c.executemany("INSERT OR IGNORE INTO touched_forecasts VALUES (?,?)",
+                      {(f.home_id, f.resolution_min) for f in forecasts})
+        c.execute(_FLEET_FORECAST_SHARE.format(sign=-1))
+        c.executemany("INSERT OR REPLACE INTO forecasts VALUES (?,?,?,?,?,?,?,?,?)",
+                      [table_rows.forecast_row(f, to_us) for f in forecasts])
+        newest: dict[tuple[str, int], int] = {}
+        for f in forecasts:
+            key = (f.home_id, f.resolution_min)
+            newest[key] = max(newest.get(key, to_us(f.made_at)), to_us(f.made_at))
+        c.executemany("INSERT INTO forecast_newest VALUES (?,?,?) ON CONFLICT (home_id, resolution_min) "
+                      "DO UPDATE SET made_at = max(made_at, excluded.made_at)",
+                      [(h, r, m) for (h, r), m in newest.items()])
+        c.execute(_FLEET_FORECAST_SHARE.format(sign=1))
+        c.execute("""INSERT INTO fleet_forecast
+            SELECT resolution_min, made_at, target_ts, SUM(yhat_w), SUM(lower_w), SUM(upper_w),
+                   SUM(homes)
+            FROM stage_fleet_forecast WHERE true GROUP BY resolution_min, made_at, target_ts
+            ON CONFLICT (resolution_min, made_at, target_ts) DO UPDATE SET
+              yhat_w = yhat_w + excluded.yhat_w, lower_w = lower_w + excluded.lower_w,
+              upper_w = upper_w + excluded.upper_w, homes = homes + excluded.homes""")
+        c.execute("DELETE FROM stage_fleet_forecast")
+        c.execute("DELETE FROM touched_forecasts")
 
     def _upsert_devices(self, devices: Iterable[DeviceInfo]) -> None:
         self.conn.executemany(

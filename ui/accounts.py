@@ -20,6 +20,7 @@ from datetime import datetime, timedelta, timezone
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
+from sinks.rows import from_us
 from ui.auth import Principal, Role
 from ui.db import Database, Transaction
 from ui.settings import ViewerSettings
@@ -157,7 +158,7 @@ class Accounts:
             "LEFT JOIN user_homes h ON h.username = u.username ORDER BY u.username, h.home_id")
         out: dict[str, User] = {}
         for username, role, created, home in rows:
-            user = out.get(username) or User(username, Role(role), (), _from_us(created))
+            user = out.get(username) or User(username, Role(role), (), from_us(created))
             out[username] = User(user.username, user.role,
                                  user.homes + ((home,) if home else ()), user.created_at)
         return list(out.values())
@@ -241,7 +242,7 @@ class Accounts:
         s = self.settings
         window_start = now - timedelta(seconds=s.signin_window_s)
         waits = []
-        client_failures = [_from_us(t) for (t,) in tx.rows(
+        client_failures = [from_us(t) for (t,) in tx.rows(
             f"SELECT {self.db.us('at')} FROM signin_attempts WHERE client = :c AND ok = :f "
             "AND at >= :w ORDER BY at DESC", {"c": client, "f": False, "w": window_start})]
         waits.append(_backoff(client_failures, s.signin_client_free_failures,
@@ -253,8 +254,8 @@ class Accounts:
                         {"u": key, "c": client, "t": True,
                          "since": now - timedelta(days=s.signin_known_client_days)})
         if not known:
-            since = window_start if last_ok is None else max(window_start, _from_us(last_ok))
-            name_failures = [_from_us(t) for (t,) in tx.rows(
+            since = window_start if last_ok is None else max(window_start, from_us(last_ok))
+            name_failures = [from_us(t) for (t,) in tx.rows(
                 f"SELECT {self.db.us('at')} FROM signin_attempts WHERE username = :u "
                 "AND ok = :f AND at > :since ORDER BY at DESC",
                 {"u": key, "f": False, "since": since})]
@@ -281,7 +282,7 @@ class Accounts:
         if not rows:
             raise SessionExpired("Your session has ended. Please sign in again.")
         username, last_seen, expires_at = rows[0]
-        if now >= _from_us(expires_at) or now - _from_us(last_seen) >= self.settings.session_idle:
+        if now >= from_us(expires_at) or now - from_us(last_seen) >= self.settings.session_idle:
             self.db.execute("DELETE FROM sessions WHERE token_hash = :t", {"t": _token_hash(token)})
             raise SessionExpired("Your session expired. Please sign in again.")
         principal = self.principal(username)
@@ -323,5 +324,3 @@ def _backoff(failures: list[datetime], free: int, cap_s: float,
     return left if left > timedelta(0) else None
 
 
-def _from_us(us: int) -> datetime:
-    return datetime(1970, 1, 1, tzinfo=timezone.utc) + timedelta(microseconds=int(us))

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import secrets
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 
 import polars as pl
 
 from pipeline.energy.device_control import SWITCHABLE_KINDS, SetCommand, set_topic
 from pipeline.records import CommandState
+from sinks.rows import from_us
 from ui.accounts import Accounts
 from ui.auth import AccessDenied, Principal, require_home
 from ui.db import TS, Database, Schema
@@ -109,7 +110,7 @@ def command_status(db: Database, principal: Principal, command_id: str, now: dat
         raise AccessDenied(f"No command {command_id!r}.")
     cid, home_id, device_id, state, run_at, by, at = rows[0]
     require_home(principal, home_id)
-    command = Command(cid, home_id, device_id, CommandState(state), _dt(run_at), by, _at(at))
+    command = Command(cid, home_id, device_id, CommandState(state), from_us(run_at), by, from_us(at))
     acks = db.frame(f"SELECT status, state, {db.us('ts')} AS ts, message FROM command_acks "
                     "WHERE command_id = :c ORDER BY ts", {"c": command_id}, ACK_SCHEMA)
     applied = acks.filter(pl.col("status") == "applied")
@@ -118,7 +119,7 @@ def command_status(db: Database, principal: Principal, command_id: str, now: dat
         row = db.rows(f"SELECT {db.us('ts')}, power_w FROM readings WHERE home_id = :h "
                       "AND device_id = :d AND ts > :t ORDER BY ts DESC LIMIT 1",
                       {"h": home_id, "d": device_id, "t": applied["ts"][0]})
-        after = (_at(row[0][0]), float(row[0][1])) if row else None
+        after = (from_us(row[0][0]), float(row[0][1])) if row else None
     return command, assess(command, acks, after, now, settings.ack_timeout_s,
                            settings.off_threshold_w)
 
@@ -198,9 +199,3 @@ def switched_off_but_drawing(devices: pl.DataFrame, db: Database, principal: Pri
             .select("device_id", "power_w", pl.col("ts").alias("switched_off_at")))
 
 
-def _dt(us: int | None) -> datetime | None:
-    return None if us is None else _at(us)
-
-
-def _at(us: int) -> datetime:
-    return datetime(1970, 1, 1, tzinfo=timezone.utc) + timedelta(microseconds=int(us))

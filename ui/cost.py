@@ -10,7 +10,7 @@ instants before a home's first tariff, the flat price of the settings
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from typing import cast
 
 import numpy as np
@@ -18,6 +18,7 @@ import polars as pl
 
 from pipeline.energy.tariff import TariffBook, history_prices, price_frame
 from pipeline.records import TariffRow
+from sinks.rows import from_us
 
 
 @dataclass(frozen=True)
@@ -64,8 +65,7 @@ def load_pricing(db, settings) -> Pricing:
     if not rows:
         return Pricing(settings.currency, settings.flat_price_per_kwh,
                        f"{flat} (no tariff in the store)")
-    epoch = datetime(1970, 1, 1, tzinfo=timezone.utc)
-    book = TariffBook.from_rows(TariffRow(h, epoch + timedelta(microseconds=int(t)), spec)
+    book = TariffBook.from_rows(TariffRow(h, from_us(t), spec)
                                 for h, t, spec in rows)
     return Pricing(book.currency, settings.flat_price_per_kwh,
                    f"the store's tariffs ({len(rows)}); {flat} before a home's first", book)

@@ -20,6 +20,7 @@ import polars as pl
 
 from pipeline.energy.device_control import SWITCHABLE_KINDS
 from pipeline.records import DeviceKind
+from sinks.rows import from_us
 from ui.accounts import Accounts
 from ui.auth import Principal, require_admin, require_fleet, require_home, require_owner
 from ui.cost import Pricing
@@ -54,7 +55,7 @@ def newest_reading(db: Database, principal: Principal, home_id: str) -> datetime
     require_home(principal, home_id)
     (newest,) = db.rows(f"SELECT {db.us('max(last_seen)')} FROM devices WHERE home_id = :h",
                         {"h": home_id})[0]
-    return _dt(newest)
+    return from_us(newest)
 
 
 DEVICE_SCHEMA: Schema = {"device_id": pl.Utf8, "kind": pl.Utf8, "last_seen": TS, "power_w": pl.Float64}
@@ -415,7 +416,7 @@ def forecast(db: Database, principal: Principal, home_id: str, resolution_min: i
                      "WHERE home_id = :h AND resolution_min = :r", {"h": home_id, "r": resolution_min})
     if not latest or latest[0][0] is None:
         return None
-    made_at = datetime(1970, 1, 1, tzinfo=timezone.utc) + timedelta(microseconds=int(latest[0][0]))
+    made_at = from_us(latest[0][0])
     rows = db.frame(f"SELECT {db.us('target_ts')} AS target_ts, yhat_w, lower_w, upper_w, model "
                     "FROM forecasts WHERE home_id = :h AND resolution_min = :r AND made_at = :m "
                     "ORDER BY target_ts", {"h": home_id, "r": resolution_min, "m": made_at},
@@ -690,7 +691,7 @@ def fleet(db: Database, principal: Principal, now: datetime, stale_after_s: floa
     return Fleet(
         now, int(total), int(fresh), int(with_anomalies), float(demand_w), demand,
         forecast.drop("homes"), int(cast(int | None, forecast["homes"].max()) or 0) if forecast.height else 0,
-        int(silent_total), silent, open_anomalies, recent / 300.0, _dt(newest), _dt(newest_minute),
+        int(silent_total), silent, open_anomalies, recent / 300.0, from_us(newest), from_us(newest_minute),
         int(dead_hour), reasons)
 
 
@@ -790,8 +791,6 @@ def home_choices(db: Database, principal: Principal, search: str = "", limit: in
     return homes
 
 
-def _dt(us: int | None) -> datetime | None:
-    return None if us is None else datetime(1970, 1, 1, tzinfo=timezone.utc) + timedelta(microseconds=int(us))
 
 
 # ---------------------------------------------------------------------------- audit

@@ -18,6 +18,7 @@ from pipeline.energy.bill import MonthBill, budget_alert, month_bill, month_of, 
 from pipeline.energy.flow import BATTERY, EV, GRID, HOME, SOLAR, EnergyFlow
 from pipeline.energy.tariff import Tariff, TariffKind
 from pipeline.records import BudgetAlert, DeviceKind
+from sinks.rows import from_us
 from ui.accounts import Accounts
 from ui.auth import Principal, Role, require_home, require_owner
 from ui.cost import Pricing
@@ -102,7 +103,7 @@ def newest_minute(db: Database, principal: Principal, home_id: str) -> datetime 
     wall clock, so an imported history has a bill too)."""
     require_home(principal, home_id)
     (us,) = db.rows(f"SELECT {db.us('max(bucket)')} FROM home_1m WHERE home_id = :h", {"h": home_id})[0]
-    return None if us is None else EPOCH + timedelta(microseconds=int(us)) + timedelta(minutes=1)
+    return None if us is None else from_us(us) + timedelta(minutes=1)
 
 
 def home_minutes(db: Database, principal: Principal, home_id: str, start: datetime,
@@ -162,7 +163,7 @@ def budget(db: Database, principal: Principal, home_id: str) -> Budget | None:
     if not rows:
         return None
     amount, currency, by, at = rows[0]
-    return Budget(Decimal(str(amount)), currency, by, EPOCH + timedelta(microseconds=int(at)))
+    return Budget(Decimal(str(amount)), currency, by, from_us(at))
 
 
 class BudgetRefused(ValueError):

@@ -261,6 +261,20 @@ def add_store_arg(p: Parser, help: str = "sqlite:///path.db or postgresql://user
     p.add("--store-url", type=store_url, default=DEFAULT_STORE_URL, help=help)
 
 
+def add_action_parsers(sub, command: str, help: str, handler: Callable[[argparse.Namespace], int],
+                       store_help: str, actions: dict[str, str]) -> dict[str, Parser]:
+    """A command whose next word is an action on records in the store (``shems user add``,
+    ``shems apikey revoke``): ``actions`` maps each to its help; the parser of each, with the
+    store option added, for the action's own arguments."""
+    p = sub.add_parser(command, help=help)
+    p.set_defaults(handler=handler)
+    subparsers = p.add_subparsers(dest="action", required=True, parser_class=type(p))
+    parsers = {name: subparsers.add_parser(name, help=action_help) for name, action_help in actions.items()}
+    for parser in parsers.values():
+        add_store_arg(parser, store_help)
+    return parsers
+
+
 def add_poll_args(p: Parser, interval_s: float) -> None:
     """The options of a command that polls the store: every ``--interval`` seconds, or ``--once``."""
     p.add("--interval", type=positive_float, default=interval_s,

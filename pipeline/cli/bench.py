@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pipeline.cli.args import mqtt_url, positive_float, positive_int, qos, store_url
+from pipeline.cli.args import Parser, mqtt_url, positive_float, positive_int, qos, store_url
 
 
 def cmd_bench(args) -> int:
@@ -36,6 +36,15 @@ def cmd_drain(args) -> int:
     return 0
 
 
+def _add_flow_args(p: Parser, no_insights_help: str) -> None:
+    """How the benchmarks that run the flow run it (as `shems run` would be told)."""
+    p.add("--workers", "-w", type=positive_int, default=1, help="Bytewax workers per flow process")
+    p.add("--processes", "-p", type=positive_int, default=1, help="flow processes (a Bytewax cluster)")
+    p.add("--no-insights", action="store_true", help=no_insights_help)
+    p.add("--mqtt-in-process", action="store_true", help="run the flow with `shems run --mqtt-in-process`")
+    p.add("--mqtt-process", action="store_true", help="the flow's MQTT client in its own process (the default)")
+
+
 def register(sub) -> None:
     bench = sub.add_parser("bench", help="benchmarks")
     kinds = bench.add_subparsers(dest="bench", required=True, parser_class=type(bench))
@@ -48,12 +57,7 @@ def register(sub) -> None:
     p.add("--qos", type=qos, default=1, help="QoS of every measurement")
     p.add("--mqtt-url", type=mqtt_url, default=None, help="broker (default: a private Mosquitto without queue limits)")
     p.add("--store-url", default=None, help="PostgreSQL store (default: a fresh database, dropped after)")
-    p.add("--workers", "-w", type=positive_int, default=1, help="Bytewax workers per flow process")
-    p.add("--processes", "-p", type=positive_int, default=1, help="flow processes (a Bytewax cluster)")
-    p.add("--no-insights", action="store_true",
-          help="run the flow without forecasts, anomalies and recommendations (the ingest core alone)")
-    p.add("--mqtt-in-process", action="store_true", help="run the flow with `shems run --mqtt-in-process`")
-    p.add("--mqtt-process", action="store_true", help="the flow's MQTT client in its own process (the default)")
+    _add_flow_args(p, "run the flow without forecasts, anomalies and recommendations (the ingest core alone)")
     p.add("--json", action="store_true", help="end with one JSON line")
     p.set_defaults(handler=cmd_bench)
 
@@ -62,11 +66,7 @@ def register(sub) -> None:
     d.add("--devices", type=positive_int, default=2_000, help="devices they come from (5 per home)")
     d.add("--store-url", type=store_url, default=None,
           help="store for the flow (default: a fresh SQLite file, removed after)")
-    d.add("--workers", "-w", type=positive_int, default=1, help="Bytewax workers per flow process")
-    d.add("--processes", "-p", type=positive_int, default=1, help="flow processes (a Bytewax cluster)")
-    d.add("--no-insights", action="store_true", help="run the flow without forecasts, anomalies and recommendations")
-    d.add("--mqtt-in-process", action="store_true", help="run the flow with `shems run --mqtt-in-process`")
-    d.add("--mqtt-process", action="store_true", help="the flow's MQTT client in its own process (the default)")
+    _add_flow_args(d, "run the flow without forecasts, anomalies and recommendations")
     d.add("--recovery", action="store_true",
           help="run the flow with --recovery-dir (snapshots, and the spool its MQTT client writes)")
     d.add("--json", action="store_true", help="end with one JSON line")

@@ -1,10 +1,16 @@
-"""What every subcommand's handler shares: one-line errors, the store check, stop signals."""
+"""What every subcommand's handler shares: one-line errors, the store check, stop signals, the
+polling loop."""
 
 from __future__ import annotations
 
+import argparse
 import signal
 import sys
 import threading
+from collections.abc import Callable
+from typing import Protocol, TypeVar
+
+Result = TypeVar("Result", covariant=True)
 
 
 def fail(message: str, status: int = 2) -> int:
@@ -71,3 +77,26 @@ def install_stop_handlers() -> threading.Event:
     signal.signal(signal.SIGINT, handler)
     signal.signal(signal.SIGTERM, handler)
     return stop
+
+
+class Poller(Protocol[Result]):
+    """A process that works through the store one poll at a time (the notifier, the executor)."""
+
+    def poll(self) -> Result: ...
+
+    def run(self, interval_s: float, stop: threading.Event) -> None: ...
+
+
+def poll_store(poller: Poller[Result], args: argparse.Namespace, started_event: str,
+               summary: Callable[[Result], str]) -> int:
+    """What the options of ``add_poll_args`` ask: ``--once``, one poll and its ``summary`` line;
+    else a poll every ``--interval`` seconds until SIGINT/SIGTERM."""
+    from pipeline.logs import get_logger
+    from sinks.base import mask_url
+
+    if args.once:
+        print(summary(poller.poll()))
+        return 0
+    get_logger(__name__).info(started_event, store=mask_url(args.store_url), interval_s=args.interval)
+    poller.run(args.interval, install_stop_handlers())
+    return 0

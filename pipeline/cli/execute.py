@@ -6,15 +6,18 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import TYPE_CHECKING
 
 from pipeline.cli.args import Parser, add_broker_args, add_poll_args, add_store_arg, existing_file, positive_float
-from pipeline.cli.common import install_stop_handlers, one_line, open_database
+from pipeline.cli.common import one_line, open_database, poll_store
+
+if TYPE_CHECKING:
+    from pipeline.tools.plan_executor import PollResult
 
 
 def cmd_execute(args: argparse.Namespace) -> int:
-    from pipeline.logs import configure, get_logger
+    from pipeline.logs import configure
     from pipeline.tools.plan_executor import ExecutorSettings, PlanExecutor
-    from sinks.base import mask_url
 
     configure()
     db = open_database("execute", args.store_url)
@@ -53,19 +56,16 @@ def cmd_execute(args: argparse.Namespace) -> int:
                                                                       args.replan_hours))
         executor = PlanExecutor(db, send, settings, receding)
         try:
-            if args.once:
-                r = executor.poll()
-                print(f"sent {r.sent}, acknowledged {r.acknowledged}, confirmed {r.confirmed}, "
-                      f"not followed {r.not_followed}, superseded {r.superseded}, "
-                      f"re-planned {len(r.replanned)}")
-                return 0
-            get_logger(__name__).info("executor_started", store=mask_url(args.store_url), interval_s=args.interval)
-            executor.run(args.interval, install_stop_handlers())
-            return 0
+            return poll_store(executor, args, "executor_started", _poll_summary)
         finally:
             publisher.close()
     finally:
         db.close()
+
+
+def _poll_summary(r: PollResult) -> str:
+    return (f"sent {r.sent}, acknowledged {r.acknowledged}, confirmed {r.confirmed}, "
+            f"not followed {r.not_followed}, superseded {r.superseded}, re-planned {len(r.replanned)}")
 
 
 def _status(db, home: str | None, plan_id: str | None) -> int:

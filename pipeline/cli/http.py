@@ -8,7 +8,7 @@ import os
 import socket
 import sys
 
-from pipeline.cli.args import add_broker_args, add_store_arg, existing_file, port, positive_float
+from pipeline.cli.args import add_action_parsers, add_broker_args, add_store_arg, existing_file, port, positive_float
 from pipeline.cli.common import cannot_open_store, fail, one_line
 
 
@@ -122,16 +122,11 @@ def register_http(sub) -> None:
 
 
 def register_apikey(sub) -> None:
-    p = sub.add_parser("apikey", help="API keys of shems http: add, list, revoke")
-    actions = p.add_subparsers(dest="action", required=True, parser_class=type(p))
-    for name, helptext in (("add", "print a new key for a home (shown once; stored hashed)"),
-                           ("list", "list keys: id, home, created, state, label"),
-                           ("revoke", "revoke a key by its id")):
-        a = actions.add_parser(name, help=helptext)
-        add_store_arg(a, "store holding the keys")
-        if name == "add":
-            a.add_argument("home", help="the home the key may write")
-            a.add_argument("--label", default="", help="a note, e.g. the device using it")
-        elif name == "revoke":
-            a.add_argument("key_id", help="the key's id (from shems apikey list)")
-    p.set_defaults(handler=cmd_apikey)
+    actions = add_action_parsers(sub, "apikey", "API keys of shems http: add, list, revoke", cmd_apikey,
+                                 "store holding the keys",
+                                 {"add": "print a new key for a home (shown once; stored hashed)",
+                                  "list": "list keys: id, home, created, state, label",
+                                  "revoke": "revoke a key by its id"})
+    actions["add"].add_argument("home", help="the home the key may write")
+    actions["add"].add_argument("--label", default="", help="a note, e.g. the device using it")
+    actions["revoke"].add_argument("key_id", help="the key's id (from shems apikey list)")

@@ -5,9 +5,13 @@ from __future__ import annotations
 
 import argparse
 from datetime import datetime, timedelta, timezone
+from typing import TYPE_CHECKING
 
 from pipeline.cli.args import Parser, add_poll_args, add_store_arg, positive_float, timezone_name
-from pipeline.cli.common import install_stop_handlers, open_database
+from pipeline.cli.common import open_database, poll_store
+
+if TYPE_CHECKING:
+    from pipeline.tools.notifier import PollResult
 
 
 def instant(value: str) -> datetime:
@@ -19,9 +23,8 @@ def instant(value: str) -> datetime:
 
 
 def cmd_notify(args: argparse.Namespace) -> int:
-    from pipeline.logs import configure, get_logger
+    from pipeline.logs import configure
     from pipeline.tools.notifier import Notifier
-    from sinks.base import mask_url
 
     configure()
     db = open_database("notify", args.store_url)
@@ -30,15 +33,13 @@ def cmd_notify(args: argparse.Namespace) -> int:
     notifier = Notifier(db, timezone_name=args.timezone, lookback=timedelta(hours=args.lookback_hours),
                         since=args.since)
     try:
-        if args.once:
-            r = notifier.poll()
-            print(f"queued {r.queued}, sent {r.sent}, held by quiet hours {r.held}, failed {r.failed}")
-            return 0
-        get_logger(__name__).info("notifier_started", store=mask_url(args.store_url), interval_s=args.interval)
-        notifier.run(args.interval, install_stop_handlers())
-        return 0
+        return poll_store(notifier, args, "notifier_started", _poll_summary)
     finally:
         db.close()
+
+
+def _poll_summary(r: PollResult) -> str:
+    return f"queued {r.queued}, sent {r.sent}, held by quiet hours {r.held}, failed {r.failed}"
 
 
 def register(sub) -> None:

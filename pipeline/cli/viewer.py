@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import ui
-from pipeline.cli.args import add_store_arg, existing_file, mqtt_url, port
+from pipeline.cli.args import add_action_parsers, add_store_arg, existing_file, mqtt_url, port
 from pipeline.cli.common import cannot_open_store, fail
 from pipeline.config import DEFAULT_MQTT_URL
 
@@ -145,19 +145,15 @@ def register_ui(sub) -> None:
 
 
 def register_user(sub) -> None:
-    p = sub.add_parser("user", help="viewer accounts: add, remove, passwd, list")
-    actions = p.add_subparsers(dest="action", required=True, parser_class=type(p))
-    for name, helptext in (("add", "add a user"), ("remove", "remove a user and end their sessions"),
-                           ("passwd", "set a user's password (ends their sessions)"),
-                           ("list", "list users, roles and homes")):
-        a = actions.add_parser(name, help=helptext)
-        add_store_arg(a, "store holding the users")
-        if name != "list":
-            a.add_argument("name", help="user name")
-        if name in ("add", "passwd"):
-            a.add("--password-stdin", action="store_true", help="read the password from standard input")
-        if name == "add":
-            a.add("--role", choices=["homeowner", "operator", "admin"], default="homeowner",
-                  help="homeowner: own homes only; operator: the fleet; admin: users too")
-            a.add_argument("--home", action="append", help="a home of a homeowner (repeat for several)")
-    p.set_defaults(handler=cmd_user)
+    actions = add_action_parsers(sub, "user", "viewer accounts: add, remove, passwd, list", cmd_user,
+                                 "store holding the users",
+                                 {"add": "add a user", "remove": "remove a user and end their sessions",
+                                  "passwd": "set a user's password (ends their sessions)",
+                                  "list": "list users, roles and homes"})
+    for name in ("add", "remove", "passwd"):
+        actions[name].add_argument("name", help="user name")
+    for name in ("add", "passwd"):
+        actions[name].add("--password-stdin", action="store_true", help="read the password from standard input")
+    actions["add"].add("--role", choices=["homeowner", "operator", "admin"], default="homeowner",
+                       help="homeowner: own homes only; operator: the fleet; admin: users too")
+    actions["add"].add_argument("--home", action="append", help="a home of a homeowner (repeat for several)")
