@@ -383,3 +383,23 @@ def test_subscriptions_never_overlap():
                                   full_topic="%prefix%/%topic%/")])
     assert reg.tasmota_topics() == {"tele/p/SENSOR": "p"}
     assert subscriptions(reg) == subscriptions()
+
+
+def test_ids_are_checked_once_per_reading(monkeypatch):
+    """A native topic's ids are checked before the parse, so the reading's check skips them
+    (the decode step is hot); vendor readings get their ids from the registry and are checked."""
+    import pipeline.ingest.validation as validation
+
+    seen: list[str] = []
+    real = validation.check_id
+
+    def counting(value, what, settings):
+        seen.append(value)
+        return real(value, what, settings)
+
+    monkeypatch.setattr(validation, "check_id", counting)
+    one_reading(run("shems/home-a/plug-1/reading", {"ts": NOW.isoformat(), "power_w": 5})[1])
+    assert seen == []
+    one_reading(run("tele/tasmota_plug/SENSOR", payload("tasmota_sensor_single.json"),
+                    now=datetime(2021, 3, 28, 2, 0, tzinfo=timezone.utc))[1])
+    assert seen == ["home-b", "tv"]

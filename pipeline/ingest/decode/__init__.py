@@ -178,7 +178,7 @@ def _decode(state: DecoderState | None, msg: RawMessage, registry: Registry,
         return state, [_dead(msg, str(exc), exc.code)]
     out: list[Reading | DeadLetter | CommandAck] = []
     # A native reading's ids are the topic's, checked above; vendor ones come from the registry.
-    ids_checked = kind.startswith("native/")
+    ids_checked = kind == "native"
     for item in results:
         if isinstance(item, Reading):
             violation = check_reading(item, msg.received_at, validation, ids_checked)
