@@ -10,6 +10,7 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -83,11 +84,13 @@ class PrivateBroker:
 _PR_SET_PDEATHSIG = 1
 
 
-def _stop_with_parent() -> None:
-    """In the broker's process before it execs: Linux sends it SIGTERM when the process that
-    started it dies, by a signal too (a killed `shems bench drain` left its broker holding a
-    port and a temporary folder)."""
-    ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+def _stop_with_parent() -> Callable[[], None]:
+    """What the broker's process runs before it execs: Linux then sends it SIGTERM when the
+    process that started it dies, by a signal too (a killed `shems bench drain` left its broker
+    holding a port and a temporary folder). libc is looked up here, in the parent: between fork
+    and exec a child of a threaded process must not take the loader's lock."""
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
+    return lambda: prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def start_private_broker(port: int | None = None, persistence: bool = False,
@@ -112,7 +115,7 @@ def start_private_broker(port: int | None = None, persistence: bool = False,
                             "max_queued_messages 0")
     conf.write_text(text)
     proc = subprocess.Popen([binary, "-c", str(conf)], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, preexec_fn=_stop_with_parent)
+                            stderr=subprocess.DEVNULL, preexec_fn=_stop_with_parent())
     deadline = time.monotonic() + 10
     while not reachable("127.0.0.1", port, 0.2):
         if proc.poll() is not None or time.monotonic() > deadline:
