@@ -30,7 +30,7 @@ from pipeline.ingest.decode import DecoderState, decode
 from pipeline.ingest.home_total import HomeAggregator
 from pipeline.ingest.registry import Registry
 from pipeline.ingest.windowing import DeviceWindower
-from pipeline.insights.step import HomeInsights, InsightSettings
+from pipeline.insights.step import HomeForecasts, HomeInsights, HourDue, InsightSettings
 from pipeline.logs import get_logger
 from pipeline.records import (
     Anomaly,
@@ -582,28 +582,68 @@ class InsightsLogic(_GuardedLogic):
         return self.state.next_due() if self.state is not None and self.live else None
 
     def _count_outputs(self, out: list) -> None:
-        if not out:
-            return
-        counts: Counter[tuple[str, ...]] = Counter()
-        scores = []
-        for item in out:
-            if isinstance(item, Forecast):
-                counts[("forecast", str(item.resolution_min))] += 1
-            elif isinstance(item, ForecastScore):
-                scores.append(item)
-            elif isinstance(item, Anomaly):
-                counts[("anomaly", item.kind.value, "closed" if item.ended_at else "opened")] += 1
-            elif isinstance(item, Recommendation):
-                counts[("recommendation", item.kind)] += 1
-        for key, n in counts.items():
-            if key[0] == "forecast":
-                metrics.FORECASTS_ISSUED.labels(worker=self.worker, resolution=f"{key[1]}m").inc(n)
-            elif key[0] == "anomaly":
-                metrics.ANOMALIES.labels(worker=self.worker, kind=key[1], event=key[2]).inc(n)
-            else:
-                metrics.RECOMMENDATIONS.labels(worker=self.worker, kind=key[1]).inc(n)
-        if scores:
-            self.scores.update(scores)
+        count_insights(self.worker, self.scores, out)
+
+
+def count_insights(worker: str, scores: ForecastScoreBoard, out: list) -> None:
+    """One counter update per label per batch (forecasts, anomalies, recommendations), and the
+    newest scores into the worker's score board."""
+    if not out:
+        return
+    counts: Counter[tuple[str, ...]] = Counter()
+    new_scores = []
+    for item in out:
+        if isinstance(item, Forecast):
+            counts[("forecast", str(item.resolution_min))] += 1
+        elif isinstance(item, ForecastScore):
+            new_scores.append(item)
+        elif isinstance(item, Anomaly):
+            counts[("anomaly", item.kind.value, "closed" if item.ended_at else "opened")] += 1
+        elif isinstance(item, Recommendation):
+            counts[("recommendation", item.kind)] += 1
+    for key, n in counts.items():
+        if key[0] == "forecast":
+            metrics.FORECASTS_ISSUED.labels(worker=worker, resolution=f"{key[1]}m").inc(n)
+        elif key[0] == "anomaly":
+            metrics.ANOMALIES.labels(worker=worker, kind=key[1], event=key[2]).inc(n)
+        else:
+            metrics.RECOMMENDATIONS.labels(worker=worker, kind=key[1]).inc(n)
+    if new_scores:
+        scores.update(new_scores)
+
+
+class ForecastsLogic(_GuardedLogic):
+    """Per home: the hourly half of its forecaster, fed the hours the insights step closed. A
+    key of its own step, so its state (most of a home's forecasting) is snapshotted only in the
+    epochs an hour closes, not every minute."""
+
+    step = "forecasts"
+
+    def __init__(self, state: HomeForecasts | None) -> None:
+        super().__init__(state, metrics.worker_label())
+        self.scores = _SCORE_BOARDS.setdefault(self.worker, ForecastScoreBoard(self.worker))
+
+    def fresh_state(self, record) -> HomeForecasts | None:
+        return None if record is None else HomeForecasts.for_hour(record)
+
+    def handle(self, due: HourDue):
+        if self.state is None:
+            self.state = self.fresh_state(due)
+        return self.state.add(due)
+
+    def on_batch(self, values: list[HourDue]):
+        out = self.run_records(values)
+        count_insights(self.worker, self.scores, out)
+        return out, RETAIN
+
+
+def forecasts_builder(snapshots: bool = True):
+    def build(resume: bytes | None) -> ForecastsLogic:
+        logic = ForecastsLogic(pickle.loads(resume) if resume is not None else None)
+        logic.snapshots = snapshots
+        return logic
+
+    return build
 
 
 def insights_builder(registry: Registry, default_timezone: str, settings: InsightSettings,

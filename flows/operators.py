@@ -2,8 +2,9 @@
 
     decode_messages: RawMessage -> readings | dead letters | command acks (per physical device)
     aggregate:       readings -> device minutes | late readings | home minutes | dead letters
-    derive_insights: device and home minutes -> forecasts, scores, anomalies, recommendations
-                     | dead letters (per home)
+    derive_insights: device and home minutes -> anomalies, recommendations, hours due (per home)
+                     hours due -> forecasts, scores (per home, a step of its own)
+                     | dead letters
 
 None of them touches a store or a broker: the flow (flows/ingest.py) merges their outputs into
 the store sink, so each can be run in process with ``bytewax.testing`` and a test sink.
@@ -23,12 +24,19 @@ from typing import TypeGuard
 import bytewax.operators as op
 from bytewax.dataflow import Stream, operator
 
-from flows.logic import DecodeLogic, StatelessDecoder, device_window_builder, home_total_builder, insights_builder
+from flows.logic import (
+    DecodeLogic,
+    StatelessDecoder,
+    device_window_builder,
+    forecasts_builder,
+    home_total_builder,
+    insights_builder,
+)
 from pipeline import metrics
 from pipeline.energy.tariff import TariffBook
 from pipeline.ingest.decode import route_key
 from pipeline.ingest.registry import Registry
-from pipeline.insights.step import Insight, InsightSettings
+from pipeline.insights.step import HourDue, Insight, InsightSettings
 from pipeline.records import (
     CommandAck,
     DeadLetter,
@@ -64,7 +72,7 @@ def _device_key(reading: Reading) -> str:
         return _UNKEYABLE
 
 
-def _home_key(window: DeviceWindow | HomeWindow) -> str:
+def _home_key(window: DeviceWindow | HomeWindow | HourDue) -> str:
     try:
         return str(window.home_id)
     except Exception:  # noqa: BLE001
@@ -184,6 +192,10 @@ class InsightsSetup:
     snapshots: bool = True  # False without a recovery directory: nobody reads them
 
 
+def _is_hour_due(x: object) -> TypeGuard[HourDue]:
+    return type(x) is HourDue
+
+
 @dataclass(frozen=True)
 class InsightsOut:
     insights: Stream[Insight]
@@ -193,12 +205,22 @@ class InsightsOut:
 @operator
 def derive_insights(step_id: str, device_windows: Stream[DeviceWindow], home_windows: Stream[HomeWindow],
                     setup: InsightsSetup) -> InsightsOut:
-    """Forecasts, scores, anomalies and recommendations per home from its device and home minutes."""
+    """Forecasts, scores, anomalies and recommendations per home from its device and home minutes.
+
+    Two keyed steps, because a home's state changes at two rates and Bytewax snapshots a key's
+    whole state in every epoch the key saw a record: ``insights`` (every minute: the detectors,
+    the recommender, the minutes of the open hour) hands each closed hour to ``forecasts`` (once
+    an hour: the forecasting history and models, half of the home's state)."""
     per_home = op.key_on("insights_by_home", op.merge("insight_inputs", device_windows, home_windows),
                          _home_key)
     builder = insights_builder(setup.registry, setup.default_timezone, setup.settings, setup.book,
                                setup.live, setup.snapshots)
-    found = op.key_rm("insights_out", op.stateful_batch("insights", per_home, builder))
+    minutely = op.key_rm("insights_out", op.stateful_batch("insights", per_home, builder))
+    hours_split = op.branch("hour_due_or_insight", minutely, _is_hour_due)
+    hours_by_home = op.key_on("hours_by_home", hours_split.trues, _home_key)
+    hourly = op.key_rm("forecasts_out",
+                       op.stateful_batch("forecasts", hours_by_home, forecasts_builder(setup.snapshots)))
+    found = op.merge("all_insights", hours_split.falses, hourly)
     if setup.keep_forecasts_from is not None:
         keep_from = setup.keep_forecasts_from
 

@@ -16,7 +16,9 @@ def test_bench_state_prints_a_table_and_a_json_last_line():
     assert result["homes"] == 2 and result["days"] == 2
     assert 1_000 < result["bytes_per_home_snapshot"] < 40_000
     assert result["bytes_per_home_memory"] > result["bytes_per_home_snapshot"]
-    assert result["us_per_window"] > 0 and result["us_per_snapshot"] > 0
+    assert result["us_per_window"] > 0 and result["us_per_snapshot"] > 0 and result["us_per_hourly_snapshot"] > 0
+    # An epoch rewrites the insights state only; the forecasts state waits for an hour to close.
+    assert 1_000 < result["bytes_per_home_epoch"] < result["bytes_per_home_snapshot"]
     assert "snapshot per home" in proc.stderr  # the table goes to stderr with --json
 
 

@@ -1,17 +1,22 @@
 """`shems bench state`: what one home's insights state costs, in a snapshot, in memory and in time.
 
-Feeds ``HomeInsights`` (forecaster, anomaly detectors, recommender) for ``homes`` homes of five
-devices (a mains meter and four appliances) under the demo's time-of-use tariff with ``days`` days
-of 1-minute windows, in the order the flow hands them over (per minute: the device windows, then
-the home's total), and reports:
+Feeds a home's two insights states (``HomeInsights``: anomaly detectors, recommender, the open
+hour; ``HomeForecasts``: the forecasting history and models, fed once an hour) for ``homes`` homes
+of five devices (a mains meter and four appliances) under the demo's time-of-use tariff with
+``days`` days of 1-minute windows, in the order the flow hands them over (per minute: the device
+windows, then the home's total), and reports:
 
-* ``bytes_per_home_snapshot``: ``pickle.dumps(state)`` per home, what the recovery store keeps
-  (``flows.logic._GuardedLogic.dump``);
+* ``bytes_per_home_snapshot``: ``pickle.dumps`` of both states per home, what the recovery store
+  keeps (``flows.logic._GuardedLogic.dump``);
+* ``bytes_per_home_epoch``: of the insights state alone, what a recovery epoch rewrites for a home
+  that sent a minute (the forecasts state is rewritten only in the epoch an hour closes);
 * ``bytes_per_home_memory``: what the states hold once restored from those snapshots (the traced
   allocations of ``pickle.loads``, tracemalloc), per home;
-* ``us_per_window``: wall time of ``HomeInsights.add`` per window (the windows are built first);
-* ``us_per_snapshot``: wall time of ``pickle.dumps`` per home (a recovery epoch pays it for
-  every home that changed).
+* ``us_per_window``: wall time of feeding one window through both states (the windows are built
+  first);
+* ``us_per_snapshot``: wall time of ``pickle.dumps`` of the insights state per home (what a
+  recovery epoch pays for every home that changed); ``us_per_hourly_snapshot``: of the forecasts
+  state, paid once an hour.
 
 The data is the bundled day of REFIT House 2 (``pipeline/data/sample_home.parquet``, 30 s), as
 1-minute windows; each further day and home takes it with each device's day rotated by a seeded
@@ -34,7 +39,7 @@ import numpy as np
 import polars as pl
 
 from pipeline.energy.tariff import TariffBook, book_from_toml
-from pipeline.insights.step import HomeInsights
+from pipeline.insights.step import HomeForecasts, HomeInsights, run_both
 from pipeline.records import DeviceKind, DeviceWindow, HomeWindow
 
 DATA = Path(__file__).resolve().parents[1] / "data"
@@ -48,10 +53,12 @@ START = datetime(2014, 3, 3, tzinfo=timezone.utc)  # a Monday; 30 days cross the
 class StateBenchResult:
     homes: int
     days: int
-    bytes_per_home_snapshot: int
+    bytes_per_home_snapshot: int  # both states
     bytes_per_home_memory: int
     us_per_window: float
-    us_per_snapshot: float  # pickle.dumps of one home's state, what each recovery epoch costs a home
+    us_per_snapshot: float  # pickle.dumps of the insights state, what each recovery epoch costs a home
+    bytes_per_home_epoch: int  # the insights state, rewritten in every epoch the home sent a minute
+    us_per_hourly_snapshot: float  # pickle.dumps of the forecasts state, once an hour
 
 
 def _sample_day() -> dict[str, tuple[DeviceKind, np.ndarray]]:
@@ -93,21 +100,21 @@ def home_windows(home: int, days: int, sample: dict[str, tuple[DeviceKind, np.nd
     return out
 
 
-def _feed(homes: int, days: int, book: TariffBook, sample) -> tuple[list[HomeInsights], float, int]:
-    """Fresh states fed every home's windows; returns them, seconds inside ``add`` and windows."""
+def _feed(homes: int, days: int, book: TariffBook, sample
+          ) -> tuple[list[tuple[HomeInsights, HomeForecasts | None]], float, int]:
+    """Fresh states fed every home's windows; returns them, seconds spent feeding and windows."""
     states = []
     spent = 0.0
     windows = 0
     for h in range(homes):
         ws = home_windows(h, days, sample)
-        state = HomeInsights(ws[0].home_id, TIMEZONE)
-        add = state.add
+        insights, forecasts = HomeInsights(ws[0].home_id, TIMEZONE), None
         t0 = time.perf_counter()
         for w in ws:
-            add(w, book)
+            _, forecasts = run_both(insights, forecasts, w, book)
         spent += time.perf_counter() - t0
         windows += len(ws)
-        states.append(state)
+        states.append((insights, forecasts))
         del ws
     return states, spent, windows
 
@@ -117,8 +124,12 @@ def run_state_bench(homes: int, days: int) -> StateBenchResult:
     sample = _sample_day()
     states, spent, windows = _feed(homes, days, book, sample)
     t0 = time.perf_counter()
-    snapshots = [pickle.dumps(s) for s in states]
+    minutely = [pickle.dumps(insights) for insights, _ in states]
     dumping = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    hourly = [pickle.dumps(forecasts) for _, forecasts in states]
+    dumping_hourly = time.perf_counter() - t0
+    snapshots = minutely + hourly
     del states
     gc.collect()
     # Memory: what the states hold once restored from their snapshots, as after a restart
@@ -132,7 +143,8 @@ def run_state_bench(homes: int, days: int) -> StateBenchResult:
     tracemalloc.stop()
     del restored
     return StateBenchResult(homes, days, round(sum(map(len, snapshots)) / homes), round(held / homes),
-                            round(spent / windows * 1e6, 2), round(dumping / homes * 1e6, 1))
+                            round(spent / windows * 1e6, 2), round(dumping / homes * 1e6, 1),
+                            round(sum(map(len, minutely)) / homes), round(dumping_hourly / homes * 1e6, 1))
 
 
 def print_state_result(result: StateBenchResult, console, as_json: bool) -> None:
@@ -141,10 +153,12 @@ def print_state_result(result: StateBenchResult, console, as_json: bool) -> None
     table = Table(title=f"insights state: {result.homes} homes x {result.days} days, 5 devices, a tariff")
     table.add_column("measure")
     table.add_column("value", justify="right")
-    table.add_row("snapshot per home (pickled state)", f"{result.bytes_per_home_snapshot:,} B")
+    table.add_row("snapshot per home (both states)", f"{result.bytes_per_home_snapshot:,} B")
+    table.add_row("  rewritten each epoch (insights state)", f"{result.bytes_per_home_epoch:,} B")
     table.add_row("memory per home (tracemalloc)", f"{result.bytes_per_home_memory:,} B")
-    table.add_row("HomeInsights.add per window", f"{result.us_per_window:.1f} µs")
-    table.add_row("snapshot (pickle.dumps) per home", f"{result.us_per_snapshot:,.0f} µs")
+    table.add_row("one window through both states", f"{result.us_per_window:.1f} µs")
+    table.add_row("snapshot of the insights state per home", f"{result.us_per_snapshot:,.0f} µs")
+    table.add_row("snapshot of the forecasts state (hourly)", f"{result.us_per_hourly_snapshot:,.0f} µs")
     console.print(table)
     if as_json:
         print(json.dumps(asdict(result)))
