@@ -30,7 +30,7 @@ from pipeline.ingest.home_total import HomeAggregator
 from pipeline.ingest.registry import Registry
 from pipeline.ingest.validation import check_reading, check_ts
 from pipeline.ingest.windowing import DeviceWindower
-from pipeline.insights.step import HomeInsights
+from pipeline.insights.step import HomeForecasts, HomeInsights, run_both
 from pipeline.reasons import DeadLetterCode
 from pipeline.records import CommandAck, DeadLetter, LateReading, RawMessage, Reading
 from pipeline.settings import ValidationSettings, WindowSettings
@@ -379,15 +379,19 @@ def run_operators(items: list, now: datetime) -> Batch:
         batch.home_windows.extend(agg.close_due(later + timedelta(hours=1)).windows)
         batch.home_windows.extend(agg.flush().windows)
     insights: dict[str, HomeInsights] = {}
+    forecasts: dict[str, HomeForecasts | None] = {}
     for window in sorted(batch.device_windows + batch.home_windows, key=lambda w: w.bucket):
         home = insights.setdefault(window.home_id, HomeInsights(
             window.home_id, REG.home_timezone(window.home_id, "UTC")))
-        for found in home.add(window, BOOK, now):
-            _collect(batch, found)
+        found, forecasts[window.home_id] = run_both(home, forecasts.get(window.home_id), window, BOOK, now)
+        for item in found:
+            _collect(batch, item)
     for home in insights.values():
         for found in home.check(later + timedelta(days=1)):
             _collect(batch, found)
         pickle.loads(pickle.dumps(home))
+    for state in forecasts.values():
+        pickle.loads(pickle.dumps(state))
     return batch
 
 

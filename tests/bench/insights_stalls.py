@@ -24,8 +24,9 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from pipeline.energy.tariff import TariffBook, book_from_toml
-from pipeline.insights.forecast import ForecastSettings, HomeForecaster
-from pipeline.insights.step import HomeInsights, InsightSettings
+from pipeline.insights.forecast import ForecastSettings
+from pipeline.insights.forecast.home import HourCloser
+from pipeline.insights.step import HomeForecasts, HomeInsights, InsightSettings, run_both
 from pipeline.records import DeviceKind, DeviceWindow, HomeWindow
 from pipeline.settings import RecommendSettings
 
@@ -66,11 +67,11 @@ def _run(homes_count: int, hours: float, start: datetime, staggered: bool, book:
     rng = random.Random(0)
     settings = InsightSettings() if staggered else InsightSettings(recommend=RecommendSettings(evaluate_spread_min=0))
     homes = {}
+    forecasts: dict[str, HomeForecasts | None] = {}
     for i in range(homes_count):
         insights = homes[f"h{i}"] = HomeInsights(f"h{i}", "Europe/London", settings)
         if not staggered:
-            insights.forecaster = HomeForecaster(f"h{i}", ForecastSettings(timezone="Europe/London",
-                                                                          issue_spread_min=0))
+            insights.hours = HourCloser(f"h{i}", ForecastSettings(timezone="Europe/London", issue_spread_min=0))
     per_minute: list[tuple[float, datetime, int]] = []
     for m in range(int(hours * 60)):
         bucket = start + timedelta(minutes=m)
@@ -78,7 +79,8 @@ def _run(homes_count: int, hours: float, start: datetime, staggered: bool, book:
         began = time.perf_counter()
         for home, insights in homes.items():
             for window in _windows(home, bucket, rng):
-                produced += len(insights.add(window, book, None))
+                out, forecasts[home] = run_both(insights, forecasts.get(home), window, book, None)
+                produced += len(out)
         per_minute.append((time.perf_counter() - began, bucket, produced))
     seconds = [s for s, _, _ in per_minute]
     print(f"{'staggered' if staggered else 'at the boundary'}: {homes_count} homes, {len(per_minute)} event minutes: total {sum(seconds):.1f} s, median {statistics.median(seconds):.3f} s, "

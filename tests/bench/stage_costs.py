@@ -7,7 +7,7 @@ queues (native JSON, ``--devices`` devices, 5 per home, one reading per device e
   (CPU seconds of that process: its network thread, PUBACKs, the callback);
 * decode: ``StatelessDecoder`` (route, id and size bounds, orjson, validation, ``Reading``);
 * windows: one ``DeviceWindower`` per device, then one ``HomeAggregator`` per home;
-* insights: ``HomeInsights.add`` for every device and home minute the windows produced
+* insights: both insights states (``pipeline.insights.step.run_both``) for every device and home minute the windows produced
   (per reading: the minute's cost spread over the readings in it);
 * sink: ``SqliteStore.write`` of the readings and windows in batches of 5,000 rows.
 
@@ -29,7 +29,7 @@ from flows.logic import StatelessDecoder
 from pipeline.ingest.home_total import HomeAggregator
 from pipeline.ingest.registry import Registry
 from pipeline.ingest.windowing import DeviceWindower
-from pipeline.insights.step import HomeInsights, InsightSettings
+from pipeline.insights.step import HomeForecasts, HomeInsights, InsightSettings, run_both
 from pipeline.records import DeviceWindow, HomeWindow, RawMessage, Reading
 from pipeline.settings import ValidationSettings, WindowSettings
 from pipeline.tools.bench import _payloads
@@ -104,6 +104,7 @@ def main() -> None:
     costs["home_totals"] = (_cpu() - t) / n * 1e6
 
     insights: dict[str, HomeInsights] = {}
+    forecasts: dict[str, HomeForecasts | None] = {}
     found = 0
     windows = sorted([*device_windows, *home_windows], key=lambda w: w.bucket)
     t = _cpu()
@@ -111,7 +112,8 @@ def main() -> None:
         state = insights.get(win.home_id)
         if state is None:
             state = insights[win.home_id] = HomeInsights(win.home_id, "UTC", InsightSettings())
-        found += len(state.add(win, None, None))
+        out, forecasts[win.home_id] = run_both(state, forecasts.get(win.home_id), win, None, None)
+        found += len(out)
     insight_cpu = _cpu() - t
     costs["insights"] = insight_cpu / n * 1e6
     costs["insights_per_window"] = insight_cpu / len(windows) * 1e6
