@@ -58,6 +58,9 @@ MOVED_STEPS: dict[str, str] = {
     "insights": "derive_insights.insights",
 }
 
+# Stateful steps added after the move, which never had another id: nothing to rename.
+NEW_STEPS: tuple[str, ...] = ("derive_insights.forecasts",)
+
 _UNROUTABLE = "unroutable"  # topics no decoder claims still pass through decode to be dead-lettered
 
 # Key functions must return a key: one that cannot read its record sends it to a key of its own,

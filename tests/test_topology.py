@@ -18,7 +18,7 @@ from bytewax.dataflow import Dataflow
 from bytewax.testing import TestingSink, TestingSource, run_main
 
 from flows.ingest import FLOW_ID, build_flow, prepare_store
-from flows.operators import MOVED_STEPS, aggregate, decode_messages
+from flows.operators import MOVED_STEPS, NEW_STEPS, aggregate, decode_messages
 from flows.snapshot_compat import rename_steps
 from pipeline.config import IngestConfig
 from pipeline.ingest.registry import Registry
@@ -153,7 +153,7 @@ def test_every_stateful_step_the_flow_runs_has_its_old_snapshots_renamed(tmp_pat
     cfg = IngestConfig(store_url=f"sqlite:///{tmp_path / 'x.db'}")
     flow = build_flow(cfg, TestingSource([]), Registry.empty())
     # A stateful step whose id changes without an entry here would resume empty.
-    assert sorted(_stateful_step_ids(flow)) == sorted(f"{FLOW_ID}.{new}" for new in MOVED_STEPS.values())
+    assert sorted(_stateful_step_ids(flow)) == sorted(f"{FLOW_ID}.{new}" for new in (*MOVED_STEPS.values(), *NEW_STEPS))
 
 
 def test_renaming_snapshots_moves_old_step_ids_once(tmp_path):
