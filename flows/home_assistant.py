@@ -13,7 +13,6 @@ Assistant restarting finds them. With several workers each publishes its own hom
 
 from __future__ import annotations
 
-import pickle
 import threading
 import uuid
 from dataclasses import dataclass
@@ -25,7 +24,7 @@ from bytewax.dataflow import Stream, operator
 from bytewax.operators import StatefulBatchLogic
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 
-from flows.logic import _GuardedLogic
+from flows.logic import _GuardedLogic, restored
 from pipeline import metrics
 from pipeline.config import parse_mqtt_url
 from pipeline.energy.tariff import TariffBook
@@ -111,7 +110,8 @@ def home_assistant_states(step_id: str, home_windows: Stream[HomeWindow], insigh
     keyed = op.key_on("ha_by_home", inputs, _home_key)
 
     def build(resume: bytes | None) -> HaStateLogic:
-        return HaStateLogic(setup, pickle.loads(resume) if resume is not None else None)
+        state, dead = restored(HaStateLogic.step, resume)
+        return HaStateLogic(setup, state).unreadable(dead)
 
     found = op.key_rm("ha_out", op.stateful_batch("ha_states", keyed, build))
     split = op.branch("ha_update_or_dead_letter", found, lambda x: isinstance(x, HaUpdate))

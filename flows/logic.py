@@ -20,7 +20,7 @@ import pickle
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterable
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Self
 
 from bytewax.operators import StatefulBatchLogic
 
@@ -168,6 +168,18 @@ def state_reset(step: str, key: str, state: object, exc: BaseException, during: 
                          error=type(exc).__name__)
 
 
+def restored(step: str, resume: bytes | None) -> tuple[Any, DeadLetter | None]:
+    """A key's state from its snapshot. One that cannot be read (a damaged recovery directory, a
+    snapshot written by a newer version) would stop the flow at every start: it is dead-lettered
+    instead, and the key starts afresh."""
+    if resume is None:
+        return None, None
+    try:
+        return pickle.loads(resume), None
+    except Exception as exc:  # noqa: BLE001 - whatever unpickling raises is about this snapshot
+        return None, state_reset(step, "?", f"<an unreadable snapshot of {len(resume)} bytes>", exc, "restore")
+
+
 class _GuardedLogic(StatefulBatchLogic):
     """The guards every step shares (see the module docstring). Subclasses keep their state in
     ``self.state``, say how to make a fresh one, and handle one record at a time."""
@@ -190,6 +202,13 @@ class _GuardedLogic(StatefulBatchLogic):
     def fresh_state(self, record: object | None):
         """A new state for this key (None where the state is made lazily from the first record)."""
         raise NotImplementedError
+
+    def unreadable(self, dead: DeadLetter | None) -> Self:
+        """Report a snapshot :func:`restored` could not read, with this key's next outputs."""
+        if dead is not None:
+            self._count(dead)
+            self.pending.append(dead)
+        return self
 
     def state_key(self) -> str:
         return getattr(self.state, "home_id", "") or "?"
@@ -486,8 +505,8 @@ class HomeTotalLogic(_GuardedLogic):
 def device_window_builder(settings: WindowSettings, flush_on_eof: Callable[[], bool],
                           snapshots: bool = True):
     def build(resume: bytes | None) -> DeviceWindowLogic:
-        windower = pickle.loads(resume) if resume is not None else None
-        logic = DeviceWindowLogic(windower, settings, metrics.worker_label(), flush_on_eof)
+        windower, dead = restored(DeviceWindowLogic.step, resume)
+        logic = DeviceWindowLogic(windower, settings, metrics.worker_label(), flush_on_eof).unreadable(dead)
         logic.snapshots = snapshots
         return logic
 
@@ -497,8 +516,8 @@ def device_window_builder(settings: WindowSettings, flush_on_eof: Callable[[], b
 def home_total_builder(settings: WindowSettings, meter_homes: frozenset[str],
                        flush_on_eof: Callable[[], bool], snapshots: bool = True):
     def build(resume: bytes | None) -> HomeTotalLogic:
-        aggregator = pickle.loads(resume) if resume is not None else None
-        logic = HomeTotalLogic(aggregator, settings, meter_homes, metrics.worker_label(), flush_on_eof)
+        aggregator, dead = restored(HomeTotalLogic.step, resume)
+        logic = HomeTotalLogic(aggregator, settings, meter_homes, metrics.worker_label(), flush_on_eof).unreadable(dead)
         logic.snapshots = snapshots
         return logic
 
@@ -639,7 +658,8 @@ class ForecastsLogic(_GuardedLogic):
 
 def forecasts_builder(snapshots: bool = True):
     def build(resume: bytes | None) -> ForecastsLogic:
-        logic = ForecastsLogic(pickle.loads(resume) if resume is not None else None)
+        state, dead = restored(ForecastsLogic.step, resume)
+        logic = ForecastsLogic(state).unreadable(dead)
         logic.snapshots = snapshots
         return logic
 
@@ -649,8 +669,8 @@ def forecasts_builder(snapshots: bool = True):
 def insights_builder(registry: Registry, default_timezone: str, settings: InsightSettings,
                      book: TariffBook | None, live: bool, snapshots: bool = True):
     def build(resume: bytes | None) -> InsightsLogic:
-        state = pickle.loads(resume) if resume is not None else None
-        logic = InsightsLogic(registry, default_timezone, settings, book, live, state)
+        state, dead = restored(InsightsLogic.step, resume)
+        logic = InsightsLogic(registry, default_timezone, settings, book, live, state).unreadable(dead)
         logic.snapshots = snapshots
         return logic
 

@@ -82,3 +82,28 @@ def test_the_forecasts_step_is_snapshotted_once_an_hour(tmp_path, monkeypatch):
     epochs = len(windows) // BATCH
     assert counts["insights"] >= epochs  # the home sent minutes in every epoch
     assert 0 < counts["forecasts"] <= hours + 1, counts  # once per closed hour (and at the end)
+
+
+def test_an_unreadable_snapshot_is_a_dead_letter_and_the_home_starts_afresh(tmp_path):
+    """A damaged recovery directory (or one written by a newer version) must not stop the flow at
+    every start: the key whose snapshot cannot be read is dead-lettered and starts afresh."""
+    import pickle
+    import sqlite3
+
+    from pipeline.records import DeadLetter
+
+    windows = home_windows(6, 2, _sample_day())
+    init_db_dir(tmp_path, 1)
+    at = 1440 * 6 + 6 * 20
+    crashed = windows[:at] + [TestingSource.ABORT()] + windows[at:]
+    _run(crashed, tmp_path)
+    [part] = tmp_path.glob("*.sqlite3")
+    with sqlite3.connect(part) as db:
+        damaged = db.execute("UPDATE snaps SET ser_change = ? WHERE step_id LIKE '%derive_insights.insights'",
+                             (pickle.dumps(b"\x78\xbb\x00\x00\x00\x00damaged"),)).rowcount
+    assert damaged >= 1
+    resumed = _run(crashed, tmp_path)
+    dead = [x for x in resumed if isinstance(x, DeadLetter)]
+    assert len(dead) == 1 and "restore" in dead[0].reason and dead[0].step == "insights", dead
+    # The home went on: its forecasts state was intact, and the minutes after the resume reach it.
+    assert any(isinstance(x, Forecast) and x.made_at >= windows[at].bucket for x in resumed)
