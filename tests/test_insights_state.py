@@ -148,7 +148,7 @@ def test_a_one_step_snapshot_hands_its_forecaster_over_and_goes_on_as_before():
     windows = home_windows(0, 5, _sample_day())
     old = pickle.loads(ONE_STEP_STATE.read_bytes())
     assert old.handover is not None and old.hours.deferred is not None
-    assert old.recommender.home.hourly.basis is None  # snapshotted on its own from now on
+    assert len(old.recommender.home.hourly.__getstate__()) == 3  # snapshotted on its own from now on
     forecasts = None
     resumed: list = []
     for w in windows[ONE_STEP_RESUMED_AT:]:

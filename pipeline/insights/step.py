@@ -90,16 +90,14 @@ class HomeInsights:
     def _split_forecaster(self) -> None:
         """A snapshot from when this object held the whole forecaster: keep its hour closer and
         hand its hourly half to the forecasts step with the next hour due. The recommender's
-        hourly ring was snapshotted against that half's history (``HourRings.basis``); it is
-        restored by now, and from here on snapshotted on its own."""
+        hourly ring was snapshotted against that half's history; it is restored by now, and
+        snapshotted on its own from here on (``HourRings``)."""
         forecaster = self.__dict__.pop("forecaster")
         halves = forecaster.__dict__
         if "slotter" in halves:  # unpickled before its class converted it
             halves = split_one_object_layout(halves)
         self.hours = halves["closer"]
         self.handover = halves["hourly"] if self.settings.forecasts else None
-        if self.recommender is not None:
-            self.recommender.home.hourly.basis = None
 
     def add(self, window: DeviceWindow | HomeWindow, book: TariffBook | None,
             now_wall: datetime | None = None) -> list[Insight | HourDue]:

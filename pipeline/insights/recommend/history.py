@@ -42,34 +42,27 @@ class HourRings:
     holds; a slot holds its hour when its ``minutes`` (every ring has that column) is above 0.
     Slots of the hours skipped when a newer hour arrives are cleared.
 
-    ``basis`` may name a column and a predictor of it, the home's hourly forecasting history and
-    its local clock (an hour's mean power in W is its energy in Wh): the snapshot then holds that
-    column XOR the prediction, mostly zero bits, and restoring XORs it back (lossless)."""
+    Snapshots written while a home's forecaster shared its state (before stop 19) hold one column
+    XOR a prediction of it from the forecaster's hourly history (an hour's mean power in W is its
+    energy in Wh), with that history and its local clock as a fourth item; restoring XORs the
+    prediction back (lossless). Snapshots are written without one now."""
 
-    __slots__ = ("hours", "newest", "columns", "basis")
+    __slots__ = ("hours", "newest", "columns")
 
     def __init__(self, hours: int, **typecodes: str) -> None:
         self.hours = hours
         self.newest = -1
         self.columns: dict[str, array[Any]] = {name: array(code, bytes(array(code).itemsize * hours))
                         for name, code in typecodes.items()}
-        self.basis: tuple[str, Any, Any] | None = None  # (column, SlotRing, LocalClock)
 
     def __getstate__(self):
-        if self.basis is None:
-            return self.hours, self.newest, self.columns
-        name = self.basis[0]
-        columns = dict(self.columns)
-        bits = np.frombuffer(columns[name], dtype=np.uint32) ^ self._predicted_bits()
-        columns[name] = array("f", bits.tobytes())
-        return self.hours, self.newest, columns, self.basis
+        return self.hours, self.newest, self.columns
 
     def __setstate__(self, state) -> None:
-        self.basis = None
         if isinstance(state, tuple) and len(state) == 4:
-            self.hours, self.newest, self.columns, self.basis = state
-            name = state[3][0]
-            bits = np.frombuffer(self.columns[name], dtype=np.uint32) ^ self._predicted_bits()
+            self.hours, self.newest, self.columns, basis = state
+            name = basis[0]
+            bits = np.frombuffer(self.columns[name], dtype=np.uint32) ^ self._predicted_bits(basis)
             self.columns[name] = array("f", bits.tobytes())
             return
         if isinstance(state, tuple) and len(state) == 3:
@@ -84,12 +77,12 @@ class HourRings:
                 for column in self.columns.values():
                     column[k] = 0
 
-    def _predicted_bits(self) -> np.ndarray:
+    def _predicted_bits(self, basis: tuple[str, Any, Any]) -> np.ndarray:
         """Per slot, the float32 bits of the basis's value for the local hour of its UTC hour."""
         out = np.zeros(self.hours, dtype=np.uint32)
-        if self.basis is None or self.newest < 0:
+        if self.newest < 0:
             return out
-        _, ring, clock = self.basis
+        _, ring, clock = basis
         held = np.arange(max(0, self.newest - self.hours + 1), self.newest + 1)
         # The zone's offset looked up once a day (a lookup per hour would cost milliseconds): on a
         # day the clocks change, a few hours are predicted from the wrong hour, which costs bytes,
