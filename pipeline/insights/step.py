@@ -142,9 +142,9 @@ class HomeInsights:
 class HomeForecasts:
     """The state of the forecasts step: one home's :class:`HourlyForecaster`, fed its hours due."""
 
-    def __init__(self, home_id: str, timezone: str = "UTC") -> None:
+    def __init__(self, home_id: str, timezone: str = "UTC", forecaster: HourlyForecaster | None = None) -> None:
         self.home_id = home_id
-        self.forecaster = HourlyForecaster(home_id, ForecastSettings(timezone=timezone))
+        self.forecaster = forecaster or HourlyForecaster(home_id, ForecastSettings(timezone=timezone))
 
     def add(self, due: HourDue) -> list[Forecast | ForecastScore]:
         if due.handover is not None:
@@ -153,7 +153,7 @@ class HomeForecasts:
 
     @classmethod
     def for_hour(cls, due: HourDue) -> HomeForecasts:
-        return cls(due.home_id, due.timezone)
+        return cls(due.home_id, due.timezone, due.handover)  # a handed-over forecaster is not made twice
 
 
 def run_both(insights: HomeInsights, forecasts: HomeForecasts | None, window: DeviceWindow | HomeWindow,
