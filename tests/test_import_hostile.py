@@ -13,6 +13,8 @@ import time
 from datetime import datetime, timedelta, timezone
 
 import polars as pl
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from pipeline.ingest.tabular import ROW, TableSpec, check_file, dead_letters, parse_device_cols, validated_batches
 from pipeline.settings import ValidationSettings
@@ -287,3 +289,61 @@ def test_export_of_a_missing_sqlite_store_is_one_line(tmp_path):
     proc = shems("export", "--store-url", f"sqlite:///{tmp_path / 'none.db'}", "--out", str(tmp_path / "out"))
     assert_one_line_error(proc, "no SQLite store")
     assert not (tmp_path / "none.db").exists()
+
+
+def test_a_spreadsheet_export_with_semicolons_and_decimal_commas_imports(tmp_path, sqlite_url):
+    """What Excel or LibreOffice write in locales with a decimal comma (de, fr, nl...): ';'
+    between fields, "300,5" in them. A cell whose comma could be a thousands separator is
+    rejected with its reason, never guessed."""
+    path = tmp_path / "export.csv"
+    path.write_text("\ufeffts;home_id;device_id;power_w;energy_wh\r\n"
+                    "2024-05-01 12:00:00;h;mains;300,5;1000\r\n"
+                    "2024-05-01 12:00:30;h;mains;-12,25;1001,5\r\n"
+                    "2024-05-01 12:01:00;h;mains;1.234,5;1002\r\n"
+                    "2024-05-01 12:01:30;h;mains;80;1003\r\n", encoding="utf-8")
+    checked = check_file(path, TableSpec(), datetime.now(UTC), ValidationSettings())
+    assert checked.readings.select("power_w", "energy_wh").rows() == [
+        (300.5, 1000.0), (-12.25, 1001.5), (80.0, 1003.0)]
+    assert checked.rejected.rows() == [(3, "invalid_payload", "power_w '1.234,5' is not a number")]
+    proc = shems("import", str(path), "--store-url", sqlite_url, "--no-insights")
+    assert proc.returncode == 0, proc.stderr
+    readings, letters, _ = stored(sqlite_url)
+    assert sorted(r.power_w for r in readings) == [-12.25, 80.0, 300.5]
+    [letter] = letters
+    assert letter.topic == "import:export.csv:3" and '"power_w":"1.234,5"' in letter.payload
+
+
+def test_tab_separated_and_comma_files_with_semicolons_in_cells(tmp_path):
+    tabs = tmp_path / "tabs.csv"
+    tabs.write_text("ts\thome_id\tdevice_id\tpower_w\n2024-05-01T12:00:00\th\td\t7,5\n")
+    assert check_file(tabs, TableSpec(), datetime.now(UTC), ValidationSettings()).readings["power_w"].to_list() == [7.5]
+    # A comma file stays a comma file whatever its cells hold, and keeps '.' decimals only.
+    commas = tmp_path / "commas.csv"
+    commas.write_text('ts,home_id,device_id,power_w\n2024-05-01T12:00:00,h,"a;b",5\n2024-05-01T12:00:30,h,c,"7,5"\n')
+    checked = check_file(commas, TableSpec(), datetime.now(UTC), ValidationSettings())
+    assert checked.readings.select("device_id", "power_w").rows() == [("a;b", 5.0)]
+    assert checked.rejected.rows() == [(2, "invalid_payload", "power_w '7,5' is not a number")]
+
+
+_CELL_IDS = st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789-_", min_size=1, max_size=12)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(rows=st.lists(st.tuples(_CELL_IDS, _CELL_IDS,
+                               st.floats(-50_000, 50_000, allow_nan=False).map(lambda x: round(x, 3))),
+                     min_size=1, max_size=20),
+       separator=st.sampled_from([",", ";", "\t"]))
+def test_any_separator_reads_the_same_readings(tmp_path, rows, separator):
+    """The same readings written comma-separated with '.' decimals, or by a decimal-comma
+    spreadsheet (';' or tab, ',' decimals), read back the same."""
+    t0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
+    lines = [separator.join(["ts", "home_id", "device_id", "power_w"])]
+    for i, (home, device, power) in enumerate(rows):
+        text = repr(power) if separator == "," else repr(power).replace(".", ",")
+        lines.append(separator.join([(t0 + timedelta(seconds=30 * i)).isoformat(), home, device, text]))
+    path = tmp_path / f"any-{ord(separator)}.csv"
+    path.write_text("\n".join(lines) + "\n")
+    checked = check_file(path, TableSpec(), datetime.now(UTC), ValidationSettings())
+    assert checked.rejected.is_empty(), checked.rejected.rows()
+    assert checked.readings.select("home_id", "device_id", "power_w").rows() == [
+        (home, device, power) for home, device, power in rows]

@@ -125,6 +125,28 @@ def _is_csv(path: Path) -> bool:
     return path.suffix.lower() in (".csv", ".txt") or path.name.endswith(".csv.gz")
 
 
+def _open_text(path: Path):
+    import gzip
+
+    opener = gzip.open if path.name.endswith(".gz") else open
+    return opener(path, "rt", newline="", encoding="utf-8", errors="replace")
+
+
+def csv_separator(path: Path) -> str:
+    """The CSV's field separator: a comma, unless the header is one field by commas and more by
+    semicolons or tabs (what spreadsheets in locales with a decimal comma, and tab exports, write).
+    Only the header decides: a semicolon in a cell of a comma file changes nothing."""
+    import csv
+
+    with _open_text(path) as f:
+        header = f.readline().lstrip("\ufeff")
+    widths = {sep: len(next(csv.reader([header], delimiter=sep), [])) for sep in (",", ";", "\t")}
+    if widths[","] > 1:
+        return ","
+    best = max((";", "\t"), key=widths.__getitem__)
+    return best if widths[best] > 1 else ","
+
+
 def _scan(path: Path, ragged: bool = False) -> pl.LazyFrame:
     """The file with ROW, the 1-based data row number; blank CSV lines are left out (they are not
     readings). ``ragged`` reads a CSV whose rows have more fields than its header, cutting them
@@ -136,7 +158,8 @@ def _scan(path: Path, ragged: bool = False) -> pl.LazyFrame:
         # Text, not inferred types: inference from the first rows fails the whole file at the
         # first later cell of another type. Bytes that are not UTF-8 become U+FFFD (and the cell
         # then fails its own parse).
-        lf = pl.scan_csv(path, infer_schema=False, encoding="utf8-lossy", truncate_ragged_lines=ragged)
+        lf = pl.scan_csv(path, infer_schema=False, encoding="utf8-lossy", truncate_ragged_lines=ragged,
+                         separator=csv_separator(path))
         lf = lf.with_row_index(ROW, offset=1)
         return lf.filter(~pl.all_horizontal(pl.exclude(ROW).is_null()))
     raise ValueError(f"{path}: unsupported file type {suffix!r} (use .csv or .parquet)")
@@ -146,14 +169,13 @@ def _ragged_rows(path: Path) -> dict[int, str]:
     """Data rows with more fields than the header, as row number -> the row's text. Only read when
     polars reports such a row: those rows' cells cannot be trusted to be in their columns."""
     import csv
-    import gzip
 
-    opener = gzip.open if path.name.endswith(".gz") else open
-    with opener(path, "rt", newline="", encoding="utf-8", errors="replace") as f:
-        reader = csv.reader(f)
+    separator = csv_separator(path)
+    with _open_text(path) as f:
+        reader = csv.reader(f, delimiter=separator)
         width = len(next(reader, []))
         # Empty extra fields (a trailing comma) lose nothing when cut.
-        return {row: ",".join(fields) for row, fields in enumerate(reader, start=1)
+        return {row: separator.join(fields) for row, fields in enumerate(reader, start=1)
                 if len(fields) > width and any(f.strip() for f in fields[width:])}
 
 
@@ -189,12 +211,17 @@ def _present(name: str, dtype) -> pl.Expr:
     return pl.col(name).is_not_null()
 
 
-def _number(name: str, dtype) -> pl.Expr:
+def _number(name: str, dtype, decimal_comma: bool = False) -> pl.Expr:
     """Float64, null where the cell is empty or not a number (``nan``/``inf`` parse, and are
-    rejected later as not finite)."""
+    rejected later as not finite). ``decimal_comma``: a cell of digits, one comma and digits
+    ("300,5") is that decimal; anything else with a comma stays not a number (a thousands
+    separator cannot be told from a decimal comma by the cell alone)."""
     col = pl.col(name)
     if _is_text(dtype):
-        return col.cast(pl.Utf8).str.strip_chars().cast(pl.Float64, strict=False)
+        text = col.cast(pl.Utf8).str.strip_chars()
+        if decimal_comma:
+            text = text.str.replace(r"^([+-]?[0-9]+),([0-9]+)$", "${1}.${2}")
+        return text.cast(pl.Float64, strict=False)
     return col.cast(pl.Float64, strict=False)
 
 
@@ -281,6 +308,8 @@ def _parsed(path: Path, spec: TableSpec, ragged: dict[int, str] | None = None) -
     if ragged:
         lf = lf.filter(~pl.col(ROW).is_in(list(ragged)))
     schema = lf.collect_schema()
+    # A file separated by semicolons or tabs comes from a spreadsheet that writes "300,5".
+    decimal_comma = _is_csv(path) and csv_separator(path) != ","
     home_cols = [] if spec.home_id else [spec.home_col]
     _require(schema, [spec.ts_col, *home_cols], path)
     used = {ROW, spec.ts_col, spec.home_col, spec.device_col, spec.power_col, spec.energy_col, spec.kind_col,
@@ -307,7 +336,7 @@ def _parsed(path: Path, spec: TableSpec, ragged: dict[int, str] | None = None) -
 
     def value_cells(column: str, prefix: str) -> list[pl.Expr]:
         dtype = schema[column]
-        return [_number(column, dtype).alias(prefix), _present(column, dtype).alias(f"{prefix}_present"),
+        return [_number(column, dtype, decimal_comma).alias(prefix), _present(column, dtype).alias(f"{prefix}_present"),
                 _text(column).alias(f"{prefix}_text"), pl.lit(column).alias(f"{prefix}_col")]
 
     no_energy = [pl.lit(None, pl.Float64).alias("energy_wh"), pl.lit(False).alias("energy_wh_present"),
@@ -349,7 +378,7 @@ def _parsed(path: Path, spec: TableSpec, ragged: dict[int, str] | None = None) -
         hours = spec.interval.total_seconds() / 3600
         if spec.interval_end:
             common[2] = (ts - pl.duration(seconds=spec.interval.total_seconds())).alias("ts")
-        kwh = _number(spec.interval_kwh_col, schema[spec.interval_kwh_col])
+        kwh = _number(spec.interval_kwh_col, schema[spec.interval_kwh_col], decimal_comma)
         return lf.select(
             *common,
             pl.lit("mains").alias("device_id"),
