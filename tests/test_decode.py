@@ -403,3 +403,67 @@ def test_ids_are_checked_once_per_reading(monkeypatch):
     one_reading(run("tele/tasmota_plug/SENSOR", payload("tasmota_sensor_single.json"),
                     now=datetime(2021, 3, 28, 2, 0, tzinfo=timezone.utc))[1])
     assert seen == ["home-b", "tv"]
+
+
+# --- Smart-meter readers: Tasmota SENSOR without ENERGY ----------------------------------------
+
+SML_READERS = [
+    {"source": "tasmota", "vendor_id": "sml_mapped", "channel": 0, "home_id": "home-s", "device_id": "grid",
+     "kind": "meter", "timezone": "Europe/Berlin", "power_path": "SML.Power_curr", "energy_path": "SML.Total_in"},
+    {"source": "tasmota", "vendor_id": "sml_unmapped", "channel": 0, "home_id": "home-s", "device_id": "grid2",
+     "kind": "meter"},
+    {"source": "tasmota", "vendor_id": "th_relay", "channel": 0, "home_id": "home-s", "device_id": "boiler"},
+]
+
+
+def _sml_registry(tmp_path, entries=SML_READERS) -> Registry:
+    path = tmp_path / "registry.toml"
+    path.write_text("".join("[[device]]\n" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in e.items())
+                            for e in entries))
+    return Registry.load(path)
+
+
+def test_a_smart_meter_reader_is_read_where_its_registry_entry_says(tmp_path):
+    reg = _sml_registry(tmp_path)
+    captured = json.loads(payload("tasmota_sml_sensor.json"))
+    got = []
+    for body in captured:
+        received = datetime.fromisoformat(body["Time"]).replace(tzinfo=timezone.utc)
+        _, results = decode(None, RawMessage("tele/sml_mapped/SENSOR", json.dumps(body).encode(), received), reg, V)
+        got.append(one_reading(results))
+    # Export is negative power; Total_in is kWh; Time is the device's local (Berlin) clock.
+    assert [(r.device_id, r.power_w, r.energy_wh) for r in got] == [
+        ("grid", -894.0, pytest.approx(34507476.1)), ("grid", -36.0, pytest.approx(2687368.7))]
+    assert got[0].ts == datetime(2022, 7, 7, 11, 1, 11, tzinfo=timezone.utc)  # CEST
+    assert got[1].ts == datetime(2026, 1, 21, 10, 7, 31, tzinfo=timezone.utc)  # CET
+
+
+def test_an_unmapped_smart_meter_reader_is_dead_lettered_with_what_to_set(tmp_path):
+    reg = _sml_registry(tmp_path)
+    body = json.loads(payload("tasmota_sml_sensor.json"))[0]
+    _, results = decode(None, RawMessage("tele/sml_unmapped/SENSOR", json.dumps(body).encode(), NOW), reg, V)
+    letter = one_dead(results)
+    assert letter.error == "unsupported_measurement"
+    assert "SML.Total_in" in letter.reason and "power_path" in letter.reason
+    # A relay with a thermometer and no energy monitor measures nothing: no dead letter.
+    thermo = {"Time": "2024-02-01T09:00:00", "DS18B20": {"Id": "01", "Temperature": 61.5}, "TempUnit": "C"}
+    assert decode(None, RawMessage("tele/th_relay/SENSOR", json.dumps(thermo).encode(), NOW), reg, V)[1] == []
+    # The mapped reader without its power value in a message: that message is dead-lettered.
+    partial = {"Time": "2024-02-01T09:00:00", "SML": {"Total_in": 10.5}}
+    letter = one_dead(decode(None, RawMessage("tele/sml_mapped/SENSOR", json.dumps(partial).encode(), NOW), reg, V)[1])
+    assert letter.error == "missing_field" and "SML.Power_curr" in letter.reason
+    wrong = {"Time": "2024-02-01T09:00:00", "SML": {"Power_curr": "12"}}
+    letter = one_dead(decode(None, RawMessage("tele/sml_mapped/SENSOR", json.dumps(wrong).encode(), NOW), reg, V)[1])
+    assert "SML.Power_curr must be a number" in letter.reason
+
+
+@pytest.mark.parametrize("extra, message", [
+    ({"source": "shelly", "power_path": "SML.Power_curr"}, "apply to tasmota devices only"),
+    ({"energy_path": "SML.Total_in"}, "'energy_path' needs 'power_path'"),
+    ({"power_path": "SML..Power"}, "must be a dotted path"),
+    ({"power_path": 5}, "must be a dotted path"),
+])
+def test_bad_sensor_paths_in_the_registry_say_what_is_wrong(tmp_path, extra, message):
+    entry = {"source": "tasmota", "vendor_id": "x", "home_id": "h", "device_id": "d"} | extra
+    with pytest.raises(ValueError, match=message):
+        _sml_registry(tmp_path, [entry])

@@ -14,6 +14,8 @@ A TOML file, stored in the ``devices`` table on start::
                                              # "%prefix%/%topic%/") ...
     prefix = "tele"                          # ... and its telemetry prefix (Prefix3, default "tele")
     base_topic = "zigbee2mqtt"               # optional, Zigbee2MQTT: its mqtt.base_topic
+    power_path = "SML.Power_curr"            # optional, Tasmota without ENERGY (a smart-meter
+    energy_path = "SML.Total_in"             # reader's script): power W and counter kWh
 
     specs = { capacity_kwh = 10, power_kw = 5, efficiency = 0.9 }  # optional, for plans:
                                              # battery capacity_kwh, power_kw (charge_kw,
@@ -61,6 +63,11 @@ class RegistryEntry:
     # power_kw (or charge_kw/discharge_kw), efficiency, min_soc, max_soc, soc; an EV charger's
     # power_kw, min_power_kw; a PV array's kwp.
     specs: tuple[tuple[str, float], ...] = ()
+    # A Tasmota SENSOR without an ENERGY object (a smart-meter reader's Smart Meter Interface
+    # script names its own values, e.g. ``SML.Power_curr``): where its power (W) and its
+    # counter (kWh, as Tasmota reports energy) are, as dotted paths into the payload.
+    power_path: str | None = None
+    energy_path: str | None = None
 
     def spec(self, key: str, default: float | None = None) -> float | None:
         return dict(self.specs).get(key, default)
@@ -87,6 +94,17 @@ def _topic_text(item: dict, key: str, where: str) -> str | None:
             or value.startswith("/") or not value.isprintable():
         raise ValueError(f"{where}: '{key}' must be a topic without + or # and not starting "
                          f"with /, got {value!r}")
+    return value
+
+
+def _sensor_path(item: dict, key: str, where: str) -> str | None:
+    value = item.get(key)
+    if value is None:
+        return None
+    if (not isinstance(value, str) or not value or len(value) > 200
+            or any(not part or not part.isprintable() for part in value.split("."))):
+        raise ValueError(f"{where}: '{key}' must be a dotted path into the SENSOR payload, "
+                         f"e.g. \"SML.Power_curr\"")
     return value
 
 
@@ -201,8 +219,13 @@ class Registry:
             if "/" in item["vendor_id"] and source != Source.ZIGBEE2MQTT:
                 raise ValueError(f"{where}: a {source.value} vendor_id cannot contain '/'")
             specs = _specs(item.get("specs"), kind, where)
+            paths = {key: _sensor_path(item, key, where) for key in ("power_path", "energy_path")}
+            if source != Source.TASMOTA and any(v is not None for v in paths.values()):
+                raise ValueError(f"{where}: 'power_path' and 'energy_path' apply to tasmota devices only")
+            if paths["energy_path"] is not None and paths["power_path"] is None:
+                raise ValueError(f"{where}: 'energy_path' needs 'power_path' (a reading has a power)")
             entries.append(RegistryEntry(source, item["vendor_id"], channel, item["home_id"],
-                                         item["device_id"], kind, tz, **layout, specs=specs))
+                                         item["device_id"], kind, tz, **layout, specs=specs, **paths))
         homes = data.get("home", [])
         if not isinstance(homes, list):
             raise ValueError(f"{path}: expected [[home]] tables")

@@ -16,7 +16,7 @@ from zoneinfo import ZoneInfo
 
 from pipeline.ingest.decode.common import DecodeError, number, obj, parse_iso, shown
 from pipeline.ingest.decode.units import kwh_to_wh
-from pipeline.ingest.registry import Registry
+from pipeline.ingest.registry import Registry, RegistryEntry
 from pipeline.reasons import DeadLetterCode
 from pipeline.records import DeadLetter, Reading, Source
 
@@ -36,6 +36,57 @@ def _channel(values: dict, field: str, i: int | None) -> float | None:
     return number(values, field, path="ENERGY.")
 
 
+def _at_path(body: dict, path: str) -> object:
+    value: object = body
+    for part in path.split("."):
+        if not isinstance(value, dict) or part not in value:
+            return None
+        value = value[part]
+    return value
+
+
+def _metering(body: dict) -> str | None:
+    """The first numeric value one level down whose name says power or energy (``SML.Power_curr``,
+    ``MT681.Total_in``), as a dotted path."""
+    for sensor, values in body.items():
+        if isinstance(values, dict):
+            for key, value in values.items():
+                name = str(key).lower()
+                if (isinstance(value, (int, float)) and not isinstance(value, bool)
+                        and ("power" in name or "energy" in name or name.startswith("total"))):
+                    return f"{sensor}.{key}"
+    return None
+
+
+def _time(body: dict, received_at: datetime, tz: ZoneInfo | timezone) -> datetime:
+    if body.get("Time") is None:
+        return received_at
+    if not isinstance(body["Time"], str):
+        raise DecodeError(f"Time is not ISO 8601: {shown(body['Time'])}", DeadLetterCode.BAD_TIMESTAMP)
+    return parse_iso(body["Time"], "Time", tz)
+
+
+def _mapped_reading(entry: RegistryEntry, body: dict, received_at: datetime) -> Reading:
+    """A reading from the registry's ``power_path``/``energy_path`` (a SENSOR with no ENERGY)."""
+    assert entry.power_path is not None
+    power = _at_path(body, entry.power_path)
+    if power is None:
+        raise DecodeError(f"missing field {entry.power_path}", DeadLetterCode.MISSING_FIELD)
+    watts = number({entry.power_path: power}, entry.power_path, required=True)
+    total = None
+    if entry.energy_path is not None and (raw := _at_path(body, entry.energy_path)) is not None:
+        total = number({entry.energy_path: raw}, entry.energy_path)
+    return Reading(
+        home_id=entry.home_id,
+        device_id=entry.device_id,
+        ts=_time(body, received_at, ZoneInfo(entry.timezone)),
+        power_w=watts,
+        energy_wh=kwh_to_wh(total) if total is not None else None,
+        kind=entry.kind,
+        source=Source.TASMOTA,
+    )
+
+
 def decode_tasmota(topic_id: str, data: object, received_at: datetime, registry: Registry,
                    dead: Callable[[str, DeadLetterCode], DeadLetter]) -> list[Reading | DeadLetter]:
     body = obj(data, "Tasmota SENSOR payload")
@@ -45,18 +96,21 @@ def decode_tasmota(topic_id: str, data: object, received_at: datetime, registry:
         if first is None:
             raise DecodeError(f"unregistered tasmota device {topic_id}: add it to the registry",
                               DeadLetterCode.UNREGISTERED_DEVICE)
+        if first.power_path is not None:
+            return [_mapped_reading(first, body, received_at)]
+        field = _metering(body)
+        if field is not None:
+            # A smart-meter reader's script names its values itself: say where to map them
+            # rather than drop a meter's readings without a trace.
+            raise DecodeError(f"tasmota device {topic_id} reports {shown(field)} but no ENERGY: set "
+                              f"power_path (and energy_path) in its registry entry to read it",
+                              DeadLetterCode.UNSUPPORTED_MEASUREMENT)
         return []  # a sensor without an energy monitor: nothing to measure
     energy = obj(energy, "ENERGY")
     power = energy.get("Power")
     if power is None:
         raise DecodeError("missing field ENERGY.Power", DeadLetterCode.MISSING_FIELD)
-    tz = ZoneInfo(first.timezone) if first else timezone.utc
-    ts = received_at
-    if body.get("Time") is not None:
-        if not isinstance(body["Time"], str):
-            raise DecodeError(f"Time is not ISO 8601: {shown(body['Time'])}",
-                              DeadLetterCode.BAD_TIMESTAMP)
-        ts = parse_iso(body["Time"], "Time", tz)
+    ts = _time(body, received_at, ZoneInfo(first.timezone) if first else timezone.utc)
     if isinstance(power, list) and not 0 < len(power) <= _MAX_CHANNELS:
         raise DecodeError(f"ENERGY.Power has {len(power)} channels, expected 1 to {_MAX_CHANNELS}")
     channels = list(range(len(power))) if isinstance(power, list) else [None]
