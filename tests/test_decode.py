@@ -467,3 +467,17 @@ def test_bad_sensor_paths_in_the_registry_say_what_is_wrong(tmp_path, extra, mes
     entry = {"source": "tasmota", "vendor_id": "x", "home_id": "h", "device_id": "d"} | extra
     with pytest.raises(ValueError, match=message):
         _sml_registry(tmp_path, [entry])
+
+
+def test_a_registered_zigbee2mqtt_meter_without_power_is_dead_lettered_not_dropped(tmp_path):
+    reg = _sml_registry(tmp_path, [
+        {"source": "zigbee2mqtt", "vendor_id": "3ph meter", "home_id": "h", "device_id": "mains", "kind": "meter"},
+        {"source": "zigbee2mqtt", "vendor_id": "relay", "home_id": "h", "device_id": "boiler"}])
+    three_phase = {"power_a": 120, "power_b": 80, "power_c": 15, "energy": 1234.5, "linkquality": 90}
+    letter = one_dead(decode(None, RawMessage("zigbee2mqtt/3ph meter", json.dumps(three_phase).encode(), NOW), reg, V)[1])
+    assert letter.error == "unsupported_measurement" and "power_a" in letter.reason
+    # A registered relay without metering: settings and counters named "power" are no measurement.
+    relay = {"state": "ON", "power_on_behavior": "previous", "power_outage_count": 3, "linkquality": 70}
+    assert decode(None, RawMessage("zigbee2mqtt/relay", json.dumps(relay).encode(), NOW), reg, V)[1] == []
+    # Unregistered devices without power stay silent (a Zigbee network is mostly sensors).
+    assert decode(None, RawMessage("zigbee2mqtt/other", json.dumps(three_phase).encode(), NOW), reg, V)[1] == []

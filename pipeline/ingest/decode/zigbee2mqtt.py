@@ -4,7 +4,8 @@
 
 A Zigbee network carries many devices that measure no power (sensors, lights): their messages are
 not errors and yield nothing. A device that does report power but is not in the registry is
-dead-lettered, so no measurement is silently dropped. Which topics are states, attributes or
+dead-lettered, and so is a registered device's message with no ``power`` but a number named like
+power or energy (``power_a`` of a three-phase meter), so no measurement is silently dropped. Which topics are states, attributes or
 commands is decided by the topic router (pipeline.ingest.decode.topics).
 """
 
@@ -12,11 +13,24 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from pipeline.ingest.decode.common import DecodeError, number, obj, parse_ts
+from pipeline.ingest.decode.common import DecodeError, number, obj, parse_ts, shown
 from pipeline.ingest.decode.units import kwh_to_wh
 from pipeline.ingest.registry import Registry
 from pipeline.reasons import DeadLetterCode
 from pipeline.records import Reading, Source
+
+# Numbers with "power" in their name that measure nothing (Aqara's count of outages).
+_NOT_MEASUREMENTS = frozenset({"power_outage_count"})
+
+
+def _metering(body: dict) -> str | None:
+    """The first number whose name says power or energy."""
+    for key, value in body.items():
+        name = str(key).lower()
+        if (isinstance(value, (int, float)) and not isinstance(value, bool) and name not in _NOT_MEASUREMENTS
+                and ("power" in name or "energy" in name)):
+            return str(key)
+    return None
 
 
 def decode_zigbee2mqtt(name: str, data: object, received_at: datetime, registry: Registry,
@@ -28,6 +42,13 @@ def decode_zigbee2mqtt(name: str, data: object, received_at: datetime, registry:
     body = obj(data, "Zigbee2MQTT state")
     power = number(body, "power")
     if power is None:
+        field = _metering(body)
+        if field is not None and registry.lookup(Source.ZIGBEE2MQTT, name, None) is not None:
+            # A registered meter that names its power otherwise (per phase, say): its readings
+            # would be lost in silence.
+            raise DecodeError(f"zigbee2mqtt device {name} reports {shown(field)} but no power: "
+                              f"this decoder reads power, energy, voltage and current",
+                              DeadLetterCode.UNSUPPORTED_MEASUREMENT)
         return []
     entry = registry.lookup(Source.ZIGBEE2MQTT, name, None)
     if entry is None:
