@@ -25,6 +25,19 @@ class DecodeError(Exception):
         self.code = code
 
 
+def metering_field(values: dict, *, starts: tuple[str, ...] = (),
+                   exclude: frozenset[str] = frozenset()) -> str | None:
+    """The first key of ``values`` holding a number whose name (any case) says power or energy,
+    or starts with one of ``starts``; ``exclude``: lower-case names that measure nothing. For a
+    payload a decoder cannot read, to dead-letter it rather than drop a measurement."""
+    for key, value in values.items():
+        name = str(key).lower()
+        if (isinstance(value, (int, float)) and not isinstance(value, bool) and name not in exclude
+                and ("power" in name or "energy" in name or name.startswith(starts))):
+            return str(key)
+    return None
+
+
 @overload
 def number(obj: dict, field: str, *, required: Literal[True], path: str = "") -> float: ...
 @overload

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from datetime import datetime, timezone
 from zoneinfo import ZoneInfo
 
-from pipeline.ingest.decode.common import DecodeError, number, obj, parse_iso, shown
+from pipeline.ingest.decode.common import DecodeError, metering_field, number, obj, parse_iso, shown
 from pipeline.ingest.decode.units import kwh_to_wh
 from pipeline.ingest.registry import Registry, RegistryEntry
 from pipeline.reasons import DeadLetterCode
@@ -46,15 +46,11 @@ def _at_path(body: dict, path: str) -> object:
 
 
 def _metering(body: dict) -> str | None:
-    """The first numeric value one level down whose name says power or energy (``SML.Power_curr``,
+    """The first number one level down whose name says power or energy (``SML.Power_curr``,
     ``MT681.Total_in``), as a dotted path."""
     for sensor, values in body.items():
-        if isinstance(values, dict):
-            for key, value in values.items():
-                name = str(key).lower()
-                if (isinstance(value, (int, float)) and not isinstance(value, bool)
-                        and ("power" in name or "energy" in name or name.startswith("total"))):
-                    return f"{sensor}.{key}"
+        if isinstance(values, dict) and (key := metering_field(values, starts=("total",))) is not None:
+            return f"{sensor}.{key}"
     return None
 
 
@@ -69,13 +65,9 @@ def _time(body: dict, received_at: datetime, tz: ZoneInfo | timezone) -> datetim
 def _mapped_reading(entry: RegistryEntry, body: dict, received_at: datetime) -> Reading:
     """A reading from the registry's ``power_path``/``energy_path`` (a SENSOR with no ENERGY)."""
     assert entry.power_path is not None
-    power = _at_path(body, entry.power_path)
-    if power is None:
-        raise DecodeError(f"missing field {entry.power_path}", DeadLetterCode.MISSING_FIELD)
-    watts = number({entry.power_path: power}, entry.power_path, required=True)
-    total = None
-    if entry.energy_path is not None and (raw := _at_path(body, entry.energy_path)) is not None:
-        total = number({entry.energy_path: raw}, entry.energy_path)
+    watts = number({entry.power_path: _at_path(body, entry.power_path)}, entry.power_path, required=True)
+    total = (number({entry.energy_path: _at_path(body, entry.energy_path)}, entry.energy_path)
+             if entry.energy_path is not None else None)
     return Reading(
         home_id=entry.home_id,
         device_id=entry.device_id,

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from pipeline.ingest.decode.common import DecodeError, number, obj, parse_ts, shown
+from pipeline.ingest.decode.common import DecodeError, metering_field, number, obj, parse_ts, shown
 from pipeline.ingest.decode.units import kwh_to_wh
 from pipeline.ingest.registry import Registry
 from pipeline.reasons import DeadLetterCode
@@ -21,16 +21,6 @@ from pipeline.records import Reading, Source
 
 # Numbers with "power" in their name that measure nothing (Aqara's count of outages).
 _NOT_MEASUREMENTS = frozenset({"power_outage_count"})
-
-
-def _metering(body: dict) -> str | None:
-    """The first number whose name says power or energy."""
-    for key, value in body.items():
-        name = str(key).lower()
-        if (isinstance(value, (int, float)) and not isinstance(value, bool) and name not in _NOT_MEASUREMENTS
-                and ("power" in name or "energy" in name)):
-            return str(key)
-    return None
 
 
 def decode_zigbee2mqtt(name: str, data: object, received_at: datetime, registry: Registry,
@@ -42,7 +32,7 @@ def decode_zigbee2mqtt(name: str, data: object, received_at: datetime, registry:
     body = obj(data, "Zigbee2MQTT state")
     power = number(body, "power")
     if power is None:
-        field = _metering(body)
+        field = metering_field(body, exclude=_NOT_MEASUREMENTS)
         if field is not None and registry.lookup(Source.ZIGBEE2MQTT, name, None) is not None:
             # A registered meter that names its power otherwise (per phase, say): its readings
             # would be lost in silence.
