@@ -24,9 +24,9 @@ def payload(name: str) -> bytes:
     return (FIXTURES / "payloads" / name).read_bytes()
 
 
-def run(topic: str, body, state=None, now=NOW):
+def run(topic: str, body, state=None, now=NOW, registry=REG):
     raw = body if isinstance(body, bytes) else json.dumps(body).encode()
-    return decode(state, RawMessage(topic, raw, now), REG, V)
+    return decode(state, RawMessage(topic, raw, now), registry, V)
 
 
 def one_reading(results) -> Reading:
@@ -416,7 +416,7 @@ SML_READERS = [
 ]
 
 
-def _sml_registry(tmp_path, entries=SML_READERS) -> Registry:
+def _registry_of(tmp_path, entries=SML_READERS) -> Registry:
     path = tmp_path / "registry.toml"
     path.write_text("".join("[[device]]\n" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in e.items())
                             for e in entries))
@@ -424,12 +424,12 @@ def _sml_registry(tmp_path, entries=SML_READERS) -> Registry:
 
 
 def test_a_smart_meter_reader_is_read_where_its_registry_entry_says(tmp_path):
-    reg = _sml_registry(tmp_path)
+    reg = _registry_of(tmp_path)
     captured = json.loads(payload("tasmota_sml_sensor.json"))
     got = []
     for body in captured:
         received = datetime.fromisoformat(body["Time"]).replace(tzinfo=timezone.utc)
-        _, results = decode(None, RawMessage("tele/sml_mapped/SENSOR", json.dumps(body).encode(), received), reg, V)
+        _, results = run("tele/sml_mapped/SENSOR", body, now=received, registry=reg)
         got.append(one_reading(results))
     # Export is negative power; Total_in is kWh; Time is the device's local (Berlin) clock.
     assert [(r.device_id, r.power_w, r.energy_wh) for r in got] == [
@@ -439,21 +439,21 @@ def test_a_smart_meter_reader_is_read_where_its_registry_entry_says(tmp_path):
 
 
 def test_an_unmapped_smart_meter_reader_is_dead_lettered_with_what_to_set(tmp_path):
-    reg = _sml_registry(tmp_path)
+    reg = _registry_of(tmp_path)
     body = json.loads(payload("tasmota_sml_sensor.json"))[0]
-    _, results = decode(None, RawMessage("tele/sml_unmapped/SENSOR", json.dumps(body).encode(), NOW), reg, V)
+    _, results = run("tele/sml_unmapped/SENSOR", body, registry=reg)
     letter = one_dead(results)
     assert letter.error == "unsupported_measurement"
     assert "SML.Total_in" in letter.reason and "power_path" in letter.reason
     # A relay with a thermometer and no energy monitor measures nothing: no dead letter.
     thermo = {"Time": "2024-02-01T09:00:00", "DS18B20": {"Id": "01", "Temperature": 61.5}, "TempUnit": "C"}
-    assert decode(None, RawMessage("tele/th_relay/SENSOR", json.dumps(thermo).encode(), NOW), reg, V)[1] == []
+    assert run("tele/th_relay/SENSOR", thermo, registry=reg)[1] == []
     # The mapped reader without its power value in a message: that message is dead-lettered.
     partial = {"Time": "2024-02-01T09:00:00", "SML": {"Total_in": 10.5}}
-    letter = one_dead(decode(None, RawMessage("tele/sml_mapped/SENSOR", json.dumps(partial).encode(), NOW), reg, V)[1])
+    letter = one_dead(run("tele/sml_mapped/SENSOR", partial, registry=reg)[1])
     assert letter.error == "missing_field" and "SML.Power_curr" in letter.reason
     wrong = {"Time": "2024-02-01T09:00:00", "SML": {"Power_curr": "12"}}
-    letter = one_dead(decode(None, RawMessage("tele/sml_mapped/SENSOR", json.dumps(wrong).encode(), NOW), reg, V)[1])
+    letter = one_dead(run("tele/sml_mapped/SENSOR", wrong, registry=reg)[1])
     assert "SML.Power_curr must be a number" in letter.reason
 
 
@@ -466,18 +466,18 @@ def test_an_unmapped_smart_meter_reader_is_dead_lettered_with_what_to_set(tmp_pa
 def test_bad_sensor_paths_in_the_registry_say_what_is_wrong(tmp_path, extra, message):
     entry = {"source": "tasmota", "vendor_id": "x", "home_id": "h", "device_id": "d"} | extra
     with pytest.raises(ValueError, match=message):
-        _sml_registry(tmp_path, [entry])
+        _registry_of(tmp_path, [entry])
 
 
 def test_a_registered_zigbee2mqtt_meter_without_power_is_dead_lettered_not_dropped(tmp_path):
-    reg = _sml_registry(tmp_path, [
+    reg = _registry_of(tmp_path, [
         {"source": "zigbee2mqtt", "vendor_id": "3ph meter", "home_id": "h", "device_id": "mains", "kind": "meter"},
         {"source": "zigbee2mqtt", "vendor_id": "relay", "home_id": "h", "device_id": "boiler"}])
     three_phase = {"power_a": 120, "power_b": 80, "power_c": 15, "energy": 1234.5, "linkquality": 90}
-    letter = one_dead(decode(None, RawMessage("zigbee2mqtt/3ph meter", json.dumps(three_phase).encode(), NOW), reg, V)[1])
+    letter = one_dead(run("zigbee2mqtt/3ph meter", three_phase, registry=reg)[1])
     assert letter.error == "unsupported_measurement" and "power_a" in letter.reason
     # A registered relay without metering: settings and counters named "power" are no measurement.
     relay = {"state": "ON", "power_on_behavior": "previous", "power_outage_count": 3, "linkquality": 70}
-    assert decode(None, RawMessage("zigbee2mqtt/relay", json.dumps(relay).encode(), NOW), reg, V)[1] == []
+    assert run("zigbee2mqtt/relay", relay, registry=reg)[1] == []
     # Unregistered devices without power stay silent (a Zigbee network is mostly sensors).
-    assert decode(None, RawMessage("zigbee2mqtt/other", json.dumps(three_phase).encode(), NOW), reg, V)[1] == []
+    assert run("zigbee2mqtt/other", three_phase, registry=reg)[1] == []
