@@ -13,6 +13,7 @@ import time
 from datetime import datetime, timedelta, timezone
 
 import polars as pl
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -347,3 +348,11 @@ def test_any_separator_reads_the_same_readings(tmp_path, rows, separator):
     assert checked.rejected.is_empty(), checked.rejected.rows()
     assert checked.readings.select("home_id", "device_id", "power_w").rows() == [
         (home, device, power) for home, device, power in rows]
+
+
+def test_a_header_longer_than_any_csv_field_is_a_missing_column_not_a_csv_error(tmp_path):
+    """Deciding the separator reads a bounded header and never fails where polars would not."""
+    path = tmp_path / "one-line.csv"
+    path.write_text("a" * 300_000)  # over csv's field limit (131,072), no line break
+    with pytest.raises(ValueError, match="missing column"):
+        check_file(path, TableSpec(), datetime.now(UTC), ValidationSettings())

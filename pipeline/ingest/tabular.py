@@ -132,6 +132,9 @@ def _open_text(path: Path):
     return opener(path, "rt", newline="", encoding="utf-8", errors="replace")
 
 
+_HEADER_CHARS = 1 << 16
+
+
 def csv_separator(path: Path) -> str:
     """The CSV's field separator: a comma, unless the header is one field by commas and more by
     semicolons or tabs (what spreadsheets in locales with a decimal comma, and tab exports, write).
@@ -139,8 +142,12 @@ def csv_separator(path: Path) -> str:
     import csv
 
     with _open_text(path) as f:
-        header = f.readline().lstrip("\ufeff")
-    widths = {sep: len(next(csv.reader([header], delimiter=sep), [])) for sep in (",", ";", "\t")}
+        # Bounded: a file with no line break is no spreadsheet export, and must not be read whole.
+        header = f.readline(_HEADER_CHARS).lstrip("\ufeff")
+    try:
+        widths = {sep: len(next(csv.reader([header], delimiter=sep), [])) for sep in (",", ";", "\t")}
+    except csv.Error:  # a field over csv's limit: not a header a spreadsheet wrote
+        return ","
     if widths[","] > 1:
         return ","
     best = max((";", "\t"), key=widths.__getitem__)
