@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.cli import build_parser
-from pipeline.cli.args import existing_file
+from pipeline.cli.args import existing_file, topic_prefix
 from pipeline.cli.run import ha_prefix
 from tests.conftest import FIXTURES
 
@@ -271,3 +271,20 @@ def test_help_never_shows_a_secret(tmp_path, monkeypatch):
     text = "".join(leaf.parser.format_help() for leaf in _leaves(build_parser()))
     assert "hunter2-secret" not in text and "broker-secret" not in text
     assert "mqtt://bob:***@broker:1883" in text
+
+
+@pytest.mark.parametrize("prefix", ["site1", "site1/+/", "a/#/", "x\x00/"])
+def test_a_topic_prefix_the_flow_could_not_subscribe_under_is_refused(prefix):
+    """Without its trailing '/', a prefix glues the flow's '+' wildcards to text: the broker client
+    refused the subscription in its own thread and the flow said the broker was unreachable."""
+    with pytest.raises(argparse.ArgumentTypeError, match="ending in '/'"):
+        topic_prefix(prefix)
+    assert topic_prefix("") == "" and topic_prefix("tenant-7/site1/") == "tenant-7/site1/"
+
+
+def test_shems_run_with_a_prefix_missing_its_slash_is_one_line():
+    proc = subprocess.run([sys.executable, "-m", "pipeline.cli", "run", "--topic-prefix", "site1"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and _human_lines(proc.stderr) == [
+        "shems run: error: argument --topic-prefix: a topic prefix is topic levels ending in '/' "
+        "without + or # (e.g. site1/), got 'site1'"]

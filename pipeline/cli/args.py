@@ -41,6 +41,16 @@ def mqtt_url(value: str) -> str:
     return value
 
 
+def topic_prefix(value: str) -> str:
+    """Empty, or topic levels ending in '/': the flow subscribes to the prefix followed by
+    filters such as ``+/events/rpc``, where a prefix without its '/' would glue a wildcard to
+    text, an invalid filter the broker client refuses (and the flow then never connects)."""
+    if value and (not value.endswith("/") or any(c in value for c in "+#\x00")):
+        raise argparse.ArgumentTypeError(f"a topic prefix is topic levels ending in '/' without + or # "
+                                         f"(e.g. site1/), got {value!r}")
+    return value
+
+
 def store_url(value: str) -> str:
     try:
         return check_store_url(value)
@@ -254,7 +264,8 @@ class Parser(argparse.ArgumentParser):
 def add_broker_args(p: Parser) -> None:
     p.add("--mqtt-url", type=mqtt_url, default=DEFAULT_MQTT_URL,
           help="broker, mqtt://[user:pass@]host[:port] or mqtts:// for TLS")
-    p.add("--topic-prefix", default="", help="prepended to every topic (multi-tenant brokers, tests)")
+    p.add("--topic-prefix", type=topic_prefix, default="",
+          help="prepended to every topic, ending in '/' (multi-tenant brokers, tests)")
 
 
 def add_store_arg(p: Parser, help: str = "sqlite:///path.db or postgresql://user@host/db") -> None:

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import ui
-from pipeline.cli.args import add_action_parsers, add_store_arg, existing_file, mqtt_url, port
+from pipeline.cli.args import add_action_parsers, add_store_arg, existing_file, mqtt_url, port, topic_prefix
 from pipeline.cli.common import cannot_open_store, fail
 from pipeline.config import DEFAULT_MQTT_URL
 
@@ -135,7 +135,7 @@ def register_ui(sub) -> None:
     p.add("--port", type=port, default=8501, help="HTTP port")
     p.add("--address", default="127.0.0.1", help="address to listen on (0.0.0.0 for all)")
     p.add("--mqtt-url", type=mqtt_url, default=DEFAULT_MQTT_URL, help="broker for device commands")
-    p.add("--topic-prefix", default="", help="prepended to command topics (as for `shems run`)")
+    p.add("--topic-prefix", type=topic_prefix, default="", help="prepended to command topics (as for `shems run`)")
     p.add("--ssl-cert-file", type=existing_file,
           help="serve HTTPS with this certificate (PEM, chain included); with --ssl-key-file")
     p.add("--ssl-key-file", type=existing_file, help="private key of --ssl-cert-file (PEM)")
