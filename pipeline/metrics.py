@@ -196,15 +196,6 @@ class PublisherCollector:
         return [sent, acked]
 
 
-def serve_publisher_metrics(port: int | None, publisher, command: str) -> None:
-    if not port:
-        return
-    from prometheus_client import REGISTRY, start_http_server
-
-    REGISTRY.register(PublisherCollector(publisher, command))
-    start_http_server(port)
-
-
 def push_import_summary(gateway: str, readings: int, seconds: float, ok: bool) -> None:
     """A batch job's result for Prometheus, pushed to a Pushgateway (the job ends before any
     scrape could reach it)."""

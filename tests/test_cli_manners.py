@@ -23,7 +23,8 @@ from pathlib import Path
 import pytest
 
 from pipeline.cli import build_parser
-from pipeline.cli.args import existing_file, topic_prefix
+from pipeline.cli.args import existing_file, listen_address, postgres_store_url, topic_prefix
+from pipeline.cli.args import port as port_type
 from pipeline.cli.run import ha_prefix
 from tests.conftest import FIXTURES
 
@@ -176,7 +177,8 @@ def _nowhere(leaf: Leaf, tmp: Path) -> list[str]:
     options = leaf.options()
     tail = []
     if "--store-url" in options:
-        tail += ["--store-url", f"sqlite:///{tmp / 'no-such-dir' / 'x.db'}"]
+        postgres_only = options["--store-url"].type is postgres_store_url
+        tail += ["--store-url", UNREACHABLE_STORE if postgres_only else f"sqlite:///{tmp / 'no-such-dir' / 'x.db'}"]
     if "--mqtt-url" in options:
         tail += ["--mqtt-url", UNREACHABLE_BROKER]
     return tail
@@ -288,3 +290,50 @@ def test_shems_run_with_a_prefix_missing_its_slash_is_one_line():
     assert proc.returncode == 2 and _human_lines(proc.stderr) == [
         "shems run: error: argument --topic-prefix: a topic prefix is topic levels ending in '/' "
         "without + or # (e.g. site1/), got 'site1'"]
+
+
+def test_a_port_another_process_holds_is_one_line_in_every_subcommand(tmp_path):
+    """Every port a command listens on (the viewer's, `shems http`'s, any --metrics-port), held by
+    another process: one line naming the port, before any work. Streamlit said so in its own words
+    and uvicorn with exit 3; a taken metrics port was a bare OSError, or a viewer that started
+    anyway and raised on every page it served."""
+    holder = socket.socket()
+    holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    holder.bind(("0.0.0.0", 0))
+    holder.listen()
+    taken = holder.getsockname()[1]
+    store = f"sqlite:///{tmp_path / 'ports.db'}"
+    cases = []
+    try:
+        for leaf in LEAVES:
+            options = leaf.options()
+            tail = ["--store-url", store] if "--store-url" in options else []
+            if "--mqtt-url" in options:
+                tail += ["--mqtt-url", UNREACHABLE_BROKER]
+            for flag in ("--port", "--metrics-port"):
+                if flag in options and options[flag].type is port_type:
+                    cases.append(Case(f"{leaf.name} {flag}", [*leaf.base_args(SAMPLE), *tail, flag, str(taken)]))
+        assert {c.label for c in cases} >= {"ui --port", "ui --metrics-port", "http --port", "run --metrics-port",
+                                            "import --metrics-port", "demo --metrics-port"}
+        results = _run_all(cases, tmp_path)
+    finally:
+        holder.close()
+    _assert_one_line(results, exit_code=2)
+    for case, proc in results:
+        assert str(taken) in _human_lines(proc.stderr)[0], (case.label, proc.stderr)
+
+
+@pytest.mark.parametrize("address", ["", " ", "999.1.1.1", "no such host", "a/b"])
+def test_an_address_no_server_could_listen_on_is_refused(address):
+    with pytest.raises(argparse.ArgumentTypeError, match="listen on|address to listen"):
+        listen_address(address)
+    assert listen_address("127.0.0.1") == "127.0.0.1" and listen_address("localhost") == "localhost"
+
+
+def test_an_address_of_another_machine_is_one_line(tmp_path):
+    """A well-formed address this machine does not have: Streamlit's traceback before."""
+    proc = subprocess.run([sys.executable, "-m", "pipeline.cli", "ui", "--address", "192.0.2.7",
+                           "--store-url", f"sqlite:///{tmp_path / 'v.db'}"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert _human_lines(proc.stderr) == ["shems: error: cannot listen on 192.0.2.7:8501: Cannot assign requested address"]

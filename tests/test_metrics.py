@@ -68,3 +68,22 @@ def test_fleet_health_reporter_sets_the_gauges_from_the_store(sqlite_url):
     reporter.join(5)
     assert metrics.HOMES_TOTAL._value.get() == 3
     assert metrics.HOMES_SILENT._value.get() == 2
+
+
+def test_a_viewer_whose_metrics_port_was_taken_after_the_check_logs_it_and_serves_pages(capfd):
+    """`shems ui` checks the port before it starts Streamlit; a process that takes it in between
+    must cost the metrics, not every page (serve_once runs in each page's script)."""
+    import socket
+
+    from ui import metrics as viewer_metrics
+
+    with socket.socket() as holder:
+        holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        holder.bind(("0.0.0.0", 0))
+        holder.listen()
+        taken = holder.getsockname()[1]
+        viewer_metrics.serve_once(taken)  # no exception: the page goes on
+        viewer_metrics.serve_once(taken)  # tried once per process, so logged once
+    out = capfd.readouterr()
+    logged = [line for line in (out.out + out.err).splitlines() if "metrics_not_served" in line]
+    assert len(logged) == 1 and str(taken) in logged[0]

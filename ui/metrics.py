@@ -11,6 +11,8 @@ import threading
 
 from prometheus_client import Counter, Histogram, start_http_server
 
+from pipeline.logs import get_logger
+
 PAGE_SECONDS = Histogram(
     "shems_viewer_page_seconds", "Time to run one page of the viewer (a render or a refresh)",
     ["page"], buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10),
@@ -29,5 +31,10 @@ def serve_once(port: int | None) -> None:
     with _lock:
         if port in _started:
             return
-        start_http_server(port, addr="0.0.0.0")
+        # Tried once per process either way: a port another process took since `shems ui`
+        # checked it is a line in the log, never an error on every page a user opens.
         _started.add(port)
+        try:
+            start_http_server(port, addr="0.0.0.0")
+        except OSError as exc:
+            get_logger("shems.viewer").error("metrics_not_served", port=port, reason=exc.strerror or str(exc))

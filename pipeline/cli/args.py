@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import difflib
 import os
+import socket
 import sys
 from collections.abc import Callable
 from datetime import timedelta
@@ -58,6 +59,13 @@ def store_url(value: str) -> str:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def postgres_store_url(value: str) -> str:
+    url = store_url(value)
+    if store_kind(url) != "postgres":
+        raise argparse.ArgumentTypeError(f"this needs a PostgreSQL store (postgresql://user@host/db), got {url!r}")
+    return url
+
+
 def _number(value: str, parse: Callable[[str], Number], noun: str, bound: str,
             within: Callable[[Number], bool]) -> Number:
     try:
@@ -95,6 +103,20 @@ def port(value: str) -> int:
     if i > 65535:
         raise argparse.ArgumentTypeError(f"port must be 1-65535, got {value!r}")
     return i
+
+
+def listen_address(value: str) -> str:
+    """A host name or IP address this machine can listen on. Empty is refused: servers read it as
+    every interface, which is what 0.0.0.0 says out loud."""
+    if not value.strip():
+        raise argparse.ArgumentTypeError("an address to listen on is a host name or IP address "
+                                         "(127.0.0.1 for this machine, 0.0.0.0 for all), got an empty one")
+    try:
+        socket.getaddrinfo(value, None, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except (OSError, UnicodeError) as exc:
+        raise argparse.ArgumentTypeError(f"cannot listen on {value!r}: {getattr(exc, 'strerror', None) or exc}") \
+            from None
+    return value
 
 
 def existing_file(value: str) -> Path:

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
-from pipeline.cli.args import Parser, mqtt_url, positive_float, positive_int, qos, store_url
+from pipeline.cli.args import Parser, mqtt_url, positive_float, positive_int, postgres_store_url, qos, store_url
 
 
 def cmd_bench(args) -> int:
     from rich.console import Console
 
+    from pipeline.cli.common import check_store_reachable, fail
     from pipeline.tools.bench import print_result, run_bench
 
+    # Before the broker's baseline is measured: a store that is not there says so first.
+    if args.store_url and (problem := check_store_reachable(args.store_url)):
+        return fail(problem)
     console = Console(stderr=args.json)  # keep stdout's last line for the JSON
     result = run_bench(args.devices, args.seconds, args.rate, args.burst, args.qos, args.mqtt_url,
                        args.store_url, args.workers, args.processes, args.naive_burst, console,
@@ -56,7 +60,8 @@ def register(sub) -> None:
     p.add("--naive-burst", type=positive_int, default=None, help="messages for the naive baseline (default min(burst, 20000))")
     p.add("--qos", type=qos, default=1, help="QoS of every measurement")
     p.add("--mqtt-url", type=mqtt_url, default=None, help="broker (default: a private Mosquitto without queue limits)")
-    p.add("--store-url", default=None, help="PostgreSQL store (default: a fresh database, dropped after)")
+    p.add("--store-url", type=postgres_store_url, default=None,
+          help="PostgreSQL store (default: a fresh database, dropped after)")
     _add_flow_args(p, "run the flow without forecasts, anomalies and recommendations (the ingest core alone)")
     p.add("--json", action="store_true", help="end with one JSON line")
     p.set_defaults(handler=cmd_bench)

@@ -30,6 +30,20 @@ def one_line(exc: BaseException) -> str:
     return " ".join(mask_url(word) if "://" in word else word for word in text.split(" "))
 
 
+def serve_metrics(port: int | None) -> str | None:
+    """Serve Prometheus metrics on ``port`` (every interface: the scraper is another machine);
+    None when serving or not asked to, else why not, on one line."""
+    if not port:
+        return None
+    from prometheus_client import start_http_server
+
+    try:
+        start_http_server(port)
+    except OSError as exc:  # taken, or below 1024 without the right
+        return f"cannot serve metrics on port {port}: {exc.strerror or exc}"
+    return None
+
+
 def cannot_open_store(url: str, exc: BaseException) -> str:
     """Why the store at ``url`` could not be opened, on one line, its password masked."""
     from sinks.base import mask_url

@@ -8,8 +8,17 @@ import os
 import socket
 import sys
 
-from pipeline.cli.args import add_action_parsers, add_broker_args, add_store_arg, existing_file, port, positive_float
+from pipeline.cli.args import (
+    add_action_parsers,
+    add_broker_args,
+    add_store_arg,
+    existing_file,
+    listen_address,
+    port,
+    positive_float,
+)
 from pipeline.cli.common import cannot_open_store, fail, one_line
+from pipeline.tools.ports import listen_problem
 
 
 def node_names(value: str) -> dict[str, tuple[str, ...]]:
@@ -42,6 +51,8 @@ def cmd_http(args: argparse.Namespace) -> int:
     configure()
     if bool(args.ssl_cert_file) != bool(args.ssl_key_file):
         return fail("HTTPS needs both --ssl-cert-file and --ssl-key-file")
+    if problem := listen_problem(args.address, args.port):
+        return fail(problem)
     try:
         keys = _open_keys(args.store_url)
     except Exception as exc:
@@ -105,7 +116,7 @@ def cmd_apikey(args: argparse.Namespace) -> int:
 def register_http(sub) -> None:
     p = sub.add_parser("http", help="readings over HTTP: native JSON and emoncms's input API")
     p.add("--port", type=port, default=8080, env="SHEMS_HTTP_PORT", help="HTTP port")
-    p.add("--address", default="127.0.0.1", env="SHEMS_HTTP_ADDRESS", help="address to listen on (0.0.0.0 for all)")
+    p.add("--address", type=listen_address, default="127.0.0.1", env="SHEMS_HTTP_ADDRESS", help="address to listen on (0.0.0.0 for all)")
     add_store_arg(p, "store holding the API keys; dead letters are written here")
     add_broker_args(p)
     p.add("--client-id", default="", help="MQTT client id (default shems-http-<host>-<pid>)")

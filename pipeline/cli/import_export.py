@@ -10,7 +10,7 @@ from typing import Any, cast
 
 from pipeline import metrics
 from pipeline.cli.args import add_store_arg, add_table_args, existing_file, port, table_spec
-from pipeline.cli.common import cannot_open_store, check_store_reachable, fail, one_line
+from pipeline.cli.common import cannot_open_store, check_store_reachable, fail, one_line, serve_metrics
 from pipeline.config import DEFAULT_STORE_URL, sqlite_path, store_kind
 
 
@@ -58,13 +58,8 @@ def cmd_import(args) -> int:
             book_from_toml(args.tariffs)  # a wrong file says so before any work is done
     except ValueError as exc:
         return fail(str(exc))
-    if args.metrics_port:
-        from prometheus_client import start_http_server
-
-        try:
-            start_http_server(args.metrics_port)
-        except OSError as exc:  # the port is taken
-            return fail(f"cannot serve metrics on port {args.metrics_port}: {one_line(exc)}")
+    if problem := serve_metrics(args.metrics_port):
+        return fail(problem)
 
     unreachable = check_store_reachable(args.store_url)
     if unreachable:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import time
 
+from prometheus_client import REGISTRY
+
 from pipeline import metrics
 from pipeline.cli.args import (
     add_broker_args,
@@ -17,7 +19,7 @@ from pipeline.cli.args import (
     store_url,
     table_spec,
 )
-from pipeline.cli.common import fail
+from pipeline.cli.common import fail, serve_metrics
 from pipeline.config import DEFAULT_MQTT_URL
 
 
@@ -29,8 +31,11 @@ def cmd_replay(args) -> int:
         spec = table_spec(args)
     except ValueError as exc:
         return fail(str(exc))
+    if problem := serve_metrics(args.metrics_port):
+        return fail(problem)
     publisher = Publisher(args.mqtt_url, qos=args.qos)
-    metrics.serve_publisher_metrics(args.metrics_port, publisher, "replay")
+    if args.metrics_port:
+        REGISTRY.register(metrics.PublisherCollector(publisher, "replay"))
     try:
         sent = replay(args.file, spec, publisher, args.speed, args.topic_prefix,
                       shift_to_now=args.shift_to_now, limit=args.limit, max_rate=args.max_rate)
@@ -58,8 +63,11 @@ def cmd_simulate(args) -> int:
         fleet = [replace(home, ev_plugged=args.ev_plugged, battery=None if b is None else BatteryModel(
             b.capacity_kwh, b.charge_w, b.discharge_w, b.efficiency, b.soc_kwh)) for home in fleet]
     stop = install_stop_handlers()
+    if problem := serve_metrics(args.metrics_port):
+        return fail(problem)
     publisher = Publisher(args.mqtt_url, qos=args.qos)
-    metrics.serve_publisher_metrics(args.metrics_port, publisher, "simulate")
+    if args.metrics_port:
+        REGISTRY.register(metrics.PublisherCollector(publisher, "simulate"))
     started = time.monotonic()
     with Live(refresh_per_second=2) as live:
         sent = run_simulation(
@@ -75,7 +83,11 @@ def cmd_simulate(args) -> int:
 
 def cmd_demo(args) -> int:
     from pipeline.tools.demo import run_demo
+    from pipeline.tools.ports import listen_problem
 
+    # Asked before the history import: the flow would only find out once started, in its log.
+    if args.metrics_port and (problem := listen_problem("0.0.0.0", args.metrics_port)):
+        return fail(problem)
     return run_demo(args.mqtt_url, args.store_url, args.homes, args.duration, args.interval,
                     args.metrics_port, args.ui_port or None)
 

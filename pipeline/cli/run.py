@@ -18,7 +18,7 @@ from pipeline.cli.args import (
     qos,
     timezone_name,
 )
-from pipeline.cli.common import install_stop_handlers
+from pipeline.cli.common import install_stop_handlers, serve_metrics
 from pipeline.config import IngestConfig
 from pipeline.settings import WindowSettings
 
@@ -125,12 +125,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"shems run: error: {exc}", file=sys.stderr)
         return 2
+    if problem := serve_metrics(cfg.metrics_port):
+        print(f"shems run: error: {problem}", file=sys.stderr)
+        return 2
     if cfg.metrics_port:
-        from prometheus_client import start_http_server
-
         from pipeline.tools.fleet_health import FleetHealthReporter
 
-        start_http_server(cfg.metrics_port)
         if not cfg.process_id:  # one reporter per cluster
             FleetHealthReporter(cfg.store_url).start()
     from flows.ingest import StartupError

@@ -9,9 +9,18 @@ import sys
 from pathlib import Path
 
 import ui
-from pipeline.cli.args import add_action_parsers, add_store_arg, existing_file, mqtt_url, port, topic_prefix
+from pipeline.cli.args import (
+    add_action_parsers,
+    add_store_arg,
+    existing_file,
+    listen_address,
+    mqtt_url,
+    port,
+    topic_prefix,
+)
 from pipeline.cli.common import cannot_open_store, fail
 from pipeline.config import DEFAULT_MQTT_URL
+from pipeline.tools.ports import listen_problem
 
 APP = Path(ui.__file__).parent / "app.py"
 
@@ -27,6 +36,11 @@ def cmd_ui(args: argparse.Namespace) -> int:
         return fail(cannot_open_store(args.store_url, exc))
     if bool(args.ssl_cert_file) != bool(args.ssl_key_file):
         return fail("HTTPS needs both --ssl-cert-file and --ssl-key-file")
+    # Asked here, before exec: Streamlit names a taken port in its own words and an address of
+    # another machine with a traceback, and the metrics port is only tried inside the page.
+    for address, port_number in ((args.address, args.port), ("0.0.0.0", args.metrics_port)):
+        if port_number and (problem := listen_problem(address, port_number)):
+            return fail(problem)
     env = dict(os.environ, SHEMS_STORE_URL=args.store_url, SHEMS_MQTT_URL=args.mqtt_url,
                SHEMS_TOPIC_PREFIX=args.topic_prefix, SHEMS_UI_METRICS_PORT=str(args.metrics_port or 0))
     argv = [sys.executable, "-m", "streamlit", "run", str(APP),
@@ -133,7 +147,7 @@ def register_ui(sub) -> None:
     p = sub.add_parser("ui", help="the viewer (Streamlit): sign-in, live, history, control, fleet")
     add_store_arg(p, "store to show (schema created if empty)")
     p.add("--port", type=port, default=8501, help="HTTP port")
-    p.add("--address", default="127.0.0.1", help="address to listen on (0.0.0.0 for all)")
+    p.add("--address", type=listen_address, default="127.0.0.1", help="address to listen on (0.0.0.0 for all)")
     p.add("--mqtt-url", type=mqtt_url, default=DEFAULT_MQTT_URL, help="broker for device commands")
     p.add("--topic-prefix", type=topic_prefix, default="", help="prepended to command topics (as for `shems run`)")
     p.add("--ssl-cert-file", type=existing_file,

@@ -28,7 +28,8 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from pipeline.tools.broker import ensure_broker
+from pipeline.tools.broker import ensure_broker, free_port
+from pipeline.tools.ports import listen_problem
 from sinks.base import TABLES
 from sinks.stores import open_store
 
@@ -231,6 +232,11 @@ def _run(console: Console, url: str, store_url: str, homes: int, duration: float
             stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ, PYTHONUNBUFFERED="1"))
     console.print(f"plan executor started (pid {executor.pid}, log {executor_log})")
     viewer = None
+    if ui_port and (problem := listen_problem("127.0.0.1", ui_port)):
+        # A viewer still open from an earlier demo, or another Streamlit app: the link printed
+        # below must lead to this demo's viewer, not to whatever holds the port.
+        ui_port = free_port()
+        console.print(f"{problem}: the viewer listens on port {ui_port} instead")
     if ui_port:
         ui_log = Path(".shems/demo-viewer.log")
         with open(ui_log, "w") as log:
@@ -312,7 +318,8 @@ def _run(console: Console, url: str, store_url: str, homes: int, duration: float
     _summary(store_url, console)
     console.print(f"[bold]done[/] at {datetime.now(timezone.utc):%H:%M:%S} UTC")
     console.print("[bold]to look at it again[/] (the data stay in the store):")
-    console.print(f"  shems ui --store-url {store_url}   then open http://127.0.0.1:{ui_port or 8501}")
+    port_flag = f" --port {ui_port}" if ui_port and ui_port != 8501 else ""
+    console.print(f"  shems ui --store-url {store_url}{port_flag}   then open http://127.0.0.1:{ui_port or 8501}")
     console.print(f"  sign in as {DEMO_HOMEOWNER} / {passwords[DEMO_HOMEOWNER]} or "
                   f"{DEMO_OPERATOR} / {passwords[DEMO_OPERATOR]}; `make demo` again continues it")
     return 0 if flow.returncode in (0, None) else 1
