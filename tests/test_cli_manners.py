@@ -302,12 +302,12 @@ def test_a_port_another_process_holds_is_one_line_in_every_subcommand(tmp_path):
     holder.bind(("0.0.0.0", 0))
     holder.listen()
     taken = holder.getsockname()[1]
-    store = f"sqlite:///{tmp_path / 'ports.db'}"
     cases = []
     try:
-        for leaf in LEAVES:
+        for n, leaf in enumerate(LEAVES):
             options = leaf.options()
-            tail = ["--store-url", store] if "--store-url" in options else []
+            # A store of its own: cases run at once, and two migrating one SQLite file wait on it.
+            tail = ["--store-url", f"sqlite:///{tmp_path / f'ports{n}.db'}"] if "--store-url" in options else []
             if "--mqtt-url" in options:
                 tail += ["--mqtt-url", UNREACHABLE_BROKER]
             for flag in ("--port", "--metrics-port"):

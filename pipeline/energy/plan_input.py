@@ -16,13 +16,14 @@ TOML file holds any number of::
 from __future__ import annotations
 
 import math
-import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta, timezone
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from pipeline.energy.optimize import Battery, DeferrableLoad, EvCharge
+from pipeline.tomlfile import array_of_tables, read_toml, wrong_types_are_errors
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,14 +56,14 @@ _LOAD_KEYS = {"name", "energy_kwh", "power_w", "hours", "earliest", "deadline", 
 
 
 def load_specs_from_toml(path: Path) -> list[LoadSpec]:
-    try:
-        data = tomllib.loads(Path(path).read_text())
-    except tomllib.TOMLDecodeError as exc:
-        raise ValueError(f"{path}: not valid TOML: {exc}") from None
-    except OSError as exc:
-        raise ValueError(f"cannot read loads file {path}: {exc.strerror}") from None
-    entries = data.get("load")
-    if not entries or not isinstance(entries, list):
+    data = read_toml(path, "loads file")
+    with wrong_types_are_errors(str(path)):
+        return _load_specs(data, path)
+
+
+def _load_specs(data: Mapping, path: Path) -> list[LoadSpec]:
+    entries = array_of_tables(data.get("load"), "load", str(path))
+    if not entries:
         raise ValueError(f"{path}: no [[load]] entries")
     specs = []
     for i, entry in enumerate(entries):

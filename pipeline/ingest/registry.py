@@ -39,12 +39,13 @@ flow's ``--timezone``.
 
 from __future__ import annotations
 
-import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pipeline.records import DeviceInfo, DeviceKind, Source
+from pipeline.tomlfile import array_of_tables, read_toml, wrong_types_are_errors
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,7 +86,7 @@ TASMOTA_FULL_TOPIC = "%prefix%/%topic%/"
 Z2M_BASE_TOPIC = "zigbee2mqtt"
 
 
-def _topic_text(item: dict, key: str, where: str) -> str | None:
+def _topic_text(item: Mapping, key: str, where: str) -> str | None:
     """An optional topic piece: text without MQTT wildcards, not starting with a ``/``."""
     value = item.get(key)
     if value is None:
@@ -97,7 +98,7 @@ def _topic_text(item: dict, key: str, where: str) -> str | None:
     return value
 
 
-def _sensor_path(item: dict, key: str, where: str) -> str | None:
+def _sensor_path(item: Mapping, key: str, where: str) -> str | None:
     value = item.get(key)
     if value is None:
         return None
@@ -182,13 +183,13 @@ class Registry:
     @classmethod
     def load(cls, path: str | Path) -> Registry:
         path = Path(path)
-        try:
-            data = tomllib.loads(path.read_text())
-        except tomllib.TOMLDecodeError as exc:
-            raise ValueError(f"{path}: not valid TOML: {exc}") from None
-        raw = data.get("device", [])
-        if not isinstance(raw, list):
-            raise ValueError(f"{path}: expected [[device]] tables")
+        data = read_toml(path, "device registry")
+        with wrong_types_are_errors(str(path)):
+            return cls._from_mapping(data, path)
+
+    @classmethod
+    def _from_mapping(cls, data: Mapping, path: Path) -> Registry:
+        raw = array_of_tables(data.get("device"), "device", str(path))
         entries = []
         for i, item in enumerate(raw, start=1):
             where = f"{path}: device #{i}"
@@ -206,7 +207,7 @@ class Registry:
                 raise ValueError(f"{where}: unknown kind {item.get('kind')!r} "
                                  f"(meter, appliance, pv, battery or ev)") from None
             channel = item.get("channel")
-            if channel is not None and (not isinstance(channel, int) or channel < 0):
+            if channel is not None and (isinstance(channel, bool) or not isinstance(channel, int) or channel < 0):
                 raise ValueError(f"{where}: 'channel' must be a whole number >= 0")
             tz = _check_timezone(item.get("timezone", "UTC"), where)
             layout = {key: _topic_text(item, key, where) for key in ("full_topic", "prefix", "base_topic")}
@@ -226,9 +227,7 @@ class Registry:
                 raise ValueError(f"{where}: 'energy_path' needs 'power_path' (a reading has a power)")
             entries.append(RegistryEntry(source, item["vendor_id"], channel, item["home_id"],
                                          item["device_id"], kind, tz, **layout, specs=specs, **paths))
-        homes = data.get("home", [])
-        if not isinstance(homes, list):
-            raise ValueError(f"{path}: expected [[home]] tables")
+        homes = array_of_tables(data.get("home"), "home", str(path))
         home_tz = {}
         locations: dict[str, tuple[float, float]] = {}
         for i, item in enumerate(homes, start=1):

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import math
-import tomllib
 from collections.abc import Mapping
 from datetime import date, datetime, time, timezone
 from pathlib import Path
@@ -25,17 +24,14 @@ from pipeline.energy.tariff.model import (
     _utc,
 )
 from pipeline.energy.tariff.prices import load_price_file
+from pipeline.tomlfile import array_of_tables, read_toml, wrong_types_are_errors
 
 
 def book_from_toml(path: str | Path) -> TariffBook:
     path = Path(path)
-    try:
-        data = tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as exc:
-        raise ValueError(f"{path}: not valid TOML: {exc}") from None
-    except OSError as exc:
-        raise ValueError(f"cannot read tariff file {path}: {exc.strerror}") from None
-    return book_from_mapping(data, base_dir=path.parent, source=str(path))
+    data = read_toml(path, "tariff file")
+    with wrong_types_are_errors(str(path)):
+        return book_from_mapping(data, base_dir=path.parent, source=str(path))
 
 
 def book_from_mapping(data: Mapping, base_dir: Path = Path("."), source: str = "tariffs") -> TariffBook:
@@ -50,9 +46,12 @@ def book_from_mapping(data: Mapping, base_dir: Path = Path("."), source: str = "
     zone = data.get("timezone", "UTC")
     _check_zone(zone, source)
     default = _sorted(_parse_tariff(t, currency, zone, base_dir, f"{source}: tariff #{i + 1}")
-                      for i, t in enumerate(data.get("tariff", ())))
+                      for i, t in enumerate(array_of_tables(data.get("tariff"), "tariff", source)))
     homes: dict[str, tuple[Tariff, ...]] = {}
-    for home, spec in (data.get("home") or {}).items():
+    home_tables = data.get("home") or {}
+    if not isinstance(home_tables, Mapping):
+        raise ValueError(f"{source}: homes are [home.<home id>] tables, not {home_tables!r}"[:200])
+    for home, spec in home_tables.items():
         if not isinstance(spec, Mapping):
             raise ValueError(f"{source}: [home.{home}] must be a table")
         extra = set(spec) - {"timezone", "tariff"}
@@ -64,7 +63,7 @@ def book_from_mapping(data: Mapping, base_dir: Path = Path("."), source: str = "
             raise ValueError(f"{source}: [home.{home}] needs at least one [[home.{home}.tariff]]")
         homes[home] = _sorted(_parse_tariff(t, currency, home_zone, base_dir,
                                             f"{source}: home {home} tariff #{i + 1}")
-                              for i, t in enumerate(spec["tariff"]))
+                              for i, t in enumerate(array_of_tables(spec["tariff"], f"home.{home}.tariff", source)))
     if not default and not homes:
         raise ValueError(f"{source}: no [[tariff]] entries")
     return TariffBook(currency, default, homes)
@@ -89,13 +88,15 @@ def _parse_tariff(spec: Mapping, currency: str, zone: str, base_dir: Path, where
         raise ValueError(f"{where}: kind must be flat, tou or dynamic, not {spec.get('kind')!r}") from None
     effective = _effective_from(spec["effective_from"], zone, where)
     imp = _price(spec, "import_price", where, required=kind == TariffKind.FLAT)
-    periods = tuple(_parse_period(p, where) for p in spec.get("period", ()))
+    periods = tuple(_parse_period(p, where) for p in array_of_tables(spec.get("period"), "period", where))
     if kind != TariffKind.TOU and periods:
         raise ValueError(f"{where}: periods belong to kind = \"tou\"")
     prices = None
     if kind == TariffKind.DYNAMIC:
         if "price_file" not in spec:
             raise ValueError(f"{where}: a dynamic tariff needs price_file")
+        if not isinstance(spec["price_file"], str) or not spec["price_file"]:
+            raise ValueError(f"{where}: price_file is a file name, not {spec['price_file']!r}")
         prices = load_price_file(base_dir / spec["price_file"])
     elif "price_file" in spec:
         raise ValueError(f"{where}: price_file belongs to kind = \"dynamic\"")
@@ -130,14 +131,18 @@ def _parse_period(spec: Mapping, where: str) -> TouPeriod:
         if days not in _DAY_SETS:
             raise ValueError(f"{where}: days must be all, weekdays, weekends or a list of day names")
         day_idx = tuple(_DAY_SETS[days])
+    elif not isinstance(days, list):
+        raise ValueError(f"{where}: days must be all, weekdays, weekends or a list of day names, not {days!r}")
     else:
         try:
             day_idx = tuple(sorted({_DAY_NAMES.index(str(d).lower()[:3]) for d in days}))
         except ValueError:
             raise ValueError(f"{where}: unknown day in {days!r}; use mon, tue, ... sun") from None
-    months = tuple(sorted(set(spec.get("months", ()))))
-    if any(not isinstance(m, int) or not 1 <= m <= 12 for m in months):
-        raise ValueError(f"{where}: months must be numbers 1-12")
+    months_given = spec.get("months", [])
+    if not isinstance(months_given, list) or any(
+            isinstance(m, bool) or not isinstance(m, int) or not 1 <= m <= 12 for m in months_given):
+        raise ValueError(f"{where}: months must be a list of numbers 1-12")
+    months = tuple(sorted(set(months_given)))
     return TouPeriod(name or _hhmm(start), start, end, _price(spec, "import_price", where, True),
                      day_idx, months, _price(spec, "export_price", where))
 
