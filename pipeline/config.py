@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import ssl
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -86,6 +87,9 @@ class MqttEndpoint:
             client.tls_set_context(context)
 
 
+_HOST = re.compile(r"[A-Za-z0-9._:%-]+")
+
+
 def parse_mqtt_url(url: str) -> MqttEndpoint:
     """``mqtt://user:pass@host:port`` (``mqtts://`` for TLS, with ``?ca_file=&cert_file=&key_file=``)
     to an endpoint; ValueError if malformed."""
@@ -94,6 +98,10 @@ def parse_mqtt_url(url: str) -> MqttEndpoint:
         raise ValueError(f"MQTT URL must start with mqtt:// or mqtts://, got {parts.scheme or 'no scheme'!r}")
     if not parts.hostname:
         raise ValueError("MQTT URL has no host, expected mqtt://[user:pass@]host[:port]")
+    if not _HOST.fullmatch(parts.hostname):
+        # A name, an IPv4 or an [IPv6] address; 'ho st' was tried for the whole startup timeout.
+        raise ValueError(f"MQTT URL has an invalid host {parts.hostname!r} (a name, an IPv4 or an [IPv6] address; "
+                         "an international name in its xn-- form)")
     tls = parts.scheme in ("mqtts", "ssl")
     try:
         port = parts.port or (8883 if tls else 1883)

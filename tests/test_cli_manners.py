@@ -337,3 +337,31 @@ def test_an_address_of_another_machine_is_one_line(tmp_path):
                           cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert _human_lines(proc.stderr) == ["shems: error: cannot listen on 192.0.2.7:8501: Cannot assign requested address"]
+
+
+def _with_env(argv: list[str], **env: str) -> subprocess.CompletedProcess:
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("SHEMS_") or k.startswith("SHEMS_TEST_")}
+    return subprocess.run([sys.executable, "-m", "pipeline.cli", *argv], env={**environ, **env,
+                          "PYTHONPATH": str(ROOT)}, capture_output=True, text=True, timeout=120)
+
+
+def test_a_bad_value_from_the_environment_names_the_variable():
+    """No flag was given, so 'argument --port: ...' alone sends the user looking for one."""
+    proc = _with_env(["http"], SHEMS_HTTP_PORT="abc")
+    assert proc.returncode == 2 and _human_lines(proc.stderr) == [
+        "shems http: error: argument --port: expected a whole number, got 'abc' "
+        "(from the environment variable SHEMS_HTTP_PORT)"]
+    proc = _with_env(["run", "--qos", "nine"], SHEMS_QOS="1")  # the flag's own value: no variable named
+    assert proc.returncode == 2 and "environment" not in proc.stderr and "argument --qos" in proc.stderr
+
+
+def test_a_switch_from_the_environment_that_is_neither_on_nor_off_is_refused(monkeypatch):
+    """SHEMS_NO_INSIGHTS=maybe was read as off, silently."""
+    proc = _with_env(["run"], SHEMS_NO_INSIGHTS="maybe")
+    assert proc.returncode == 2 and _human_lines(proc.stderr) == [
+        "shems run: error: SHEMS_NO_INSIGHTS is one of 1/true/yes/on (on) or 0/false/no/off or empty (off), "
+        "got 'maybe'"]
+    assert _with_env(["run", "--help"], SHEMS_NO_INSIGHTS="maybe").returncode == 0  # help still helps
+    for word, meaning in (("YES", True), ("on", True), ("1", True), ("off", False), ("", False), ("0", False)):
+        monkeypatch.setenv("SHEMS_NO_INSIGHTS", word)
+        assert build_parser().parse_args(["run"]).no_insights is meaning, word

@@ -26,6 +26,10 @@ def test_parse_mqtt_url_and_masking():
     with pytest.raises(ValueError, match="mqtt://"):
         parse_mqtt_url("http://h")
     assert mask_url("postgresql://u:pw@h/db") == "postgresql://u:***@h/db"
+    assert parse_mqtt_url("mqtt://[::1]:1884").host == "::1"
+    for host in ("ho st", "h\u00e9llo", "a;b", "a\x00b"):  # 'ho st' was dialled for the whole startup timeout
+        with pytest.raises(ValueError, match="invalid host"):
+            parse_mqtt_url(f"mqtt://u:p@{host}:1883")
 
 
 @pytest.mark.parametrize("args, message", [

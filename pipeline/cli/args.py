@@ -242,8 +242,16 @@ class Parser(argparse.ArgumentParser):
         secret = False
         if env in os.environ and kw.get("action") not in ("store_true", "store_false"):
             default = os.environ[env]
+            if callable(kw.get("type")):
+                kw["type"] = _naming_the_variable(kw["type"], env, default)
         elif kw.get("action") == "store_true" and env in os.environ:
-            default = os.environ[env].lower() in ("1", "true", "yes", "on")
+            word = os.environ[env].strip().lower()
+            if word not in _TRUE + _FALSE:
+                # Read as "off" before: SHEMS_NO_INSIGHTS=maybe silently left insights on.
+                self._env_problems = [*getattr(self, "_env_problems", []),
+                                      f"{env} is one of {'/'.join(_TRUE)} (on) or {'/'.join(_FALSE[:-1])} or "
+                                      f"empty (off), got {os.environ[env]!r}"]
+            default = word in _TRUE
         elif f"{env}_FILE" in os.environ and kw.get("action") is None:
             try:
                 default = read_secret(os.environ[f"{env}_FILE"])
@@ -269,6 +277,9 @@ class Parser(argparse.ArgumentParser):
         return action
 
     def parse_known_args(self, args=None, namespace=None):
+        asks_help = {"-h", "--help"} & set(sys.argv[1:] if args is None else args)
+        for problem in getattr(self, "_env_problems", [])[:1 if not asks_help else 0]:
+            self.error(problem)
         namespace, rest = super().parse_known_args(args, namespace)
         if rest and self._is_leaf() and self.prog != "shems":
             # Refused here, by the subcommand that was given them, not by `shems` at the top:
@@ -281,6 +292,25 @@ class Parser(argparse.ArgumentParser):
         except ValueError as exc:
             self.error(str(exc))
         return namespace, rest
+
+
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off", "")
+
+
+def _naming_the_variable(convert: Callable[[str], Any], env: str, from_env: str) -> Callable[[str], Any]:
+    """``convert``, whose refusal of the environment's value names the variable: the user gave no
+    flag, so "argument --port: expected a whole number" alone would send them looking for one."""
+    def checked(value: str) -> Any:
+        try:
+            return convert(value)
+        except (argparse.ArgumentTypeError, ValueError) as exc:
+            if value != from_env:
+                raise
+            raise argparse.ArgumentTypeError(f"{exc} (from the environment variable {env})") from None
+
+    checked.__name__ = getattr(convert, "__name__", "value")
+    return checked
 
 
 def add_broker_args(p: Parser) -> None:
