@@ -365,3 +365,11 @@ def test_a_switch_from_the_environment_that_is_neither_on_nor_off_is_refused(mon
     for word, meaning in (("YES", True), ("on", True), ("1", True), ("off", False), ("", False), ("0", False)):
         monkeypatch.setenv("SHEMS_NO_INSIGHTS", word)
         assert build_parser().parse_args(["run"]).no_insights is meaning, word
+
+
+def test_a_choice_from_the_environment_is_checked_like_the_flags():
+    """argparse checks a flag's value against its choices, never a default's: SHEMS_LAYOUT=wid
+    imported as the long layout and failed on columns the file was never meant to have."""
+    proc = _with_env(["import", str(SAMPLE)], SHEMS_LAYOUT="wid")
+    assert proc.returncode == 2 and _human_lines(proc.stderr) == [
+        "shems import: error: SHEMS_LAYOUT is one of long, wide, interval, got 'wid' (did you mean wide?)"]

@@ -244,6 +244,11 @@ class Parser(argparse.ArgumentParser):
             default = os.environ[env]
             if callable(kw.get("type")):
                 kw["type"] = _naming_the_variable(kw["type"], env, default)
+            if kw.get("choices") is not None and default not in kw["choices"]:
+                # argparse checks a flag's value against its choices, never a default's.
+                self._env_problems = [*getattr(self, "_env_problems", []),
+                                      f"{env} is one of {', '.join(map(str, kw['choices']))}, got {default!r}"
+                                      f"{did_you_mean(default, [str(c) for c in kw['choices']])}"]
         elif kw.get("action") == "store_true" and env in os.environ:
             word = os.environ[env].strip().lower()
             if word not in _TRUE + _FALSE:
