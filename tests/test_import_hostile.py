@@ -356,3 +356,34 @@ def test_a_header_longer_than_any_csv_field_is_a_missing_column_not_a_csv_error(
     path.write_text("a" * 300_000)  # over csv's field limit (131,072), no line break
     with pytest.raises(ValueError, match="missing column"):
         check_file(path, TableSpec(), datetime.now(UTC), ValidationSettings())
+
+
+def test_a_file_in_kilowatts_imports_as_the_same_file_in_watts(tmp_path):
+    """Exports in kW and kWh (Pecan Street's Dataport, most utility portals) read a thousand times
+    too small before --power-unit / --energy-unit, and passed every bound doing so. The real REFIT
+    sample written in kW (wide) and as a long file with a kWh counter imports to exactly the
+    readings the watt files give."""
+    wide = pl.read_csv(FIXTURES / "refit_house2_2h_wide.csv")
+    watts = [c for c in wide.columns if c.endswith("_w")]
+    in_kw = tmp_path / "refit_kw.csv"
+    wide.with_columns(pl.col(c) / 1000 for c in watts).write_csv(in_kw)
+    mapping = "aggregate_w=mains:meter,kettle_w=kettle"
+    common = ["--layout", "wide", "--home-col", "house", "--device-cols", mapping, "--no-insights"]
+    in_w_url, in_kw_url = f"sqlite:///{tmp_path / 'w.db'}", f"sqlite:///{tmp_path / 'kw.db'}"
+    assert shems("import", str(FIXTURES / "refit_house2_2h_wide.csv"), *common, "--store-url", in_w_url).returncode == 0
+    assert shems("import", str(in_kw), *common, "--power-unit", "kW", "--store-url", in_kw_url).returncode == 0
+
+    def rows(url: str) -> list[tuple]:
+        return sorted((r.home_id, r.device_id, r.ts, round(r.power_w, 6), r.energy_wh) for r in stored(url)[0])
+
+    assert rows(in_w_url) == rows(in_kw_url) and len(rows(in_w_url)) == 2 * wide.height
+    assert max(r[3] for r in rows(in_kw_url)) > 1000  # the kettle, in W
+
+    long_kwh = tmp_path / "long_kwh.csv"
+    long_kwh.write_text("ts,home_id,device_id,power_w,energy_wh\n"
+                        "2024-05-01T12:00:00Z,h1,mains,0.5,1000.25\n2024-05-01T12:00:30Z,h1,mains,0.51,1000.254\n")
+    url = f"sqlite:///{tmp_path / 'long.db'}"
+    assert shems("import", str(long_kwh), "--power-unit", "kW", "--energy-unit", "kWh", "--no-insights",
+                 "--store-url", url).returncode == 0
+    assert [(round(r.power_w, 6), round(r.energy_wh, 6)) for r in sorted(stored(url)[0], key=lambda r: r.ts)] \
+        == [(500.0, 1_000_250.0), (510.0, 1_000_254.0)]

@@ -350,6 +350,10 @@ def add_poll_args(p: Parser, interval_s: float) -> None:
     p.add("--once", action="store_true", help="one poll, print what it did, exit (for cron)")
 
 
+POWER_UNITS = {"W": 1.0, "kW": 1000.0}
+ENERGY_UNITS = {"Wh": 1.0, "kWh": 1000.0}
+
+
 def add_table_args(p) -> None:
     p.add_argument("file", type=existing_file, help="CSV or Parquet file")
     p.add("--layout", choices=["long", "wide", "interval"], default="long",
@@ -359,8 +363,11 @@ def add_table_args(p) -> None:
     p.add("--home-col", default="home_id", help="home column")
     p.add("--home-id", default=None, help="a fixed home id when the file has no home column")
     p.add("--device-col", default="device_id", help="device column (long layout)")
-    p.add("--power-col", default="power_w", help="power column in W (long layout)")
-    p.add("--energy-col", default="energy_wh", help="cumulative energy column in Wh (long layout)")
+    p.add("--power-col", default="power_w", help="power column (long layout), in --power-unit")
+    p.add("--energy-col", default="energy_wh", help="cumulative energy column (long layout), in --energy-unit")
+    p.add("--power-unit", choices=list(POWER_UNITS), default="W",
+          help="unit of the power columns (long and wide layouts)")
+    p.add("--energy-unit", choices=list(ENERGY_UNITS), default="Wh", help="unit of the energy column")
     p.add("--device-cols", default=None,
           help="wide layout: column=device[:kind],... e.g. aggregate_w=mains:meter,kettle_w=kettle")
     p.add("--skip-flag-col", default=None, help="boolean column marking filled-in rows to drop")
@@ -395,6 +402,8 @@ def table_spec(args) -> TableSpec:
         interval=timedelta(minutes=args.interval_minutes),
         interval_end=args.interval_end,
         tz=args.tz,
+        power_scale=POWER_UNITS[args.power_unit],
+        energy_scale=ENERGY_UNITS[args.energy_unit],
     )
 
 

@@ -82,6 +82,11 @@ class TableSpec:
     interval: timedelta = timedelta(minutes=30)
     interval_end: bool = False
     tz: str = "UTC"
+    # What one unit of the power and energy columns is in W and Wh: exports in kW and kWh (Pecan
+    # Street's Dataport, most utility portals) would otherwise read a thousand times too small,
+    # and pass every bound while doing so.
+    power_scale: float = 1.0
+    energy_scale: float = 1.0
     dropped: list[int] = field(default_factory=list, compare=False)  # rejected readings per read
 
     @classmethod
@@ -343,7 +348,9 @@ def _parsed(path: Path, spec: TableSpec, ragged: dict[int, str] | None = None) -
 
     def value_cells(column: str, prefix: str) -> list[pl.Expr]:
         dtype = schema[column]
-        return [_number(column, dtype, decimal_comma).alias(prefix), _present(column, dtype).alias(f"{prefix}_present"),
+        scale = spec.energy_scale if prefix == "energy_wh" else spec.power_scale
+        value = _number(column, dtype, decimal_comma)
+        return [(value if scale == 1 else value * scale).alias(prefix), _present(column, dtype).alias(f"{prefix}_present"),
                 _text(column).alias(f"{prefix}_text"), pl.lit(column).alias(f"{prefix}_col")]
 
     no_energy = [pl.lit(None, pl.Float64).alias("energy_wh"), pl.lit(False).alias("energy_wh_present"),
