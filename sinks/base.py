@@ -7,7 +7,7 @@ aggregates are keyed by their bucket and a re-emitted window replaces the earlie
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -151,6 +151,10 @@ class Store(Protocol):
 
     def devices(self) -> list[DeviceInfo]:
         """devices rows ordered by (home_id, device_id)."""
+
+    def export_batches(self, table: str, rows: int = 50_000) -> Iterator[list]:
+        """The records of ``table`` (readings, device_1m, home_1m or devices), in the order of the
+        method that reads it whole, ``rows`` at a time: a fleet's readings do not fit in memory."""
 
     def forecasts(self, home_id: str | None = None, resolution_min: int | None = None,
                   made_at: datetime | None = None) -> list[Forecast]:

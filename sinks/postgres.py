@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime, timedelta, timezone
 from operator import attrgetter
 from typing import Any
@@ -246,6 +246,23 @@ _EVENT_WRITES: tuple[tuple[str, str, Callable[[Any], tuple]], ...] = (
     ("recommendations", RECOMMENDATION_UPSERT, table_rows.recommendation_row),
     ("command_acks", COMMAND_ACK_INSERT, table_rows.command_ack_row),
 )
+
+
+
+# The reads that both a caller's list and `shems export`'s batches come from.
+_READINGS = ("SELECT r.home_id, r.device_id, r.ts, r.power_w, r.energy_wh, r.voltage_v, r.current_a, "
+             "d.kind, d.source FROM readings r LEFT JOIN devices d USING (home_id, device_id) "
+             "WHERE (%(home)s::text IS NULL OR r.home_id = %(home)s) "
+             "AND (%(start)s::timestamptz IS NULL OR r.ts >= %(start)s) "
+             "AND (%(end)s::timestamptz IS NULL OR r.ts < %(end)s) "
+             "ORDER BY r.home_id, r.device_id, r.ts")
+_DEVICE_1M = ("SELECT home_id, device_id, kind, bucket, mean_power_w, min_power_w, max_power_w, "
+              "energy_wh, samples FROM device_1m WHERE (%(h)s::text IS NULL OR home_id = %(h)s) "
+              "ORDER BY home_id, device_id, bucket")
+_HOME_1M = ("SELECT home_id, bucket, mean_power_w, min_power_w, max_power_w, energy_wh, samples "
+            "FROM home_1m WHERE (%(h)s::text IS NULL OR home_id = %(h)s) ORDER BY home_id, bucket")
+_DEVICES = ("SELECT home_id, device_id, kind, source, first_seen, last_seen, vendor_id, channel, timezone "
+            "FROM devices ORDER BY home_id, device_id")
 
 
 class PostgresStore:
@@ -491,28 +508,27 @@ class PostgresStore:
 
     def readings(self, home_id: str | None = None, start: datetime | None = None,
                  end: datetime | None = None) -> list[Reading]:
-        sql = ("SELECT r.home_id, r.device_id, r.ts, r.power_w, r.energy_wh, r.voltage_v, r.current_a, "
-               "d.kind, d.source FROM readings r LEFT JOIN devices d USING (home_id, device_id) "
-               "WHERE (%(home)s::text IS NULL OR r.home_id = %(home)s) "
-               "AND (%(start)s::timestamptz IS NULL OR r.ts >= %(start)s) "
-               "AND (%(end)s::timestamptz IS NULL OR r.ts < %(end)s) "
-               "ORDER BY r.home_id, r.device_id, r.ts")
-        rows = self.conn.execute(sql, {"home": home_id, "start": start, "end": end})
+        rows = self.conn.execute(_READINGS, {"home": home_id, "start": start, "end": end})
         return [table_rows.reading_from_row(row) for row in rows]
 
     def device_windows(self, home_id: str | None = None) -> list[DeviceWindow]:
-        rows = self.conn.execute(
-            "SELECT home_id, device_id, kind, bucket, mean_power_w, min_power_w, max_power_w, "
-            "energy_wh, samples FROM device_1m WHERE (%(h)s::text IS NULL OR home_id = %(h)s) "
-            "ORDER BY home_id, device_id, bucket", {"h": home_id})
-        return [table_rows.device_window_from_row(row) for row in rows]
+        return [table_rows.device_window_from_row(row) for row in self.conn.execute(_DEVICE_1M, {"h": home_id})]
 
     def home_windows(self, home_id: str | None = None) -> list[HomeWindow]:
-        rows = self.conn.execute(
-            "SELECT home_id, bucket, mean_power_w, min_power_w, max_power_w, energy_wh, samples "
-            "FROM home_1m WHERE (%(h)s::text IS NULL OR home_id = %(h)s) ORDER BY home_id, bucket",
-            {"h": home_id})
-        return [table_rows.home_window_from_row(row) for row in rows]
+        return [table_rows.home_window_from_row(row) for row in self.conn.execute(_HOME_1M, {"h": home_id})]
+
+    def export_batches(self, table: str, rows: int = 50_000) -> Iterator[list]:
+        sql, params, convert = {
+            "readings": (_READINGS, {"home": None, "start": None, "end": None}, table_rows.reading_from_row),
+            "device_1m": (_DEVICE_1M, {"h": None}, table_rows.device_window_from_row),
+            "home_1m": (_HOME_1M, {"h": None}, table_rows.home_window_from_row),
+            "devices": (_DEVICES, None, table_rows.device_info_from_row),
+        }[table]
+        # A server-side cursor: the table comes over in batches, never whole into this process.
+        with self.conn.transaction(), self.conn.cursor(name=f"shems_export_{table}") as cur:
+            cur.execute(sql, params)
+            while chunk := cur.fetchmany(rows):
+                yield [convert(row) for row in chunk]
 
     def hourly(self, level: str, home_id: str | None = None) -> list[tuple]:
         view = {"device": "device_1h", "home": "home_1h"}[level]
@@ -535,10 +551,7 @@ class PostgresStore:
         return [table_rows.dead_letter_from_row(row) for row in rows]
 
     def devices(self) -> list[DeviceInfo]:
-        rows = self.conn.execute(
-            "SELECT home_id, device_id, kind, source, first_seen, last_seen, vendor_id, channel, timezone "
-            "FROM devices ORDER BY home_id, device_id")
-        return [table_rows.device_info_from_row(row) for row in rows]
+        return [table_rows.device_info_from_row(row) for row in self.conn.execute(_DEVICES)]
 
     def forecasts(self, home_id: str | None = None, resolution_min: int | None = None,
                   made_at: datetime | None = None) -> list[Forecast]:

@@ -302,6 +302,10 @@ class SqliteStore:
 
     def readings(self, home_id: str | None = None, start: datetime | None = None,
                  end: datetime | None = None) -> list[Reading]:
+        return [table_rows.reading_from_row(row, from_us) for row in self._readings(home_id, start, end)]
+
+    def _readings(self, home_id: str | None = None, start: datetime | None = None,
+                  end: datetime | None = None) -> sqlite3.Cursor:
         sql = "SELECT r.*, d.kind, d.source FROM readings r LEFT JOIN devices d USING (home_id, device_id) WHERE 1=1"
         args: list[str | int] = []
         if home_id is not None:
@@ -314,7 +318,7 @@ class SqliteStore:
             sql += " AND r.ts < ?"
             args.append(to_us(end))
         sql += " ORDER BY r.home_id, r.device_id, r.ts"
-        return [table_rows.reading_from_row(row, from_us) for row in self.conn.execute(sql, args)]
+        return self.conn.execute(sql, args)
 
     def _of_home(self, select: str, home_id: str | None, order: str) -> sqlite3.Cursor:
         """``select`` (SELECT ... FROM a table with a home_id), only ``home_id``'s rows when given."""
@@ -322,14 +326,29 @@ class SqliteStore:
         return self.conn.execute(f"{select} {where} ORDER BY {order}", args)
 
     def device_windows(self, home_id: str | None = None) -> list[DeviceWindow]:
-        rows = self._of_home("SELECT home_id, device_id, kind, bucket, mean_power_w, min_power_w, max_power_w, "
+        return [table_rows.device_window_from_row(row, from_us) for row in self._device_windows(home_id)]
+
+    def _device_windows(self, home_id: str | None = None) -> sqlite3.Cursor:
+        return self._of_home("SELECT home_id, device_id, kind, bucket, mean_power_w, min_power_w, max_power_w, "
                              "energy_wh, samples FROM device_1m", home_id, "home_id, device_id, bucket")
-        return [table_rows.device_window_from_row(row, from_us) for row in rows]
 
     def home_windows(self, home_id: str | None = None) -> list[HomeWindow]:
-        rows = self._of_home("SELECT home_id, bucket, mean_power_w, min_power_w, max_power_w, energy_wh, "
+        return [table_rows.home_window_from_row(row, from_us) for row in self._home_windows(home_id)]
+
+    def _home_windows(self, home_id: str | None = None) -> sqlite3.Cursor:
+        return self._of_home("SELECT home_id, bucket, mean_power_w, min_power_w, max_power_w, energy_wh, "
                              "samples FROM home_1m", home_id, "home_id, bucket")
-        return [table_rows.home_window_from_row(row, from_us) for row in rows]
+
+    def export_batches(self, table: str, rows: int = 50_000) -> Iterator[list]:
+        cursor, convert = {
+            "readings": (self._readings, table_rows.reading_from_row),
+            "device_1m": (self._device_windows, table_rows.device_window_from_row),
+            "home_1m": (self._home_windows, table_rows.home_window_from_row),
+            "devices": (self._devices, table_rows.device_info_from_row),
+        }[table]
+        rows_read = cursor()
+        while chunk := rows_read.fetchmany(rows):
+            yield [convert(row, from_us) for row in chunk]
 
     def hourly(self, level: str, home_id: str | None = None) -> list[tuple]:
         """Rows of device_1h or home_1h (level 'device' or 'home'), bucket as aware datetime:
@@ -352,10 +371,12 @@ class SqliteStore:
         return [table_rows.dead_letter_from_row(row, from_us) for row in rows]
 
     def devices(self) -> list[DeviceInfo]:
-        rows = self.conn.execute(
+        return [table_rows.device_info_from_row(row, from_us) for row in self._devices()]
+
+    def _devices(self) -> sqlite3.Cursor:
+        return self.conn.execute(
             "SELECT home_id, device_id, kind, source, first_seen, last_seen, vendor_id, channel, timezone "
             "FROM devices ORDER BY home_id, device_id")
-        return [table_rows.device_info_from_row(row, from_us) for row in rows]
 
     def forecasts(self, home_id: str | None = None, resolution_min: int | None = None,
                   made_at: datetime | None = None) -> list[Forecast]:

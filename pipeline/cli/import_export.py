@@ -259,8 +259,16 @@ def cmd_export(args) -> int:
         store = open_store(args.store_url)
     except Exception as exc:  # the driver's error: refused, timed out, wrong password
         return fail(cannot_open_store(args.store_url, exc), 1)
+    started = last = time.monotonic()
+
+    def progress(table: str, rows: int) -> None:  # on stderr: stdout is the list of files written
+        nonlocal last
+        if (now := time.monotonic()) - last >= 10:
+            last = now
+            print(f"exporting {table}: {rows:,} rows so far ({now - started:,.0f} s)", file=sys.stderr, flush=True)
+
     try:
-        paths = export_parquet(store, args.out)
+        paths = export_parquet(store, args.out, on_batch=progress)
     except OSError as exc:
         return fail(f"cannot write to {args.out}: {one_line(exc)}")
     except Exception as exc:  # the store's error mid-export, e.g. a table missing or the server gone
