@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import pickle
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 import pytest
 
@@ -481,3 +481,84 @@ def test_a_registered_zigbee2mqtt_meter_without_power_is_dead_lettered_not_dropp
     assert run("zigbee2mqtt/relay", relay, registry=reg)[1] == []
     # Unregistered devices without power stay silent (a Zigbee network is mostly sensors).
     assert run("zigbee2mqtt/other", three_phase, registry=reg)[1] == []
+
+
+# Every Gen2/Gen3/Gen4 Shelly status captured from a real device in Luligu/matterbridge-shelly
+# (tests/fixtures/payloads/README.md): 72 captures, 50 models, from plugs to the Pro 3EM.
+_REAL_POWER_FIELD = {"switch": "apower", "pm1": "apower", "cover": "apower", "light": "apower", "rgb": "apower",
+                     "rgbw": "apower", "cct": "apower", "em": "total_act_power", "em1": "act_power"}
+
+
+def _expected_readings(status: dict) -> dict[str, tuple[float, float | None]]:
+    """device id -> (power W, energy Wh) as the capture states them, read independently of the
+    decoder: each component with a power field, its counter where Shelly keeps it."""
+    out = {}
+    for name, fields in status.items():
+        kind, channel = name.split(":")
+        power = fields.get(_REAL_POWER_FIELD.get(kind, ""))
+        if isinstance(power, (int, float)):
+            energy = (status.get(f"emdata:{channel}", {}).get("total_act") if kind == "em"
+                      else status.get(f"em1data:{channel}", {}).get("total_act_energy") if kind == "em1"
+                      else (fields.get("aenergy") or {}).get("total"))
+            out[f"{kind}-{channel}"] = (float(power), energy)
+    return out
+
+
+def test_every_real_gen2_plus_shelly_capture_decodes_to_the_values_it_holds(tmp_path):
+    captures = json.loads(payload("shelly_gen2plus_real_status.json"))["devices"]
+    assert len(captures) == 72
+    read = 0
+    for capture in captures:
+        status = capture["status"]
+        expected = _expected_readings(status)
+        channels = [device.split("-")[1] for device in expected]
+        registry = _registry_of(tmp_path, [
+            {"source": "shelly", "vendor_id": capture["id"], "channel": int(device.split("-")[1]),
+             "home_id": "real", "device_id": device}
+            # Two metered components with one number (a Pro RGBWW PM's rgb:0 and cct:0): one entry each.
+            | ({"component": device.split("-")[0]} if channels.count(device.split("-")[1]) > 1 else {})
+            for device in expected])
+        body = {"src": capture["id"], "dst": f"{capture['id']}/events", "method": "NotifyFullStatus",
+                "params": {"ts": capture["unixtime"], **status}}
+        taken = datetime.fromtimestamp(capture["unixtime"], timezone.utc)
+        _, results = run(f"{capture['id']}/events/rpc", body, now=taken + timedelta(seconds=2), registry=registry)
+        dead = [d.reason for d in results if isinstance(d, DeadLetter)]
+        got = {r.device_id: (r.power_w, r.energy_wh) for r in results if isinstance(r, Reading)}
+        assert (got, dead) == (expected, []), capture["file"]
+        assert all(r.ts == taken for r in results), capture["file"]
+        read += len(got)
+    assert read >= 70  # 76 metered components: switches, covers, lights, plugs, meters
+
+
+def test_two_metered_components_with_one_number_and_one_registry_entry_are_dead_lettered(tmp_path):
+    """A Pro RGBWW PM in its RGB + CCT profile measures rgb:0 and cct:0 apart. Read into the one
+    entry of channel 0, the two took turns as one device (powers alternating, the counter jumping
+    between two totals); now each is dead-lettered until the registry tells them apart."""
+    capture = next(c for c in json.loads(payload("shelly_gen2plus_real_status.json"))["devices"]
+                   if c["file"] == "src/mock/shellyprorgbwwpm-2CBCBBA78F00.json")
+    registry = _registry_of(tmp_path, [{"source": "shelly", "vendor_id": capture["id"], "channel": 0,
+                                        "home_id": "real", "device_id": "led-strip"}])
+    body = {"method": "NotifyFullStatus", "params": {"ts": capture["unixtime"], **capture["status"]}}
+    now = datetime.fromtimestamp(capture["unixtime"] + 2, timezone.utc)
+    state, results = run(f"{capture['id']}/events/rpc", body, now=now, registry=registry)
+    assert [type(r) for r in results] == [DeadLetter, DeadLetter]
+    assert all(d.error == "unregistered_device" and 'component = "' in d.reason for d in results)
+    # Later updates of one of them alone are refused alike: the device state still holds both.
+    update = {"method": "NotifyStatus", "params": {"ts": capture["unixtime"] + 60, "rgb:0": {"apower": 7.5}}}
+    _, results = run(f"{capture['id']}/events/rpc", update, state, now=now + timedelta(minutes=1), registry=registry)
+    assert one_dead(results).error == "unregistered_device"
+
+
+def test_a_registry_with_one_device_and_channel_twice_is_refused(tmp_path):
+    """The later entry silently took the earlier one's readings."""
+    twice = [{"source": "shelly", "vendor_id": "shellyplus2pm-x", "channel": 1, "home_id": "h", "device_id": d}
+             for d in ("oven", "hob")]
+    with pytest.raises(ValueError, match=r"device #2: the same shelly device and channel as device #1"):
+        _registry_of(tmp_path, twice)
+    with pytest.raises(ValueError, match="the same tasmota device and channel"):  # channel 0 is no channel
+        _registry_of(tmp_path, [{"source": "tasmota", "vendor_id": "plug", "home_id": "h", "device_id": "a"},
+                                {"source": "tasmota", "vendor_id": "plug", "channel": 0, "home_id": "h",
+                                 "device_id": "b"}])
+    with pytest.raises(ValueError, match="'component' names a Shelly component kind"):
+        _registry_of(tmp_path, [{"source": "shelly", "vendor_id": "x", "home_id": "h", "device_id": "d",
+                                 "component": "toaster"}])

@@ -16,6 +16,8 @@ A TOML file, stored in the ``devices`` table on start::
     base_topic = "zigbee2mqtt"               # optional, Zigbee2MQTT: its mqtt.base_topic
     power_path = "SML.Power_curr"            # optional, Tasmota without ENERGY (a smart-meter
     energy_path = "SML.Total_in"             # reader's script): power W and counter kWh
+    component = "cct"                        # optional, Shelly: which component of the channel
+                                             # (when e.g. rgb:0 and cct:0 share channel 0)
 
     specs = { capacity_kwh = 10, power_kw = 5, efficiency = 0.9 }  # optional, for plans:
                                              # battery capacity_kwh, power_kw (charge_kw,
@@ -69,6 +71,10 @@ class RegistryEntry:
     # counter (kWh, as Tasmota reports energy) are, as dotted paths into the payload.
     power_path: str | None = None
     energy_path: str | None = None
+    # Shelly: the component kind this entry reads (``rgb``, ``cct``, ...) where one device has
+    # two metered components with the same number (a Pro RGBWW PM's rgb:0 and cct:0); None:
+    # whichever metered component has the channel's number.
+    component: str | None = None
 
     def spec(self, key: str, default: float | None = None) -> float | None:
         return dict(self.specs).get(key, default)
@@ -82,6 +88,8 @@ class RegistryEntry:
         return full.replace("%topic%", self.vendor_id).rstrip("/") + "/SENSOR"
 
 
+# The Shelly components a reading is made of (pipeline.ingest.decode.shelly reads these).
+SHELLY_METERED = ("switch", "pm1", "cover", "light", "rgb", "rgbw", "cct", "em1", "em")
 TASMOTA_FULL_TOPIC = "%prefix%/%topic%/"
 Z2M_BASE_TOPIC = "zigbee2mqtt"
 
@@ -151,7 +159,7 @@ class Registry:
                  locations: dict[str, tuple[float, float]] | None = None) -> None:
         self._entries = entries
         self._locations = dict(locations or {})
-        self._index = {(e.source, e.vendor_id, e.channel): e for e in entries}
+        self._index = {(e.source, e.vendor_id, e.channel, e.component): e for e in entries}
         self._home_tz = dict(home_timezones or {})
         for e in entries:
             if e.timezone != "UTC":
@@ -191,6 +199,7 @@ class Registry:
     def _from_mapping(cls, data: Mapping, path: Path) -> Registry:
         raw = array_of_tables(data.get("device"), "device", str(path))
         entries = []
+        seen: dict[tuple, int] = {}
         for i, item in enumerate(raw, start=1):
             where = f"{path}: device #{i}"
             for key in ("source", "vendor_id", "home_id", "device_id"):
@@ -225,8 +234,20 @@ class Registry:
                 raise ValueError(f"{where}: 'power_path' and 'energy_path' apply to tasmota devices only")
             if paths["energy_path"] is not None and paths["power_path"] is None:
                 raise ValueError(f"{where}: 'energy_path' needs 'power_path' (a reading has a power)")
+            component = item.get("component")
+            if component is not None and (source != Source.SHELLY or component not in SHELLY_METERED):
+                raise ValueError(f"{where}: 'component' names a Shelly component kind "
+                                 f"({', '.join(SHELLY_METERED)}), got {component!r}"
+                                 + ("" if source == Source.SHELLY else f" for a {source.value} device"))
+            identity = (source, item["vendor_id"], channel or 0, component)
+            if identity in seen:
+                # Before, the later entry silently took the earlier one's readings.
+                raise ValueError(f"{where}: the same {source.value} device and channel as device #{seen[identity]} "
+                                 f"({item['vendor_id']!r}, channel {channel or 0})")
+            seen[identity] = i
             entries.append(RegistryEntry(source, item["vendor_id"], channel, item["home_id"],
-                                         item["device_id"], kind, tz, **layout, specs=specs, **paths))
+                                         item["device_id"], kind, tz, **layout, specs=specs, **paths,
+                                         component=component))
         homes = array_of_tables(data.get("home"), "home", str(path))
         home_tz = {}
         locations: dict[str, tuple[float, float]] = {}
@@ -244,12 +265,18 @@ class Registry:
                 locations[item["home_id"]] = (float(lat), float(lon))
         return cls(entries, home_tz, locations)
 
-    def lookup(self, source: Source, vendor_id: str, channel: int | None) -> RegistryEntry | None:
-        entry = self._index.get((source, vendor_id, channel))
-        if entry is None and channel in (None, 0):
-            # A single-channel device may be registered with or without channel 0.
-            entry = self._index.get((source, vendor_id, 0 if channel is None else None))
-        return entry
+    def lookup(self, source: Source, vendor_id: str, channel: int | None,
+               component: str | None = None) -> RegistryEntry | None:
+        """The entry of this channel: the one naming ``component`` if there is one, else the one
+        naming none."""
+        for kind in ((component, None) if component is not None else (None,)):
+            entry = self._index.get((source, vendor_id, channel, kind))
+            if entry is None and channel in (None, 0):
+                # A single-channel device may be registered with or without channel 0.
+                entry = self._index.get((source, vendor_id, 0 if channel is None else None, kind))
+            if entry is not None:
+                return entry
+        return None
 
     def tasmota_topics(self) -> dict[str, str]:
         """Telemetry topic -> Tasmota topic id, for the devices whose layout was changed."""

@@ -6,8 +6,8 @@
 * ``<id>/status/<component>``: the component's full status; it has no time stamp, so the time of
   receipt is used.
 
-Components: ``switch:N``, ``pm1:N``, ``cover:N`` (a 2PM in cover mode), ``light:N``, ``rgb:N``
-and ``rgbw:N`` (``apower`` W, ``aenergy.total`` Wh, ``voltage``, ``current``); ``em1:N``
+Components: ``switch:N``, ``pm1:N``, ``cover:N`` (a 2PM in cover mode), ``light:N``, ``rgb:N``,
+``rgbw:N`` and ``cct:N`` (a Pro RGBWW PM in its CCT profile) (``apower`` W, ``aenergy.total`` Wh, ``voltage``, ``current``); ``em1:N``
 (``act_power``, with its counter ``total_act_energy`` Wh in ``em1data:N``: Pro EM, Pro EM-50, EM
 Gen3, a Pro 3EM in its monophase profile); ``em:N`` (a three-phase meter such as the Pro 3EM:
 ``total_act_power``, with its counter ``total_act`` Wh in ``emdata:N``). Channel N picks the
@@ -30,12 +30,13 @@ from collections.abc import Callable
 from datetime import datetime
 
 from pipeline.ingest.decode.common import DecodeError, number, obj, parse_ts, shown
-from pipeline.ingest.registry import Registry
+from pipeline.ingest.registry import SHELLY_METERED, Registry
 from pipeline.reasons import DeadLetterCode
 from pipeline.records import DeadLetter, Reading, Source
 
 _POWER_FIELD = {"switch": "apower", "pm1": "apower", "cover": "apower", "light": "apower",
-                "rgb": "apower", "rgbw": "apower", "em1": "act_power", "em": "total_act_power"}
+                "rgb": "apower", "rgbw": "apower", "cct": "apower", "em1": "act_power", "em": "total_act_power"}
+assert tuple(_POWER_FIELD) == SHELLY_METERED  # what a registry entry's `component` may name
 _ENERGY_COMPONENT = {"em": "emdata", "em1": "em1data"}
 _ENERGY_FIELD = {"emdata": "total_act", "em1data": "total_act_energy"}
 # Only the components and fields the readings are made of are kept between messages: the state
@@ -69,7 +70,7 @@ def _metering(update: object) -> str | None:
 
 def _unsupported(component: str, field: str) -> tuple[str, DeadLetterCode]:
     return (f"Shelly component {shown(component)} carries {shown(field)} but is not one this "
-            f"decoder reads (switch, pm1, cover, light, rgb, rgbw, em1, em)",
+            f"decoder reads (switch, pm1, cover, light, rgb, rgbw, cct, em1, em)",
             DeadLetterCode.UNSUPPORTED_MEASUREMENT)
 
 
@@ -121,10 +122,18 @@ class ShellyDecoder:
         power = number(status, _POWER_FIELD[name], path=f"{component}.")
         if power is None:
             return None
-        entry = registry.lookup(Source.SHELLY, shelly_id, channel)
+        entry = registry.lookup(Source.SHELLY, shelly_id, channel, name)
         if entry is None:
             raise DecodeError(f"unregistered shelly device {shelly_id} channel {channel}: "
                               f"add it to the registry", DeadLetterCode.UNREGISTERED_DEVICE)
+        beside = self._metered_beside(name, channel) if entry.component is None else None
+        if beside is not None:
+            # Read into one device, the two would take turns: alternating powers and a counter
+            # that jumps between two totals (read as resets).
+            raise DecodeError(f"shelly device {shelly_id}: {component} and {beside} share channel {channel} and "
+                              f"its registry entry ({entry.device_id}) names no component: give each its own "
+                              f"[[device]] with component = \"{name}\" or \"{beside.split(':')[0]}\"",
+                              DeadLetterCode.UNREGISTERED_DEVICE)
         if name in _ENERGY_COMPONENT:
             energy_name = _ENERGY_COMPONENT[name]
             data = self.components.get(f"{energy_name}:{channel}", {})
@@ -144,6 +153,30 @@ class ShellyDecoder:
             kind=entry.kind,
             source=Source.SHELLY,
         )
+
+    def _metered_beside(self, name: str, channel: int) -> str | None:
+        """Another component of this device with a power reading and the same number, if any."""
+        for other in self.components:
+            parts = _split(other)
+            if (parts is not None and parts[1] == channel and parts[0] != name and parts[0] in _POWER_FIELD
+                    and isinstance(self.components[other].get(_POWER_FIELD[parts[0]]), (int, float))):
+                return other
+        return None
+
+    def _readings(self, shelly_id: str, components: list[str], ts: datetime, registry: Registry,
+                  dead: Callable[[str, DeadLetterCode], DeadLetter]) -> list[Reading | DeadLetter]:
+        """One reading per component; a component that cannot be one is dead-lettered alone, so
+        the device's other components are still read."""
+        out: list[Reading | DeadLetter] = []
+        for component in components:
+            try:
+                reading = self._reading(shelly_id, component, ts, registry)
+            except DecodeError as exc:
+                out.append(dead(str(exc), exc.code))
+            else:
+                if reading is not None:
+                    out.append(reading)
+        return out
 
     def on_rpc(self, shelly_id: str, data: object, received_at: datetime, registry: Registry,
                dead: Callable[[str, DeadLetterCode], DeadLetter]) -> list[Reading | DeadLetter]:
@@ -173,8 +206,7 @@ class ShellyDecoder:
             for power_name, energy_name in _ENERGY_COMPONENT.items():
                 if name == energy_name and f"{power_name}:{channel}" not in touched:
                     touched.append(f"{power_name}:{channel}")
-        readings = [self._reading(shelly_id, c, ts, registry) for c in touched]
-        return out + [r for r in readings if r is not None]
+        return out + self._readings(shelly_id, touched, ts, registry, dead)
 
     def on_status(self, shelly_id: str, component: str, data: object, received_at: datetime,
                   registry: Registry) -> list[Reading]:
