@@ -380,3 +380,29 @@ def test_a_long_range_reads_whole_hours_from_the_rollup_and_its_ragged_ends_from
     assert kwh["kettle"] == pytest.approx(want_kettle_wh / 1000)
     assert kwh["unmetered"] == pytest.approx((want_meter_wh - want_kettle_wh) / 1000)
     assert h.total_kwh == pytest.approx(want_meter_wh / 1000)
+
+
+def test_a_day_cut_off_at_now_is_compared_with_the_same_hours_of_the_day_before(db, store_url):
+    """Today 00:00-08:00 against yesterday 00:00-08:00, not against yesterday 16:00-24:00 (the
+    stretch of the same length ending where today starts): the History page said +43 % for a
+    morning that used half of the morning before."""
+    day = datetime(2026, 3, 3, tzinfo=timezone.utc)
+    power = {day - timedelta(days=1): 400.0, day - timedelta(hours=8): 100.0, day: 200.0}  # three 8 h stretches
+    batch = Batch(readings=[Reading("a", "mains", day - timedelta(days=1), 400.0, kind=DeviceKind.METER)])
+    for begin, watts in power.items():
+        for minute in range(8 * 60):
+            t = begin + timedelta(minutes=minute)
+            batch.device_windows.append(DeviceWindow("a", "mains", DeviceKind.METER, t, watts, watts, watts,
+                                                     watts / 60, 1))
+    store = open_store(store_url)
+    try:
+        store.write(batch)
+    finally:
+        store.close()
+    h = data.history(db, OLGA, "a", day, day + timedelta(hours=8), None, "UTC", PRICING, period=timedelta(days=1))
+    assert h.common_kwh == pytest.approx(1.6) and h.prev_common_kwh == pytest.approx(3.2)  # -50 %
+    assert h.common_coverage == pytest.approx(1.0)
+    # A whole range (no clipping) is still compared with the one just before it.
+    whole = data.history(db, OLGA, "a", day - timedelta(hours=8), day, None, "UTC", PRICING)
+    assert whole.total_kwh == pytest.approx(0.8)
+    assert whole.prev_coverage == 0.0 and whole.prev_common_kwh == 0.0  # 08:00-16:00 the day before: no data

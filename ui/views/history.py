@@ -49,11 +49,12 @@ if not isinstance(picked, (tuple, list)) or len(picked) != 2:
     st.info("Pick a first and a last day.")
     st.stop()
 first, last = picked
-start, end = data.day_range(first, last, tz)
-end = min(end, now() + timedelta(minutes=1))
+start, days_end = data.day_range(first, last, tz)
+end = min(days_end, now() + timedelta(minutes=1))
 with refusals():
     h = data.history(v.db, p, home, start, end,
-                     None if resolution == "auto" else data.RESOLUTIONS[resolution], tz, v.pricing())
+                     None if resolution == "auto" else data.RESOLUTIONS[resolution], tz, v.pricing(),
+                     period=days_end - start)
 if h.note:
     st.info(h.note)
 if h.bands.is_empty():
@@ -72,8 +73,10 @@ m1, m2, m3, m4 = st.columns(4)
 delta_kwh = (f"{(h.common_kwh / h.prev_common_kwh - 1):+.0%} vs previous" if comparable else None)
 m1.metric("Energy", f"{fmt.number(h.total_kwh, loc)} kWh", delta_kwh, delta_color="inverse")
 delta_cost = h.common_cost - h.prev_common_cost
+# An ASCII sign: Streamlit colours and points the arrow by a leading "-", and a typographic
+# minus showed a cost drop as a red rising arrow.
 m2.metric("Cost", fmt.money(h.total_cost, cur, loc),
-          (("+" if delta_cost >= 0 else "−") + fmt.money(abs(delta_cost), cur, loc)) if comparable else None,
+          (("+" if delta_cost >= 0 else "-") + fmt.money(abs(delta_cost), cur, loc)) if comparable else None,
           delta_color="inverse")
 m3.metric("Base load", fmt.NONE if h.base_load_w is None else f"{fmt.number(h.base_load_w, loc, 0)} W",
           help="Always-on consumption: the 5th percentile of the home's hourly mean power "
