@@ -406,3 +406,24 @@ def test_a_day_cut_off_at_now_is_compared_with_the_same_hours_of_the_day_before(
     whole = data.history(db, OLGA, "a", day - timedelta(hours=8), day, None, "UTC", PRICING)
     assert whole.total_kwh == pytest.approx(0.8)
     assert whole.prev_coverage == 0.0 and whole.prev_common_kwh == 0.0  # 08:00-16:00 the day before: no data
+
+
+def test_a_home_without_a_registry_zone_is_shown_in_its_tariffs_zone_on_every_page(db, store_url):
+    """An imported home has no zone in `devices`; its pages followed the browser while its Bill
+    followed the tariff, so a New York browser showed a London home's 'today' five hours late."""
+    from pipeline.energy.tariff import Tariff, TariffBook, TariffKind
+    from ui.common import Viewer, timezone_for
+
+    _two_homes(store_url)
+    settings = ViewerSettings(timezone="America/New_York")
+    viewer = Viewer(settings, db, Accounts(db, settings))
+    assert timezone_for(viewer, OLGA, "a") == "America/New_York"  # no registry zone, no tariff: the fallback
+    london = Tariff(T0 - timedelta(days=30), TariffKind.FLAT, "GBP", "Europe/London", "flat", 0.25)
+    store = open_store(store_url)
+    try:
+        store.upsert_tariffs(TariffBook("GBP", (london,)).to_rows())
+    finally:
+        store.close()
+    assert timezone_for(viewer, OLGA, "a") == "Europe/London"
+    db.execute("UPDATE devices SET timezone = 'Europe/Dublin' WHERE home_id = 'a'")
+    assert timezone_for(viewer, OLGA, "a") == "Europe/Dublin"  # the registry's zone comes first

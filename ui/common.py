@@ -112,13 +112,23 @@ def refusals() -> Iterator[None]:
 
 
 def timezone_for(v: Viewer, p: Principal, home: str) -> str:
+    """The home's time zone, the same on every page: its registry's, else its tariff's (what the
+    Bill page bills days and periods in), else the browser's. An imported home has no registry
+    zone, and its pages followed the browser while its bill followed the tariff: a New York
+    browser showed a London home's 'today' five hours late."""
+    known = home_timezone(v.db, p, home, "")
+    if known:
+        return known
+    book = v.pricing().book
+    if book is not None and book.history(home):
+        return book.timezone(home)
     try:
         browser = st.context.timezone
     except Exception:  # an old client
         browser = None
     if not isinstance(browser, str):
         browser = None
-    return home_timezone(v.db, p, home, browser or v.settings.timezone)
+    return browser or v.settings.timezone
 
 
 def page_header(title: str, home: str | None = None) -> None:
