@@ -63,6 +63,8 @@ def test_sign_in_and_live_page_in_headless_chromium(chromium, viewer):
         browser = pw.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
         try:
             page = browser.new_page(viewport={"width": 1280, "height": 1000})
+            requested: list[str] = []
+            page.on("request", lambda r: requested.append(r.url))
             page.goto(viewer.url)
             sign_in(page)
             expect(page.get_by_role("heading", name=f"Live · {OWN_HOME}")).to_be_visible(timeout=30_000)
@@ -90,6 +92,10 @@ def test_sign_in_and_live_page_in_headless_chromium(chromium, viewer):
             expect(page.get_by_text("Power now")).to_have_count(0)
         finally:
             browser.close()
+    # Nothing but the viewer itself: a ":material/...:" favicon was fetched from fonts.gstatic.com,
+    # a third party told of every page a homeowner opened (and a request that fails offline).
+    elsewhere = [url for url in requested if not url.startswith((viewer.url, "data:", "blob:"))]
+    assert requested and not elsewhere, elsewhere
     for shot in (desktop, phone):
         assert shot.stat().st_size > 10_000
         print(f"screenshot: {shot}")

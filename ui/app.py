@@ -22,7 +22,9 @@ from ui.safe import md_escape
 PAGES = Path(__file__).parent / "views"
 HOME_CHOICES = 100  # homes an operator's picker lists at once
 
-st.set_page_config(page_title="shems", page_icon=":material/bolt:", layout="wide")
+# An emoji, drawn by the browser: a ":material/...:" favicon is fetched from fonts.gstatic.com, a
+# third party every viewer would call on each page (and a request that fails offline).
+st.set_page_config(page_title="shems", page_icon="⚡", layout="wide")
 v = viewer()
 metrics.serve_once(v.settings.metrics_port)
 
