@@ -94,8 +94,18 @@ def propose_battery_plan(store_url: str, home: str, stop: threading.Event, conso
             db = Database(store_url)
             try:
                 seen = db.rows("SELECT 1 FROM devices WHERE home_id = :h AND device_id = 'battery'", {"h": home})
-                # A home new to the store has no forecast yet: its load so far stands in for one.
+                # A home new to the store has no forecast yet: its load so far stands in for one,
+                # from its raw readings until its first home minute closes (two or three minutes
+                # in, longer than a short demo may run): its meters' if it has any, else the sum
+                # of its devices'.
                 mean = db.rows("SELECT avg(mean_power_w) FROM home_1m WHERE home_id = :h", {"h": home})
+                if not mean or mean[0][0] is None:
+                    mean = db.rows(
+                        "SELECT CASE WHEN max(meter) = 1 THEN sum(CASE WHEN meter = 1 THEN p END) ELSE sum(p) END "
+                        "FROM (SELECT CASE WHEN d.kind = 'meter' THEN 1 ELSE 0 END AS meter, avg(r.power_w) AS p "
+                        "FROM readings r JOIN devices d USING (home_id, device_id) "
+                        "WHERE r.home_id = :h AND d.kind NOT IN ('battery', 'pv') GROUP BY r.device_id, d.kind) x",
+                        {"h": home})
             finally:
                 db.close()
         except Exception:  # the schema may not be there yet
@@ -104,6 +114,10 @@ def propose_battery_plan(store_url: str, home: str, stop: threading.Event, conso
             break
         stop.wait(1.0)
     else:
+        # The sign-in lines promised a plan: say why there is none and how to make one.
+        console.print(f"no battery plan for {home}: the flow had not stored its battery and load yet; "
+                      f"propose one later with `shems plan --home {home} --propose --battery ...` "
+                      f"(`shems plan --help`)")
         return
     battery = ",".join(f"{k}={v:g}" for k, v in DEMO_BATTERY.items())
     done = subprocess.run(
