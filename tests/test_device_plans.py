@@ -121,7 +121,7 @@ def test_cheapest_before_on_the_plan_page_stores_the_run_in_the_night_before_the
     assert all(night(on_at + timedelta(minutes=m)) for m in range(0, 90, 15)), on_at
     assert stored.cost <= stored.baseline_cost
     assert stored.cost == pytest.approx(1.8 * 1.5 * 0.09)
-    assert any("dishwasher: on at" in shown(s.value) for s in at.success)
+    assert any("dishwasher: kept off until" in shown(s.value) for s in at.success)
     assert any(plan_id in shown(m.value) and "for dishwasher only" in shown(m.value) for m in at.markdown)
 
 

@@ -175,7 +175,7 @@ def test_a_plan_accepted_in_the_viewer_runs_the_battery_and_costs_less_than_its_
         assert "confirmed" in status.stdout and "measured grid cost so far" in status.stdout
         at = plan_page(token, "loop-home")  # the page shows what became of each command
         table = at.dataframe[0].value
-        assert list(table["status"]) == ["confirmed"] * len(commands)
+        assert list(table["Status"]) == ["confirmed"] * len(commands)
         assert len(at.get("plotly_chart")) == 2  # grid and battery, planned against measured
     finally:
         if executor is not None:

@@ -8,9 +8,9 @@ from zoneinfo import ZoneInfo
 import polars as pl
 import streamlit as st
 
-from ui import charts, data
+from ui import charts, data, fmt
 from ui.auth import AccessDenied, require_home
-from ui.common import home_page, now, refusals
+from ui.common import home_page, now, refusals, user_locale
 from ui.device_plans import PlanRefused, plan_cheapest_before
 from ui.plans import PlanStore, planned_vs_actual
 from ui.safe import md_escape
@@ -27,6 +27,7 @@ store = PlanStore(v.db)
 with refusals():
     require_home(p, home)
 zone = ZoneInfo(tz)
+loc = user_locale(v)
 
 
 def _cheapest_before() -> None:
@@ -50,10 +51,11 @@ def _cheapest_before() -> None:
                 st.error(md_escape(exc))
                 return
             st.session_state[NOTE] = (
-                f"{device}: on at {made.on_at().astimezone(zone):%a %H:%M}, off at "
+                f"{device}: kept off until {made.on_at().astimezone(zone):%a %H:%M}, then on until "
                 f"{made.off_at().astimezone(zone):%H:%M} ({made.run.describe()}); "
-                f"{made.cost:,.2f} {made.currency} instead of {made.baseline_cost:,.2f} {made.currency} "
-                "at once. shems execute sends the commands at those times.")
+                f"{fmt.money(made.cost, made.currency, loc)} instead of "
+                f"{fmt.money(made.baseline_cost, made.currency, loc)} at once. The commands go out at "
+                "those times.")
             st.session_state.pop("plan_shown", None)  # show the new plan
             st.rerun()
 
@@ -72,16 +74,18 @@ if len(ids) > 1:
     shown = st.selectbox("Plan", list(reversed(ids)), key="plan_shown") or ids[-1]
 stored = store.plan(shown)
 assert stored is not None
-cur = md_escape(stored.currency)
-saving = stored.baseline_cost - stored.cost
+cur = stored.currency
+# The saving as the two amounts shown give it (0.10 - 0.03), not the unrounded difference (0.06).
+shown_cost, shown_baseline = round(stored.cost, 2), round(stored.baseline_cost, 2)
+saving = shown_baseline - shown_cost
 scope = f" · for {md_escape(', '.join(stored.scope))} only" if stored.scope else ""
 st.markdown(f"**{md_escape(stored.plan_id)}** · {md_escape(stored.status)}{scope} · "
             f"{stored.problem.start.astimezone(ZoneInfo(tz)):%a %d %b %H:%M} for "
             f"{stored.problem.slots} slots of {_length(stored.problem.slot.total_seconds())}")
 a, b, c = st.columns(3)
-a.metric("Cost with this plan", f"{stored.cost:,.2f} {cur}")
-b.metric("Without it", f"{stored.baseline_cost:,.2f} {cur}")
-c.metric("Saving", f"{saving:,.2f} {cur}")
+a.metric("Cost with this plan", fmt.money(shown_cost, cur, loc))
+b.metric("Without it", fmt.money(shown_baseline, cur, loc))
+c.metric("Saving", fmt.money(saving, cur, loc))
 if stored.status == "proposed":
     if not p.owns(home):
         st.caption("Only the household accepts its plans.")
@@ -101,9 +105,12 @@ for device in ["grid", *slots[0].planned] if slots else []:
 commands = store.commands(stored.plan_id)
 st.subheader(f"Commands ({len(commands)})")
 st.dataframe(pl.DataFrame({
-    "at": [x.command.run_at for x in commands], "device": [x.command.device_id for x in commands],
-    "command": [x.command.set_command(x.command_id).describe() for x in commands],
-    "status": [x.status.replace("_", " ") for x in commands],
-    "measured W": [x.measured_w for x in commands], "note": [x.message for x in commands]},
-    schema={"at": pl.Datetime("us", "UTC"), "device": pl.Utf8, "command": pl.Utf8, "status": pl.Utf8,
-            "measured W": pl.Float64, "note": pl.Utf8}), hide_index=True)
+    "At": [f"{x.command.run_at.astimezone(zone):%a %d %b %H:%M}" for x in commands],
+    "Device": [x.command.device_id for x in commands],
+    "Command": [x.command.set_command(x.command_id).describe() for x in commands],
+    "Status": [x.status.replace("_", " ") for x in commands],
+    "Measured": [fmt.NONE if x.measured_w is None else f"{fmt.number(x.measured_w, loc, 0)} W" for x in commands],
+    "Note": [x.message for x in commands]},
+    schema={"At": pl.Utf8, "Device": pl.Utf8, "Command": pl.Utf8, "Status": pl.Utf8, "Measured": pl.Utf8,
+            "Note": pl.Utf8}), hide_index=True)
+st.caption(f"Times in {md_escape(tz)}.")
