@@ -211,6 +211,8 @@ def test_no_answer_is_a_timeout(loop):
     at = devices_page(loop, PLUG_HOME)
     started = time.monotonic()
     switch_off(at, "lamp")
+    # Just sent: the log agrees with the status box that it is awaited (it said "no answer").
+    assert at.dataframe[-1].value["Answer"].iloc[0] == "waiting"
     answer = wait_for_answer(at, ("error", "success", "warning"))
     assert answer.startswith("error: Last command (lamp off")
     assert "No answer from lamp within 4 s" in answer
@@ -218,6 +220,8 @@ def test_no_answer_is_a_timeout(loop):
     command_id = at.session_state["last_command"]
     assert loop["db"].rows("SELECT count(*) FROM command_acks WHERE command_id = :c",
                            {"c": command_id}) == [(0,)]
+    at.run()
+    assert at.dataframe[-1].value["Answer"].iloc[0] == "no answer"
 
 
 def test_a_scheduled_command_is_acknowledged_then_applied(loop):

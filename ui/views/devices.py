@@ -100,6 +100,11 @@ else:
         pl.col("issued_by").alias("By"), pl.col("device_id").alias("Device"), pl.col("state").alias("Switch to"),
         pl.col("run_at").dt.convert_time_zone(tz).dt.strftime("%Y-%m-%d %H:%M").fill_null("now")
         .alias("Scheduled for"),
-        pl.col("answer").fill_null("no answer").alias("Answer"),
+        # Unanswered: "no answer" only once the device has had its time to answer, as the
+        # status above says; a command sent a second ago is still awaited.
+        pl.when(pl.col("answer").is_not_null()).then(pl.col("answer"))
+        .when(pl.col("run_at").is_not_null() & (pl.col("run_at") > pl.lit(now()))).then(pl.lit("scheduled"))
+        .when(pl.coalesce("run_at", "issued_at") > pl.lit(now() - timedelta(seconds=v.settings.ack_timeout_s)))
+        .then(pl.lit("waiting")).otherwise(pl.lit("no answer")).alias("Answer"),
         pl.col("answered_at").dt.convert_time_zone(tz).dt.strftime("%Y-%m-%d %H:%M:%S").fill_null("—")
         .alias("Answered")), hide_index=True)
