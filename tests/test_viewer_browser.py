@@ -90,6 +90,12 @@ def test_sign_in_and_live_page_in_headless_chromium(chromium, viewer):
             expect(page.get_by_text("You do not have access to home 'sim-home-0000'.")).to_be_visible(
                 timeout=30_000)
             expect(page.get_by_text("Power now")).to_have_count(0)
+            # Signed out, the sidebar lists no page (it kept the last user's list before).
+            page.set_viewport_size({"width": 1280, "height": 1000})  # the sidebar open again
+            expect(page.get_by_role("link", name="History")).to_be_visible()
+            page.get_by_role("button", name="Sign out").click()
+            expect(page.get_by_role("button", name="Sign in")).to_be_visible(timeout=30_000)
+            expect(page.get_by_role("link", name="History")).to_have_count(0)
         finally:
             browser.close()
     # Nothing but the viewer itself: a ":material/...:" favicon was fetched from fonts.gstatic.com,

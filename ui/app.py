@@ -61,7 +61,10 @@ def _client() -> str | None:
 
 p = current_principal(v, touch=True)
 if p is None:
-    # No navigation at all before sign-in: whatever page a URL names, this run shows the form.
+    # No page list before sign-in: whatever page a URL names, this run shows the form. A hidden
+    # navigation of its own replaces the one a user who just signed out had (Streamlit keeps the
+    # last navigation drawn: the sidebar still listed their pages).
+    st.navigation([st.Page(sign_in, title="Sign in", default=True)], position="hidden")
     sign_in()
     st.stop()
 
