@@ -55,11 +55,13 @@ st.subheader("Demand, last 24 h and forecast")
 st.caption(f"Fleet figures as of {f.as_of:%H:%M:%S} UTC (read again every {SUMMARY_TTL_S} s).")
 st.plotly_chart(charts.fleet_demand(f.demand, f.forecast), config=charts.CONFIG, key="demand")
 if f.forecast.height:
-    st.caption(f"Forecast: sum of the newest hourly forecasts of {f.forecast_homes} homes.")
+    st.caption(f"Forecast: sum of the newest hourly forecasts of {f.forecast_homes:,} "
+               f"home{'' if f.forecast_homes == 1 else 's'}.")
 
 st.subheader("Pipeline health")
 h1, h2, h3, h4 = st.columns(4)
-h1.metric("Ingest", f"{f.ingest_per_s:,.1f} readings/s", help="Readings stamped in the last 5 minutes.")
+# The unit in the label: "0.0 readings/s" did not fit a quarter of the page's width.
+h1.metric("Ingest (readings/s)", f"{f.ingest_per_s:,.1f}", help="Readings stamped in the last 5 minutes.")
 lag = None if f.newest_reading is None else (f.as_of - f.newest_reading).total_seconds()
 h2.metric("Newest reading", "—" if lag is None else f"{lag:,.0f} s ago")
 agg = None if f.newest_minute is None else (f.as_of - f.newest_minute).total_seconds() - 60
@@ -91,8 +93,8 @@ with refusals():
     homes = _homes(v.settings.store_url, v.db, p, f.as_of, v.settings.stale_after_s, search,
                    int(page) - 1, int(size), ORDERS[order])
 st.dataframe(homes.rows.select(
-    "home_id", pl.col("today_kwh").round(2).alias("kWh today"),
-    pl.col("power_w").round(0).alias("W now"), "open_anomalies"), hide_index=True)
+    pl.col("home_id").alias("Home"), pl.col("today_kwh").round(2).alias("kWh today"),
+    pl.col("power_w").round(0).alias("W now"), pl.col("open_anomalies").alias("Open anomalies")), hide_index=True)
 shown = homes.rows.height
 first = homes.page * homes.page_size + 1
 st.caption(f"Homes {first:,}–{first + shown - 1:,} of {homes.total:,} (page {homes.page + 1} of "
@@ -104,7 +106,8 @@ with left:
     if f.anomalies.is_empty():
         st.caption("None.")
     else:
-        st.dataframe(f.anomalies.select("home_id", "open", pl.col("since")), hide_index=True)
+        st.dataframe(f.anomalies.select(pl.col("home_id").alias("Home"), pl.col("open").alias("Open"),
+                                        pl.col("since").alias("Since (UTC)")), hide_index=True)
         if f.homes_with_open_anomalies > f.anomalies.height:
             st.caption(f"The {f.anomalies.height} with most of {f.homes_with_open_anomalies:,}.")
 with right:
