@@ -117,7 +117,7 @@ if per_device.is_empty():
 else:
     total_kwh = float(per_device["kwh"].sum())
     st.dataframe(per_device.select(
-        pl.col("device_id").alias("Device"), pl.col("kwh").round(2).alias("kWh"),
+        pl.col("device_id").str.replace_all("_", " ").alias("Device"), pl.col("kwh").round(2).alias("kWh"),
         pl.col("cost").map_elements(money, return_dtype=pl.Utf8).alias("Energy cost with tax"),
         (pl.col("kwh") / total_kwh * 100).round(1).alias("% of energy")), hide_index=True, key="bill_devices")
     st.caption("Energy at the unit rates with levy and tax; the standing charge is not shared out. "

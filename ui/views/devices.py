@@ -8,7 +8,7 @@ import polars as pl
 import streamlit as st
 
 from pipeline.records import CommandState
-from ui import control, data, metrics
+from ui import control, data, fmt, metrics
 from ui.auth import AccessDenied
 from ui.common import home_page, now, refusals
 from ui.safe import md_escape
@@ -27,7 +27,7 @@ for row in drawing.iter_rows(named=True):
              f"{row['power_w']:,.0f} W.", icon=":material/warning:")
 
 st.dataframe(devices.select(
-    pl.col("device_id").alias("Device"), pl.col("kind").alias("Kind"),
+    pl.col("device_id").str.replace_all("_", " ").alias("Device"), pl.col("kind").alias("Kind"),
     pl.col("power_w").round(1).cast(pl.Utf8).fill_null("—").alias("Power (W)"),
     pl.col("last_seen").dt.convert_time_zone(tz).dt.strftime("%Y-%m-%d %H:%M").fill_null("—")
     .alias("Last reading"),
@@ -38,7 +38,7 @@ st.subheader("Switch")
 if not switchable:
     st.info("No switchable device in this home (meters and PV are not switched).")
 else:
-    device = st.selectbox("Device", switchable, key="control_device")
+    device = st.selectbox("Device", switchable, key="control_device", format_func=fmt.label)
     c1, c2, _ = st.columns([1, 1, 2])
     wanted: tuple[CommandState, datetime | None] | None = None
     if c1.button("Switch on", key="control_on"):
@@ -97,7 +97,7 @@ if log.is_empty():
 else:
     st.dataframe(log.select(
         pl.col("issued_at").dt.convert_time_zone(tz).dt.strftime("%Y-%m-%d %H:%M:%S").alias("Sent"),
-        pl.col("issued_by").alias("By"), pl.col("device_id").alias("Device"), pl.col("state").alias("Switch to"),
+        pl.col("issued_by").alias("By"), pl.col("device_id").str.replace_all("_", " ").alias("Device"), pl.col("state").alias("Switch to"),
         pl.col("run_at").dt.convert_time_zone(tz).dt.strftime("%Y-%m-%d %H:%M").fill_null("now")
         .alias("Scheduled for"),
         # Unanswered: "no answer" only once the device has had its time to answer, as the

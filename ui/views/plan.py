@@ -42,7 +42,7 @@ def _cheapest_before() -> None:
             st.caption("Only the household plans its devices.")
             return
         a, b = st.columns(2)
-        device = a.selectbox("Device", switchable, key="cheap_device")
+        device = a.selectbox("Device", switchable, key="cheap_device", format_func=fmt.label)
         before = b.time_input("Done before", value=time(7, 0), key="cheap_before", step=timedelta(minutes=15))
         if st.button("Plan its next run", key="cheap_plan", type="primary"):
             try:
@@ -51,7 +51,7 @@ def _cheapest_before() -> None:
                 st.error(md_escape(exc))
                 return
             st.session_state[NOTE] = (
-                f"{device}: kept off until {made.on_at().astimezone(zone):%a %H:%M}, then on until "
+                f"{fmt.label(device)}: kept off until {made.on_at().astimezone(zone):%a %H:%M}, then on until "
                 f"{made.off_at().astimezone(zone):%H:%M} ({made.run.describe()}); "
                 f"{fmt.money(made.cost, made.currency, loc)} instead of "
                 f"{fmt.money(made.baseline_cost, made.currency, loc)} at once. The commands go out at "
@@ -106,7 +106,7 @@ commands = store.commands(stored.plan_id)
 st.subheader(f"Commands ({len(commands)})")
 st.dataframe(pl.DataFrame({
     "At": [f"{x.command.run_at.astimezone(zone):%a %d %b %H:%M}" for x in commands],
-    "Device": [x.command.device_id for x in commands],
+    "Device": [fmt.label(x.command.device_id) for x in commands],
     "Command": [x.command.set_command(x.command_id).describe() for x in commands],
     "Status": [x.status.replace("_", " ") for x in commands],
     "Measured": [fmt.NONE if x.measured_w is None else f"{fmt.number(x.measured_w, loc, 0)} W" for x in commands],
