@@ -186,6 +186,8 @@ def test_month_to_date_and_the_projection_from_forecasts_then_the_average_day():
     bare = month_bill((FLAT,), actual.filter(pl.col("bucket") >= as_of - timedelta(hours=2)), none, as_of, "UTC")
     assert bare.basis is Basis.NONE and bare.projected.import_kwh == bare.to_date.import_kwh
     assert "Not enough data" in bare.basis_text
+    # ... and its words match its figures: the energy so far, every day's standing charge.
+    assert "standing charge of every day of the month" in bare.basis_text
 
 
 def test_budget_alert_when_the_projection_or_the_month_so_far_exceeds_the_budget():

@@ -381,7 +381,10 @@ def project_rest(actual: pl.DataFrame, forecasts: pl.DataFrame, as_of: datetime,
     if profile is not None:
         return rest, Basis.AVERAGE, f"No forecast reaches this month's remaining days: projected from {avg}."
     return rest, Basis.NONE if not covered else Basis.FORECAST, (
-        "Not enough data to project the rest of the month: the projection is the month so far."
+        # The bill of the whole month still has each day's standing charge: "the month so far"
+        # read as if the projection were the amount so far, beside a projection ten times it.
+        "Not enough data to project the rest of the month's use: the projection is the energy used "
+        "so far, with the standing charge of every day of the month."
         if not covered else
         f"Projected from the home's forecasts for the next {hours_fc:,.0f} hours only; no recent data "
         "for the days after.")
