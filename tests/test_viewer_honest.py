@@ -61,3 +61,19 @@ def test_amounts_in_the_pipelines_texts_get_the_currency_symbol():
     text = "cost 240.18 GBP a year at 0.233 GBP/kWh; saves 1,234.50 GBP; GBPX 3 stays"
     assert fmt.money_in_text(text, "GBP") == ("cost £240.18 a year at £0.233/kWh; saves £1,234.50; "
                                                 "GBPX 3 stays")
+
+
+def test_usage_of_a_single_interval_is_drawn_on_an_axis_an_interval_either_side():
+    """Two minutes into a new home: one 15-minute interval. The axis spanned a millisecond
+    ("07:59:59.999 ... 08:00:00.0005"), and a one-point line drew nothing."""
+    from ui.charts import stacked_usage
+
+    at = datetime(2026, 12, 3, 8, 0, tzinfo=timezone.utc)
+    bands = pl.DataFrame({"bucket": [at, at], "device_id": ["kettle", "unmetered"], "kind": ["appliance", "appliance"],
+                          "wh": [12.0, 30.0]}, schema_overrides={"bucket": pl.Datetime("us", "UTC")})
+    fig = stacked_usage(bands, "Europe/London")
+    low, high = fig.layout.xaxis.range
+    assert high - low == timedelta(minutes=2)  # a minute either side (the step of one bucket)
+    assert all("markers" in trace.mode for trace in fig.data)
+    two = pl.concat([bands, bands.with_columns(pl.col("bucket") + timedelta(minutes=15))])
+    assert stacked_usage(two, "UTC").layout.xaxis.range is None  # more than one: Plotly's own axis

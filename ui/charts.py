@@ -6,6 +6,8 @@ so every device id, model name or currency goes through ``plot_escape`` on its w
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import numpy as np
 import pandas  # type: ignore[import-untyped]  # noqa: F401 - see below
 import plotly.graph_objects as go
@@ -96,6 +98,13 @@ def stacked_usage(bands: pl.DataFrame, tz: str) -> go.Figure:
             stackgroup="generation" if negative else "usage",
             hovertemplate="%{y:.3f} kWh", connectgaps=False,
         ))
+    buckets = bands["bucket"].unique()
+    if buckets.len() == 1:
+        # One interval is a line of no length: drawn as points on an axis an interval either
+        # side, not on an axis of a millisecond ("07:59:59.999 ... 08:00:00.0005").
+        fig.update_traces(mode="lines+markers")
+        at = _local(buckets, tz)[0]
+        fig.update_xaxes(range=[at - timedelta(seconds=step), at + timedelta(seconds=step)])
     return _layout(fig, y_title="kWh per interval")
 
 
