@@ -132,6 +132,9 @@ top = h.totals.select(
                                   skip_nulls=False).alias("Change"))
 if not comparable:
     top = top.drop("Compared (kWh)", "Previous period (kWh)", "Change")
+elif top["Compared (kWh)"].equals(top["Energy (kWh)"]):
+    # Both periods have data throughout: the compared energy is the energy, a column said twice.
+    top = top.drop("Compared (kWh)")
 st.dataframe(top, hide_index=True)
 
 
