@@ -92,7 +92,9 @@ def bill_table(b: Bill) -> pl.DataFrame:
                         orient="row")
 
 
-left, right = st.columns(2)
+# One table under the other, each the page's width: side by side at 1280 px, long tariff names
+# ("Economy 7 with an evening peak · night") pushed the Amount column out of view.
+left = right = st.container()
 with left:
     st.subheader("So far" if mb.basis is not Basis.COMPLETE else f"{picked:%B %Y}")
     st.caption(f"{mb.to_date.first_day:%-d %b} – {mb.to_date.last_day:%-d %b %Y}, {mb.to_date.days} "
