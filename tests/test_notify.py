@@ -323,4 +323,5 @@ def test_the_viewer_adds_a_target_shows_it_masked_and_its_test_message_arrives(d
         at.text_input(key="target_url").input("nosuchservice://x")
         next(b for b in at.button if b.label == "Add target").click().run()
         assert "Apprise does not understand this URL" in at.error[0].value
+        assert "\u2060" not in at.error[0].value  # nothing invisible a user might copy back
         assert len(NotifyStore(db).targets("alice")) == 2

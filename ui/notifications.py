@@ -98,8 +98,11 @@ class NotifyStore:
         import apprise
 
         if not apprise.Apprise().add(url):
-            raise ValueError("Apprise does not understand this URL: see https://github.com/caronc/apprise/wiki "
-                             "for the forms it takes (mailto://, ntfy://, tgram://, json://, ...)")
+            # Scheme names, not "mailto://" examples: the page shows this escaped, with an
+            # invisible joiner in each "://" against autolinking, so a pasted example was refused.
+            raise ValueError("Apprise does not understand this URL: it starts with a service's scheme "
+                             "(mailto, ntfy, tgram, json, ...) as the Apprise wiki (github.com/caronc/apprise/wiki) "
+                             "describes")
         label = " ".join(label.split())[:64]
         with self.db.transaction() as tx:
             (count,), = tx.rows("SELECT count(*) FROM notify_targets WHERE username = :u", {"u": username})
