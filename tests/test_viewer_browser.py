@@ -113,6 +113,23 @@ def test_sign_in_and_live_page_in_headless_chromium(chromium, viewer):
     assert runs and int(runs.group(1)) >= 2  # a full run per sign-in (fragments refresh alone)
 
 
+def test_a_link_to_a_page_opens_that_page_once_signed_in(chromium, viewer):
+    """A link shared or bookmarked (/history?home=...) opened Live after the sign-in form."""
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 1000})
+            page.goto(f"{viewer.url}/history?home={OWN_HOME}")
+            sign_in(page)
+            expect(page.get_by_role("heading", name=f"History · {OWN_HOME}")).to_be_visible(timeout=30_000)
+            # A page this user does not have (a homeowner and the Fleet page) is not opened.
+            page.goto(f"{viewer.url}/fleet")
+            sign_in(page)
+            expect(page.get_by_role("heading", name=re.compile(r"^Live"))).to_be_visible(timeout=30_000)
+        finally:
+            browser.close()
+
+
 @pytest.fixture(scope="module")
 def hostile_viewer(tmp_path_factory):
     url = f"sqlite:///{tmp_path_factory.mktemp('hostile_browser') / 'viewer.db'}"

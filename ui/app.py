@@ -64,7 +64,13 @@ if p is None:
     # No page list before sign-in: whatever page a URL names, this run shows the form. A hidden
     # navigation of its own replaces the one a user who just signed out had (Streamlit keeps the
     # last navigation drawn: the sidebar still listed their pages).
-    st.navigation([st.Page(sign_in, title="Sign in", default=True)], position="hidden")
+    # Every page's path leads to the form, and once signed in to its page: a path the navigation
+    # lacked made Streamlit cover the form with its "page not found" dialog (and a link to a page
+    # opened Live).
+    st.navigation([st.Page(sign_in, title="Sign in", default=True)]
+                  + [st.Page(sign_in, title="Sign in", url_path=view.stem)
+                     for view in sorted(PAGES.glob("*.py")) if view.stem not in ("__init__", "live")],
+                  position="hidden")
     sign_in()
     st.stop()
 
