@@ -212,6 +212,9 @@ class Parser(argparse.ArgumentParser):
     def __init__(self, *args, **kwargs) -> None:
         kwargs.setdefault("formatter_class", HelpFormatter)
         super().__init__(*args, **kwargs)
+        # SHEMS_* values this parser's options refuse, said when it parses (not when it is
+        # built: another subcommand's bad variable must not stop this one).
+        self._env_problems: list[str] = []
 
     def _is_leaf(self) -> bool:
         return not any(isinstance(a, argparse._SubParsersAction) for a in self._actions)
@@ -246,16 +249,14 @@ class Parser(argparse.ArgumentParser):
                 kw["type"] = _naming_the_variable(kw["type"], env, default)
             if kw.get("choices") is not None and default not in kw["choices"]:
                 # argparse checks a flag's value against its choices, never a default's.
-                self._env_problems = [*getattr(self, "_env_problems", []),
-                                      f"{env} is one of {', '.join(map(str, kw['choices']))}, got {default!r}"
-                                      f"{did_you_mean(default, [str(c) for c in kw['choices']])}"]
+                self._env_problems.append(f"{env} is one of {', '.join(map(str, kw['choices']))}, got {default!r}"
+                                          f"{did_you_mean(default, [str(c) for c in kw['choices']])}")
         elif kw.get("action") == "store_true" and env in os.environ:
             word = os.environ[env].strip().lower()
             if word not in _TRUE + _FALSE:
                 # Read as "off" before: SHEMS_NO_INSIGHTS=maybe silently left insights on.
-                self._env_problems = [*getattr(self, "_env_problems", []),
-                                      f"{env} is one of {'/'.join(_TRUE)} (on) or {'/'.join(_FALSE[:-1])} or "
-                                      f"empty (off), got {os.environ[env]!r}"]
+                self._env_problems.append(f"{env} is one of {'/'.join(_TRUE)} (on) or {'/'.join(_FALSE[:-1])} "
+                                          f"or empty (off), got {os.environ[env]!r}")
             default = word in _TRUE
         elif f"{env}_FILE" in os.environ and kw.get("action") is None:
             try:
@@ -283,8 +284,8 @@ class Parser(argparse.ArgumentParser):
 
     def parse_known_args(self, args=None, namespace=None):
         asks_help = {"-h", "--help"} & set(sys.argv[1:] if args is None else args)
-        for problem in getattr(self, "_env_problems", [])[:1 if not asks_help else 0]:
-            self.error(problem)
+        if self._env_problems and not asks_help:
+            self.error(self._env_problems[0])
         namespace, rest = super().parse_known_args(args, namespace)
         if rest and self._is_leaf() and self.prog != "shems":
             # Refused here, by the subcommand that was given them, not by `shems` at the top:
