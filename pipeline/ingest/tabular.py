@@ -346,9 +346,8 @@ def _parsed(path: Path, spec: TableSpec, ragged: dict[int, str] | None = None) -
         pl.lit(False).alias("bad_flag"),
     ]
 
-    def value_cells(column: str, prefix: str) -> list[pl.Expr]:
+    def value_cells(column: str, prefix: str, scale: float) -> list[pl.Expr]:
         dtype = schema[column]
-        scale = spec.energy_scale if prefix == "energy_wh" else spec.power_scale
         value = _number(column, dtype, decimal_comma)
         return [(value if scale == 1 else value * scale).alias(prefix), _present(column, dtype).alias(f"{prefix}_present"),
                 _text(column).alias(f"{prefix}_text"), pl.lit(column).alias(f"{prefix}_col")]
@@ -367,8 +366,8 @@ def _parsed(path: Path, spec: TableSpec, ragged: dict[int, str] | None = None) -
             *common,
             pl.col(spec.device_col).cast(pl.Utf8).alias("device_id"),
             kind.alias("kind"),
-            *value_cells(spec.power_col, "power_w"),
-            *(value_cells(energy_col, "energy_wh") if energy_col is not None else no_energy),
+            *value_cells(spec.power_col, "power_w", spec.power_scale),
+            *(value_cells(energy_col, "energy_wh", spec.energy_scale) if energy_col is not None else no_energy),
             no_interval,
         )
     if spec.layout == "wide":
@@ -382,7 +381,7 @@ def _parsed(path: Path, spec: TableSpec, ragged: dict[int, str] | None = None) -
             common[-1] = flag.is_null().alias("bad_flag")
         return pl.concat([
             lf.select(*common, pl.lit(d.device_id).alias("device_id"), pl.lit(d.kind.value).alias("kind"),
-                      *value_cells(d.column, "power_w"), *no_energy, no_interval)
+                      *value_cells(d.column, "power_w", spec.power_scale), *no_energy, no_interval)
             for d in spec.device_cols
         ])
     if spec.layout == "interval":
