@@ -70,7 +70,7 @@ def _metering(update: object) -> str | None:
 
 def _unsupported(component: str, field: str) -> tuple[str, DeadLetterCode]:
     return (f"Shelly component {shown(component)} carries {shown(field)} but is not one this "
-            f"decoder reads (switch, pm1, cover, light, rgb, rgbw, cct, em1, em)",
+            f"decoder reads ({', '.join(SHELLY_METERED)})",
             DeadLetterCode.UNSUPPORTED_MEASUREMENT)
 
 
