@@ -25,12 +25,15 @@ _POLARS_TYPES: dict[type, pl.DataType] = {str: pl.String(), float: pl.Float64(),
 
 
 def schema(record: type) -> dict[str, pl.DataType]:
-    """Column name -> Parquet type of each field of a record class (enums as their text)."""
+    """Column name -> Parquet type of each field of a record class, in the fields' order (that of
+    ``astuple``), enums as their text."""
+    hints = get_type_hints(record)
     out: dict[str, pl.DataType] = {}
-    for name, hint in get_type_hints(record).items():
+    for f in fields(record):
+        hint = hints[f.name]
         if get_origin(hint) in (Union, types.UnionType):  # `float | None`: the column is nullable anyway
             hint = next(a for a in get_args(hint) if a is not type(None))
-        out[name] = pl.String() if isinstance(hint, type) and issubclass(hint, Enum) else _POLARS_TYPES[hint]
+        out[f.name] = pl.String() if isinstance(hint, type) and issubclass(hint, Enum) else _POLARS_TYPES[hint]
     return out
 
 
@@ -46,7 +49,6 @@ def export_parquet(store, out_dir: str | Path, on_batch: Callable[[str, int], No
     paths = []
     for table, record in EXPORTED.items():
         columns = schema(record)
-        assert list(columns) == [f.name for f in fields(record)]
         path = out / f"{table}.parquet"
         empty = _frame([], columns).to_arrow()
         with pq.ParquetWriter(path, empty.schema) as writer:

@@ -248,7 +248,6 @@ _EVENT_WRITES: tuple[tuple[str, str, Callable[[Any], tuple]], ...] = (
 )
 
 
-
 # The reads that both a caller's list and `shems export`'s batches come from.
 _READINGS = ("SELECT r.home_id, r.device_id, r.ts, r.power_w, r.energy_wh, r.voltage_v, r.current_a, "
              "d.kind, d.source FROM readings r LEFT JOIN devices d USING (home_id, device_id) "
