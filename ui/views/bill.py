@@ -8,7 +8,7 @@ import polars as pl
 import streamlit as st
 
 from pipeline.energy.bill import Basis, Bill, budget_alert, device_costs, month_bill, month_span
-from ui import energy
+from ui import energy, fmt
 from ui.auth import AccessDenied
 from ui.common import home_page, now, refusals, user_locale
 from ui.safe import md_escape
@@ -94,21 +94,18 @@ def bill_table(b: Bill) -> pl.DataFrame:
 
 # One table under the other, each the page's width: side by side at 1280 px, long tariff names
 # ("Economy 7 with an evening peak · night") pushed the Amount column out of view.
-left = right = st.container()
-with left:
-    st.subheader("So far" if mb.basis is not Basis.COMPLETE else f"{picked:%B %Y}")
-    st.caption(f"{mb.to_date.first_day:%-d %b} – {mb.to_date.last_day:%-d %b %Y}, {mb.to_date.days} "
-               f"day{'s' if mb.to_date.days != 1 else ''}")
-    st.dataframe(bill_table(mb.to_date), hide_index=True, key="bill_to_date")
+st.subheader("So far" if mb.basis is not Basis.COMPLETE else f"{picked:%B %Y}")
+st.caption(f"{mb.to_date.first_day:%-d %b} – {mb.to_date.last_day:%-d %b %Y}, {mb.to_date.days} "
+           f"day{'s' if mb.to_date.days != 1 else ''}")
+st.dataframe(bill_table(mb.to_date), hide_index=True, key="bill_to_date")
 if mb.basis is not Basis.COMPLETE:
-    with right:
-        st.subheader("Projected month")
-        to_import = mb.projected.import_kwh - mb.to_date.import_kwh
-        to_export = mb.projected.export_kwh - mb.to_date.export_kwh
-        st.caption(f"{mb.projected.first_day:%-d %b} – {mb.projected.last_day:%-d %b %Y}, "
-                   f"{mb.projected.days} days; {to_import:,.1f} kWh still to import"
-                   + (f", {to_export:,.1f} kWh to export" if to_export else ""))
-        st.dataframe(bill_table(mb.projected), hide_index=True, key="bill_projected")
+    st.subheader("Projected month")
+    to_import = mb.projected.import_kwh - mb.to_date.import_kwh
+    to_export = mb.projected.export_kwh - mb.to_date.export_kwh
+    st.caption(f"{mb.projected.first_day:%-d %b} – {mb.projected.last_day:%-d %b %Y}, "
+               f"{mb.projected.days} days; {to_import:,.1f} kWh still to import"
+               + (f", {to_export:,.1f} kWh to export" if to_export else ""))
+    st.dataframe(bill_table(mb.projected), hide_index=True, key="bill_projected")
 
 st.subheader("By device, so far")
 with refusals():
@@ -119,7 +116,7 @@ if per_device.is_empty():
 else:
     total_kwh = float(per_device["kwh"].sum())
     st.dataframe(per_device.select(
-        pl.col("device_id").str.replace_all("_", " ").alias("Device"), pl.col("kwh").round(2).alias("kWh"),
+        pl.col("device_id").map_elements(fmt.label, return_dtype=pl.Utf8).alias("Device"), pl.col("kwh").round(2).alias("kWh"),
         pl.col("cost").map_elements(money, return_dtype=pl.Utf8).alias("Energy cost with tax"),
         (pl.col("kwh") / total_kwh * 100).round(1).alias("% of energy")), hide_index=True, key="bill_devices")
     st.caption("Energy at the unit rates with levy and tax; the standing charge is not shared out. "

@@ -27,7 +27,7 @@ for row in drawing.iter_rows(named=True):
              f"{row['power_w']:,.0f} W.", icon=":material/warning:")
 
 st.dataframe(devices.select(
-    pl.col("device_id").str.replace_all("_", " ").alias("Device"), pl.col("kind").alias("Kind"),
+    pl.col("device_id").map_elements(fmt.label, return_dtype=pl.Utf8).alias("Device"), pl.col("kind").alias("Kind"),
     pl.col("power_w").round(1).cast(pl.Utf8).fill_null("—").alias("Power (W)"),
     pl.col("last_seen").dt.convert_time_zone(tz).dt.strftime("%Y-%m-%d %H:%M").fill_null("—")
     .alias("Last reading"),
@@ -97,7 +97,7 @@ if log.is_empty():
 else:
     st.dataframe(log.select(
         pl.col("issued_at").dt.convert_time_zone(tz).dt.strftime("%Y-%m-%d %H:%M:%S").alias("Sent"),
-        pl.col("issued_by").alias("By"), pl.col("device_id").str.replace_all("_", " ").alias("Device"), pl.col("state").alias("Switch to"),
+        pl.col("issued_by").alias("By"), pl.col("device_id").map_elements(fmt.label, return_dtype=pl.Utf8).alias("Device"), pl.col("state").alias("Switch to"),
         pl.col("run_at").dt.convert_time_zone(tz).dt.strftime("%Y-%m-%d %H:%M").fill_null("now")
         .alias("Scheduled for"),
         # Unanswered: "no answer" only once the device has had its time to answer, as the
