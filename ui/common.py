@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
+from functools import cached_property
 from zoneinfo import ZoneInfo
 
 import streamlit as st
@@ -34,6 +35,12 @@ class Viewer:
     accounts: Accounts
 
     def pricing(self) -> Pricing:
+        return self._pricing
+
+    @cached_property
+    def _pricing(self) -> Pricing:
+        # Read once per run of a page (a Viewer is made per run): the home's time zone and the
+        # page's prices both come from it.
         return load_pricing(self.db, self.settings)
 
 
