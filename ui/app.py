@@ -61,12 +61,10 @@ def _client() -> str | None:
 
 p = current_principal(v, touch=True)
 if p is None:
-    # No page list before sign-in: whatever page a URL names, this run shows the form. A hidden
-    # navigation of its own replaces the one a user who just signed out had (Streamlit keeps the
-    # last navigation drawn: the sidebar still listed their pages).
-    # Every page's path leads to the form, and once signed in to its page: a path the navigation
-    # lacked made Streamlit cover the form with its "page not found" dialog (and a link to a page
-    # opened Live).
+    # Before sign-in every page's path shows the form, and once signed in opens its page, in a
+    # hidden navigation: Streamlit keeps the last navigation drawn (the sidebar still listed a
+    # signed-out user's pages), and a path missing from it gets Streamlit's "page not found"
+    # dialog over the form.
     st.navigation([st.Page(sign_in, title="Sign in", default=True)]
                   + [st.Page(sign_in, title="Sign in", url_path=view.stem)
                      for view in sorted(PAGES.glob("*.py")) if view.stem not in ("__init__", "live")],
