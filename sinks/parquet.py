@@ -50,14 +50,22 @@ def export_parquet(store, out_dir: str | Path, on_batch: Callable[[str, int], No
     for table, record in EXPORTED.items():
         columns = schema(record)
         path = out / f"{table}.parquet"
+        # Written beside its place and moved there whole: a store lost mid-export left a readable
+        # file that held part of the table (550,000 of 2,000,000 readings) and looked complete.
+        partial = path.with_name(f"{path.name}.partial")
         empty = _frame([], columns).to_arrow()
-        with pq.ParquetWriter(path, empty.schema) as writer:
-            written = 0
-            for records in store.export_batches(table, batch_rows):
-                writer.write_table(_frame(records, columns).to_arrow())
-                written += len(records)
-                on_batch(table, written)
-            if not written:
-                writer.write_table(empty)
+        try:
+            with pq.ParquetWriter(partial, empty.schema) as writer:
+                written = 0
+                for records in store.export_batches(table, batch_rows):
+                    writer.write_table(_frame(records, columns).to_arrow())
+                    written += len(records)
+                    on_batch(table, written)
+                if not written:
+                    writer.write_table(empty)
+        except BaseException:
+            partial.unlink(missing_ok=True)
+            raise
+        partial.replace(path)
         paths.append(path)
     return paths

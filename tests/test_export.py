@@ -76,3 +76,29 @@ def test_an_empty_store_exports_empty_files_with_the_columns(sqlite_url, tmp_pat
     readings = pl.read_parquet(tmp_path / "out" / "readings.parquet")
     assert readings.height == 0 and readings.columns == ["home_id", "device_id", "ts", "power_w", "energy_wh",
                                                           "voltage_v", "current_a", "kind", "source"]
+
+
+def test_a_store_lost_mid_export_leaves_no_partial_file_and_the_last_export_whole(pg_url, tmp_path):
+    """The export's own backend is ended after its first batch (what a database restart does to
+    it): the export fails, and no file holds part of the table; the export made before it stays."""
+    import psycopg
+    import pytest
+
+    store = open_store(pg_url)
+    store.migrate()
+    try:
+        store.write(_batch())
+        out = tmp_path / "out"
+        export_parquet(store, out, batch_rows=2)
+        before = {p.name: p.read_bytes() for p in out.iterdir()}
+
+        def lose_the_backend(table: str, rows: int) -> None:
+            if table == "readings" and rows == 2:
+                with psycopg.connect(pg_url, autocommit=True) as admin:
+                    admin.execute("SELECT pg_terminate_backend(%s)", (store.conn.info.backend_pid,))
+
+        with pytest.raises(psycopg.OperationalError):
+            export_parquet(store, out, on_batch=lose_the_backend, batch_rows=2)
+    finally:
+        store.close()
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # untouched, no *.partial
