@@ -160,11 +160,12 @@ class SqliteStore:
         c = self.conn
         c.execute("CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, "
                   "name TEXT NOT NULL, applied_at INTEGER NOT NULL)")
-        done = {v for (v,) in c.execute("SELECT version FROM schema_migrations")}
         for m in migrations("sqlite"):
-            if m.version in done:
-                continue
+            # Asked under the write lock: another process opening the same new file (the demo's
+            # flow and viewer, say) may have applied this one since we last looked.
             with self.transaction():
+                if c.execute("SELECT 1 FROM schema_migrations WHERE version = ?", (m.version,)).fetchone():
+                    continue
                 # executescript would commit on its own; run statement by statement instead.
                 for statement in _statements(m.sql):
                     c.execute(statement)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import subprocess
 import sys
+import time
 from datetime import datetime, timedelta, timezone
 
 import psycopg
@@ -26,6 +27,7 @@ from pipeline.records import (
     Source,
 )
 from sinks.base import Batch, TariffRow
+from sinks.migrate import migrations
 from sinks.stores import open_store
 from tests.conftest import PG_ADMIN_URL
 
@@ -137,6 +139,25 @@ def test_sqlite_is_readable_by_another_process_while_written(sqlite_url):
     assert reader.returncode == 0, reader.stderr
     assert reader.stdout.strip() == "12"  # the committed state, without waiting for the writer
     store.close()
+
+
+def test_processes_opening_one_new_sqlite_file_at_once_each_migration_runs_once(tmp_path):
+    # The demo starts its flow and its viewer together on a store nobody has opened yet.
+    script = ("import sys, time; from sinks.stores import open_store\n"
+              "start = float(sys.argv[2])\n"
+              "time.sleep(max(0.0, start - time.time()))\n"
+              "open_store(sys.argv[1]).migrate()\n")
+    for attempt in range(4):
+        url = f"sqlite:///{tmp_path / f'fresh{attempt}.db'}"
+        start = f"{time.time() + 3:.3f}"  # all of them past their imports, then all at once
+        procs = [subprocess.Popen([sys.executable, "-c", script, url, start], stderr=subprocess.PIPE, text=True)
+                 for _ in range(5)]
+        errors = [p.communicate(timeout=120)[1] for p in procs]
+        assert [p.returncode for p in procs] == [0] * 5, errors
+        store = open_store(url)
+        versions = [v for (v,) in store.conn.execute("SELECT version FROM schema_migrations ORDER BY version")]
+        assert versions == [m.version for m in migrations("sqlite")]
+        store.close()
 
 
 def test_postgres_recovers_after_its_connection_is_killed(pg_url):
