@@ -238,7 +238,8 @@ def _last_by_key(items, key) -> list:
 # few per batch, and their conflicts are resolved by the statement itself).
 _EVENT_WRITES: tuple[tuple[str, str, Callable[[Any], tuple]], ...] = (
     ("dead_letters", "INSERT INTO dead_letter (received_at, topic, payload, reason, payload_hash, "
-     "step, error, payload_bytes) VALUES (%s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
+     "step, error, payload_bytes, reason_hash) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) "
+     "ON CONFLICT DO NOTHING",
      lambda d: dead_letter_row(d, _no_nul)),
     ("late_readings", "INSERT INTO late_readings VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING",
      table_rows.late_reading_row),

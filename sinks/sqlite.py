@@ -69,7 +69,7 @@ _WINDOW_WRITES: tuple[tuple[str, str, Callable[..., tuple]], ...] = (
 )
 _EVENT_WRITES: tuple[tuple[str, str, Callable[..., tuple]], ...] = (
     ("dead_letters", "INSERT INTO dead_letter (received_at, topic, payload, reason, payload_hash, "
-     "step, error, payload_bytes) VALUES (?,?,?,?,?,?,?,?) ON CONFLICT DO NOTHING", _dead_letter_row),
+     "step, error, payload_bytes, reason_hash) VALUES (?,?,?,?,?,?,?,?,?) ON CONFLICT DO NOTHING", _dead_letter_row),
     ("late_readings", "INSERT INTO late_readings VALUES (?,?,?,?) ON CONFLICT DO NOTHING",
      table_rows.late_reading_row),
     ("forecast_scores", "INSERT OR REPLACE INTO forecast_scores VALUES (?,?,?,?,?,?,?,?,?,?)",

@@ -169,11 +169,12 @@ def test_the_dead_letter_table_takes_any_topic_and_payload(store):
     rng = random.Random(7)
     widest = "".join(chr(0x1F300 + rng.randrange(0x2FF)) for _ in range(25_000))
     letters = [DeadLetter(T0, topic, payload, "r\x00" * 5000, step="decode", error="e\x00"),
-               DeadLetter(T0, topic, payload, "again: a replay is recognised by its key"),
+               DeadLetter(T0, topic, payload, "a second reason for the same message: kept too"),
                DeadLetter(T0 + timedelta(seconds=1), widest, "p", "widest topic")]
     store.write(Batch(dead_letters=letters))
     store.write(Batch(dead_letters=letters))
-    stored, widest_stored = store.dead_letters()
+    stored, second_reason, widest_stored = store.dead_letters()  # the second write, a replay, adds none
+    assert second_reason.reason == letters[1].reason and second_reason.payload_sha256 == stored.payload_sha256
     assert widest_stored.topic.startswith(widest[:512]) and len(widest_stored.topic) == 513
     assert len(stored.topic) <= 513 and len(stored.payload) <= 4097 and len(stored.reason) <= 1001
     assert stored.topic.startswith("shems/") and stored.payload.startswith("{")

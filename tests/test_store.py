@@ -141,6 +141,55 @@ def test_sqlite_is_readable_by_another_process_while_written(sqlite_url):
     store.close()
 
 
+def test_every_dead_letter_of_one_message_is_kept_once(store):
+    # One Shelly status with two bad meters, or one HTTP batch with two bad readings: two reasons
+    # for one message, received once; replaying the batch (a restart) must add nothing.
+    payload = '{"em1:0": {"act_power": 1e30}, "em1:1": {"act_power": -1e30}}'
+    letters = [DeadLetter.of(T0, "shellies/x/events", payload, f"em1:{n}: power out of range", step="validate",
+                             error="out_of_range") for n in (0, 1)]
+    letters.append(DeadLetter.of(T0, "shellies/x/events", payload, "em1:0: power out of range", step="windowing",
+                                 error="out_of_range"))
+    for _ in range(2):
+        store.write(Batch(dead_letters=letters))
+    kept = store.dead_letters()
+    assert sorted((d.step, d.reason) for d in kept) == sorted((d.step, d.reason) for d in letters)
+    assert {d.payload_sha256 for d in kept} == {letters[0].payload_sha256}
+
+
+def test_migration_0017_keeps_the_dead_letters_written_before_it(store_url, monkeypatch):
+    import sinks.postgres
+    import sinks.sqlite
+
+    def before_0017(dialect: str) -> list:
+        return [m for m in migrations(dialect) if m.version < 17]
+
+    for module in (sinks.sqlite, sinks.postgres):
+        monkeypatch.setattr(module, "migrations", before_0017)
+    store = open_store(store_url)
+    store.migrate()
+    assert store.schema_version == 16
+    mark = "?" if store_url.startswith("sqlite") else "%s"
+    old = [(f"topic{n}", f"payload {n}", f"reason {n}", f"{n:064x}") for n in range(3)]
+    with store.transaction():
+        for topic, payload, reason, digest in old:  # the insert of a 0016 store
+            store.conn.execute("INSERT INTO dead_letter (received_at, topic, payload, reason, payload_hash, step, "
+                               f"error, payload_bytes) VALUES ({', '.join([mark] * 8)})",
+                               (1_000 if mark == "?" else T0, topic, payload, reason, digest, "decode", "e", 9))
+    store.close()
+    monkeypatch.undo()
+    store = open_store(store_url)
+    store.migrate()
+    assert store.schema_version == max(m.version for m in migrations("sqlite")) >= 17
+    kept = store.dead_letters()
+    assert [(d.topic, d.payload, d.reason, d.payload_sha256, d.step, d.error, d.payload_bytes) for d in kept] == \
+        [(*row, "decode", "e", 9) for row in old]
+    again = DeadLetter.of(T0, "topic0", "payload 0", "a reason found after the upgrade")
+    store.write(Batch(dead_letters=[again, again]))
+    assert [d.reason for d in store.dead_letters()][-1:] == ["a reason found after the upgrade"]
+    assert len(store.dead_letters()) == 4
+    store.close()
+
+
 def test_processes_opening_one_new_sqlite_file_at_once_each_migration_runs_once(tmp_path):
     # The demo starts its flow and its viewer together on a store nobody has opened yet.
     script = ("import sys, time; from sinks.stores import open_store\n"
