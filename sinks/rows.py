@@ -49,10 +49,14 @@ def _storable(text: object, limit: int) -> str:
 def dead_letter_row(d: rec.DeadLetter, fix_text: Callable[[str], str] = lambda t: t) -> tuple:
     """A dead letter's column values, bounded again here: the table must accept whatever a dead
     letter holds, even one built without rec.DeadLetter.of (its unique index has to fit the topic).
-    The last, reason_hash, tells apart the letters of one message stopped for several reasons."""
+    The last, reason_hash, tells apart the letters of one message stopped for several reasons.
+    An imported row has one verdict (its first failing check) and a reason that may name the
+    import's own clock ("... is 2274607029 s in the future"), so there only the step counts: the
+    same file imported again adds no dead letter twice."""
     reason = fix_text(_storable(d.reason, rec.DEAD_LETTER_REASON_MAX))
     step = fix_text(_storable(d.step, 40))
-    reason_hash = hashlib.sha256(f"{step}\x1f{reason}".encode()).hexdigest()
+    told_apart_by = "" if d.step == "import" else reason
+    reason_hash = hashlib.sha256(f"{step}\x1f{told_apart_by}".encode()).hexdigest()
     return (d.received_at, fix_text(_storable(d.topic, rec.DEAD_LETTER_TOPIC_MAX)),
             fix_text(_storable(d.payload, rec.DEAD_LETTER_PAYLOAD_MAX)), reason, dead_letter_hash(d),
             step, fix_text(_storable(d.error, 200)), int(d.payload_bytes), reason_hash)
