@@ -85,7 +85,7 @@ def aggregate_and_store(
                                    derived.insights if derived is not None else None, home_assistant)
         op.output("ha_publish", ha.updates, HomeAssistantSink(home_assistant))
         found.append(ha.dead_letters)
-    to_store = op.merge("to_store", readings, windows.device_windows, windows.late, windows.home_windows,
+    to_store = op.merge("to_store", windows.admitted, windows.device_windows, windows.late, windows.home_windows,
                         windows.dead_letters, *found, *side)
     if recoverable_partitions:
         keyed = op.key_on("sink_key", to_store, sink_key)

@@ -27,11 +27,13 @@ from bytewax.operators import StatefulBatchLogic
 from pipeline import metrics
 from pipeline.energy.tariff import TariffBook
 from pipeline.ingest.decode import DecoderState, decode
+from pipeline.ingest.flood import flood_reason, reported
 from pipeline.ingest.home_total import HomeAggregator
 from pipeline.ingest.registry import Registry
 from pipeline.ingest.windowing import DeviceWindower
 from pipeline.insights.step import HomeForecasts, HomeInsights, HourDue, InsightSettings
 from pipeline.logs import get_logger
+from pipeline.reasons import DeadLetterCode
 from pipeline.records import (
     Anomaly,
     DeadLetter,
@@ -44,7 +46,8 @@ from pipeline.records import (
     Reading,
     Recommendation,
 )
-from pipeline.settings import ValidationSettings, WindowSettings
+from pipeline.settings import FloodSettings, ValidationSettings, WindowSettings
+from pipeline.tools.publisher import native_payload
 
 log = get_logger(__name__)
 
@@ -383,9 +386,11 @@ class DeviceWindowLogic(_GuardedLogic):
     step = "windowing"
 
     def __init__(self, windower: DeviceWindower | None, settings: WindowSettings, worker: str,
-                 flush_on_eof: Callable[[], bool]) -> None:
+                 flush_on_eof: Callable[[], bool], flood: FloodSettings | None = None) -> None:
         super().__init__(windower, worker)
         self.settings = settings
+        self.flood = flood or FloodSettings()
+        self._refused = metrics.READINGS_RATE_LIMITED.labels(worker=worker)
         if windower is None:
             self.state = DeviceWindower(settings)
         self.flush_on_eof = flush_on_eof
@@ -417,7 +422,20 @@ class DeviceWindowLogic(_GuardedLogic):
         return out
 
     def handle(self, reading: Reading):
-        return self._emit(self.state.add(reading, self.now))
+        refused = self.state.admit(reading, self.flood)
+        if refused:
+            self._refused.inc()
+            return [self._flood_letter(reading)] if reported(refused) else []
+        # The reading goes on to the store from here: a refused one is neither stored nor windowed.
+        return [*self._emit(self.state.add(reading, self.now)), reading]
+
+    def _flood_letter(self, reading: Reading) -> DeadLetter:
+        budget = self.state.budget
+        assert budget is not None  # admit made it
+        reason = flood_reason(reading.home_id, reading.device_id, budget, self.flood)
+        return DeadLetter.of(self.now, f"device:{reading.home_id}/{reading.device_id}",
+                             native_payload(reading), reason, step=self.step,
+                             error=DeadLetterCode.RATE_LIMITED.value)
 
     def on_batch(self, values: list[Reading]):
         self.now = _now()
@@ -503,10 +521,11 @@ class HomeTotalLogic(_GuardedLogic):
 
 
 def device_window_builder(settings: WindowSettings, flush_on_eof: Callable[[], bool],
-                          snapshots: bool = True):
+                          snapshots: bool = True, flood: FloodSettings | None = None):
     def build(resume: bytes | None) -> DeviceWindowLogic:
         windower, dead = restored(DeviceWindowLogic.step, resume)
-        logic = DeviceWindowLogic(windower, settings, metrics.worker_label(), flush_on_eof).unreadable(dead)
+        logic = DeviceWindowLogic(windower, settings, metrics.worker_label(), flush_on_eof,
+                                  flood).unreadable(dead)
         logic.snapshots = snapshots
         return logic
 

@@ -47,7 +47,7 @@ from pipeline.records import (
     RawMessage,
     Reading,
 )
-from pipeline.settings import ValidationSettings, WindowSettings
+from pipeline.settings import FloodSettings, ValidationSettings, WindowSettings
 
 # Where each stateful step's snapshots were filed before it moved into an operator (the flow id
 # is added by the caller): old step id -> operator and step it lives in now.
@@ -147,6 +147,7 @@ def decode_messages(step_id: str, messages: Stream[RawMessage], registry: Regist
 
 @dataclass(frozen=True)
 class AggregateOut:
+    admitted: Stream[Reading]  # the readings within their device's rate, to store
     device_windows: Stream[DeviceWindow]
     late: Stream[LateReading]
     home_windows: Stream[HomeWindow]
@@ -155,18 +156,22 @@ class AggregateOut:
 
 @operator
 def aggregate(step_id: str, readings: Stream[Reading], window: WindowSettings,
-              meter_home_ids: frozenset[str], flush_on_eof, snapshots: bool = True) -> AggregateOut:
+              meter_home_ids: frozenset[str], flush_on_eof, snapshots: bool = True,
+              flood: FloodSettings | None = None) -> AggregateOut:
     """Windows readings per device into minutes, then totals the minutes per home (from the
     home's meters, else the sum of its devices). ``flush_on_eof()`` says whether the open
-    minutes are emitted as final at the end of input."""
+    minutes are emitted as final at the end of input. The readings to store come out of the
+    device step: a flooding device's readings over its rate do not (pipeline/ingest/flood.py)."""
     by_device = op.key_on("by_device", readings, _device_key)
     device_out = op.key_rm(
         "device_out",
-        op.stateful_batch("device_windows", by_device, device_window_builder(window, flush_on_eof, snapshots)),
+        op.stateful_batch("device_windows", by_device,
+                          device_window_builder(window, flush_on_eof, snapshots, flood)),
     )
-    split = op.branch("window_or_late", device_out, lambda x: isinstance(x, DeviceWindow))
+    split = op.branch("window_or_other", device_out, lambda x: isinstance(x, DeviceWindow))
+    kept = op.branch("reading_or_other", split.falses, _is_reading)
     # The steps' guards emit dead letters among their records.
-    late_split = op.branch("late_or_dead_letter", split.falses, lambda x: isinstance(x, LateReading))
+    late_split = op.branch("late_or_dead_letter", kept.falses, lambda x: isinstance(x, LateReading))
     by_home = op.key_on("by_home", split.trues, _home_key)
     home_out = op.key_rm(
         "home_out",
@@ -175,7 +180,7 @@ def aggregate(step_id: str, readings: Stream[Reading], window: WindowSettings,
     )
     home_split = op.branch("home_window_or_dead_letter", home_out, lambda x: isinstance(x, HomeWindow))
     dead = op.merge("dead_letters", late_split.falses, home_split.falses)
-    return AggregateOut(split.trues, late_split.trues, home_split.trues, dead)
+    return AggregateOut(kept.trues, split.trues, late_split.trues, home_split.trues, dead)
 
 
 @dataclass(frozen=True)

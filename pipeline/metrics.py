@@ -32,6 +32,12 @@ LATE_READINGS = Counter(
     "Readings later than the allowed lateness: stored raw, left out of aggregates",
     ["worker"],
 )
+READINGS_RATE_LIMITED = Counter(
+    "shems_readings_rate_limited_total",
+    "Readings of a flooding device over its rate on its own clock: counted, not stored "
+    "(pipeline/ingest/flood.py; the first of a flood and every 10,000th are dead letters)",
+    ["worker"],
+)
 WINDOWS_EMITTED = Counter(
     "shems_windows_emitted_total", "1-minute aggregates emitted", ["worker", "level"]
 )

@@ -26,6 +26,7 @@ class DeadLetterCode(str, Enum):
     MISSING_FIELD = "missing_field"
     INVALID_PAYLOAD = "invalid_payload"
     UNSUPPORTED_MEASUREMENT = "unsupported_measurement"
+    RATE_LIMITED = "rate_limited"
     EXCEPTION = "exception"
 
     @property
@@ -53,5 +54,7 @@ MESSAGES: dict[DeadLetterCode, str] = {
     DeadLetterCode.INVALID_PAYLOAD: "a field of the wrong type or value",
     DeadLetterCode.UNSUPPORTED_MEASUREMENT: "power or energy in a part of a message no decoder "
                                             "understands (e.g. an unknown Shelly component)",
+    DeadLetterCode.RATE_LIMITED: "a device sending more readings a second of its own clock than "
+                                  "allowed (pipeline/ingest/flood.py): counted, not stored",
     DeadLetterCode.EXCEPTION: "a decoder failed unexpectedly on this message (a bug to report)",
 }

@@ -87,6 +87,21 @@ class WindowSettings:
         return replace(self, idle_close_s=EVENT_TIME_ONLY_IDLE_S)
 
 
+@dataclass(frozen=True, slots=True)
+class FloodSettings:
+    """How many readings a device may send per second of its own clock, after a burst
+    (pipeline/ingest/flood.py). Meters report every 1-60 s, a Zigbee plug a few times a second at
+    most; a flood beyond this would hold up every other home. The burst is an hour at one a
+    second: a backlog of readings stamped at arrival comes with no time between them."""
+
+    rate_per_s: float = 10.0
+    burst: int = 3_600
+
+    def __post_init__(self) -> None:
+        if not (0 < self.rate_per_s <= 1e6 and 1 <= self.burst <= 10**9):
+            raise ValueError("flood rate_per_s must be in (0, 1e6] and burst in [1, 1e9]")
+
+
 # ~3 years: an idle close never fires, and the wall time it would fire at is still a valid datetime.
 EVENT_TIME_ONLY_IDLE_S = 1e8
 

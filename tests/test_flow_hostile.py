@@ -204,6 +204,46 @@ def test_hostile_corpus_never_stops_the_flow(any_store, tmp_path, mqtt_url, topi
     assert {(t.split("/")[1], t.split("/")[2], datetime.fromisoformat(b["ts"])) for t, b in later} <= keys
 
 
+# ---------------------------------------------------------------- one device floods
+
+def test_a_flooding_device_is_held_to_its_rate_and_every_other_reading_is_stored(sqlite_url, mqtt_url,
+                                                                                  topic_prefix):
+    """15,000 readings of one plug a millisecond apart on its clock (a firmware loop), queued by
+    the broker while the flow was down, between four homes' good readings: the plug passes its
+    burst (pipeline/settings.py, FloodSettings: 3,600) and the 150 its 15 s of clock earned, the
+    rest is counted in two dead letters, not 11,000 rows; every good reading is stored."""
+    from pipeline.settings import FloodSettings
+
+    flow = FlowProcess(mqtt_url, sqlite_url, topic_prefix, extra_args=["--no-insights"])
+    flow.start()
+    flow.stop()  # the persistent session stays: the broker queues what comes next
+    start = (datetime.now(timezone.utc) - timedelta(minutes=30)).replace(second=0, microsecond=0)
+    good = _good(start)
+    flood = 15_000
+    pub = TestPublisher()
+    for i in range(flood):
+        ts = start + timedelta(milliseconds=i)
+        pub.publish(topic_prefix + _native("flood", "plug"), {"ts": ts.isoformat(), "power_w": 50.0})
+        if i % 125 == 0 and good:
+            topic, body = good.pop()
+            pub.publish(topic_prefix + topic, body)
+    pub.close()
+    good = _good(start)
+    flow.start(idle_exit=5)
+    assert flow.wait(timeout=300) == 0
+    readings, dead = _stored(sqlite_url)
+    keys = {(r.home_id, r.device_id, r.ts) for r in readings if r.home_id.startswith("good-")}
+    assert keys == {(t.split("/")[1], t.split("/")[2], datetime.fromisoformat(b["ts"])) for t, b in good}
+    settings = FloodSettings()
+    passed = sum(1 for r in readings if r.home_id == "flood")
+    earned = flood / 1000 * settings.rate_per_s
+    assert settings.burst <= passed <= settings.burst + earned, passed
+    letters = [d for d in dead if d.error == "rate_limited"]
+    assert len(letters) == 2 and all("flood/plug" in d.reason for d in letters), [d.reason for d in letters]
+    assert "; 1 refused since" in letters[0].reason and "; 10,001 refused since" in letters[1].reason
+    assert len(dead) == 2
+
+
 # ---------------------------------------------------------------- backpressure while the store stalls
 
 def _metric(text: str, name: str) -> float:

@@ -35,9 +35,10 @@ from bisect import insort
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
+from pipeline.ingest.flood import DeviceBudget, fresh_budget
 from pipeline.ingest.idle import ClosesWhenIdle
 from pipeline.records import DeviceKind, DeviceWindow, Reading
-from pipeline.settings import WindowSettings
+from pipeline.settings import FloodSettings, WindowSettings
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
@@ -93,7 +94,7 @@ class DeviceWindower(ClosesWhenIdle[DeviceOutput]):
     """Windows of one device. Picklable: Bytewax snapshots it for recovery."""
 
     __slots__ = ("settings", "open", "closed_until", "max_ts", "energy", "home_id", "device_id",
-                 "kind", "last_wall")
+                 "kind", "last_wall", "budget")
     _output = DeviceOutput
 
     def __init__(self, settings: WindowSettings) -> None:
@@ -105,13 +106,23 @@ class DeviceWindower(ClosesWhenIdle[DeviceOutput]):
         self.home_id = self.device_id = ""
         self.kind = DeviceKind.APPLIANCE
         self.last_wall: datetime | None = None
+        self.budget: DeviceBudget | None = None  # pipeline/ingest/flood.py
 
     def __getstate__(self):
         return {name: getattr(self, name) for name in self.__slots__}
 
     def __setstate__(self, state) -> None:
+        self.budget = None  # a snapshot from before the flood budget has none
         for name, value in state.items():
             setattr(self, name, value)
+
+    def admit(self, reading: Reading, flood: FloodSettings) -> int:
+        """0 when the reading is within the device's rate (pipeline/ingest/flood.py) and may be
+        added, else how many readings its flood has refused with this one."""
+        ts = reading.ts.timestamp()
+        if self.budget is None:
+            self.budget = fresh_budget(ts, flood)
+        return self.budget.admit(ts, flood)
 
     def add(self, reading: Reading, now_wall: datetime) -> DeviceOutput:
         out = DeviceOutput()
