@@ -6,6 +6,7 @@ recently says it is still measuring, and one without history says why it cannot 
 from __future__ import annotations
 
 import json
+import re
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 
@@ -156,3 +157,7 @@ def test_the_viewer_shows_the_measured_saving_to_the_household_and_the_fleet(see
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["Measured"] == "1 of 3"
     assert metrics["Promises kept"].endswith("of 1")
+    # money as the household's pages write it (the SGSC homes' tariff is in AUD), never "-$0.00"
+    for label in ("Saved in all", "Median a month"):
+        assert re.fullmatch(r"-?A?\$\d[\d,]*\.\d\d", metrics[label]) and not re.match(r"-A?\$0\.00$", metrics[label]), \
+            metrics[label]

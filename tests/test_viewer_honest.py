@@ -50,6 +50,11 @@ def test_money_durations_and_plurals_read_as_words():
     assert fmt.money(6.24, "GBP") == "£6.24"
     assert fmt.money(1234.5, "EUR", "de_DE") == "1.234,50\xa0€"
     assert fmt.money(None, "GBP") == fmt.NONE
+    # what rounds to zero has no sign; what does not keeps it
+    assert [fmt.number(v, digits=0) for v in (-0.0, -0.4, -0.6)] == ["0", "0", "-1"]
+    assert fmt.number(-0.04, "de_DE") == "0,0" and fmt.number(-0.06, "de_DE") == "-0,1"
+    assert (fmt.money(-0.001, "GBP"), fmt.money(-0.4, "GBP", digits=0)) == ("£0.00", "£0")
+    assert fmt.money(-0.01, "GBP") == "-£0.01"
     assert fmt.ago(T0 - timedelta(days=3), T0) == "3 days ago"
     assert fmt.ago(T0 - timedelta(days=11 * 365 + 3), T0) == "11 years ago"
     assert fmt.plural(1, "home") == "1 home" and fmt.plural(2, "home") == "2 homes"

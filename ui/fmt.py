@@ -33,6 +33,7 @@ def money(amount: float | None, currency: str, loc: str = DEFAULT_LOCALE, *, dig
     if amount is None:
         return NONE
     pattern = None if digits == 2 else "¤#,##0"
+    amount = _unsigned_zero(amount, digits)
     try:
         return format_currency(amount, currency, format=pattern, locale=loc,
                                currency_digits=digits == 2)
@@ -60,8 +61,14 @@ def money_in_text(text: str, currency: str, loc: str = DEFAULT_LOCALE) -> str:
 def number(value: float | None, loc: str = DEFAULT_LOCALE, digits: int = 1) -> str:
     if value is None:
         return NONE
-    return format_decimal(round(value, digits), format="#,##0." + "0" * digits if digits else "#,##0",
+    return format_decimal(_unsigned_zero(value, digits), format="#,##0." + "0" * digits if digits else "#,##0",
                           locale=loc)
+
+
+def _unsigned_zero(value: float, digits: int) -> float:
+    """The value rounded as shown, a zero without its sign: an export of 0.3 W or a refund of a
+    tenth of a penny read "-0 W" and "-£0.00"."""
+    return round(value, digits) + 0.0  # -0.0 + 0.0 is 0.0
 
 
 def ago(when: datetime, now: datetime, loc: str = DEFAULT_LOCALE) -> str:

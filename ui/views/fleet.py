@@ -7,9 +7,9 @@ rollup the store keeps (fleet_1m for the demand), so the page issues the same st
 import polars as pl
 import streamlit as st
 
-from ui import charts, data
+from ui import charts, data, fmt
 from ui.auth import AccessDenied, Principal
-from ui.common import now, principal, refusals, viewer
+from ui.common import now, principal, refusals, user_locale, viewer
 from ui.db import Database
 from ui.safe import md_escape
 
@@ -147,10 +147,16 @@ elif measured is not None:
     currency = next((m.currency for m in results if m.currency), "")
     s1.metric("Measured", f"{fleet_summary.measured} of {len(results)}",
               help=f"{measuring} still measuring (14 days needed), {unmeasurable} without enough history.")
-    s2.metric("Saved in all", f"{fleet_summary.total_money:,.2f} {currency}".strip(),
+    loc = user_locale(v)
+
+    def money(amount: float) -> str:
+        return fmt.money(amount, currency, loc) if currency else fmt.number(amount, loc, 2)
+
+    s2.metric("Saved in all", money(fleet_summary.total_money),
               help="Baseline minus actual, summed over the measured recommendations.")
-    s3.metric("Median a month", f"{fleet_summary.median_money_per_month:,.2f} {currency}".strip(),
-              help=f"10-90 %: {fleet_summary.p10_money_per_month:,.2f} to {fleet_summary.p90_money_per_month:,.2f}.")
+    s3.metric("Median a month", money(fleet_summary.median_money_per_month),
+              help=f"10-90 %: {money(fleet_summary.p10_money_per_month)} to "
+                   f"{money(fleet_summary.p90_money_per_month)}.")
     s4.metric("Promises kept", f"{fleet_summary.promises_kept} of {fleet_summary.measured}",
               help="Measured saving a month at least the promised one; "
                    f"{fleet_summary.significant} distinguishable from no change at 90 %.")
