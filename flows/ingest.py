@@ -35,7 +35,7 @@ from pipeline.ingest.decode import subscriptions
 from pipeline.ingest.registry import Registry
 from pipeline.logs import get_logger
 from pipeline.records import DeadLetter, DeviceKind, Reading, Tick
-from pipeline.settings import WindowSettings
+from pipeline.settings import FloodSettings, WindowSettings
 from sinks.base import mask_url
 from sinks.stores import open_store
 from sinks.writer import RecoverableStoreSink, StoreSink, sink_key
@@ -67,13 +67,14 @@ def aggregate_and_store(
     insights: InsightsSetup | None = None,
     exit_on_sink_error: bool = False,
     home_assistant: HaSetup | None = None,
+    flood: FloodSettings | None = None,
 ) -> None:
     """Windows readings per device, totals them per home, forecasts, detects and recommends per
     home, and sends everything to the store. With ``exit_on_sink_error`` (the long-running flow)
     an error the sink raises ends the process with one line (flows/fatal.py); without it (imports
     run in-process too) it propagates to the caller."""
     snapshots = bool(recoverable_partitions)  # without recovery no snapshot is ever read
-    windows = aggregate("aggregate", readings, window, meter_home_ids, flush_on_eof, snapshots)
+    windows = aggregate("aggregate", readings, window, meter_home_ids, flush_on_eof, snapshots, flood)
     found: list[Stream] = []
     derived = None
     if insights is not None:
@@ -192,6 +193,8 @@ def build_flow(
         recoverable_partitions=recoverable_partitions,
         insights=InsightsSetup(registry, cfg.timezone, book, live=True) if cfg.insights else None,
         exit_on_sink_error=True,
+        # Devices share this flow: one that floods is held to its rate (an import is not).
+        flood=FloodSettings(),
         home_assistant=HaSetup(cfg.mqtt_url, Topics(cfg.ha_prefix, cfg.topic_prefix), registry, cfg.timezone,
                                book, f"{cfg.client_id_prefix}-ha-p{cfg.process_id or 0}")
         if cfg.ha_prefix else None,

@@ -389,7 +389,7 @@ class DeviceWindowLogic(_GuardedLogic):
                  flush_on_eof: Callable[[], bool], flood: FloodSettings | None = None) -> None:
         super().__init__(windower, worker)
         self.settings = settings
-        self.flood = flood or FloodSettings()
+        self.flood = flood  # None: no budget (an import: a file is not a device sharing the flow)
         self._refused = metrics.READINGS_RATE_LIMITED.labels(worker=worker)
         if windower is None:
             self.state = DeviceWindower(settings)
@@ -422,7 +422,7 @@ class DeviceWindowLogic(_GuardedLogic):
         return out
 
     def handle(self, reading: Reading):
-        refused = self.state.admit(reading, self.flood)
+        refused = self.state.admit(reading, self.flood) if self.flood is not None else 0
         if refused:
             self._refused.inc()
             return [self._flood_letter(reading)] if reported(refused) else []
@@ -431,7 +431,7 @@ class DeviceWindowLogic(_GuardedLogic):
 
     def _flood_letter(self, reading: Reading) -> DeadLetter:
         budget = self.state.budget
-        assert budget is not None  # admit made it
+        assert budget is not None and self.flood is not None  # admit made it
         reason = flood_reason(reading.home_id, reading.device_id, budget, self.flood)
         return DeadLetter.of(self.now, f"device:{reading.home_id}/{reading.device_id}",
                              native_payload(reading), reason, step=self.step,

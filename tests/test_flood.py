@@ -137,3 +137,27 @@ def test_never_more_than_the_burst_plus_what_the_clock_earned(gaps, rate, burst,
     assert (len(stored) < len(readings)) == bool(letters)  # a refusal is never silent
     if all(g >= 1 / rate for g in gaps[1:]):  # at or under the rate: all pass
         assert stored == readings
+
+
+def test_an_import_is_not_held_to_a_device_s_rate(tmp_path):
+    """A file of 100 readings a second (a high-resolution meter's export) is history, not a device
+    sharing the live flow: `shems import` stores every row."""
+    from tests.test_import_hostile import shems
+
+    rows = 6_000  # a minute at 100 Hz: a live device would pass 3,600 + 600
+    start = NOW - timedelta(days=1)
+    lines = ["ts,home_id,device_id,power_w"] + [
+        f"{(start + timedelta(milliseconds=10 * i)).isoformat()},fast,meter,{100 + i % 7}" for i in range(rows)]
+    path = tmp_path / "fast.csv"
+    path.write_text("\n".join(lines) + "\n")
+    url = f"sqlite:///{tmp_path / 'fast.db'}"
+    proc = shems("import", str(path), "--store-url", url, "--no-insights")
+    assert proc.returncode == 0, proc.stderr
+    from sinks.stores import open_store
+
+    store = open_store(url)
+    try:
+        assert len(store.readings()) == rows
+        assert not [d for d in store.dead_letters() if d.error == DeadLetterCode.RATE_LIMITED.value]
+    finally:
+        store.close()
