@@ -68,6 +68,24 @@ def test_interval_kwh_becomes_mean_power_and_a_cumulative_counter():
     assert set(frame["kind"]) == {"meter"} and set(frame["device_id"]) == {"mains"}
 
 
+def test_header_names_are_found_without_the_spaces_around_them(tmp_path):
+    """Octopus Energy's consumption export (its header as the account page writes it): a space
+    after each comma, in the header and in the cells."""
+    path = tmp_path / "consumption.csv"
+    path.write_text(" Consumption (kWh), Start, End\n"
+                    "0.123, 2026-11-01T00:00:00+00:00, 2026-11-01T00:30:00+00:00\n"
+                    "0.200, 2026-11-01T00:30:00+00:00, 2026-11-01T01:00:00+00:00\n")
+    spec = TableSpec(layout="interval", ts_col="Start", home_id="me", interval_kwh_col="Consumption (kWh)")
+    frame = readings_frame(path, spec).sort("ts")
+    assert frame["ts"].to_list() == [datetime(2026, 11, 1, 0, 0, tzinfo=timezone.utc),
+                                      datetime(2026, 11, 1, 0, 30, tzinfo=timezone.utc)]
+    assert frame["power_w"].to_list() == pytest.approx([246.0, 400.0])
+    # a name that would clash once trimmed keeps its spaces
+    clash = tmp_path / "clash.csv"
+    clash.write_text("ts, ts,home_id,device_id,power_w\n2026-11-01T00:00:00Z,x,h,d,5\n")
+    assert readings_frame(clash, TableSpec()).height == 1
+
+
 def test_bad_column_names_are_clear_errors():
     with pytest.raises(ValueError, match="missing column.*nope"):
         readings_frame(REFIT, TableSpec(layout="wide", ts_col="nope", home_col="house",

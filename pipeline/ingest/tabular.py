@@ -172,9 +172,18 @@ def _scan(path: Path, ragged: bool = False) -> pl.LazyFrame:
         # then fails its own parse).
         lf = pl.scan_csv(path, infer_schema=False, encoding="utf8-lossy", truncate_ragged_lines=ragged,
                          separator=csv_separator(path))
+        lf = lf.rename(_trimmed_names(lf.collect_schema().names()))
         lf = lf.with_row_index(ROW, offset=1)
         return lf.filter(~pl.all_horizontal(pl.exclude(ROW).is_null()))
     raise ValueError(f"{path}: unsupported file type {suffix!r} (use .csv or .parquet)")
+
+
+def _trimmed_names(names: Sequence[str]) -> dict[str, str]:
+    """Header names without the spaces around them: Octopus Energy's export writes
+    `` Consumption (kWh), Start, End``, and ``--ts-col Start`` must find it. A name that would then
+    clash with another keeps its spaces."""
+    trimmed = [n.strip() for n in names]
+    return {n: t for n, t in zip(names, trimmed) if t != n and t and trimmed.count(t) == 1 and t not in names}
 
 
 def _ragged_rows(path: Path) -> dict[int, str]:
