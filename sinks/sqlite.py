@@ -4,6 +4,7 @@ flow writes. Timestamps are stored as integer microseconds since the epoch (UTC)
 from __future__ import annotations
 
 import sqlite3
+import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from datetime import datetime, timezone
@@ -48,6 +49,22 @@ def classify(exc: BaseException) -> str:
     if isinstance(exc, (ValueError, TypeError, ArithmeticError, AttributeError, LookupError)):
         return ROW
     return FATAL
+
+
+def _wal_mode(conn: sqlite3.Connection, patience_s: float) -> None:
+    """WAL journal mode. Switching a new file to it needs the file to itself, and SQLite answers
+    "database is locked" at once, without its busy timeout, while another process has it open
+    (the demo's flow and viewer opening one new store together): try again for as long as a
+    write would wait."""
+    deadline = time.monotonic() + patience_s
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
 
 
 def _dead_letter_row(d: DeadLetter, to_us: Callable[[datetime], int]) -> tuple:
@@ -112,7 +129,7 @@ class SqliteStore:
         # isolation_level=None: we issue BEGIN/COMMIT ourselves, one transaction per batch.
         conn = sqlite3.connect(self.path, timeout=self.busy_timeout_s, isolation_level=None,
                                check_same_thread=False)
-        conn.execute("PRAGMA journal_mode=WAL")
+        _wal_mode(conn, self.busy_timeout_s)
         conn.execute("PRAGMA synchronous=NORMAL")  # durable at checkpoints; WAL keeps it consistent
         conn.execute(f"PRAGMA busy_timeout={int(self.busy_timeout_s * 1000)}")
         return conn
@@ -158,8 +175,12 @@ class SqliteStore:
 
     def _migrate(self) -> None:
         c = self.conn
-        c.execute("CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, "
-                  "name TEXT NOT NULL, applied_at INTEGER NOT NULL)")
+        # Under the write lock: as a statement of its own it reads first and then wants to write,
+        # and SQLite fails such an upgrade at once ("database is locked") when another process
+        # wrote in between, without waiting out the busy timeout.
+        with self.transaction():
+            c.execute("CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, "
+                      "name TEXT NOT NULL, applied_at INTEGER NOT NULL)")
         for m in migrations("sqlite"):
             # Asked under the write lock: another process opening the same new file (the demo's
             # flow and viewer, say) may have applied this one since we last looked.
