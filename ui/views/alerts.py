@@ -108,7 +108,11 @@ else:
         .then(pl.format("{} devices at once", pl.col("devices").list.len()))
         .otherwise(pl.col("messages").list.first()).alias("Details"),
         pl.when(pl.col("acknowledged")).then(pl.lit("yes")).otherwise(pl.lit("no")).alias("Acknowledged"),
-    ), hide_index=True)
+    ), hide_index=True, column_config={
+        "From": st.column_config.TextColumn(
+            "From", help="When it became unusual. A meter that stopped reporting: once its silence "
+                         "outlasted its usual longest gap; Details say since when it sent nothing."),
+    })
     unacked = closed.filter(~pl.col("acknowledged"))
     what = "Acknowledge it" if unacked.height == 1 else f"Acknowledge all {unacked.height}"
     if can_decide and unacked.height and st.button(what, key="ack_all"):
