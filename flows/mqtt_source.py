@@ -301,7 +301,12 @@ class _Receiver(BatchPacing):
         # A session remembered from a run with the other layout would deliver everything twice.
         if other:
             client.unsubscribe(other)
-        subs = [(f, SubscribeOptions(qos=self.src.qos)) for f in filters]
+        # retainHandling=2: the broker sends no retained message on subscribing. A retained state
+        # is a device's last message, replayed at every (re)connect; one without a time stamp of
+        # its own would be stamped with its arrival and read as a new measurement (a plug switched
+        # off for a week "drawing" its last 120 W after each reconnect). Live messages, retained
+        # or not, still arrive, and the persistent session queues them while we are away.
+        subs = [(f, SubscribeOptions(qos=self.src.qos, retainHandling=2)) for f in filters]
         self.data_filters = len(subs)
         if self.worker == "0":
             subs.append((SYS_DROPPED_TOPIC, SubscribeOptions(qos=0)))
