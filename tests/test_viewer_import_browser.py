@@ -8,6 +8,7 @@ Screenshots of every page for a homeowner and an operator go to tests/artifacts/
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -93,7 +94,13 @@ def test_import_summary_says_what_was_made_and_how_to_see_it(imported):
     assert "homes: 2 (refit-house2, refit-house20)" in out
     for label in ("readings", "forecasts", "forecast scores", "anomalies", "recommendations"):
         assert re.search(rf"^  {label}: +[\d,]+ new", out, re.M), (label, out)
-    assert f"see them: shems ui --store-url '{url}'" in out
+    see = re.search(r"^see them: (.+) ui --store-url '(.+)'$", out, re.M)
+    assert see and see[2] == url, out
+    # The command as printed runs from the shell the import ran in (whose PATH may have no shems:
+    # `make` runs .venv/bin/shems).
+    shell = subprocess.run(f"{see[1]} ui --help", shell=True, cwd=ROOT, capture_output=True, text=True,
+                           timeout=120, env={**os.environ, "PATH": "/usr/bin:/bin"})
+    assert shell.returncode == 0 and "--store-url" in shell.stdout, (see[1], shell.stderr)
     # Forecasts are kept per home: the home whose data end six months earlier keeps its own.
     assert counts["forecasts"].get(H2, 0) > 0 and counts["forecasts"].get(H20, 0) > 0
     # The outage: every device of House 20 silent at once is one anomaly of the home (the

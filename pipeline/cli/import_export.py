@@ -12,6 +12,7 @@ from pipeline import metrics
 from pipeline.cli.args import add_store_arg, add_table_args, existing_file, port, table_spec
 from pipeline.cli.common import cannot_open_store, check_store_reachable, fail, one_line, serve_metrics
 from pipeline.config import DEFAULT_STORE_URL, sqlite_path, store_kind
+from pipeline.tools.invocation import shems_command
 
 
 def _printable(text: str) -> str:
@@ -180,7 +181,7 @@ def _print_summary(args, homes: list[str], frame, before: dict[str, int], after:
     if args.no_insights:
         print("  (--no-insights: no forecasts, anomalies or recommendations were made)")
     url = args.store_url if args.store_url == DEFAULT_STORE_URL else mask_url(args.store_url)
-    print(f"see them: shems ui --store-url '{url}'")
+    print(f"see them: {shems_command()} ui --store-url '{url}'")
 
 
 class _Progress:

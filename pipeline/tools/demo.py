@@ -29,6 +29,7 @@ from rich.live import Live
 from rich.table import Table
 
 from pipeline.tools.broker import ensure_broker, free_port
+from pipeline.tools.invocation import shems_command
 from pipeline.tools.ports import listen_problem
 from sinks.base import TABLES
 from sinks.stores import open_store
@@ -333,7 +334,8 @@ def _run(console: Console, url: str, store_url: str, homes: int, duration: float
     console.print(f"[bold]done[/] at {datetime.now(timezone.utc):%H:%M:%S} UTC")
     console.print("[bold]to look at it again[/] (the data stay in the store):")
     port_flag = f" --port {ui_port}" if ui_port and ui_port != 8501 else ""
-    console.print(f"  shems ui --store-url {store_url}{port_flag}   then open http://127.0.0.1:{ui_port or 8501}")
+    console.print(f"  {shems_command()} ui --store-url {store_url}{port_flag}   "
+                  f"then open http://127.0.0.1:{ui_port or 8501}")
     console.print(f"  sign in as {DEMO_HOMEOWNER} / {passwords[DEMO_HOMEOWNER]} or "
                   f"{DEMO_OPERATOR} / {passwords[DEMO_OPERATOR]}; `make demo` again continues it")
     return 0 if flow.returncode in (0, None) else 1
