@@ -38,6 +38,13 @@ class DeviceBudget:
     refused: int = 0  # readings refused in the flood going on (0: none)
     refused_since: float = 0.0  # the time stamp of the flood's first refused reading
 
+    # Snapshotted with every device's windows: a plain tuple, not the field names each time.
+    def __getstate__(self) -> tuple[float, float, int, float]:
+        return (self.tokens, self.newest, self.refused, self.refused_since)
+
+    def __setstate__(self, state: tuple[float, float, int, float]) -> None:
+        self.tokens, self.newest, self.refused, self.refused_since = state
+
     def admit(self, ts: float, settings: FloodSettings) -> int:
         """0 when the reading at ``ts`` may go on, else how many the flood has refused with it."""
         if ts > self.newest:
