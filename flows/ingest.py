@@ -194,7 +194,7 @@ def build_flow(
         insights=InsightsSetup(registry, cfg.timezone, book, live=True) if cfg.insights else None,
         exit_on_sink_error=True,
         # Devices share this flow: one that floods is held to its rate (an import is not).
-        flood=FloodSettings(),
+        flood=cfg.flood,
         home_assistant=HaSetup(cfg.mqtt_url, Topics(cfg.ha_prefix, cfg.topic_prefix), registry, cfg.timezone,
                                book, f"{cfg.client_id_prefix}-ha-p{cfg.process_id or 0}")
         if cfg.ha_prefix else None,

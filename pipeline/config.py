@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit, urlunsplit
 
-from pipeline.settings import ValidationSettings, WindowSettings
+from pipeline.settings import FloodSettings, ValidationSettings, WindowSettings
 
 # The defaults every entry point shares (the CLI's flags, the viewer's settings, the demo).
 DEFAULT_MQTT_URL = "mqtt://127.0.0.1:1883"
@@ -170,6 +170,7 @@ class IngestConfig:
     epoch_interval_s: float = 5.0
     window: WindowSettings = field(default_factory=WindowSettings)
     validation: ValidationSettings = field(default_factory=ValidationSettings)
+    flood: FloodSettings = field(default_factory=FloodSettings)  # per device (pipeline/ingest/flood.py)
     tariffs_path: Path | None = None  # tariff book TOML (pipeline/tariff.py); stored on start
     timezone: str = "UTC"  # a home's local time zone when the registry names none
     insights: bool = True  # forecasts, anomalies and recommendations per home

@@ -90,12 +90,14 @@ class WindowSettings:
 @dataclass(frozen=True, slots=True)
 class FloodSettings:
     """How many readings a device may send per second of its own clock, after a burst
-    (pipeline/ingest/flood.py). Meters report every 1-60 s, a Zigbee plug a few times a second at
-    most; a flood beyond this would hold up every other home. The burst is an hour at one a
-    second: a backlog of readings stamped at arrival comes with no time between them."""
+    (pipeline/ingest/flood.py; `shems run --device-rate/--device-burst`). Meters report every
+    1-60 s, a Zigbee plug a few times a second at most; a flood beyond this would hold up every
+    other home. The burst is ten hours at one a second: a backlog of readings without time stamps
+    of their own (stamped at arrival) comes with no time between them, and a firmware loop sending
+    thousands a second still meets the rate within seconds."""
 
     rate_per_s: float = 10.0
-    burst: int = 3_600
+    burst: int = 36_000
 
     def __post_init__(self) -> None:
         if not (0 < self.rate_per_s <= 1e6 and 1 <= self.burst <= 10**9):

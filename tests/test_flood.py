@@ -161,3 +161,13 @@ def test_an_import_is_not_held_to_a_device_s_rate(tmp_path):
         assert not [d for d in store.dead_letters() if d.error == DeadLetterCode.RATE_LIMITED.value]
     finally:
         store.close()
+
+
+def test_the_budget_flags_refuse_what_is_no_budget_in_one_line():
+    from tests.test_import_hostile import shems
+
+    for flag, value in (("--device-rate", "0"), ("--device-rate", "inf"), ("--device-rate", "1e9"),
+                        ("--device-burst", "0"), ("--device-burst", "1.5")):
+        proc = shems("run", flag, value)
+        lines = proc.stderr.strip().splitlines()
+        assert proc.returncode == 2 and len(lines) == 1 and flag in lines[0] and value in lines[0], proc.stderr

@@ -98,6 +98,15 @@ def positive_int(value: str) -> int:
     return _number(value, int, "a whole number", "> 0", lambda i: i > 0)
 
 
+def device_rate(value: str) -> float:
+    """Readings a second of a device's clock (FloodSettings' bounds)."""
+    return _number(value, float, "readings a second", "above 0 and at most 1000000", lambda f: 0 < f <= 1e6)
+
+
+def device_burst(value: str) -> int:
+    return _number(value, int, "a whole number", "between 1 and 1000000000", lambda i: 1 <= i <= 10**9)
+
+
 def port(value: str) -> int:
     i = positive_int(value)
     if i > 65535:

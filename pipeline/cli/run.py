@@ -10,6 +10,8 @@ from pipeline.cli.args import (
     Parser,
     add_broker_args,
     add_store_arg,
+    device_burst,
+    device_rate,
     existing_file,
     non_negative_float,
     port,
@@ -20,7 +22,7 @@ from pipeline.cli.args import (
 )
 from pipeline.cli.common import install_stop_handlers, serve_metrics
 from pipeline.config import IngestConfig
-from pipeline.settings import WindowSettings
+from pipeline.settings import FloodSettings, WindowSettings
 
 
 def add_run_args(p: Parser) -> None:
@@ -40,6 +42,11 @@ def add_run_args(p: Parser) -> None:
     p.add("--qos", type=qos, default=1, help="subscription QoS")
     p.add("--allowed-lateness", type=non_negative_float, default=WindowSettings().allowed_lateness_s,
           help="seconds a reading may lag the newest of its device and still be aggregated")
+    p.add("--device-rate", type=device_rate, default=FloodSettings().rate_per_s,
+          help="readings a device may send per second of its own clock; a flood beyond it (after "
+               "--device-burst) is counted, not stored")
+    p.add("--device-burst", type=device_burst, default=FloodSettings().burst,
+          help="readings a device may send at once before --device-rate holds it")
     p.add("--batch-rows", type=positive_int, default=20_000, help="rows per store transaction")
     p.add("--flush-interval", type=positive_float, default=0.5,
           help="longest a row waits before its batch is committed (s)")
@@ -98,6 +105,7 @@ def config_from_args(args: argparse.Namespace) -> IngestConfig:
         batch_rows=args.batch_rows,
         flush_interval_s=args.flush_interval,
         window=replace(WindowSettings(), allowed_lateness_s=args.allowed_lateness),
+        flood=FloodSettings(rate_per_s=args.device_rate, burst=args.device_burst),
         tariffs_path=args.tariffs,
         timezone=args.timezone,
         insights=not args.no_insights,

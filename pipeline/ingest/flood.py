@@ -5,8 +5,8 @@ The budget runs on the device's own clock (its readings' time stamps), not on th
 backlog the broker kept while the flow was down arrives all at once, but its readings are spread
 over the hours it covers, so it passes; a device sending many readings for one stretch of its own
 time does not. Per device, a token bucket: each reading costs one token, the device earns
-``rate_per_s`` tokens per second its newest time stamp moves on, and holds at most ``burst`` (an
-hour of readings at one a second: readings without a time stamp of their own are stamped at
+``rate_per_s`` tokens per second its newest time stamp moves on, and holds at most ``burst`` (ten
+hours of readings at one a second: readings without a time stamp of their own are stamped at
 arrival, so a backlog of those comes with no time between them). A time stamp that does not move
 the device's clock on (a repeat, one from its past) earns nothing, and no device can move its
 clock far: time stamps more than ``max_future_s`` ahead of arrival are refused before this.
