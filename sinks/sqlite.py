@@ -175,15 +175,20 @@ class SqliteStore:
 
     def _migrate(self) -> None:
         c = self.conn
-        # Under the write lock: as a statement of its own it reads first and then wants to write,
-        # and SQLite fails such an upgrade at once ("database is locked") when another process
-        # wrote in between, without waiting out the busy timeout.
-        with self.transaction():
-            c.execute("CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, "
-                      "name TEXT NOT NULL, applied_at INTEGER NOT NULL)")
+        # Looked at without the write lock first: a store opened again (every viewer session)
+        # then waits for no writer. What is missing is made under the lock: as a statement of its
+        # own it would read first and then want to write, and SQLite fails such an upgrade at once
+        # ("database is locked") when another process wrote in between, without its busy timeout.
+        if not c.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_migrations'").fetchone():
+            with self.transaction():
+                c.execute("CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, "
+                          "name TEXT NOT NULL, applied_at INTEGER NOT NULL)")
+        done = {v for (v,) in c.execute("SELECT version FROM schema_migrations")}
         for m in migrations("sqlite"):
-            # Asked under the write lock: another process opening the same new file (the demo's
-            # flow and viewer, say) may have applied this one since we last looked.
+            if m.version in done:
+                continue
+            # Asked again under the write lock: another process opening the same new file (the
+            # demo's flow and viewer, say) may have applied it since we looked.
             with self.transaction():
                 if c.execute("SELECT 1 FROM schema_migrations WHERE version = ?", (m.version,)).fetchone():
                     continue
