@@ -87,6 +87,11 @@ class WindowSettings:
         return replace(self, idle_close_s=EVENT_TIME_ONLY_IDLE_S)
 
 
+# The largest budget a device may be given (the CLI's --device-rate / --device-burst check these).
+MAX_DEVICE_RATE_PER_S = 1e6
+MAX_DEVICE_BURST = 10**9
+
+
 @dataclass(frozen=True, slots=True)
 class FloodSettings:
     """How many readings a device may send per second of its own clock, after a burst
@@ -100,8 +105,9 @@ class FloodSettings:
     burst: int = 36_000
 
     def __post_init__(self) -> None:
-        if not (0 < self.rate_per_s <= 1e6 and 1 <= self.burst <= 10**9):
-            raise ValueError("flood rate_per_s must be in (0, 1e6] and burst in [1, 1e9]")
+        if not (0 < self.rate_per_s <= MAX_DEVICE_RATE_PER_S and 1 <= self.burst <= MAX_DEVICE_BURST):
+            raise ValueError(f"flood rate_per_s must be in (0, {MAX_DEVICE_RATE_PER_S:g}] and burst in "
+                             f"[1, {MAX_DEVICE_BURST}]")
 
 
 # ~3 years: an idle close never fires, and the wall time it would fire at is still a valid datetime.

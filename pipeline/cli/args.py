@@ -27,6 +27,7 @@ from pipeline.config import (
     with_password,
     with_query,
 )
+from pipeline.settings import MAX_DEVICE_BURST, MAX_DEVICE_RATE_PER_S
 
 if TYPE_CHECKING:
     from pipeline.ingest.tabular import TableSpec
@@ -100,11 +101,13 @@ def positive_int(value: str) -> int:
 
 def device_rate(value: str) -> float:
     """Readings a second of a device's clock (FloodSettings' bounds)."""
-    return _number(value, float, "readings a second", "above 0 and at most 1000000", lambda f: 0 < f <= 1e6)
+    return _number(value, float, "readings a second", f"above 0 and at most {MAX_DEVICE_RATE_PER_S:.0f}",
+                   lambda f: 0 < f <= MAX_DEVICE_RATE_PER_S)
 
 
 def device_burst(value: str) -> int:
-    return _number(value, int, "a whole number", "between 1 and 1000000000", lambda i: 1 <= i <= 10**9)
+    return _number(value, int, "a whole number", f"between 1 and {MAX_DEVICE_BURST}",
+                   lambda i: 1 <= i <= MAX_DEVICE_BURST)
 
 
 def port(value: str) -> int:
