@@ -55,6 +55,7 @@ def test_money_durations_and_plurals_read_as_words():
     assert fmt.number(-0.04, "de_DE") == "0,0" and fmt.number(-0.06, "de_DE") == "-0,1"
     assert (fmt.money(-0.001, "GBP"), fmt.money(-0.4, "GBP", digits=0)) == ("£0.00", "£0")
     assert fmt.money(-0.01, "GBP") == "-£0.01"
+    assert fmt.money(-0.4, "JPY", "ja_JP") == "￥0" and fmt.money(-0.6, "JPY", "ja_JP") == "-￥1"  # no minor unit
     assert fmt.ago(T0 - timedelta(days=3), T0) == "3 days ago"
     assert fmt.ago(T0 - timedelta(days=11 * 365 + 3), T0) == "11 years ago"
     assert fmt.plural(1, "home") == "1 home" and fmt.plural(2, "home") == "2 homes"

@@ -11,7 +11,7 @@ from datetime import datetime, timedelta
 
 from babel import Locale, UnknownLocaleError
 from babel.dates import format_timedelta
-from babel.numbers import format_currency, format_decimal, get_currency_symbol
+from babel.numbers import format_currency, format_decimal, get_currency_precision, get_currency_symbol
 
 DEFAULT_LOCALE = "en_GB"
 NONE = "—"  # what a missing value reads as, never "None"
@@ -33,7 +33,8 @@ def money(amount: float | None, currency: str, loc: str = DEFAULT_LOCALE, *, dig
     if amount is None:
         return NONE
     pattern = None if digits == 2 else "¤#,##0"
-    amount = _unsigned_zero(amount, digits)
+    # digits=2 means the currency's own (JPY has none): a zero is judged at what is shown.
+    amount = _unsigned_zero(amount, get_currency_precision(currency) if digits == 2 else digits)
     try:
         return format_currency(amount, currency, format=pattern, locale=loc,
                                currency_digits=digits == 2)
